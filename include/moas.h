@@ -1,0 +1,316 @@
+/*
+ * libmoas — GPT-style transformers with mixtures of attention schemes, behind a C ABI.
+ *
+ * Conventions (see also docs/ABI.md):
+ *  - Every struct begins with `struct_size`; the caller sets it to `sizeof(struct)` before passing the struct in,
+ *    and the library never reads or writes past it. No struct crosses the ABI by value.
+ *  - Every call returns a `moas_status`; on failure `moas_last_error()` holds a message for the calling thread
+ *    that says what to fix. A failed call leaves the model as it was.
+ *  - Enumerations travel as `int32_t` fields; their values are only ever appended, never reused.
+ *  - Ownership: every `*_create` has a `*_destroy`. Pointers the library returns are borrowed and stay valid as
+ *    long as the documented owner lives. Buffers the caller passes are borrowed for the duration of the call only.
+ *  - Thread safety: a model is used by one thread at a time; distinct models may be used concurrently.
+ *    Calls marked "thread-safe" may be made from any thread at any time.
+ *  - Tensors are row-major float32; linear weights have PyTorch `nn.Linear` layout [out, in].
+ */
+#ifndef MOAS_H
+#define MOAS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32)
+#  if defined(MOAS_BUILDING_LIBRARY)
+#    define MOAS_API __declspec(dllexport)
+#  else
+#    define MOAS_API __declspec(dllimport)
+#  endif
+#else
+#  define MOAS_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Bumped whenever a struct layout or a function signature changes incompatibly (see CHANGELOG.md). */
+#define MOAS_ABI_VERSION 1u
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * Status codes
+ * ------------------------------------------------------------------------------------------------------------- */
+
+typedef enum moas_status {
+  MOAS_OK = 0,
+  /* A required pointer argument was NULL. */
+  MOAS_ERR_NULL_ARGUMENT = 1,
+  /* A config field is out of range or inconsistent (the message names the field). */
+  MOAS_ERR_INVALID_CONFIG = 2,
+  /* The caller was built against another ABI version, or passed a struct_size the library cannot accept. */
+  MOAS_ERR_ABI_MISMATCH = 3,
+  /* A buffer length or a shape argument does not match what the model needs. */
+  MOAS_ERR_SIZE_MISMATCH = 4,
+  /* An input token id is outside [0, vocab_size). */
+  MOAS_ERR_TOKEN_OUT_OF_RANGE = 5,
+  /* A target id is outside [-1, vocab_size) (-1 means "ignore"). */
+  MOAS_ERR_TARGET_OUT_OF_RANGE = 6,
+  /* The sequence is longer than the model's context (block_size). */
+  MOAS_ERR_CONTEXT_TOO_LONG = 7,
+  /* moas_backward was called without a preceding training-mode forward. */
+  MOAS_ERR_NO_FORWARD = 8,
+  /* A NaN or infinity was found in caller data, weights, or the gradient (the step was not applied). */
+  MOAS_ERR_NON_FINITE = 9,
+  /* No parameter of that name exists in this model. */
+  MOAS_ERR_UNKNOWN_PARAMETER = 10,
+  /* A file could not be opened, read, written or renamed. */
+  MOAS_ERR_IO = 11,
+  /* The checkpoint file ends before its header or data say it should. */
+  MOAS_ERR_CHECKPOINT_TRUNCATED = 12,
+  /* The checkpoint header is not valid safetensors JSON (the message gives the reason). */
+  MOAS_ERR_CHECKPOINT_HEADER = 13,
+  /* Tensor byte spans overlap, leave gaps or trailing bytes, or disagree with shape x dtype. */
+  MOAS_ERR_CHECKPOINT_LAYOUT = 14,
+  /* A tensor the model needs is not in the checkpoint. */
+  MOAS_ERR_CHECKPOINT_MISSING_TENSOR = 15,
+  /* The checkpoint holds a tensor this model does not have. */
+  MOAS_ERR_CHECKPOINT_UNEXPECTED_TENSOR = 16,
+  /* A tensor's shape differs from the model's. */
+  MOAS_ERR_CHECKPOINT_SHAPE = 17,
+  /* A tensor's dtype is not F32, F16 or BF16. */
+  MOAS_ERR_CHECKPOINT_DTYPE = 18,
+  /* The checkpoint's config metadata is missing, unreadable or describes another model. */
+  MOAS_ERR_CHECKPOINT_CONFIG = 19,
+  /* The model (or that layer) has no router: router statistics do not apply. */
+  MOAS_ERR_NO_ROUTER = 20,
+  /* The requested device cannot be used here (no CUDA backend, driver or device). */
+  MOAS_ERR_DEVICE_UNAVAILABLE = 21,
+  /* An allocation failed. */
+  MOAS_ERR_OUT_OF_MEMORY = 22,
+  /* An index argument (layer, parameter index) is out of range. */
+  MOAS_ERR_INDEX_OUT_OF_RANGE = 23,
+  /* A bug in libmoas: please report it with the message. */
+  MOAS_ERR_INTERNAL = 24
+} moas_status;
+
+/* A static, human-readable name for a status ("MOAS_ERR_SIZE_MISMATCH: ..."). Thread-safe. Never NULL. */
+MOAS_API const char *moas_status_string(moas_status status);
+
+/* The message of the last failed call on this thread, or "" if none failed. Thread-safe; the string is owned by
+ * the library and valid until the next libmoas call on the same thread. Never NULL. */
+MOAS_API const char *moas_last_error(void);
+
+/* MOAS_ABI_VERSION of the loaded library; bindings compare it with the header they were built from. Thread-safe. */
+MOAS_API uint32_t moas_abi_version(void);
+
+/* The library version, e.g. "0.1.0". Thread-safe; static storage. */
+MOAS_API const char *moas_version_string(void);
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * Model configuration
+ * ------------------------------------------------------------------------------------------------------------- */
+
+/* moas_model_config.norm */
+enum {
+  MOAS_NORM_LAYERNORM = 0,
+  MOAS_NORM_RMSNORM = 1
+};
+
+/* moas_model_config.mlp */
+enum {
+  MOAS_MLP_GELU = 0,  /* c_proj(GELU(c_fc(x))), exact erf GELU */
+  MOAS_MLP_SWIGLU = 1 /* c_proj(SiLU(c_fc(x)) * c_up(x)) */
+};
+
+/* moas_model_config.position */
+enum {
+  MOAS_POSITION_LEARNED = 0, /* wte + wpe */
+  MOAS_POSITION_ROPE = 1     /* rotary q/k, base rope_base, no wpe */
+};
+
+/* moas_model_config.attention */
+enum {
+  MOAS_ATTENTION_SCHEME = 0 /* one scheme: MHA (n_kv_head = n_head), GQA, MQA (n_kv_head = 1) */
+};
+
+/* moas_model_config.device */
+enum {
+  MOAS_DEVICE_CPU = 0,
+  MOAS_DEVICE_CUDA = 1
+};
+
+typedef struct moas_model_config {
+  uint32_t struct_size; /* sizeof(moas_model_config), set by the caller */
+  uint32_t abi_version; /* MOAS_ABI_VERSION, set by moas_model_config_default */
+  int32_t vocab_size;   /* V (default 65: the character vocabulary of tiny Shakespeare) */
+  int32_t block_size;   /* maximum context T (default 256) */
+  int32_t n_layer;      /* L (default 6) */
+  int32_t n_head;       /* H query heads (default 6) */
+  int32_t n_kv_head;    /* key/value heads, divides n_head (default = n_head: MHA) */
+  int32_t n_embd;       /* C, divisible by n_head (default 384) */
+  int32_t mlp_hidden;   /* MLP hidden width; 0 = 4 * n_embd */
+  int32_t norm;         /* MOAS_NORM_* */
+  int32_t mlp;          /* MOAS_MLP_* */
+  int32_t position;     /* MOAS_POSITION_* */
+  int32_t attention;    /* MOAS_ATTENTION_* */
+  int32_t bias;         /* 1: Linear and LayerNorm biases (default 0, reference-faithful) */
+  float dropout;        /* p in [0, 1) for every dropout site (default 0.2) */
+  int32_t attn_dropout; /* 1: also drop attention probabilities (default 1, as nanoGPT) */
+  float rope_base;      /* RoPE base (default 10000) */
+  uint64_t seed;        /* initialisation and dropout seed (default 1337) */
+  int32_t n_threads;    /* CPU threads; 0 = all cores */
+  int32_t device;       /* MOAS_DEVICE_* (default CPU) */
+  int32_t device_index; /* which GPU when device is CUDA */
+  int32_t reserved0;    /* keep 0: pads the struct to 8 bytes on every platform */
+} moas_model_config;
+
+/* Fills every field within cfg->struct_size with the defaults above (the paper's model).
+ * The caller sets cfg->struct_size = sizeof *cfg first. Thread-safe. */
+MOAS_API moas_status moas_model_config_default(moas_model_config *cfg);
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * Model lifetime
+ * ------------------------------------------------------------------------------------------------------------- */
+
+typedef struct moas_model moas_model;
+
+/* Validates cfg and creates a model with reference-faithful (GPT-2) initialisation from cfg->seed.
+ * On success *out owns a model the caller must pass to moas_model_destroy. Thread-safe. */
+MOAS_API moas_status moas_model_create(const moas_model_config *cfg, moas_model **out);
+
+/* Frees the model and everything it owns; NULL is a no-op. */
+MOAS_API void moas_model_destroy(moas_model *model);
+
+/* Copies the model's config into *out (up to out->struct_size, which the caller sets). */
+MOAS_API moas_status moas_model_get_config(const moas_model *model, moas_model_config *out);
+
+/* Number of trainable scalars (tied embeddings counted once). */
+MOAS_API moas_status moas_model_num_parameters(const moas_model *model, uint64_t *out);
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * Training and inference
+ * ------------------------------------------------------------------------------------------------------------- */
+
+/* Runs the model on tokens [batch, seq_len] (int32, each in [0, vocab_size)).
+ * targets: NULL, or [batch, seq_len] ids in [-1, vocab_size) where -1 is ignored.
+ * training: 1 keeps activations for moas_backward and applies dropout (mask keyed by seed and step);
+ *           0 keeps nothing and is deterministic.
+ * loss_out (nullable): mean cross-entropy over targets != -1 (0 when there are none or targets is NULL).
+ * aux_out (nullable): the unweighted auxiliary (load-balance) loss, mean over routed layers; 0 without routers.
+ * The logits stay readable through moas_logits until the next forward. */
+MOAS_API moas_status moas_forward(moas_model *model, const int32_t *tokens, const int32_t *targets, int32_t batch,
+                                  int32_t seq_len, int32_t training, float *loss_out, float *aux_out);
+
+/* Copies the last forward's logits [batch, seq_len, vocab_size] into out, whose length (in floats) is out_len and
+ * must equal batch * seq_len * vocab_size. */
+MOAS_API moas_status moas_logits(const moas_model *model, float *out, size_t out_len);
+
+/* Accumulates into the parameter gradients the gradient of CE + lambda * aux of the last training forward
+ * (which must have had targets). Gradients accumulate across calls until moas_zero_grad. */
+MOAS_API moas_status moas_backward(moas_model *model);
+
+/* Sets every parameter gradient to zero. */
+MOAS_API moas_status moas_zero_grad(moas_model *model);
+
+typedef struct moas_adamw_config {
+  uint32_t struct_size;
+  float lr;           /* default 1e-3 */
+  float beta1;        /* default 0.9 */
+  float beta2;        /* default 0.99 */
+  float eps;          /* default 1e-8 */
+  float weight_decay; /* decoupled, only on tensors of rank >= 2 (default 0.1) */
+  float grad_clip;    /* global L2 norm bound; 0 = no clipping (default 1.0) */
+} moas_adamw_config;
+
+/* Fills cfg (up to cfg->struct_size) with the defaults above. Thread-safe. */
+MOAS_API moas_status moas_adamw_config_default(moas_adamw_config *cfg);
+
+/* One AdamW step (PyTorch semantics, bias-corrected) on the accumulated gradients, after clipping them to
+ * cfg->grad_clip. grad_norm_out (nullable) receives the global gradient L2 norm before clipping.
+ * If that norm is not finite the step is skipped, nothing changes, and MOAS_ERR_NON_FINITE is returned. */
+MOAS_API moas_status moas_optimizer_step(moas_model *model, const moas_adamw_config *cfg, float *grad_norm_out);
+
+/* Number of optimizer steps taken (it keys dropout masks and AdamW bias correction). */
+MOAS_API moas_status moas_optimizer_steps(const moas_model *model, uint64_t *out);
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * Parameters: enumeration, read, write (names are those of the reference PyTorch model)
+ * ------------------------------------------------------------------------------------------------------------- */
+
+#define MOAS_MAX_DIMS 4
+
+typedef struct moas_parameter_info {
+  uint32_t struct_size;
+  int32_t ndim;
+  const char *name;            /* borrowed; valid while the model lives */
+  int64_t shape[MOAS_MAX_DIMS]; /* unused dimensions are 0 */
+  uint64_t numel;
+} moas_parameter_info;
+
+/* Number of named parameter tensors. */
+MOAS_API moas_status moas_parameter_count(const moas_model *model, size_t *out);
+
+/* Describes parameter `index` (0 <= index < count), in checkpoint order. */
+MOAS_API moas_status moas_parameter_info_at(const moas_model *model, size_t index, moas_parameter_info *out);
+
+/* Copies parameter `name` into out (len = numel floats). */
+MOAS_API moas_status moas_parameter_read(const moas_model *model, const char *name, float *out, size_t len);
+
+/* Overwrites parameter `name` from values (len = numel floats, all finite). */
+MOAS_API moas_status moas_parameter_write(moas_model *model, const char *name, const float *values, size_t len);
+
+/* Copies the accumulated gradient of parameter `name` into out (len = numel floats). */
+MOAS_API moas_status moas_gradient_read(const moas_model *model, const char *name, float *out, size_t len);
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * Checkpoints (safetensors; tensor names load into the reference PyTorch model with load_state_dict)
+ * ------------------------------------------------------------------------------------------------------------- */
+
+/* Writes the weights and the config (metadata "config", JSON) to path, through a temporary file and a rename.
+ * user_metadata (nullable) is stored verbatim under the metadata key "user" (e.g. the vocabulary as JSON). */
+MOAS_API moas_status moas_model_save(const moas_model *model, const char *path, const char *user_metadata);
+
+/* Replaces the model's weights with those in path. The file's config must describe this model; on any failure
+ * the model is unchanged. */
+MOAS_API moas_status moas_model_load(moas_model *model, const char *path);
+
+/* Creates a model from the config stored in a checkpoint and loads its weights. device, n_threads and seed
+ * come from `overrides` when it is non-NULL (its other fields are ignored). */
+MOAS_API moas_status moas_model_create_from_file(const char *path, const moas_model_config *overrides,
+                                                 moas_model **out);
+
+/* Copies the "user" metadata of a checkpoint into buf (NUL-terminated); *needed receives its length + 1.
+ * buf may be NULL (with buf_len 0) to query the length. MOAS_ERR_SIZE_MISMATCH when buf is too small. */
+MOAS_API moas_status moas_checkpoint_user_metadata(const char *path, char *buf, size_t buf_len, size_t *needed);
+
+/* Writes the AdamW state ({param}.exp_avg, {param}.exp_avg_sq, step) to path (temporary file and rename). */
+MOAS_API moas_status moas_optimizer_save(const moas_model *model, const char *path);
+
+/* Restores the AdamW state written by moas_optimizer_save for this model; unchanged on failure. */
+MOAS_API moas_status moas_optimizer_load(moas_model *model, const char *path);
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * Router statistics (filled by every forward of a model with routed attention)
+ * ------------------------------------------------------------------------------------------------------------- */
+
+#define MOAS_MAX_ROUTES 64
+
+typedef struct moas_layer_router_stats {
+  uint32_t struct_size;
+  int32_t n_routes;               /* branches (MoAS) or routed heads (MoH) */
+  float share[MOAS_MAX_ROUTES];   /* f-hat per route; sums to 1 */
+  float mean_gate[MOAS_MAX_ROUTES];
+  float balance;                  /* 1 / (N * sum f-hat^2): 1 uniform, 1/N collapsed */
+  float max_over_mean;            /* N * max f-hat */
+  int32_t collapsed;              /* max f-hat > 0.9 */
+  float entropy;                  /* mean routing entropy (nats) */
+  float aux_loss;                 /* the layer's unweighted load-balance loss */
+} moas_layer_router_stats;
+
+/* Router statistics of `layer` from the last forward. MOAS_ERR_NO_ROUTER when that layer has no router. */
+MOAS_API moas_status moas_router_stats(const moas_model *model, int32_t layer, moas_layer_router_stats *out);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* MOAS_H */

@@ -1,0 +1,421 @@
+// The C ABI: the one place where C++ exceptions become status codes and a per-thread message. Every entry point
+// validates its arguments completely before it touches the model, so a failed call leaves the model as it was.
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <new>
+#include <string>
+
+#include "adamw.hpp"
+#include "checkpoint.hpp"
+#include "config.hpp"
+#include "error.hpp"
+#include "model.hpp"
+#include "moas.h"
+#include "parallel.hpp"
+#include "version.hpp"
+
+struct moas_model {
+  explicit moas_model(const moas::ModelConfig &config) : model(config) {}
+  moas::Model<float> model;
+};
+
+namespace {
+
+thread_local std::string last_error;
+
+template <typename F>
+moas_status guarded(F &&body) {
+  try {
+    body();
+    return MOAS_OK;
+  } catch (const moas::Error &e) {
+    last_error = e.what();
+    return e.status();
+  } catch (const std::bad_alloc &) {
+    last_error = "out of memory: reduce the batch, the sequence length or the model size";
+    return MOAS_ERR_OUT_OF_MEMORY;
+  } catch (const std::exception &e) {
+    last_error = std::string("internal error: ") + e.what();
+    return MOAS_ERR_INTERNAL;
+  } catch (...) {
+    last_error = "internal error: unknown exception";
+    return MOAS_ERR_INTERNAL;
+  }
+}
+
+void require_arg(const void *pointer, const char *name) {
+  moas::require(pointer != nullptr, MOAS_ERR_NULL_ARGUMENT, std::string(name) + " is NULL");
+}
+
+void require_struct(uint32_t struct_size, size_t v1_size, const char *type) {
+  moas::require(struct_size >= v1_size, MOAS_ERR_ABI_MISMATCH,
+                std::string(type) + ".struct_size is " + std::to_string(struct_size) + ", expected at least " +
+                    std::to_string(v1_size) + ": set struct_size = sizeof(" + type + ")");
+}
+
+const moas::ParamInfo &param_checked(const moas::Model<float> &m, const char *name, size_t len) {
+  require_arg(name, "name");
+  const moas::ParamInfo &info = m.params.find(name);
+  moas::require(len == (size_t)info.numel, MOAS_ERR_SIZE_MISMATCH,
+                std::string("parameter \"") + name + "\" has " + std::to_string(info.numel) + " elements but len is " +
+                    std::to_string(len));
+  return info;
+}
+
+void check_tokens(const moas::ModelConfig &c, const int32_t *tokens, const int32_t *targets, int32_t batch,
+                  int32_t seq_len) {
+  require_arg(tokens, "tokens");
+  moas::require(batch >= 1 && seq_len >= 1, MOAS_ERR_SIZE_MISMATCH,
+                "batch (" + std::to_string(batch) + ") and seq_len (" + std::to_string(seq_len) + ") must be >= 1");
+  moas::require(seq_len <= c.block_size, MOAS_ERR_CONTEXT_TOO_LONG,
+                "seq_len " + std::to_string(seq_len) + " exceeds the model's block_size " +
+                    std::to_string(c.block_size) + ": pass at most block_size tokens per sequence");
+  const int64_t n = (int64_t)batch * seq_len;
+  moas::require(n <= (int64_t)1 << 24, MOAS_ERR_SIZE_MISMATCH,
+                "batch * seq_len = " + std::to_string(n) + " tokens is more than 2^24 per call: split the batch");
+  for (int64_t i = 0; i < n; i++)
+    moas::require(tokens[i] >= 0 && tokens[i] < c.vocab_size, MOAS_ERR_TOKEN_OUT_OF_RANGE,
+                  "tokens[" + std::to_string(i) + "] = " + std::to_string(tokens[i]) + " is outside [0, " +
+                      std::to_string(c.vocab_size) + ")");
+  if (targets)
+    for (int64_t i = 0; i < n; i++)
+      moas::require(targets[i] >= -1 && targets[i] < c.vocab_size, MOAS_ERR_TARGET_OUT_OF_RANGE,
+                    "targets[" + std::to_string(i) + "] = " + std::to_string(targets[i]) + " is outside [-1, " +
+                        std::to_string(c.vocab_size) + "): use -1 for positions without a target");
+}
+
+moas::AdamWSettings check_adamw(const moas_adamw_config &cfg) {
+  auto check = [](bool ok, const std::string &msg) { moas::require(ok, MOAS_ERR_INVALID_CONFIG, msg); };
+  check(std::isfinite(cfg.lr) && cfg.lr >= 0, "lr is " + std::to_string(cfg.lr) + ": it must be finite and >= 0");
+  check(cfg.beta1 >= 0 && cfg.beta1 < 1, "beta1 is " + std::to_string(cfg.beta1) + ": it must be in [0, 1)");
+  check(cfg.beta2 >= 0 && cfg.beta2 < 1, "beta2 is " + std::to_string(cfg.beta2) + ": it must be in [0, 1)");
+  check(std::isfinite(cfg.eps) && cfg.eps > 0, "eps is " + std::to_string(cfg.eps) + ": it must be > 0");
+  check(std::isfinite(cfg.weight_decay) && cfg.weight_decay >= 0,
+        "weight_decay is " + std::to_string(cfg.weight_decay) + ": it must be >= 0");
+  check(std::isfinite(cfg.grad_clip) && cfg.grad_clip >= 0,
+        "grad_clip is " + std::to_string(cfg.grad_clip) + ": use 0 (off) or a positive norm");
+  return {cfg.lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay, cfg.grad_clip};
+}
+
+}  // namespace
+
+extern "C" {
+
+const char *moas_status_string(moas_status status) {
+  switch (status) {
+#define MOAS_NAME(s) \
+  case s:            \
+    return #s;
+    MOAS_NAME(MOAS_OK)
+    MOAS_NAME(MOAS_ERR_NULL_ARGUMENT)
+    MOAS_NAME(MOAS_ERR_INVALID_CONFIG)
+    MOAS_NAME(MOAS_ERR_ABI_MISMATCH)
+    MOAS_NAME(MOAS_ERR_SIZE_MISMATCH)
+    MOAS_NAME(MOAS_ERR_TOKEN_OUT_OF_RANGE)
+    MOAS_NAME(MOAS_ERR_TARGET_OUT_OF_RANGE)
+    MOAS_NAME(MOAS_ERR_CONTEXT_TOO_LONG)
+    MOAS_NAME(MOAS_ERR_NO_FORWARD)
+    MOAS_NAME(MOAS_ERR_NON_FINITE)
+    MOAS_NAME(MOAS_ERR_UNKNOWN_PARAMETER)
+    MOAS_NAME(MOAS_ERR_IO)
+    MOAS_NAME(MOAS_ERR_CHECKPOINT_TRUNCATED)
+    MOAS_NAME(MOAS_ERR_CHECKPOINT_HEADER)
+    MOAS_NAME(MOAS_ERR_CHECKPOINT_LAYOUT)
+    MOAS_NAME(MOAS_ERR_CHECKPOINT_MISSING_TENSOR)
+    MOAS_NAME(MOAS_ERR_CHECKPOINT_UNEXPECTED_TENSOR)
+    MOAS_NAME(MOAS_ERR_CHECKPOINT_SHAPE)
+    MOAS_NAME(MOAS_ERR_CHECKPOINT_DTYPE)
+    MOAS_NAME(MOAS_ERR_CHECKPOINT_CONFIG)
+    MOAS_NAME(MOAS_ERR_NO_ROUTER)
+    MOAS_NAME(MOAS_ERR_DEVICE_UNAVAILABLE)
+    MOAS_NAME(MOAS_ERR_OUT_OF_MEMORY)
+    MOAS_NAME(MOAS_ERR_INDEX_OUT_OF_RANGE)
+    MOAS_NAME(MOAS_ERR_INTERNAL)
+#undef MOAS_NAME
+  }
+  return "MOAS_ERR_UNKNOWN_STATUS";
+}
+
+const char *moas_last_error(void) { return last_error.c_str(); }
+
+uint32_t moas_abi_version(void) { return MOAS_ABI_VERSION; }
+
+const char *moas_version_string(void) { return moas::kVersion; }
+
+moas_status moas_model_config_default(moas_model_config *cfg) {
+  return guarded([&] {
+    require_arg(cfg, "cfg");
+    require_struct(cfg->struct_size, sizeof(uint32_t), "moas_model_config");
+    moas::fill_default(cfg);
+  });
+}
+
+moas_status moas_model_create(const moas_model_config *cfg, moas_model **out) {
+  return guarded([&] {
+    require_arg(cfg, "cfg");
+    require_arg(out, "out");
+    *out = nullptr;
+    const moas::ModelConfig config = moas::validate(*cfg);
+    moas::ThreadScope threads(config.n_threads);
+    *out = new moas_model(config);
+  });
+}
+
+void moas_model_destroy(moas_model *model) { delete model; }
+
+moas_status moas_model_get_config(const moas_model *model, moas_model_config *out) {
+  return guarded([&] {
+    require_arg(model, "model");
+    require_arg(out, "out");
+    require_struct(out->struct_size, sizeof(uint32_t), "moas_model_config");
+    moas::to_c(model->model.config(), out);
+  });
+}
+
+moas_status moas_model_num_parameters(const moas_model *model, uint64_t *out) {
+  return guarded([&] {
+    require_arg(model, "model");
+    require_arg(out, "out");
+    *out = (uint64_t)model->model.params.total();
+  });
+}
+
+moas_status moas_forward(moas_model *model, const int32_t *tokens, const int32_t *targets, int32_t batch,
+                         int32_t seq_len, int32_t training, float *loss_out, float *aux_out) {
+  return guarded([&] {
+    require_arg(model, "model");
+    moas::Model<float> &m = model->model;
+    check_tokens(m.config(), tokens, targets, batch, seq_len);
+    moas::require(training == 0 || training == 1, MOAS_ERR_INVALID_CONFIG,
+                  "training is " + std::to_string(training) + ": use 0 (eval) or 1 (training)");
+    moas::ThreadScope threads(m.config().n_threads);
+    const double loss = m.forward(tokens, targets, batch, seq_len, training == 1);
+    if (loss_out) *loss_out = (float)loss;
+    if (aux_out) *aux_out = (float)m.aux_loss();
+    if (!std::isfinite(loss)) m.invalidate_activations();
+    moas::require(std::isfinite(loss), MOAS_ERR_NON_FINITE,
+                  "the loss is not finite (" + std::to_string(loss) + "): the weights hold NaN/Inf or diverged; "
+                  "reload a checkpoint or lower the learning rate");
+  });
+}
+
+moas_status moas_logits(const moas_model *model, float *out, size_t out_len) {
+  return guarded([&] {
+    require_arg(model, "model");
+    require_arg(out, "out");
+    const moas::Model<float> &m = model->model;
+    moas::require(m.last_batch() > 0, MOAS_ERR_NO_FORWARD, "no forward has run yet: call moas_forward first");
+    const size_t n = (size_t)(m.last_batch() * m.last_seq() * m.config().vocab_size);
+    moas::require(out_len == n, MOAS_ERR_SIZE_MISMATCH,
+                  "out_len is " + std::to_string(out_len) + " but the last forward produced batch * seq_len * "
+                  "vocab_size = " + std::to_string(n) + " logits");
+    std::memcpy(out, m.logits().data(), n * sizeof(float));
+  });
+}
+
+moas_status moas_backward(moas_model *model) {
+  return guarded([&] {
+    require_arg(model, "model");
+    moas::Model<float> &m = model->model;
+    moas::require(m.can_backward(), MOAS_ERR_NO_FORWARD,
+                  "moas_backward needs a preceding moas_forward with training = 1 and targets (and no parameter "
+                  "write or load since)");
+    moas::ThreadScope threads(m.config().n_threads);
+    m.backward();
+  });
+}
+
+moas_status moas_zero_grad(moas_model *model) {
+  return guarded([&] {
+    require_arg(model, "model");
+    std::fill(model->model.params.grads.begin(), model->model.params.grads.end(), 0.0f);
+  });
+}
+
+moas_status moas_adamw_config_default(moas_adamw_config *cfg) {
+  return guarded([&] {
+    require_arg(cfg, "cfg");
+    require_struct(cfg->struct_size, sizeof(uint32_t), "moas_adamw_config");
+    moas_adamw_config d;
+    d.struct_size = cfg->struct_size;
+    d.lr = 1e-3f;
+    d.beta1 = 0.9f;
+    d.beta2 = 0.99f;
+    d.eps = 1e-8f;
+    d.weight_decay = 0.1f;
+    d.grad_clip = 1.0f;
+    std::memcpy(cfg, &d, cfg->struct_size < sizeof d ? cfg->struct_size : sizeof d);
+  });
+}
+
+moas_status moas_optimizer_step(moas_model *model, const moas_adamw_config *cfg, float *grad_norm_out) {
+  return guarded([&] {
+    require_arg(model, "model");
+    require_arg(cfg, "cfg");
+    require_struct(cfg->struct_size, sizeof(moas_adamw_config), "moas_adamw_config");
+    const moas::AdamWSettings settings = check_adamw(*cfg);
+    moas::Model<float> &m = model->model;
+    moas::ThreadScope threads(m.config().n_threads);
+    const double norm = moas::gradient_norm(m.params.grads);
+    if (grad_norm_out) *grad_norm_out = (float)norm;
+    moas::require(std::isfinite(norm), MOAS_ERR_NON_FINITE,
+                  "the gradient norm is not finite: the step was skipped and the weights are unchanged; "
+                  "zero the gradients and lower the learning rate or check the inputs");
+    moas::adamw_step(m.params, m.optimizer, settings, norm);
+    m.invalidate_activations();
+  });
+}
+
+moas_status moas_optimizer_steps(const moas_model *model, uint64_t *out) {
+  return guarded([&] {
+    require_arg(model, "model");
+    require_arg(out, "out");
+    *out = model->model.optimizer.step;
+  });
+}
+
+moas_status moas_parameter_count(const moas_model *model, size_t *out) {
+  return guarded([&] {
+    require_arg(model, "model");
+    require_arg(out, "out");
+    *out = model->model.params.infos().size();
+  });
+}
+
+moas_status moas_parameter_info_at(const moas_model *model, size_t index, moas_parameter_info *out) {
+  return guarded([&] {
+    require_arg(model, "model");
+    require_arg(out, "out");
+    require_struct(out->struct_size, sizeof(moas_parameter_info), "moas_parameter_info");
+    const auto &infos = model->model.params.infos();
+    moas::require(index < infos.size(), MOAS_ERR_INDEX_OUT_OF_RANGE,
+                  "parameter index " + std::to_string(index) + " is not below the count " +
+                      std::to_string(infos.size()));
+    const moas::ParamInfo &info = infos[index];
+    out->ndim = (int32_t)info.shape.size();
+    out->name = info.name.c_str();
+    for (int i = 0; i < MOAS_MAX_DIMS; i++) out->shape[i] = i < out->ndim ? info.shape[(size_t)i] : 0;
+    out->numel = (uint64_t)info.numel;
+  });
+}
+
+moas_status moas_parameter_read(const moas_model *model, const char *name, float *out, size_t len) {
+  return guarded([&] {
+    require_arg(model, "model");
+    require_arg(out, "out");
+    const moas::ParamInfo &info = param_checked(model->model, name, len);
+    std::memcpy(out, model->model.params.value(info.offset), len * sizeof(float));
+  });
+}
+
+moas_status moas_parameter_write(moas_model *model, const char *name, const float *values, size_t len) {
+  return guarded([&] {
+    require_arg(model, "model");
+    require_arg(values, "values");
+    const moas::ParamInfo &info = param_checked(model->model, name, len);
+    for (size_t i = 0; i < len; i++)
+      moas::require(std::isfinite(values[i]), MOAS_ERR_NON_FINITE,
+                    std::string("values[") + std::to_string(i) + "] for \"" + name +
+                        "\" is not finite; the parameter was not changed");
+    std::memcpy(model->model.params.value(info.offset), values, len * sizeof(float));
+    model->model.invalidate_activations();
+  });
+}
+
+moas_status moas_gradient_read(const moas_model *model, const char *name, float *out, size_t len) {
+  return guarded([&] {
+    require_arg(model, "model");
+    require_arg(out, "out");
+    const moas::ParamInfo &info = param_checked(model->model, name, len);
+    std::memcpy(out, model->model.params.grads.data() + info.offset, len * sizeof(float));
+  });
+}
+
+moas_status moas_model_save(const moas_model *model, const char *path, const char *user_metadata) {
+  return guarded([&] {
+    require_arg(model, "model");
+    require_arg(path, "path");
+    moas::save_model(model->model, path, user_metadata);
+  });
+}
+
+moas_status moas_model_load(moas_model *model, const char *path) {
+  return guarded([&] {
+    require_arg(model, "model");
+    require_arg(path, "path");
+    moas::load_model(model->model, path);
+    model->model.invalidate_activations();
+  });
+}
+
+moas_status moas_model_create_from_file(const char *path, const moas_model_config *overrides, moas_model **out) {
+  return guarded([&] {
+    require_arg(path, "path");
+    require_arg(out, "out");
+    *out = nullptr;
+    moas::ModelConfig config = moas::read_checkpoint_config(path);
+    if (overrides) {
+      require_struct(overrides->struct_size, sizeof(moas_model_config), "moas_model_config");
+      moas_model_config merged;
+      merged.struct_size = sizeof merged;
+      moas::to_c(config, &merged);
+      merged.device = overrides->device;
+      merged.device_index = overrides->device_index;
+      merged.n_threads = overrides->n_threads;
+      merged.seed = overrides->seed;
+      config = moas::validate(merged);
+    }
+    moas::ThreadScope threads(config.n_threads);
+    auto created = std::make_unique<moas_model>(config);
+    moas::load_model(created->model, path);
+    *out = created.release();
+  });
+}
+
+moas_status moas_checkpoint_user_metadata(const char *path, char *buf, size_t buf_len, size_t *needed) {
+  return guarded([&] {
+    require_arg(path, "path");
+    require_arg(needed, "needed");
+    const std::string user = moas::read_user_metadata(path);
+    *needed = user.size() + 1;
+    if (!buf && buf_len == 0) return;
+    require_arg(buf, "buf");
+    moas::require(buf_len >= user.size() + 1, MOAS_ERR_SIZE_MISMATCH,
+                  "buf_len is " + std::to_string(buf_len) + " but the metadata needs " +
+                      std::to_string(user.size() + 1) + " bytes");
+    std::memcpy(buf, user.c_str(), user.size() + 1);
+  });
+}
+
+moas_status moas_optimizer_save(const moas_model *model, const char *path) {
+  return guarded([&] {
+    require_arg(model, "model");
+    require_arg(path, "path");
+    moas::save_optimizer(model->model, path);
+  });
+}
+
+moas_status moas_optimizer_load(moas_model *model, const char *path) {
+  return guarded([&] {
+    require_arg(model, "model");
+    require_arg(path, "path");
+    moas::load_optimizer(model->model, path);
+  });
+}
+
+moas_status moas_router_stats(const moas_model *model, int32_t layer, moas_layer_router_stats *out) {
+  return guarded([&] {
+    require_arg(model, "model");
+    require_arg(out, "out");
+    require_struct(out->struct_size, sizeof(moas_layer_router_stats), "moas_layer_router_stats");
+    const int64_t n_layer = model->model.config().n_layer;
+    moas::require(layer >= 0 && layer < n_layer, MOAS_ERR_INDEX_OUT_OF_RANGE,
+                  "layer " + std::to_string(layer) + " is outside [0, " + std::to_string(n_layer) + ")");
+    moas::fail(MOAS_ERR_NO_ROUTER, "layer " + std::to_string(layer) +
+                                       " has no router: this model uses one attention scheme (MHA/GQA/MQA)");
+  });
+}
+
+}  // extern "C"

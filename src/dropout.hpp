@@ -1,0 +1,55 @@
+// Counter-based dropout masks: keep(element) is a pure function of (seed, step, layer, site, element), so a mask
+// never depends on thread count, loop order, batch composition or backend, and backward regenerates it instead
+// of storing it.
+#pragma once
+
+#include <cstdint>
+
+namespace moas {
+
+enum class DropoutSiteId : uint32_t { Embedding = 1, AttentionProbs = 2, AttentionOut = 3, MlpOut = 4, Gates = 5 };
+
+// splitmix64's finaliser: a bijective mix with full avalanche, cheap enough to call per element.
+inline uint64_t mix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+struct Dropout {
+  float p = 0.0f;  // drop probability; 0 disables the site
+  uint64_t key = 0;
+
+  static Dropout at(float p, uint64_t seed, uint64_t step, uint32_t layer, DropoutSiteId site) {
+    Dropout d;
+    d.p = p;
+    d.key = mix64(mix64(mix64(seed) ^ step) ^ ((uint64_t)layer << 32 | (uint32_t)site));
+    return d;
+  }
+  bool active() const { return p > 0.0f; }
+  // True when `element` survives. Uses the top 24 bits as a uniform in [0, 1).
+  bool keep(uint64_t element) const {
+    const uint64_t r = mix64(key ^ mix64(element));
+    return (float)(r >> 40) * (1.0f / 16777216.0f) >= p;
+  }
+  // The multiplier applied to `element`: 0 or 1 / (1 - p).
+  template <typename T>
+  T factor(uint64_t element) const {
+    return keep(element) ? (T)1 / (T)(1 - (T)p) : (T)0;
+  }
+};
+
+}  // namespace moas
+
+namespace moas {
+
+// x[i] *= keep(i) / (1 - p) for i in [0, n), in place; the same call on a gradient is the backward.
+template <typename T>
+void dropout_apply(T *x, int64_t n, const Dropout &dropout) {
+  if (!dropout.active()) return;
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; i++) x[i] *= dropout.factor<T>((uint64_t)i);
+}
+
+}  // namespace moas

@@ -1,0 +1,46 @@
+// exp and erf written so that loops over them vectorise (glibc's expf/erff are scalar calls unless -ffast-math).
+// float: Cephes-style exp (≈1 ulp) and Abramowitz–Stegun 7.1.26 erf (|error| < 1.5e-7, below float resolution of
+// 1 + erf). double (the finite-difference build) uses the exact library functions.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace moas {
+
+inline float fast_exp(float x) {
+  // exp(x) = 2^n * exp(r), n = round(x / ln2), |r| <= ln2 / 2; ln2 split in two for an exact n * ln2.
+  const float clamped = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  const float n = std::floor(clamped * 1.44269504088896341f + 0.5f);
+  const float r = clamped - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float er = p * r * r + r + 1.0f;
+  const int32_t bits = ((int32_t)n + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return x < -87.0f ? 0.0f : er * scale;
+}
+
+inline double fast_exp(double x) { return std::exp(x); }
+
+inline float fast_erf(float x) {
+  const float ax = std::fabs(x);
+  const float t = 1.0f / (1.0f + 0.3275911f * ax);
+  float p = 1.061405429f;
+  p = p * t - 1.453152027f;
+  p = p * t + 1.421413741f;
+  p = p * t - 0.284496736f;
+  p = p * t + 0.254829592f;
+  const float y = 1.0f - p * t * fast_exp(-ax * ax);
+  return x < 0.0f ? -y : y;
+}
+
+inline double fast_erf(double x) { return std::erf(x); }
+
+}  // namespace moas

@@ -1,0 +1,254 @@
+#include "model.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "attention.hpp"
+#include "dropout.hpp"
+#include "embedding.hpp"
+#include "init.hpp"
+#include "linear.hpp"
+#include "loss.hpp"
+#include "mlp.hpp"
+#include "norm.hpp"
+
+namespace moas {
+
+template <typename T>
+Model<T>::Model(const ModelConfig &config) : config_(config) {
+  register_parameters();
+  params.allocate();
+  initialise();
+  if (config_.position == PositionKind::Rope) rope_.build(config_.block_size, config_.head_dim(), config_.rope_base);
+}
+
+template <typename T>
+int64_t Model<T>::fc_width() const {
+  return config_.mlp == MlpKind::SwiGlu ? 2 * config_.mlp_hidden : config_.mlp_hidden;
+}
+
+// Names and shapes are those of the reference PyTorch (nanoGPT) model. Tensors that one GEMM consumes together
+// ([q; k; v], [c_fc; c_up]) are registered back to back so they are one contiguous weight.
+template <typename T>
+void Model<T>::register_parameters() {
+  const ModelConfig &c = config_;
+  const int64_t C = c.n_embd, kv = c.n_kv_head * c.head_dim(), hidden = c.mlp_hidden;
+  const bool swiglu = c.mlp == MlpKind::SwiGlu;
+  auto bias = [&](const std::string &name, int64_t n) { return c.bias ? params.add(name, {n}) : (int64_t)-1; };
+  auto norm_bias = [&](const std::string &name) {
+    return c.bias && c.norm == NormKind::LayerNorm ? params.add(name, {C}) : (int64_t)-1;
+  };
+
+  wte_ = params.add("transformer.wte.weight", {c.vocab_size, C});
+  if (c.position == PositionKind::Learned) wpe_ = params.add("transformer.wpe.weight", {c.block_size, C});
+  for (int64_t l = 0; l < c.n_layer; l++) {
+    const std::string p = "transformer.h." + std::to_string(l) + ".";
+    LayerParams lp;
+    lp.ln1_w = params.add(p + "ln_1.weight", {C});
+    lp.ln1_b = norm_bias(p + "ln_1.bias");
+    if (c.n_kv_head == c.n_head) {
+      lp.qkv_w = params.add(p + "attn.c_attn.weight", {3 * C, C});
+      lp.qkv_b = bias(p + "attn.c_attn.bias", 3 * C);
+    } else {
+      lp.qkv_w = params.add(p + "attn.q_proj.weight", {C, C});
+      params.add(p + "attn.k_proj.weight", {kv, C});
+      params.add(p + "attn.v_proj.weight", {kv, C});
+      lp.qkv_b = bias(p + "attn.q_proj.bias", C);
+      bias(p + "attn.k_proj.bias", kv);
+      bias(p + "attn.v_proj.bias", kv);
+    }
+    lp.proj_w = params.add(p + "attn.c_proj.weight", {C, C});
+    lp.proj_b = bias(p + "attn.c_proj.bias", C);
+    lp.ln2_w = params.add(p + "ln_2.weight", {C});
+    lp.ln2_b = norm_bias(p + "ln_2.bias");
+    lp.fc_w = params.add(p + "mlp.c_fc.weight", {hidden, C});
+    if (swiglu) params.add(p + "mlp.c_up.weight", {hidden, C});
+    lp.fc_b = bias(p + "mlp.c_fc.bias", hidden);
+    if (swiglu) bias(p + "mlp.c_up.bias", hidden);
+    lp.mproj_w = params.add(p + "mlp.c_proj.weight", {C, hidden});
+    lp.mproj_b = bias(p + "mlp.c_proj.bias", C);
+    layers_.push_back(lp);
+  }
+  lnf_w_ = params.add("transformer.ln_f.weight", {C});
+  lnf_b_ = norm_bias("transformer.ln_f.bias");
+}
+
+// GPT-2: weights N(0, 0.02), residual projections N(0, 0.02 / sqrt(2 L)), biases 0, norm gains 1.
+template <typename T>
+void Model<T>::initialise() {
+  const double residual_std = 0.02 / std::sqrt(2.0 * (double)config_.n_layer);
+  uint64_t stream = 0;
+  for (const ParamInfo &info : params.infos()) {
+    T *v = params.values.data() + info.offset;
+    const bool is_norm = info.name.find(".ln_") != std::string::npos;
+    const bool is_bias = info.name.size() > 5 && info.name.compare(info.name.size() - 5, 5, ".bias") == 0;
+    const bool is_residual = info.name.find("c_proj.weight") != std::string::npos;
+    if (is_bias) std::fill(v, v + info.numel, T(0));
+    else if (is_norm) std::fill(v, v + info.numel, T(1));
+    else init_normal(v, info.numel, is_residual ? residual_std : 0.02, config_.seed, stream);
+    stream++;
+  }
+}
+
+template <typename T>
+void Model<T>::resize_buffers(int64_t N, bool training) {
+  const ModelConfig &c = config_;
+  const int64_t C = c.n_embd;
+  const size_t n_layers_kept = training ? (size_t)c.n_layer : 1;
+  if (acts_.size() < n_layers_kept) acts_.resize(n_layers_kept);
+  for (size_t l = 0; l < n_layers_kept; l++) {
+    LayerActivations &a = acts_[l];
+    a.ln1.resize((size_t)(N * C));
+    a.ln1_mean.resize((size_t)N);
+    a.ln1_rstd.resize((size_t)N);
+    a.qkv.resize((size_t)(N * c.qkv_width()));
+    a.att.resize((size_t)(N * C));
+    a.lse.resize((size_t)(N * c.n_head));
+    a.mid.resize((size_t)(N * C));
+    a.ln2.resize((size_t)(N * C));
+    a.ln2_mean.resize((size_t)N);
+    a.ln2_rstd.resize((size_t)N);
+    a.fc_pre.resize((size_t)(N * fc_width()));
+    a.fc_act.resize((size_t)(N * c.mlp_hidden));
+  }
+  residual_.resize((size_t)c.n_layer + 1);
+  for (auto &r : residual_) r.resize((size_t)(N * C));
+  lnf_.resize((size_t)(N * C));
+  lnf_mean_.resize((size_t)N);
+  lnf_rstd_.resize((size_t)N);
+  logits_.resize((size_t)(N * c.vocab_size));
+  ce_lse_.resize((size_t)N);
+  scratch_c_.resize((size_t)(N * C));
+}
+
+template <typename T>
+double Model<T>::forward(const int32_t *tokens, const int32_t *targets, int64_t B, int64_t Tn, bool training) {
+  const ModelConfig &c = config_;
+  const int64_t N = B * Tn, C = c.n_embd, H = c.n_head, Hkv = c.n_kv_head, d = c.head_dim(), W = c.qkv_width();
+  const bool rms = c.norm == NormKind::RMSNorm;
+  const float p = training ? c.dropout : 0.0f;
+  backward_ready_ = false;
+  resize_buffers(N, training);
+  B_ = B;
+  Tn_ = Tn;
+  tokens_.assign(tokens, tokens + N);
+  if (targets) targets_.assign(targets, targets + N);
+  else targets_.clear();
+  dropout_step_ = training_forwards;
+  auto site = [&](uint32_t layer, DropoutSiteId id) { return Dropout::at(p, c.seed, dropout_step_, layer, id); };
+  const uint32_t L = (uint32_t)c.n_layer;
+
+  embedding_forward(residual_[0].data(), tokens, w(wte_), w(wpe_), B, Tn, C);
+  dropout_apply(residual_[0].data(), N * C, site(L, DropoutSiteId::Embedding));
+
+  const AttentionShape shape{B, Tn, H, Hkv, d};
+  for (uint32_t l = 0; l < L; l++) {
+    const LayerParams &lp = layers_[l];
+    LayerActivations &a = acts_[training ? l : 0];
+    const T *x = residual_[l].data();
+    T *x_next = residual_[l + 1].data();
+
+    // Attention sub-block: mid = x + dropout(c_proj(attn(rope(qkv(norm1(x))))))
+    norm_forward(rms, a.ln1.data(), a.ln1_mean.data(), a.ln1_rstd.data(), x, w(lp.ln1_w), w(lp.ln1_b), N, C);
+    linear_forward(a.qkv.data(), W, a.ln1.data(), w(lp.qkv_w), w(lp.qkv_b), N, C, W);
+    if (c.position == PositionKind::Rope) rope_rotate(a.qkv.data(), W, 0, H + Hkv, B, Tn, rope_, +1);
+    const T *qkv = a.qkv.data();
+    const AttentionIO<T> io{qkv, W, qkv + H * d, W, qkv + (H + Hkv) * d, W};
+    attention_forward(shape, io, a.att.data(), C, a.lse.data(),
+                      c.attn_dropout ? site(l, DropoutSiteId::AttentionProbs) : Dropout{});
+    linear_forward(scratch_c_.data(), C, a.att.data(), w(lp.proj_w), w(lp.proj_b), N, C, C);
+    dropout_apply(scratch_c_.data(), N * C, site(l, DropoutSiteId::AttentionOut));
+    T *mid = a.mid.data();
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < N * C; i++) mid[i] = x[i] + scratch_c_[(size_t)i];
+
+    // MLP sub-block: x_next = mid + dropout(c_proj(act(c_fc(norm2(mid)))))
+    norm_forward(rms, a.ln2.data(), a.ln2_mean.data(), a.ln2_rstd.data(), mid, w(lp.ln2_w), w(lp.ln2_b), N, C);
+    linear_forward(a.fc_pre.data(), fc_width(), a.ln2.data(), w(lp.fc_w), w(lp.fc_b), N, C, fc_width());
+    if (c.mlp == MlpKind::SwiGlu) swiglu_forward(a.fc_act.data(), a.fc_pre.data(), N, c.mlp_hidden);
+    else gelu_forward(a.fc_act.data(), a.fc_pre.data(), N * c.mlp_hidden);
+    linear_forward(scratch_c_.data(), C, a.fc_act.data(), w(lp.mproj_w), w(lp.mproj_b), N, c.mlp_hidden, C);
+    dropout_apply(scratch_c_.data(), N * C, site(l, DropoutSiteId::MlpOut));
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < N * C; i++) x_next[i] = mid[i] + scratch_c_[(size_t)i];
+  }
+
+  norm_forward(rms, lnf_.data(), lnf_mean_.data(), lnf_rstd_.data(), residual_[L].data(), w(lnf_w_), w(lnf_b_), N, C);
+  linear_forward(logits_.data(), c.vocab_size, lnf_.data(), w(wte_), (const T *)nullptr, N, C, c.vocab_size);
+  const double loss = cross_entropy_forward(ce_lse_.data(), logits_.data(), targets, N, c.vocab_size, &n_counted_);
+  if (training) {
+    training_forwards++;
+    backward_ready_ = targets != nullptr;
+  }
+  return loss;
+}
+
+// Walks the forward in exact reverse. Parameter gradients and the residual-stream gradient d_res_ accumulate (+=);
+// every other gradient buffer is overwritten.
+template <typename T>
+void Model<T>::backward() {
+  const ModelConfig &c = config_;
+  const int64_t B = B_, Tn = Tn_, N = B * Tn, C = c.n_embd, H = c.n_head, Hkv = c.n_kv_head, d = c.head_dim();
+  const int64_t W = c.qkv_width(), V = c.vocab_size, hidden = c.mlp_hidden, F = fc_width();
+  const bool rms = c.norm == NormKind::RMSNorm;
+  const uint32_t L = (uint32_t)c.n_layer;
+  auto site = [&](uint32_t layer, DropoutSiteId id) { return Dropout::at(c.dropout, c.seed, dropout_step_, layer, id); };
+  for (auto *buf : {&d_res_, &d_c_, &d_ln_, &norm_scratch_}) buf->resize((size_t)(N * C));
+  d_hidden_.resize((size_t)(N * hidden));
+  d_pre_.resize((size_t)(N * F));
+  d_qkv_.resize((size_t)(N * W));
+  d_logits_.resize((size_t)(N * V));
+
+  if (n_counted_ > 0) {
+    cross_entropy_backward(d_logits_.data(), logits_.data(), ce_lse_.data(), targets_.data(), N, V,
+                           (T)(1.0 / (double)n_counted_));
+  } else {
+    std::fill(d_logits_.begin(), d_logits_.end(), T(0));
+  }
+  linear_backward(d_ln_.data(), false, g(wte_), (T *)nullptr, d_logits_.data(), lnf_.data(), w(wte_), N, C, V);
+  std::fill(d_res_.begin(), d_res_.end(), T(0));
+  norm_backward(rms, d_res_.data(), g(lnf_w_), g(lnf_b_), norm_scratch_.data(), d_ln_.data(), residual_[L].data(),
+                w(lnf_w_), lnf_mean_.data(), lnf_rstd_.data(), N, C);
+
+  const AttentionShape shape{B, Tn, H, Hkv, d};
+  for (int64_t l = (int64_t)L - 1; l >= 0; l--) {
+    const LayerParams &lp = layers_[(size_t)l];
+    LayerActivations &a = acts_[(size_t)l];
+
+    // MLP sub-block.
+    std::copy(d_res_.begin(), d_res_.end(), d_c_.begin());
+    dropout_apply(d_c_.data(), N * C, site((uint32_t)l, DropoutSiteId::MlpOut));
+    linear_backward(d_hidden_.data(), false, g(lp.mproj_w), g(lp.mproj_b), d_c_.data(), a.fc_act.data(),
+                    w(lp.mproj_w), N, hidden, C);
+    if (c.mlp == MlpKind::SwiGlu) swiglu_backward(d_pre_.data(), d_hidden_.data(), a.fc_pre.data(), N, hidden);
+    else gelu_backward(d_pre_.data(), d_hidden_.data(), a.fc_pre.data(), N * hidden);
+    linear_backward(d_ln_.data(), false, g(lp.fc_w), g(lp.fc_b), d_pre_.data(), a.ln2.data(), w(lp.fc_w), N, C, F);
+    norm_backward(rms, d_res_.data(), g(lp.ln2_w), g(lp.ln2_b), norm_scratch_.data(), d_ln_.data(), a.mid.data(),
+                  w(lp.ln2_w), a.ln2_mean.data(), a.ln2_rstd.data(), N, C);
+
+    // Attention sub-block.
+    std::copy(d_res_.begin(), d_res_.end(), d_c_.begin());
+    dropout_apply(d_c_.data(), N * C, site((uint32_t)l, DropoutSiteId::AttentionOut));
+    linear_backward(d_ln_.data(), false, g(lp.proj_w), g(lp.proj_b), d_c_.data(), a.att.data(), w(lp.proj_w), N, C,
+                    C);
+    const T *qkv = a.qkv.data();
+    const AttentionIO<T> io{qkv, W, qkv + H * d, W, qkv + (H + Hkv) * d, W};
+    T *dqkv = d_qkv_.data();
+    attention_backward(shape, io, a.att.data(), C, a.lse.data(), d_ln_.data(), dqkv, W, dqkv + H * d, W,
+                       dqkv + (H + Hkv) * d, W,
+                       c.attn_dropout ? site((uint32_t)l, DropoutSiteId::AttentionProbs) : Dropout{});
+    if (c.position == PositionKind::Rope) rope_rotate(dqkv, W, 0, H + Hkv, B, Tn, rope_, -1);
+    linear_backward(d_ln_.data(), false, g(lp.qkv_w), g(lp.qkv_b), dqkv, a.ln1.data(), w(lp.qkv_w), N, C, W);
+    norm_backward(rms, d_res_.data(), g(lp.ln1_w), g(lp.ln1_b), norm_scratch_.data(), d_ln_.data(),
+                  residual_[(size_t)l].data(), w(lp.ln1_w), a.ln1_mean.data(), a.ln1_rstd.data(), N, C);
+  }
+
+  dropout_apply(d_res_.data(), N * C, site(L, DropoutSiteId::Embedding));
+  embedding_backward(g(wte_), g(wpe_), d_res_.data(), tokens_.data(), B, Tn, C);
+}
+
+template class Model<float>;
+template class Model<double>;
+
+}  // namespace moas

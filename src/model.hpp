@@ -1,0 +1,81 @@
+// The GPT decoder of SPEC §1–2: tokens → embeddings → blocks (norm → attention → residual, norm → MLP → residual)
+// → final norm → tied LM head → cross-entropy. Templated on the scalar so tests can check gradients in double.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "adamw.hpp"
+#include "config.hpp"
+#include "params.hpp"
+#include "rope.hpp"
+
+namespace moas {
+
+template <typename T>
+class Model {
+ public:
+  explicit Model(const ModelConfig &config);
+
+  const ModelConfig &config() const { return config_; }
+
+  // tokens/targets [B, Tn], already validated by the caller. Returns the mean CE (0 without targets).
+  // training keeps activations for backward and draws dropout masks for this forward.
+  double forward(const int32_t *tokens, const int32_t *targets, int64_t B, int64_t Tn, bool training);
+  // Accumulates d(CE + lambda * aux)/d(params) of the last training forward into params.grads.
+  void backward();
+  bool can_backward() const { return backward_ready_; }
+  // After weights change under them, the kept activations no longer belong to the parameters.
+  void invalidate_activations() { backward_ready_ = false; }
+
+  double aux_loss() const { return 0.0; }
+  const std::vector<T> &logits() const { return logits_; }  // [B*Tn, V] of the last forward
+  int64_t last_batch() const { return B_; }
+  int64_t last_seq() const { return Tn_; }
+
+  ParamTable<T> params;
+  AdamWState<T> optimizer;
+  uint64_t training_forwards = 0;  // keys the dropout masks; saved with the optimizer state
+
+ private:
+  struct LayerParams {  // offsets into params; -1 where the config has no such tensor
+    int64_t ln1_w, ln1_b, qkv_w, qkv_b, proj_w, proj_b, ln2_w, ln2_b, fc_w, fc_b, mproj_w, mproj_b;
+  };
+  struct LayerActivations {
+    std::vector<T> ln1, ln1_mean, ln1_rstd;  // [N, C], [N], [N]
+    std::vector<T> qkv;                      // [N, (H + 2 Hkv) d], after RoPE
+    std::vector<T> att, lse;                 // [N, C], [B, H, Tn]
+    std::vector<T> mid;                      // residual stream after attention [N, C]
+    std::vector<T> ln2, ln2_mean, ln2_rstd;
+    std::vector<T> fc_pre, fc_act;           // [N, F] (F = hidden, or 2 hidden for SwiGLU), [N, hidden]
+  };
+
+  void register_parameters();
+  void initialise();
+  void resize_buffers(int64_t N, bool training);
+  int64_t fc_width() const;
+  const T *w(int64_t offset) const { return offset < 0 ? nullptr : params.values.data() + offset; }
+  T *g(int64_t offset) { return offset < 0 ? nullptr : params.grads.data() + offset; }
+
+  ModelConfig config_;
+  std::vector<LayerParams> layers_;
+  int64_t wte_ = -1, wpe_ = -1, lnf_w_ = -1, lnf_b_ = -1;
+  RopeTable<T> rope_;
+
+  // Activations of the last forward (all layers when training; layer 0's buffers reused in eval).
+  std::vector<LayerActivations> acts_;
+  std::vector<std::vector<T>> residual_;  // residual_[l]: input of block l; residual_[L]: input of ln_f
+  std::vector<T> lnf_, lnf_mean_, lnf_rstd_, logits_, ce_lse_, scratch_c_;
+  std::vector<int32_t> tokens_, targets_;
+  int64_t B_ = 0, Tn_ = 0, n_counted_ = 0;
+  uint64_t dropout_step_ = 0;
+  bool backward_ready_ = false;
+
+  // Gradient scratch, allocated on first backward.
+  std::vector<T> d_res_, d_c_, d_ln_, d_hidden_, d_pre_, d_qkv_, d_logits_, norm_scratch_;
+};
+
+extern template class Model<float>;
+extern template class Model<double>;
+
+}  // namespace moas

@@ -1,0 +1,44 @@
+// Threading helpers shared by the ops. Every reduction here has a fixed order that does not depend on the
+// thread count, so results are bit-identical whatever n_threads is.
+#pragma once
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+
+namespace moas {
+
+// Sets the OpenMP (and so OpenMP-OpenBLAS) thread count of the calling thread for the lifetime of a model call.
+class ThreadScope {
+ public:
+  explicit ThreadScope(int n_threads) : saved_(omp_get_max_threads()) {
+    omp_set_num_threads(n_threads > 0 ? n_threads : omp_get_num_procs());
+  }
+  ~ThreadScope() { omp_set_num_threads(saved_); }
+  ThreadScope(const ThreadScope &) = delete;
+  ThreadScope &operator=(const ThreadScope &) = delete;
+
+ private:
+  int saved_;
+};
+
+// sums[c] += sum_n rows[n * cols + c]: columns are split between threads, rows summed in order.
+template <typename T>
+void column_sum_accumulate(T *sums, const T *rows, int64_t n_rows, int64_t cols) {
+  constexpr int64_t kBlock = 64;
+  const int64_t n_blocks = (cols + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static)
+  for (int64_t blk = 0; blk < n_blocks; blk++) {
+    const int64_t c0 = blk * kBlock, c1 = std::min(cols, c0 + kBlock);
+    T acc[kBlock] = {};
+    for (int64_t n = 0; n < n_rows; n++) {
+      const T *row = rows + n * cols;
+#pragma omp simd
+      for (int64_t c = c0; c < c1; c++) acc[c - c0] += row[c];
+    }
+    for (int64_t c = c0; c < c1; c++) sums[c] += acc[c - c0];
+  }
+}
+
+}  // namespace moas

@@ -1,0 +1,49 @@
+// Rotary position embedding: pairs (2i, 2i+1) of every q and k head vector rotate by pos * base^(-2i/d).
+// Applied in place on the fused qkv rows after the projection; backward rotates the gradient back.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace moas {
+
+template <typename T>
+struct RopeTable {
+  int64_t half = 0;  // d / 2
+  std::vector<T> cos, sin;  // [block_size, d/2]
+
+  void build(int64_t block_size, int64_t head_dim, double base) {
+    half = head_dim / 2;
+    cos.resize((size_t)(block_size * half));
+    sin.resize((size_t)(block_size * half));
+    for (int64_t p = 0; p < block_size; p++)
+      for (int64_t i = 0; i < half; i++) {
+        const double angle = (double)p * std::pow(base, -2.0 * (double)i / (double)head_dim);
+        cos[(size_t)(p * half + i)] = (T)std::cos(angle);
+        sin[(size_t)(p * half + i)] = (T)std::sin(angle);
+      }
+  }
+};
+
+// Rotates n_heads consecutive head vectors starting at column `col0` of every row of qkv [B*Tn, stride].
+// direction +1 applies the rotation (forward), -1 its inverse (backward on the gradient).
+template <typename T>
+void rope_rotate(T *qkv, int64_t stride, int64_t col0, int64_t n_heads, int64_t B, int64_t Tn,
+                 const RopeTable<T> &table, int direction) {
+  const int64_t half = table.half, d = 2 * half;
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < B * Tn; n++) {
+    const T *cs = table.cos.data() + (n % Tn) * half, *sn = table.sin.data() + (n % Tn) * half;
+    for (int64_t h = 0; h < n_heads; h++) {
+      T *v = qkv + n * stride + col0 + h * d;
+      for (int64_t i = 0; i < half; i++) {
+        const T x0 = v[2 * i], x1 = v[2 * i + 1], s = direction * sn[i];
+        v[2 * i] = x0 * cs[i] - x1 * s;
+        v[2 * i + 1] = x0 * s + x1 * cs[i];
+      }
+    }
+  }
+}
+
+}  // namespace moas

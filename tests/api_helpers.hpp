@@ -1,0 +1,111 @@
+// RAII and configuration helpers for tests of the public C ABI.
+#pragma once
+
+#include <catch2/catch.hpp>
+
+#include <cstdint>
+#include <unistd.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "moas.h"
+
+namespace api_test {
+
+struct ModelDeleter {
+  void operator()(moas_model *m) const { moas_model_destroy(m); }
+};
+using ModelPtr = std::unique_ptr<moas_model, ModelDeleter>;
+
+inline moas_model_config small_config() {
+  moas_model_config c;
+  c.struct_size = sizeof c;
+  REQUIRE(moas_model_config_default(&c) == MOAS_OK);
+  c.vocab_size = 13;
+  c.block_size = 16;
+  c.n_layer = 2;
+  c.n_head = 4;
+  c.n_kv_head = 2;
+  c.n_embd = 32;
+  c.dropout = 0.0f;
+  c.n_threads = 2;
+  return c;
+}
+
+inline ModelPtr make_model(const moas_model_config &c) {
+  moas_model *m = nullptr;
+  const moas_status s = moas_model_create(&c, &m);
+  INFO(moas_last_error());
+  REQUIRE(s == MOAS_OK);
+  return ModelPtr(m);
+}
+
+inline std::vector<int32_t> sequence(size_t n, int32_t vocab, uint32_t seed) {
+  std::vector<int32_t> t(n);
+  uint32_t x = seed * 2654435761u + 12345u;
+  for (auto &v : t) {
+    x = x * 1664525u + 1013904223u;
+    v = (int32_t)((x >> 8) % (uint32_t)vocab);
+  }
+  return t;
+}
+
+inline std::vector<float> logits_of(moas_model *m, size_t n) {
+  std::vector<float> out(n);
+  REQUIRE(moas_logits(m, out.data(), out.size()) == MOAS_OK);
+  return out;
+}
+
+inline std::vector<float> read_param(const moas_model *m, const char *name) {
+  size_t count = 0;
+  REQUIRE(moas_parameter_count(m, &count) == MOAS_OK);
+  for (size_t i = 0; i < count; i++) {
+    moas_parameter_info info;
+    info.struct_size = sizeof info;
+    REQUIRE(moas_parameter_info_at(m, i, &info) == MOAS_OK);
+    if (std::string(info.name) == name) {
+      std::vector<float> v(info.numel);
+      REQUIRE(moas_parameter_read(m, name, v.data(), v.size()) == MOAS_OK);
+      return v;
+    }
+  }
+  FAIL("no parameter " << name);
+  return {};
+}
+
+// All parameters, in enumeration order, as one vector.
+inline std::vector<float> all_params(const moas_model *m) {
+  size_t count = 0;
+  REQUIRE(moas_parameter_count(m, &count) == MOAS_OK);
+  std::vector<float> all;
+  for (size_t i = 0; i < count; i++) {
+    moas_parameter_info info;
+    info.struct_size = sizeof info;
+    REQUIRE(moas_parameter_info_at(m, i, &info) == MOAS_OK);
+    std::vector<float> v(info.numel);
+    REQUIRE(moas_parameter_read(m, info.name, v.data(), v.size()) == MOAS_OK);
+    all.insert(all.end(), v.begin(), v.end());
+  }
+  return all;
+}
+
+// A unique scratch directory, removed with the object.
+struct TempDir {
+  std::filesystem::path path;
+  TempDir() {
+    static int counter = 0;
+    path = std::filesystem::temp_directory_path() /
+           ("moas_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  std::string file(const std::string &name) const { return (path / name).string(); }
+};
+
+}  // namespace api_test

@@ -1,0 +1,338 @@
+// Tiled causal attention (src/attention.cpp) against a naive full-matrix float64 reference, finite differences,
+// causality, dropout and thread-count determinism. Shapes are small so the file stays fast under sanitizers.
+#include <omp.h>
+
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "attention.hpp"
+#include "error.hpp"
+
+using moas::AttentionIO;
+using moas::AttentionShape;
+using moas::Dropout;
+
+namespace {
+
+// q, k, v live as column blocks of one fused [B*T, (H + 2*Hkv)*d] buffer, as in the model.
+struct Layout {
+  AttentionShape s;
+  int64_t stride() const { return (s.heads + 2 * s.kv_heads) * s.head_dim; }
+  int64_t rows() const { return s.batch * s.seq; }
+  int64_t k_off() const { return s.heads * s.head_dim; }
+  int64_t v_off() const { return (s.heads + s.kv_heads) * s.head_dim; }
+  int64_t out_cols() const { return s.heads * s.head_dim; }
+  template <typename T>
+  AttentionIO<T> io(const std::vector<T> &qkv) const {
+    return {qkv.data(), stride(), qkv.data() + k_off(), stride(), qkv.data() + v_off(), stride()};
+  }
+};
+
+std::vector<double> random_vec(size_t n, uint64_t seed, double lo = -2.0, double hi = 2.0) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(lo, hi);
+  std::vector<double> v(n);
+  for (auto &x : v) x = u(rng);
+  return v;
+}
+
+template <typename T>
+std::vector<T> cast(const std::vector<double> &v) {
+  return std::vector<T>(v.begin(), v.end());
+}
+
+// Full T x T softmax per (b, h) in double; the dropout mask is applied after normalisation.
+void naive_forward(const Layout &L, const std::vector<double> &qkv, const Dropout &drop, std::vector<double> &out,
+                   std::vector<double> &lse) {
+  const auto &s = L.s;
+  const int64_t n = s.seq, d = s.head_dim, group = s.heads / s.kv_heads;
+  out.assign(L.rows() * L.out_cols(), 0.0);
+  lse.assign(s.batch * s.heads * n, 0.0);
+  std::vector<double> a(n);
+  for (int64_t b = 0; b < s.batch; ++b)
+    for (int64_t h = 0; h < s.heads; ++h) {
+      const int64_t g = h / group;
+      for (int64_t i = 0; i < n; ++i) {
+        const double *q = &qkv[(b * n + i) * L.stride() + h * d];
+        double mx = -std::numeric_limits<double>::infinity();
+        for (int64_t j = 0; j <= i; ++j) {
+          const double *k = &qkv[(b * n + j) * L.stride() + L.k_off() + g * d];
+          double dot = 0;
+          for (int64_t c = 0; c < d; ++c) dot += q[c] * k[c];
+          a[j] = dot / std::sqrt((double)d);
+          mx = std::max(mx, a[j]);
+        }
+        double sum = 0;
+        for (int64_t j = 0; j <= i; ++j) sum += (a[j] = std::exp(a[j] - mx));
+        lse[(b * s.heads + h) * n + i] = mx + std::log(sum);
+        double *o = &out[(b * n + i) * L.out_cols() + h * d];
+        for (int64_t j = 0; j <= i; ++j) {
+          double p = a[j] / sum;
+          if (drop.active()) p *= drop.factor<double>((uint64_t)(((b * s.heads + h) * n + i) * n + j));
+          const double *v = &qkv[(b * n + j) * L.stride() + L.v_off() + g * d];
+          for (int64_t c = 0; c < d; ++c) o[c] += p * v[c];
+        }
+      }
+    }
+}
+
+// Runs the tiled forward with a padded out row stride (the padding must stay untouched).
+template <typename T>
+void tiled_forward(const Layout &L, const std::vector<T> &qkv, const Dropout &drop, std::vector<T> &out,
+                   std::vector<T> &lse, int64_t pad = 0) {
+  const int64_t os = L.out_cols() + pad;
+  out.assign(L.rows() * os, T(7));
+  lse.assign(L.s.batch * L.s.heads * L.s.seq, T(0));
+  moas::attention_forward(L.s, L.io(qkv), out.data(), os, lse.data(), drop);
+  if (pad) {
+    for (int64_t r = 0; r < L.rows(); ++r)
+      for (int64_t c = L.out_cols(); c < os; ++c) REQUIRE(out[r * os + c] == T(7));
+    std::vector<T> packed(L.rows() * L.out_cols());
+    for (int64_t r = 0; r < L.rows(); ++r)
+      std::copy_n(&out[r * os], L.out_cols(), &packed[r * L.out_cols()]);
+    out.swap(packed);
+  }
+}
+
+// Gradients into a fused [B*T, stride] buffer pre-filled with NaN: every slot must be overwritten.
+template <typename T>
+std::vector<T> tiled_backward(const Layout &L, const std::vector<T> &qkv, const std::vector<T> &out,
+                              const std::vector<T> &lse, const std::vector<T> &dout, const Dropout &drop) {
+  std::vector<T> g(qkv.size(), std::numeric_limits<T>::quiet_NaN());
+  moas::attention_backward(L.s, L.io(qkv), out.data(), L.out_cols(), lse.data(), dout.data(), g.data(), L.stride(),
+                           g.data() + L.k_off(), L.stride(), g.data() + L.v_off(), L.stride(), drop);
+  for (T x : g) REQUIRE(std::isfinite(x));
+  return g;
+}
+
+template <typename T>
+double max_abs(const std::vector<T> &a) {
+  double m = 0;
+  for (T x : a) m = std::max(m, std::fabs((double)x));
+  return m;
+}
+
+// SPEC §9: max|a - b| <= tol * max|b|.
+template <typename A>
+void require_close(const std::vector<A> &a, const std::vector<double> &b, double tol) {
+  REQUIRE(a.size() == b.size());
+  double err = 0;
+  for (size_t i = 0; i < a.size(); ++i) err = std::max(err, std::fabs((double)a[i] - b[i]));
+  INFO("max abs err " << err << ", max|ref| " << max_abs(b));
+  REQUIRE(err <= tol * max_abs(b));
+}
+
+const std::vector<AttentionShape> kForwardShapes = {
+    {2, 37, 12, 12, 8}, {2, 37, 12, 4, 8}, {2, 37, 12, 3, 8}, {2, 37, 12, 2, 8}, {2, 37, 12, 1, 8},
+    {1, 130, 6, 2, 64}, {2, 1, 4, 2, 16},  {1, 64, 2, 1, 4},  {1, 129, 3, 3, 3}, {1, 65, 2, 1, 1},
+};
+
+std::string describe(const AttentionShape &s) {
+  return "B=" + std::to_string(s.batch) + " T=" + std::to_string(s.seq) + " H=" + std::to_string(s.heads) +
+         " Hkv=" + std::to_string(s.kv_heads) + " d=" + std::to_string(s.head_dim);
+}
+
+// Central differences of loss = sum(out o W) at the given indices of qkv (all of them when idx is empty).
+void check_gradients(const Layout &L, const Dropout &drop, uint64_t seed, size_t samples) {
+  const auto qkv = random_vec(L.rows() * L.stride(), seed);
+  const auto W = random_vec(L.rows() * L.out_cols(), seed + 1, -1.0, 1.0);
+  std::vector<double> out, lse;
+  tiled_forward(L, qkv, drop, out, lse);
+  const auto grad = tiled_backward(L, qkv, out, lse, W, drop);
+
+  auto loss = [&](const std::vector<double> &x) {
+    std::vector<double> o, l;
+    tiled_forward(L, x, drop, o, l);
+    double sum = 0;
+    for (size_t i = 0; i < o.size(); ++i) sum += o[i] * W[i];
+    return sum;
+  };
+  std::vector<size_t> idx;
+  if (samples == 0) {
+    for (size_t i = 0; i < qkv.size(); ++i) idx.push_back(i);
+  } else {
+    // Spread samples over q, k and v columns and over early and late (multi-tile) rows.
+    std::mt19937_64 rng(seed + 2);
+    std::uniform_int_distribution<size_t> row(0, (size_t)L.rows() - 1);
+    for (int64_t block = 0; block < 3; ++block) {
+      const int64_t lo = block == 0 ? 0 : block == 1 ? L.k_off() : L.v_off();
+      const int64_t hi = block == 0 ? L.k_off() : block == 1 ? L.v_off() : L.stride();
+      std::uniform_int_distribution<int64_t> col(lo, hi - 1);
+      for (size_t t = 0; t < samples; ++t) idx.push_back(row(rng) * L.stride() + col(rng));
+    }
+  }
+  const double eps = 1e-6, atol = 1e-5, rtol = 1e-3;
+  auto x = qkv;
+  for (size_t i : idx) {
+    x[i] = qkv[i] + eps;
+    const double up = loss(x);
+    x[i] = qkv[i] - eps;
+    const double down = loss(x);
+    x[i] = qkv[i];
+    const double fd = (up - down) / (2 * eps);
+    INFO(describe(L.s) << " index " << i << " analytic " << grad[i] << " fd " << fd);
+    REQUIRE(std::fabs(grad[i] - fd) <= atol + rtol * std::fabs(fd));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("attention forward matches the naive reference for MHA, GQA and MQA", "[attention]") {
+  for (const auto &s : kForwardShapes) {
+    INFO(describe(s));
+    const Layout L{s};
+    const auto qkv = random_vec(L.rows() * L.stride(), 11 + s.seq + s.kv_heads);
+    std::vector<double> ref, ref_lse;
+    naive_forward(L, qkv, Dropout{}, ref, ref_lse);
+
+    std::vector<double> out, lse;
+    tiled_forward(L, qkv, Dropout{}, out, lse, 3);
+    require_close(out, ref, 1e-12);
+    require_close(lse, ref_lse, 1e-12);
+
+    std::vector<float> outf, lsef;
+    tiled_forward(L, cast<float>(qkv), Dropout{}, outf, lsef);
+    require_close(outf, ref, 1e-5);
+    require_close(lsef, ref_lse, 1e-5);
+  }
+}
+
+TEST_CASE("attention forward with dropout matches the naive reference with the same mask", "[attention]") {
+  const Dropout drop = Dropout::at(0.3f, 1234, 7, 2, moas::DropoutSiteId::AttentionProbs);
+  for (const AttentionShape &s : {AttentionShape{2, 70, 6, 2, 8}, AttentionShape{1, 33, 4, 1, 64}}) {
+    INFO(describe(s));
+    const Layout L{s};
+    const auto qkv = random_vec(L.rows() * L.stride(), 5);
+    std::vector<double> ref, ref_lse, plain, plain_lse;
+    naive_forward(L, qkv, drop, ref, ref_lse);
+    naive_forward(L, qkv, Dropout{}, plain, plain_lse);
+    REQUIRE(ref != plain);         // the mask drops something
+    REQUIRE(ref_lse == plain_lse);  // and the normaliser ignores it
+
+    std::vector<double> out, lse;
+    tiled_forward(L, qkv, drop, out, lse);
+    require_close(out, ref, 1e-12);
+    require_close(lse, ref_lse, 1e-12);
+    std::vector<float> outf, lsef;
+    tiled_forward(L, cast<float>(qkv), drop, outf, lsef);
+    require_close(outf, ref, 1e-5);
+  }
+}
+
+TEST_CASE("attention gradients match central finite differences", "[attention][gradcheck]") {
+  const Dropout none{};
+  const Dropout drop = Dropout::at(0.3f, 99, 3, 1, moas::DropoutSiteId::AttentionProbs);
+  // Every element on tiny shapes, H = 12 with Hkv = 12, 4, 3, 2, 1 included.
+  const std::vector<AttentionShape> tiny = {{1, 5, 4, 2, 3},  {2, 4, 6, 3, 2},  {1, 3, 3, 1, 4},  {1, 1, 2, 1, 3},
+                                            {1, 4, 12, 12, 2}, {1, 4, 12, 4, 2}, {1, 4, 12, 3, 2}, {1, 4, 12, 2, 2},
+                                            {1, 4, 12, 1, 2}};
+  for (const auto &s : tiny) {
+    check_gradients(Layout{s}, none, 21, 0);
+    check_gradients(Layout{s}, drop, 22, 0);
+  }
+  // Sampled elements where several query and key tiles meet (T > tile size).
+  for (const AttentionShape &s : {AttentionShape{1, 70, 4, 2, 4}, AttentionShape{2, 130, 3, 1, 3}}) {
+    check_gradients(Layout{s}, none, 31, 12);
+    check_gradients(Layout{s}, drop, 32, 12);
+  }
+}
+
+TEST_CASE("GQA equals MHA over explicitly repeated K/V, gradients summed over the group", "[attention]") {
+  const AttentionShape gs{2, 130, 6, 2, 8}, ms{2, 130, 6, 6, 8};
+  const Layout G{gs}, M{ms};
+  const int64_t d = gs.head_dim, group = gs.heads / gs.kv_heads;
+  const auto qkv = random_vec(G.rows() * G.stride(), 77);
+  std::vector<double> qkv_m(M.rows() * M.stride());
+  for (int64_t r = 0; r < G.rows(); ++r) {
+    std::copy_n(&qkv[r * G.stride()], G.k_off(), &qkv_m[r * M.stride()]);
+    for (int64_t h = 0; h < gs.heads; ++h) {
+      const int64_t g = h / group;
+      std::copy_n(&qkv[r * G.stride() + G.k_off() + g * d], d, &qkv_m[r * M.stride() + M.k_off() + h * d]);
+      std::copy_n(&qkv[r * G.stride() + G.v_off() + g * d], d, &qkv_m[r * M.stride() + M.v_off() + h * d]);
+    }
+  }
+  const auto W = random_vec(G.rows() * G.out_cols(), 78, -1.0, 1.0);
+  for (const Dropout &drop : {Dropout{}, Dropout::at(0.3f, 5, 1, 0, moas::DropoutSiteId::AttentionProbs)}) {
+    std::vector<double> og, lg, om, lm;
+    tiled_forward(G, qkv, drop, og, lg);
+    tiled_forward(M, qkv_m, drop, om, lm);
+    require_close(og, om, 1e-13);
+    const auto gg = tiled_backward(G, qkv, og, lg, W, drop);
+    const auto gm = tiled_backward(M, qkv_m, om, lm, W, drop);
+    std::vector<double> summed(gg.size(), 0.0);
+    for (int64_t r = 0; r < G.rows(); ++r) {
+      std::copy_n(&gm[r * M.stride()], G.k_off(), &summed[r * G.stride()]);
+      for (int64_t h = 0; h < gs.heads; ++h)
+        for (int64_t c = 0; c < d; ++c) {
+          const int64_t g = h / group;
+          summed[r * G.stride() + G.k_off() + g * d + c] += gm[r * M.stride() + M.k_off() + h * d + c];
+          summed[r * G.stride() + G.v_off() + g * d + c] += gm[r * M.stride() + M.v_off() + h * d + c];
+        }
+    }
+    require_close(gg, summed, 1e-12);
+  }
+}
+
+TEST_CASE("attention is causal: changing k/v at position j leaves earlier outputs unchanged", "[attention]") {
+  const Layout L{{2, 100, 4, 2, 8}};
+  const auto qkv = random_vec(L.rows() * L.stride(), 3);
+  std::vector<float> base, lse;
+  tiled_forward(L, cast<float>(qkv), Dropout{}, base, lse);
+  for (int64_t j : {1, 63, 64, 70, 99}) {
+    auto changed = cast<float>(qkv);
+    for (int64_t b = 0; b < L.s.batch; ++b)
+      for (int64_t c = L.k_off(); c < L.stride(); ++c) changed[(b * L.s.seq + j) * L.stride() + c] += 1.5f;
+    std::vector<float> out, lse2;
+    tiled_forward(L, changed, Dropout{}, out, lse2);
+    for (int64_t b = 0; b < L.s.batch; ++b) {
+      const size_t before = (size_t)(b * L.s.seq + j) * L.out_cols(), row = L.out_cols();
+      INFO("j " << j << " b " << b);
+      REQUIRE(std::memcmp(&out[(size_t)b * L.s.seq * row], &base[(size_t)b * L.s.seq * row],
+                          (before - (size_t)b * L.s.seq * row) * sizeof(float)) == 0);
+      REQUIRE(std::memcmp(&out[before], &base[before], row * sizeof(float)) != 0);  // position j itself sees it
+    }
+  }
+}
+
+TEST_CASE("float backward agrees with the float64 backward", "[attention]") {
+  const Layout L{{2, 150, 6, 2, 64}};
+  const auto qkv = random_vec(L.rows() * L.stride(), 8);
+  const auto W = random_vec(L.rows() * L.out_cols(), 9, -1.0, 1.0);
+  std::vector<double> out, lse;
+  tiled_forward(L, qkv, Dropout{}, out, lse);
+  const auto ref = tiled_backward(L, qkv, out, lse, W, Dropout{});
+  std::vector<float> outf, lsef;
+  tiled_forward(L, cast<float>(qkv), Dropout{}, outf, lsef);
+  const auto got = tiled_backward(L, cast<float>(qkv), outf, lsef, cast<float>(W), Dropout{});
+  require_close(got, ref, 1e-4);
+}
+
+TEST_CASE("attention results are bit-identical with 1 and 2 threads", "[attention][determinism]") {
+  const Layout L{{2, 150, 6, 2, 16}};
+  const auto qkv = cast<float>(random_vec(L.rows() * L.stride(), 10));
+  const auto W = cast<float>(random_vec(L.rows() * L.out_cols(), 11, -1.0, 1.0));
+  const Dropout drop = Dropout::at(0.3f, 42, 1, 0, moas::DropoutSiteId::AttentionProbs);
+  const int saved = omp_get_max_threads();
+  std::vector<float> out[2], lse[2], grad[2];
+  for (int run = 0; run < 2; ++run) {
+    omp_set_num_threads(run + 1);
+    tiled_forward(L, qkv, drop, out[run], lse[run]);
+    grad[run] = tiled_backward(L, qkv, out[run], lse[run], W, drop);
+  }
+  omp_set_num_threads(saved);
+  REQUIRE(std::memcmp(out[0].data(), out[1].data(), out[0].size() * sizeof(float)) == 0);
+  REQUIRE(std::memcmp(lse[0].data(), lse[1].data(), lse[0].size() * sizeof(float)) == 0);
+  REQUIRE(std::memcmp(grad[0].data(), grad[1].data(), grad[0].size() * sizeof(float)) == 0);
+}
+
+TEST_CASE("attention rejects inconsistent shapes", "[attention]") {
+  const Layout L{{1, 4, 6, 4, 2}};  // 6 heads cannot share 4 kv heads
+  std::vector<float> qkv(L.rows() * L.stride()), out(L.rows() * L.out_cols()), lse(24);
+  REQUIRE_THROWS_AS(moas::attention_forward(L.s, L.io(qkv), out.data(), L.out_cols(), lse.data(), Dropout{}),
+                    moas::Error);
+}
