@@ -101,7 +101,7 @@ void attention_forward(const AttentionShape &s, const AttentionIO<T> &in, T *out
           T mx = m[r];
 #pragma omp simd reduction(max : mx)
           for (int64_t c = 0; c < valid; ++c) mx = std::max(mx, Sr[c]);
-          const T alpha = std::exp(m[r] - mx);  // rescales the running sums; 0 on the first tile (m = -inf)
+          const T alpha = exp_softmax(m[r] - mx);  // rescales the running sums; ~0 on the first tile (m = -inf)
           T sum = 0;
 #pragma omp simd reduction(+ : sum)
           for (int64_t c = 0; c < nk; ++c) {
