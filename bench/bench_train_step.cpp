@@ -16,6 +16,10 @@
 
 #include "moas.h"
 
+#ifdef MOAS_HAVE_DNNL
+#include <oneapi/dnnl/dnnl.h>
+#endif
+
 namespace {
 
 struct Shape {
@@ -51,15 +55,23 @@ void check(moas_status s) {
   }
 }
 
+// The SGEMM ceiling: a 2048^3 product through each library libmoas may use for float GEMMs.
+template <bool kOneDnn>
 void BM_Sgemm(benchmark::State &state) {
   const int n = (int)state.range(0);
   std::vector<float> a((size_t)n * n, 1.0f), b((size_t)n * n, 0.5f), c((size_t)n * n);
   for (auto _ : state) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+#ifdef MOAS_HAVE_DNNL
+    if (kOneDnn) dnnl_sgemm('N', 'T', n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+#endif
+    if (!kOneDnn)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(),
+                  n);
     benchmark::DoNotOptimize(c.data());
   }
   const double flops = 2.0 * n * n * n * (double)state.iterations();
   state.counters["GFLOP/s"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsRate);
+  state.SetLabel(kOneDnn ? "oneDNN" : "OpenBLAS");
 }
 
 void BM_TrainStep(benchmark::State &state) {
@@ -95,7 +107,10 @@ void BM_TrainStep(benchmark::State &state) {
 
 }  // namespace
 
-BENCHMARK(BM_Sgemm)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_Sgemm, false)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+#ifdef MOAS_HAVE_DNNL
+BENCHMARK_TEMPLATE(BM_Sgemm, true)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+#endif
 BENCHMARK(BM_TrainStep)->Arg(6)->Arg(2)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5.0);
 
 int main(int argc, char **argv) {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "error.hpp"
+#include "fast_math.hpp"
 #include "gemm.hpp"
 
 namespace moas {
@@ -15,34 +16,6 @@ namespace {
 // Queries and keys share one tile size, so the causal diagonal always falls inside the tile pair (qt, qt) and
 // every other visited tile is fully unmasked.
 constexpr int64_t kTile = 64;
-
-// exp for softmax arguments (x <= ~0) in float: a branch-free Cody-Waite reduction plus a degree-7 Taylor
-// polynomial (error < 2 ulp), written with plain arithmetic so that `omp simd` loops vectorise it; a libm call per
-// element would dominate the tile cost.
-inline float exp_softmax(float x) {
-  x = std::max(x, -87.0f);                                  // keeps 2^n a normal float; exp(-87) ~ 1.6e-38 ~ 0
-  const float magic = 12582912.0f;                          // 1.5 * 2^23: adding it rounds to an integer
-  const float t = x * 1.44269504088896341f + magic;         // n = round(x / ln 2) sits in t's low mantissa bits
-  const float n = t - magic;
-  const float r = (x - n * 0.693145751953125f) - n * 1.42860682030941723e-6f;  // |r| <= ln2 / 2, split ln 2
-  float p = 1.0f / 5040.0f;
-  p = p * r + 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  int32_t bits;
-  std::memcpy(&bits, &t, sizeof bits);
-  const int32_t e = (bits - 0x4B400000 + 127) << 23;  // 0x4B400000 is magic's bit pattern
-  float two_n;
-  std::memcpy(&two_n, &e, sizeof two_n);
-  return p * two_n;
-}
-
-// Double is the finite-difference build, where accuracy matters more than speed.
-inline double exp_softmax(double x) { return std::exp(x); }
 
 template <typename T>
 void check_shape(const AttentionShape &s, const AttentionIO<T> &in) {
@@ -101,11 +74,11 @@ void attention_forward(const AttentionShape &s, const AttentionIO<T> &in, T *out
           T mx = m[r];
 #pragma omp simd reduction(max : mx)
           for (int64_t c = 0; c < valid; ++c) mx = std::max(mx, Sr[c]);
-          const T alpha = exp_softmax(m[r] - mx);  // rescales the running sums; ~0 on the first tile (m = -inf)
+          const T alpha = fast_exp(m[r] - mx);  // rescales the running sums; ~0 on the first tile (m = -inf)
           T sum = 0;
 #pragma omp simd reduction(+ : sum)
           for (int64_t c = 0; c < nk; ++c) {
-            const T p = c < valid ? exp_softmax(Sr[c] - mx) : T(0);
+            const T p = c < valid ? fast_exp(Sr[c] - mx) : T(0);
             Sr[c] = p;
             sum += p;
           }
@@ -202,7 +175,7 @@ void attention_backward(const AttentionShape &s, const AttentionIO<T> &in, const
                 T *Pdr = Pd.data() + r * kTile;
                 const uint64_t e0 = (uint64_t)(((b * H + h) * n + i0 + r) * n + j0);
                 for (int64_t c = 0; c < nk; ++c) {
-                  const T p = c < valid ? exp_softmax(Pr[c] - li) : T(0);
+                  const T p = c < valid ? fast_exp(Pr[c] - li) : T(0);
                   const T z = c < valid && dropout.keep(e0 + (uint64_t)c) ? keep_scale : T(0);
                   Pdr[c] = p * z;
                   dSr[c] = p * (dSr[c] * z - Di);
@@ -210,7 +183,7 @@ void attention_backward(const AttentionShape &s, const AttentionIO<T> &in, const
               } else {
 #pragma omp simd
                 for (int64_t c = 0; c < nk; ++c) {
-                  const T p = c < valid ? exp_softmax(Pr[c] - li) : T(0);
+                  const T p = c < valid ? fast_exp(Pr[c] - li) : T(0);
                   Pr[c] = p;
                   dSr[c] = p * (dSr[c] - Di);
                 }

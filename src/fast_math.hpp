@@ -3,6 +3,7 @@
 // 1 + erf). double (the finite-difference build) uses the exact library functions.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -10,9 +11,13 @@
 namespace moas {
 
 inline float fast_exp(float x) {
-  // exp(x) = 2^n * exp(r), n = round(x / ln2), |r| <= ln2 / 2; ln2 split in two for an exact n * ln2.
-  const float clamped = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-  const float n = std::floor(clamped * 1.44269504088896341f + 0.5f);
+  // exp(x) = 2^n * exp(r), n = round(x / ln2), |r| <= ln2 / 2, with ln2 split in two so n * ln2 is exact.
+  // Adding 1.5 * 2^23 rounds to an integer that lands in the mantissa's low bits: no float-to-int conversion,
+  // so a NaN input flows through as NaN instead of being undefined behaviour.
+  const float clamped = std::min(std::max(x, -87.0f), 88.0f);
+  const float magic = 12582912.0f;
+  const float t = clamped * 1.44269504088896341f + magic;
+  const float n = t - magic;
   const float r = clamped - n * 0.693359375f + n * 2.12194440e-4f;
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
@@ -21,9 +26,11 @@ inline float fast_exp(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   const float er = p * r * r + r + 1.0f;
-  const int32_t bits = ((int32_t)n + 127) << 23;
+  uint32_t bits;
+  std::memcpy(&bits, &t, sizeof bits);
+  const uint32_t exponent = (bits - 0x4B400000u + 127u) << 23;  // 0x4B400000: the bits of `magic`
   float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
+  std::memcpy(&scale, &exponent, sizeof scale);
   return x < -87.0f ? 0.0f : er * scale;
 }
 

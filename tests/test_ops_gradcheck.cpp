@@ -96,6 +96,7 @@ TEST_CASE("float GELU, SiLU and exp stay within float resolution of the exact fu
     REQUIRE(std::fabs(fast_exp(xf) - exact_exp) <= 3e-7 * exact_exp);
   }
   REQUIRE(fast_exp(-200.0f) == 0.0f);
+  REQUIRE(std::isnan(fast_exp(NAN)));
 }
 
 TEST_CASE("RoPE: rotation gradient and inverse", "[ops][gradcheck]") {

@@ -1,0 +1,45 @@
+#include "gemm.hpp"
+
+#include <cblas.h>
+
+#include <string>
+
+#include "error.hpp"
+
+#ifdef MOAS_HAVE_DNNL
+#include <oneapi/dnnl/dnnl.h>
+#endif
+
+namespace moas {
+
+namespace {
+CBLAS_TRANSPOSE cblas_trans(Trans t) { return t == Trans::Yes ? CblasTrans : CblasNoTrans; }
+}  // namespace
+
+void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+          const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+#ifdef MOAS_HAVE_DNNL
+  const dnnl_status_t status = dnnl_sgemm(ta == Trans::Yes ? 'T' : 'N', tb == Trans::Yes ? 'T' : 'N', M, N, K, alpha,
+                                          A, lda, B, ldb, beta, C, ldc);
+  require(status == dnnl_success, MOAS_ERR_INTERNAL, "oneDNN sgemm failed with status " + std::to_string(status));
+#else
+  cblas_sgemm(CblasRowMajor, cblas_trans(ta), cblas_trans(tb), (blasint)M, (blasint)N, (blasint)K, alpha, A,
+              (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
+#endif
+}
+
+void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, double alpha, const double *A, int64_t lda,
+          const double *B, int64_t ldb, double beta, double *C, int64_t ldc) {
+  cblas_dgemm(CblasRowMajor, cblas_trans(ta), cblas_trans(tb), (blasint)M, (blasint)N, (blasint)K, alpha, A,
+              (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
+}
+
+const char *gemm_backend_name() {
+#ifdef MOAS_HAVE_DNNL
+  return "oneDNN";
+#else
+  return "OpenBLAS";
+#endif
+}
+
+}  // namespace moas
