@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <thread>
 
 #include "api_helpers.hpp"
 
@@ -99,4 +100,46 @@ TEST_CASE("a tiny model learns a copy task", "[api][training][learning]") {
   INFO("loss " << first_loss << " -> " << last_loss);
   REQUIRE(first_loss > 2.0f);  // ln 9 = 2.2 at chance
   REQUIRE(last_loss < 0.3f);
+}
+
+TEST_CASE("distinct models train concurrently from several threads, as if alone", "[api][training][threads]") {
+  auto run = [](std::vector<float> *weights, uint32_t seed) {
+    moas_model_config cfg = small_config();
+    cfg.seed = seed;
+    cfg.dropout = 0.1f;
+    cfg.n_threads = 1;
+    moas_model *m = nullptr;
+    if (moas_model_create(&cfg, &m) != MOAS_OK) return;
+    moas_adamw_config adamw;
+    adamw.struct_size = sizeof adamw;
+    moas_adamw_config_default(&adamw);
+    for (int step = 0; step < 4; step++) {
+      const auto tokens = sequence(2 * 8, 13, seed + step), targets = sequence(2 * 8, 13, seed + 50 + step);
+      moas_zero_grad(m);
+      moas_forward(m, tokens.data(), targets.data(), 2, 8, 1, nullptr, nullptr);
+      moas_backward(m);
+      moas_optimizer_step(m, &adamw, nullptr);
+    }
+    // No Catch2 assertions off the main thread: read the weights with plain calls.
+    size_t count = 0;
+    moas_parameter_count(m, &count);
+    for (size_t i = 0; i < count; i++) {
+      moas_parameter_info info;
+      info.struct_size = sizeof info;
+      moas_parameter_info_at(m, i, &info);
+      std::vector<float> v(info.numel);
+      moas_parameter_read(m, info.name, v.data(), v.size());
+      weights->insert(weights->end(), v.begin(), v.end());
+    }
+    moas_model_destroy(m);
+  };
+  std::vector<float> alone[3], together[3];
+  for (uint32_t i = 0; i < 3; i++) run(&alone[i], 10 + i);
+  std::vector<std::thread> threads;
+  for (uint32_t i = 0; i < 3; i++) threads.emplace_back(run, &together[i], 10 + i);
+  for (auto &t : threads) t.join();
+  for (int i = 0; i < 3; i++) {
+    REQUIRE(!alone[i].empty());
+    REQUIRE(together[i] == alone[i]);
+  }
 }
