@@ -129,8 +129,42 @@ enum {
 
 /* moas_model_config.attention */
 enum {
-  MOAS_ATTENTION_SCHEME = 0 /* one scheme: MHA (n_kv_head = n_head), GQA, MQA (n_kv_head = 1) */
+  MOAS_ATTENTION_SCHEME = 0, /* one scheme: MHA (n_kv_head = n_head), GQA, MQA (n_kv_head = 1) */
+  MOAS_ATTENTION_MOAS = 1,   /* Mixture of Attention Schemes (SPEC §3): moas_mode, moas_branch_kv_heads */
+  MOAS_ATTENTION_MOH = 2     /* one scheme with per-token head selection (SPEC §4): head_selection */
 };
+
+/* moas_model_config.moas_mode */
+enum {
+  MOAS_MODE_STATIC = 0, /* y = mean of the branches; no router */
+  MOAS_MODE_SOFT = 1,   /* y = sum_k g_k o_k (reference-faithful "dynamic") */
+  MOAS_MODE_TOP1 = 2    /* y = g_k* o_k*: only the argmax branch is computed for each query token */
+};
+
+#define MOAS_MAX_BRANCHES 4
+
+/* moas_head_selection.strategy (the names of RustGPT's HeadSelectionStrategy) */
+enum {
+  MOAS_HEADS_ALL = 0,           /* AllHeads: plain attention, every gate 1 */
+  MOAS_HEADS_MIXTURE = 1,       /* MixtureOfHeads: h_s shared heads + top-K of the E = H - h_s routed heads */
+  MOAS_HEADS_STATIC_PRUNING = 2 /* StaticPruning: heads 0..k-1 active with gate 1, no router */
+};
+
+/* moas_head_selection.gate_variant (recorded in checkpoints, so a model never runs with the wrong gating) */
+enum {
+  MOAS_MOH_GATES_REFERENCE = 0, /* the public MoH code: normalised, rescaled so uniform routing gives gates of 1 */
+  MOAS_MOH_GATES_PAPER = 1      /* the MoH paper's Eq. 5: a1 * s_i for shared, a2 * r_i for selected routed heads */
+};
+
+/* Mixture-of-Heads settings, embedded in moas_model_config. Which fields apply depends on `strategy`. */
+typedef struct moas_head_selection {
+  int32_t strategy;                /* MOAS_HEADS_* (default MOAS_HEADS_ALL) */
+  int32_t num_shared_heads;        /* MixtureOfHeads: h_s, heads 0..h_s-1, always active (default 0) */
+  int32_t num_active_routed_heads; /* MixtureOfHeads: K active among the routed heads, per token (default 0) */
+  int32_t num_active_heads;        /* StaticPruning: k (default 0) */
+  float load_balance_weight;       /* MixtureOfHeads: weight of the load-balance loss (default 0.01) */
+  int32_t gate_variant;            /* MixtureOfHeads: MOAS_MOH_GATES_* (default REFERENCE) */
+} moas_head_selection;
 
 /* moas_model_config.device */
 enum {
@@ -161,6 +195,14 @@ typedef struct moas_model_config {
   int32_t device;       /* MOAS_DEVICE_* (default CPU) */
   int32_t device_index; /* which GPU when device is CUDA */
   int32_t reserved0;    /* keep 0: pads the struct to 8 bytes on every platform */
+  /* Appended in libmoas 0.2.0. A caller whose struct_size ends before a field gets its default. */
+  int32_t moas_mode;                               /* MOAS_MODE_* (default MOAS_MODE_SOFT) */
+  int32_t moas_n_branches;                         /* S in [1, MOAS_MAX_BRANCHES] (default 3) */
+  int32_t moas_branch_kv_heads[MOAS_MAX_BRANCHES]; /* kv heads of branch k, dividing n_head; 0 means n_head (MHA).
+                                                      Default {0, 2, 1, 0}: MHA, GQA-2, MQA */
+  float moas_aux_weight;                           /* lambda on the MoAS load-balance loss (default 0.01) */
+  moas_head_selection head_selection;              /* MoH settings (default AllHeads) */
+  int32_t reserved1;                               /* keep 0 */
 } moas_model_config;
 
 /* Fills every field within cfg->struct_size with the defaults above (the paper's model).
@@ -304,10 +346,22 @@ typedef struct moas_layer_router_stats {
   int32_t collapsed;              /* max f-hat > 0.9 */
   float entropy;                  /* mean routing entropy (nats) */
   float aux_loss;                 /* the layer's unweighted load-balance loss */
+  /* Appended in libmoas 0.2.0. */
+  float top_share[MOAS_MAX_ROUTES]; /* MoAS: fraction of tokens whose argmax is this branch; MoH: f_i, the fraction
+                                       of tokens that activate routed head i (sums to K) */
+  float mean_shared_weight;       /* MoH: mean a1 of the head-type router (1 without one); MoAS: 0 */
+  float mean_routed_weight;       /* MoH: mean a2 (1 without a head-type router); MoAS: 0 */
+  int32_t attention;              /* MOAS_ATTENTION_MOAS or MOAS_ATTENTION_MOH: what the routes are */
 } moas_layer_router_stats;
 
-/* Router statistics of `layer` from the last forward. MOAS_ERR_NO_ROUTER when that layer has no router. */
+/* Router statistics of `layer` from the last forward (training or eval). share is f-hat of SPEC §8: MoAS top-1 the
+ * argmax shares, soft and static the mean gates; MoH f_i / K over the routed heads. MOAS_ERR_NO_ROUTER when that
+ * layer routes nothing (one scheme, MoH AllHeads or StaticPruning); MOAS_ERR_NO_FORWARD before the first forward. */
 MOAS_API moas_status moas_router_stats(const moas_model *model, int32_t layer, moas_layer_router_stats *out);
+
+/* The statistics of every layer at once: out[l] for l in [0, n_layers), each with its struct_size set by the
+ * caller; n_layers must equal the model's n_layer. */
+MOAS_API moas_status moas_router_stats_all(const moas_model *model, moas_layer_router_stats *out, size_t n_layers);
 
 #ifdef __cplusplus
 } /* extern "C" */

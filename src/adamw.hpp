@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "parallel.hpp"
 #include "params.hpp"
 
 namespace moas {
@@ -26,7 +27,7 @@ double gradient_norm(const std::vector<T> &grads) {
   constexpr int64_t kChunk = 4096;
   const int64_t n = (int64_t)grads.size(), n_chunks = (n + kChunk - 1) / kChunk;
   std::vector<double> partial((size_t)n_chunks);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= kParallelGrain)
   for (int64_t c = 0; c < n_chunks; c++) {
     double s = 0;
     const int64_t end = std::min(n, (c + 1) * kChunk);
@@ -56,7 +57,7 @@ void adamw_step(ParamTable<T> &params, AdamWState<T> &state, const AdamWSettings
     T *p = params.values.data() + info.offset;
     const T *g = params.grads.data() + info.offset;
     T *m = state.exp_avg.data() + info.offset, *v = state.exp_avg_sq.data() + info.offset;
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (info.numel >= kParallelGrain)
     for (int64_t i = 0; i < info.numel; i++) {
       const T gi = g[i] * g_scale;
       m[i] = b1 * m[i] + ((T)1 - b1) * gi;

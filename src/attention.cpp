@@ -2,108 +2,115 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
-#include <limits>
-#include <vector>
+#include <string>
 
+#include "attention_math.hpp"
 #include "error.hpp"
-#include "fast_math.hpp"
 #include "gemm.hpp"
 
 namespace moas {
 namespace {
 
-// Queries and keys share one tile size, so the causal diagonal always falls inside the tile pair (qt, qt) and
-// every other visited tile is fully unmasked.
+// Query chunks and key tiles share one size; chunks hold up to kTile consecutive compact rows of one sequence.
 constexpr int64_t kTile = 64;
 
 template <typename T>
-void check_shape(const AttentionShape &s, const AttentionIO<T> &in) {
-  require(s.batch >= 0 && s.seq >= 0 && s.heads > 0 && s.kv_heads > 0 && s.head_dim > 0,
-          MOAS_ERR_INVALID_CONFIG, "attention: batch/seq must be >= 0 and heads/kv_heads/head_dim > 0");
+void check_dims(const AttentionDims &s, const std::vector<QueryHead<T>> &heads) {
+  require(s.batch >= 0 && s.seq >= 0 && s.heads > 0 && s.kv_heads > 0 && s.head_dim > 0, MOAS_ERR_INVALID_CONFIG,
+          "attention: batch/seq must be >= 0 and heads/kv_heads/head_dim > 0");
   require(s.heads % s.kv_heads == 0, MOAS_ERR_INVALID_CONFIG,
           "attention: heads (" + std::to_string(s.heads) + ") must be a multiple of kv_heads (" +
               std::to_string(s.kv_heads) + ")");
-  require(in.q_stride >= s.heads * s.head_dim && in.k_stride >= s.kv_heads * s.head_dim &&
-              in.v_stride >= s.kv_heads * s.head_dim,
-          MOAS_ERR_SIZE_MISMATCH, "attention: a q/k/v row stride is shorter than its heads");
+  for (const QueryHead<T> &qh : heads) {
+    require(qh.head >= 0 && qh.head < s.heads, MOAS_ERR_INVALID_CONFIG, "attention: a query head is out of range");
+    require(qh.rows && (int64_t)qh.rows->begin.size() == s.batch + 1, MOAS_ERR_SIZE_MISMATCH,
+            "attention: a query head's rows do not cover the batch");
+    require(qh.q_stride >= s.head_dim && qh.out_stride >= s.head_dim, MOAS_ERR_SIZE_MISMATCH,
+            "attention: a q/out row stride is shorter than head_dim");
+  }
 }
 
 // Below about a million multiply-adds, waking a thread team costs more than the work (decode steps, tests).
-bool worth_threads(const AttentionShape &s) {
-  return s.batch * s.heads * s.seq * s.seq * s.head_dim >= (int64_t(1) << 20);
-}
+bool worth_threads(int64_t multiply_adds) { return multiply_adds >= (int64_t(1) << 20); }
+
+struct Chunk {
+  int64_t entry, b, r0, r1;
+};
 
 }  // namespace
 
 template <typename T>
-void attention_forward(const AttentionShape &s, const AttentionIO<T> &in, T *out, int64_t out_stride, T *lse,
+void attention_forward(const AttentionDims &s, const KeyValues<T> &kv, const std::vector<QueryHead<T>> &heads,
                        const Dropout &dropout) {
-  check_shape(s, in);
-  require(out_stride >= s.heads * s.head_dim, MOAS_ERR_SIZE_MISMATCH, "attention: out row stride too short");
-  const int64_t B = s.batch, n = s.seq, H = s.heads, d = s.head_dim, group = H / s.kv_heads;
-  const int64_t ntiles = (n + kTile - 1) / kTile, bh_count = B * H, ntasks = bh_count * ntiles;
+  check_dims(s, heads);
+  const int64_t H = s.heads, d = s.head_dim, group = s.heads / s.kv_heads;
   const T scale = T(1) / std::sqrt(T(d));
   const bool drop = dropout.active();
   const T keep_scale = drop ? T(1) / (T(1) - T(dropout.p)) : T(1);
 
-#pragma omp parallel if (worth_threads(s))
+  // Chunks that reach further into their sequence visit more key tiles: hand those out first to balance threads.
+  std::vector<Chunk> chunks;
+  std::vector<int64_t> cost;
+  int64_t total_cost = 0;
+  for (int64_t e = 0; e < (int64_t)heads.size(); ++e) {
+    const RowSet &rows = *heads[(size_t)e].rows;
+    for (int64_t b = 0; b < s.batch; ++b)
+      for (int64_t r0 = rows.begin[(size_t)b]; r0 < rows.begin[(size_t)b + 1]; r0 += kTile) {
+        const int64_t r1 = std::min(r0 + kTile, rows.begin[(size_t)b + 1]);
+        chunks.push_back({e, b, r0, r1});
+        cost.push_back((r1 - r0) * (rows.pos[(size_t)r1 - 1] + 1));
+        total_cost += cost.back();
+      }
+  }
+  std::vector<int64_t> order(chunks.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = (int64_t)i;
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return cost[(size_t)a] > cost[(size_t)b]; });
+  const int64_t n_chunks = (int64_t)chunks.size();
+
+#pragma omp parallel if (worth_threads(total_cost * d))
   {
     std::vector<T> S(kTile * kTile), acc(kTile * d), m(kTile), l(kTile);
 #pragma omp for schedule(dynamic)
-    for (int64_t task = 0; task < ntasks; ++task) {
-      // Later query tiles visit more key tiles, so they are handed out first to balance the threads.
-      const int64_t qt = ntiles - 1 - task / bh_count, bh = task % bh_count;
-      const int64_t b = bh / H, h = bh % H, g = h / group;
-      const int64_t i0 = qt * kTile, mq = std::min(kTile, n - i0);
-      const T *Q = in.q + (b * n + i0) * in.q_stride + h * d;
-      std::fill(m.begin(), m.end(), -std::numeric_limits<T>::infinity());
+    for (int64_t task = 0; task < n_chunks; ++task) {
+      const Chunk &ch = chunks[(size_t)order[(size_t)task]];
+      const QueryHead<T> &qh = heads[(size_t)ch.entry];
+      const int32_t *pos = qh.rows->pos.data() + ch.r0;
+      const int64_t b = ch.b, h = qh.head, g = kv_head_of(h, group), mq = ch.r1 - ch.r0, last = pos[mq - 1];
+      const T *Q = qh.q + ch.r0 * qh.q_stride;
+      std::fill(m.begin(), m.end(), negative_infinity<T>());
       std::fill(l.begin(), l.end(), T(0));
       std::fill(acc.begin(), acc.end(), T(0));
 
-      for (int64_t kt = 0; kt <= qt; ++kt) {
-        const bool diag = kt == qt;
-        const int64_t j0 = kt * kTile, nk = diag ? mq : kTile;
-        const T *K = in.k + (b * n + j0) * in.k_stride + g * d;
-        const T *V = in.v + (b * n + j0) * in.v_stride + g * d;
-        gemm(Trans::No, Trans::Yes, mq, nk, d, scale, Q, in.q_stride, K, in.k_stride, T(0), S.data(), kTile);
-
+      for (int64_t j0 = 0; j0 <= last; j0 += kTile) {
+        const int64_t nk = std::min(kTile, last + 1 - j0);
+        const T *K = kv.k + (b * kv.seq_stride + j0) * kv.k_stride + g * d;
+        const T *V = kv.v + (b * kv.seq_stride + j0) * kv.v_stride + g * d;
+        gemm(Trans::No, Trans::Yes, mq, nk, d, scale, Q, qh.q_stride, K, kv.k_stride, T(0), S.data(), kTile);
         for (int64_t r = 0; r < mq; ++r) {
           T *Sr = S.data() + r * kTile;
-          const int64_t valid = diag ? r + 1 : nk;  // keys j <= i
-          T mx = m[r];
-#pragma omp simd reduction(max : mx)
-          for (int64_t c = 0; c < valid; ++c) mx = std::max(mx, Sr[c]);
-          const T alpha = fast_exp(m[r] - mx);  // rescales the running sums; ~0 on the first tile (m = -inf)
-          T sum = 0;
-#pragma omp simd reduction(+ : sum)
-          for (int64_t c = 0; c < nk; ++c) {
-            const T p = c < valid ? fast_exp(Sr[c] - mx) : T(0);
-            Sr[c] = p;
-            sum += p;
-          }
-          l[r] = l[r] * alpha + sum;  // the normaliser takes the undropped probabilities
-          m[r] = mx;
+          int64_t lo, hi;
+          visible_keys(pos[r], j0, nk, &lo, &hi);
+          const T alpha = online_softmax_update(Sr, lo, hi, nk, m[(size_t)r], l[(size_t)r]);
           if (alpha != T(1)) {
             T *ar = acc.data() + r * d;
 #pragma omp simd
             for (int64_t c = 0; c < d; ++c) ar[c] *= alpha;
           }
           if (drop) {
-            const uint64_t e0 = (uint64_t)(((b * H + h) * n + i0 + r) * n + j0);
-            for (int64_t c = 0; c < valid; ++c) Sr[c] = dropout.keep(e0 + (uint64_t)c) ? Sr[c] * keep_scale : T(0);
+            const uint64_t e0 = (uint64_t)(((b * H + h) * s.seq + pos[r]) * s.seq + j0);
+            for (int64_t c = lo; c < hi; ++c) Sr[c] = dropout.keep(e0 + (uint64_t)c) ? Sr[c] * keep_scale : T(0);
           }
         }
-        gemm(Trans::No, Trans::No, mq, d, nk, T(1), S.data(), kTile, V, in.v_stride, T(1), acc.data(), d);
+        gemm(Trans::No, Trans::No, mq, d, nk, T(1), S.data(), kTile, V, kv.v_stride, T(1), acc.data(), d);
       }
 
       for (int64_t r = 0; r < mq; ++r) {
-        const T inv = T(1) / l[r];
+        const T inv = T(1) / l[(size_t)r];
         const T *ar = acc.data() + r * d;
-        T *orow = out + (b * n + i0 + r) * out_stride + h * d;
+        T *orow = qh.out + (ch.r0 + r) * qh.out_stride;
 #pragma omp simd
         for (int64_t c = 0; c < d; ++c) orow[c] = ar[c] * inv;
-        lse[(b * H + h) * n + i0 + r] = m[r] + std::log(l[r]);
+        qh.lse[ch.r0 + r] = m[(size_t)r] + std::log(l[(size_t)r]);
       }
     }
   }
@@ -111,88 +118,114 @@ void attention_forward(const AttentionShape &s, const AttentionIO<T> &in, T *out
 
 // FlashAttention-2 style: P is recomputed from lse, and with D_i = rowsum(dO_i * O_i)
 //   dV_j += (P o Z)^T dO,  dP = (dO V_j^T) o Z,  dS = P o (dP - D),  dK_j += scale dS^T Q,  dQ += scale dS K_j
-// where Z = mask / (1 - p) (all ones without dropout). One task per (batch, kv head) owns dk/dv of that kv head
-// and dq of its query heads, so every sum runs in a fixed order without atomics.
+// where Z = mask / (1 - p) (all ones without dropout). One task per (sequence, kv head) owns dk/dv of that kv head
+// and dq of the listed query heads of its group, so every sum runs in a fixed order without atomics.
 template <typename T>
-void attention_backward(const AttentionShape &s, const AttentionIO<T> &in, const T *out, int64_t out_stride,
-                        const T *lse, const T *dout, T *dq, int64_t dq_stride, T *dk, int64_t dk_stride, T *dv,
-                        int64_t dv_stride, const Dropout &dropout) {
-  check_shape(s, in);
-  require(out_stride >= s.heads * s.head_dim && dq_stride >= s.heads * s.head_dim &&
-              dk_stride >= s.kv_heads * s.head_dim && dv_stride >= s.kv_heads * s.head_dim,
-          MOAS_ERR_SIZE_MISMATCH, "attention backward: an out/dq/dk/dv row stride is shorter than its heads");
-  const int64_t B = s.batch, n = s.seq, H = s.heads, Hkv = s.kv_heads, d = s.head_dim, group = H / Hkv;
-  const int64_t ntiles = (n + kTile - 1) / kTile, ntasks = B * Hkv;
+void attention_backward(const AttentionDims &s, const KeyValues<T> &kv, const std::vector<QueryHead<T>> &heads,
+                        const std::vector<QueryHeadGrad<T>> &grads, const KeyValueGrads<T> &dkv,
+                        const Dropout &dropout) {
+  check_dims(s, heads);
+  require(grads.size() == heads.size(), MOAS_ERR_SIZE_MISMATCH, "attention backward: one gradient view per head");
+  const int64_t H = s.heads, Hkv = s.kv_heads, d = s.head_dim, group = H / Hkv, n = s.seq;
   const T scale = T(1) / std::sqrt(T(d));
   const bool drop = dropout.active();
   const T keep_scale = drop ? T(1) / (T(1) - T(dropout.p)) : T(1);
 
-#pragma omp parallel if (worth_threads(s))
-  {
-    std::vector<T> P(kTile * kTile), dS(kTile * kTile), Pd(drop ? kTile * kTile : 0), D(group * n);
-#pragma omp for schedule(dynamic)
-    for (int64_t task = 0; task < ntasks; ++task) {
-      const int64_t b = task / Hkv, g = task % Hkv, h0 = g * group;  // query heads h0 .. h0 + group - 1
+  std::vector<std::vector<int64_t>> entries_of((size_t)Hkv);  // listed heads per kv head, in list order
+  int64_t total_rows = 0;
+  for (int64_t e = 0; e < (int64_t)heads.size(); ++e) {
+    entries_of[(size_t)kv_head_of(heads[(size_t)e].head, group)].push_back(e);
+    total_rows += heads[(size_t)e].rows->size();
+  }
+  std::vector<int64_t> tasks;  // b * Hkv + g for kv heads that some listed head reads
+  for (int64_t b = 0; b < s.batch; ++b)
+    for (int64_t g = 0; g < Hkv; ++g)
+      if (!entries_of[(size_t)g].empty()) tasks.push_back(b * Hkv + g);
+  const int64_t n_tasks = (int64_t)tasks.size();
 
-      for (int64_t t = 0; t < n; ++t) {
-        const int64_t row = b * n + t;
-        std::fill_n(dk + row * dk_stride + g * d, d, T(0));
-        std::fill_n(dv + row * dv_stride + g * d, d, T(0));
-        std::fill_n(dq + row * dq_stride + h0 * d, group * d, T(0));  // the group's heads are adjacent columns
-        for (int64_t hh = 0; hh < group; ++hh) {
-          const T *o = out + row * out_stride + (h0 + hh) * d;
-          const T *go = dout + row * out_stride + (h0 + hh) * d;
+#pragma omp parallel if (worth_threads(total_rows * n * d / std::max<int64_t>(s.batch, 1)))
+  {
+    std::vector<T> P(kTile * kTile), dS(kTile * kTile), Pd(drop ? kTile * kTile : 0), D;
+#pragma omp for schedule(dynamic)
+    for (int64_t task = 0; task < n_tasks; ++task) {
+      const int64_t b = tasks[(size_t)task] / Hkv, g = tasks[(size_t)task] % Hkv;
+      const std::vector<int64_t> &entries = entries_of[(size_t)g];
+
+      // D per listed row of this sequence, dq rows zeroed, and the furthest position any of them reaches.
+      std::vector<int64_t> d_offset(entries.size());
+      int64_t n_rows = 0, last = -1;
+      for (size_t k = 0; k < entries.size(); ++k) {
+        const RowSet &rows = *heads[(size_t)entries[k]].rows;
+        d_offset[k] = n_rows;
+        n_rows += rows.begin[(size_t)b + 1] - rows.begin[(size_t)b];
+        if (rows.begin[(size_t)b + 1] > rows.begin[(size_t)b])
+          last = std::max<int64_t>(last, rows.pos[(size_t)rows.begin[(size_t)b + 1] - 1]);
+      }
+      D.resize((size_t)n_rows);
+      for (size_t k = 0; k < entries.size(); ++k) {
+        const QueryHead<T> &qh = heads[(size_t)entries[k]];
+        const QueryHeadGrad<T> &gr = grads[(size_t)entries[k]];
+        for (int64_t r = qh.rows->begin[(size_t)b]; r < qh.rows->begin[(size_t)b + 1]; ++r) {
+          const T *o = qh.out + r * qh.out_stride, *go = gr.dout + r * gr.dout_stride;
           T sum = 0;
 #pragma omp simd reduction(+ : sum)
           for (int64_t c = 0; c < d; ++c) sum += o[c] * go[c];
-          D[hh * n + t] = sum;
+          D[(size_t)(d_offset[k] + r - qh.rows->begin[(size_t)b])] = sum;
+          std::fill_n(gr.dq + r * gr.dq_stride, d, T(0));
         }
       }
+      for (int64_t j = 0; j < n; ++j) {
+        std::fill_n(dkv.dk + (b * kv.seq_stride + j) * dkv.dk_stride + g * d, d, T(0));
+        std::fill_n(dkv.dv + (b * kv.seq_stride + j) * dkv.dv_stride + g * d, d, T(0));
+      }
 
-      // kv tile outermost so K_j, V_j and their gradient rows stay in cache across the whole query group.
-      for (int64_t kt = 0; kt < ntiles; ++kt) {
-        const int64_t j0 = kt * kTile, nk = std::min(kTile, n - j0);
-        const T *K = in.k + (b * n + j0) * in.k_stride + g * d;
-        const T *V = in.v + (b * n + j0) * in.v_stride + g * d;
-        T *dK = dk + (b * n + j0) * dk_stride + g * d;
-        T *dV = dv + (b * n + j0) * dv_stride + g * d;
-        for (int64_t hh = 0; hh < group; ++hh) {
-          const int64_t h = h0 + hh;
-          for (int64_t qt = kt; qt < ntiles; ++qt) {
-            const bool diag = qt == kt;
-            const int64_t i0 = qt * kTile, mq = std::min(kTile, n - i0);
-            const T *Q = in.q + (b * n + i0) * in.q_stride + h * d;
-            const T *dO = dout + (b * n + i0) * out_stride + h * d;
-            T *dQ = dq + (b * n + i0) * dq_stride + h * d;
-            gemm(Trans::No, Trans::Yes, mq, nk, d, scale, Q, in.q_stride, K, in.k_stride, T(0), P.data(), kTile);
-            gemm(Trans::No, Trans::Yes, mq, nk, d, T(1), dO, out_stride, V, in.v_stride, T(0), dS.data(), kTile);
-
+      // Key tile outermost so K_j, V_j and their gradient rows stay in cache across the whole query group.
+      for (int64_t j0 = 0; j0 <= last; j0 += kTile) {
+        const T *K = kv.k + (b * kv.seq_stride + j0) * kv.k_stride + g * d;
+        const T *V = kv.v + (b * kv.seq_stride + j0) * kv.v_stride + g * d;
+        T *dK = dkv.dk + (b * kv.seq_stride + j0) * dkv.dk_stride + g * d;
+        T *dV = dkv.dv + (b * kv.seq_stride + j0) * dkv.dv_stride + g * d;
+        for (size_t k = 0; k < entries.size(); ++k) {
+          const QueryHead<T> &qh = heads[(size_t)entries[k]];
+          const QueryHeadGrad<T> &gr = grads[(size_t)entries[k]];
+          const int64_t h = qh.head, rb = qh.rows->begin[(size_t)b], re = qh.rows->begin[(size_t)b + 1];
+          for (int64_t r0 = rb; r0 < re; r0 += kTile) {
+            const int64_t mq = std::min(kTile, re - r0);
+            const int32_t *pos = qh.rows->pos.data() + r0;
+            if (pos[mq - 1] < j0) continue;  // the whole chunk precedes this key tile
+            const int64_t nk = std::min(kTile, pos[mq - 1] + 1 - j0);
+            const T *Q = qh.q + r0 * qh.q_stride, *dO = gr.dout + r0 * gr.dout_stride;
+            T *dQ = gr.dq + r0 * gr.dq_stride;
+            gemm(Trans::No, Trans::Yes, mq, nk, d, scale, Q, qh.q_stride, K, kv.k_stride, T(0), P.data(), kTile);
+            gemm(Trans::No, Trans::Yes, mq, nk, d, T(1), dO, gr.dout_stride, V, kv.v_stride, T(0), dS.data(), kTile);
             for (int64_t r = 0; r < mq; ++r) {
               T *Pr = P.data() + r * kTile, *dSr = dS.data() + r * kTile;
-              const int64_t valid = diag ? r + 1 : nk;
-              const T li = lse[(b * H + h) * n + i0 + r], Di = D[hh * n + i0 + r];
+              int64_t lo, hi;
+              visible_keys(pos[r], j0, nk, &lo, &hi);
+              const T li = qh.lse[r0 + r], Di = D[(size_t)(d_offset[k] + r0 + r - rb)];
               if (drop) {
                 T *Pdr = Pd.data() + r * kTile;
-                const uint64_t e0 = (uint64_t)(((b * H + h) * n + i0 + r) * n + j0);
+                const uint64_t e0 = (uint64_t)(((b * H + h) * n + pos[r]) * n + j0);
                 for (int64_t c = 0; c < nk; ++c) {
-                  const T p = c < valid ? fast_exp(Pr[c] - li) : T(0);
-                  const T z = c < valid && dropout.keep(e0 + (uint64_t)c) ? keep_scale : T(0);
+                  const bool visible = c >= lo && c < hi;
+                  const T p = visible ? fast_exp(Pr[c] - li) : T(0);
+                  const T z = visible && dropout.keep(e0 + (uint64_t)c) ? keep_scale : T(0);
                   Pdr[c] = p * z;
                   dSr[c] = p * (dSr[c] * z - Di);
                 }
               } else {
 #pragma omp simd
                 for (int64_t c = 0; c < nk; ++c) {
-                  const T p = c < valid ? fast_exp(Pr[c] - li) : T(0);
+                  const T p = (c >= lo && c < hi) ? fast_exp(Pr[c] - li) : T(0);
                   Pr[c] = p;
                   dSr[c] = p * (dSr[c] - Di);
                 }
               }
             }
             const T *Pused = drop ? Pd.data() : P.data();
-            gemm(Trans::Yes, Trans::No, nk, d, mq, T(1), Pused, kTile, dO, out_stride, T(1), dV, dv_stride);
-            gemm(Trans::Yes, Trans::No, nk, d, mq, scale, dS.data(), kTile, Q, in.q_stride, T(1), dK, dk_stride);
-            gemm(Trans::No, Trans::No, mq, d, nk, scale, dS.data(), kTile, K, in.k_stride, T(1), dQ, dq_stride);
+            gemm(Trans::Yes, Trans::No, nk, d, mq, T(1), Pused, kTile, dO, gr.dout_stride, T(1), dV, dkv.dv_stride);
+            gemm(Trans::Yes, Trans::No, nk, d, mq, scale, dS.data(), kTile, Q, qh.q_stride, T(1), dK, dkv.dk_stride);
+            gemm(Trans::No, Trans::No, mq, d, nk, scale, dS.data(), kTile, K, kv.k_stride, T(1), dQ, gr.dq_stride);
           }
         }
       }
@@ -200,15 +233,14 @@ void attention_backward(const AttentionShape &s, const AttentionIO<T> &in, const
   }
 }
 
-template void attention_forward<float>(const AttentionShape &, const AttentionIO<float> &, float *, int64_t,
-                                       float *, const Dropout &);
-template void attention_forward<double>(const AttentionShape &, const AttentionIO<double> &, double *, int64_t,
-                                        double *, const Dropout &);
-template void attention_backward<float>(const AttentionShape &, const AttentionIO<float> &, const float *, int64_t,
-                                        const float *, const float *, float *, int64_t, float *, int64_t, float *,
-                                        int64_t, const Dropout &);
-template void attention_backward<double>(const AttentionShape &, const AttentionIO<double> &, const double *,
-                                         int64_t, const double *, const double *, double *, int64_t, double *,
-                                         int64_t, double *, int64_t, const Dropout &);
+#define MOAS_INSTANTIATE(T)                                                                                     \
+  template void attention_forward<T>(const AttentionDims &, const KeyValues<T> &,                               \
+                                     const std::vector<QueryHead<T>> &, const Dropout &);                       \
+  template void attention_backward<T>(const AttentionDims &, const KeyValues<T> &,                              \
+                                      const std::vector<QueryHead<T>> &, const std::vector<QueryHeadGrad<T>> &, \
+                                      const KeyValueGrads<T> &, const Dropout &);
+MOAS_INSTANTIATE(float)
+MOAS_INSTANTIATE(double)
+#undef MOAS_INSTANTIATE
 
 }  // namespace moas

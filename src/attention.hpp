@@ -1,50 +1,84 @@
 // Causal scaled-dot-product attention for the CPU, tiled with an online softmax ("flash" style): memory is
-// O(tile^2 + tile * head_dim) per thread, never O(T^2). Grouped-query attention (GQA, MQA as Hkv = 1, MHA as
-// Hkv = H) indexes the shared kv head directly; K and V are never expanded to H heads.
+// O(tile^2 + tile * head_dim) per thread, never O(T^2).
+//
+// One kernel serves dense and routed attention: every query head brings its own RowSet (which tokens it computes,
+// compact), so MoAS top-1 branches and MoH routed heads compute only their selected rows, against all keys, with the
+// causal mask taken from each row's original position. Grouped-query attention (GQA; MQA as Hkv = 1, MHA as
+// Hkv = H) indexes the shared kv head; K and V are never expanded to H heads.
 //
 // Both passes are deterministic: every output element is produced by one task in a fixed order, so results are
 // bit-identical run to run and for any thread count.
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "dropout.hpp"
+#include "rows.hpp"
 
 namespace moas {
 
-struct AttentionShape {
-  int64_t batch, seq, heads, kv_heads, head_dim;
+struct AttentionDims {
+  int64_t batch;     // sequences
+  int64_t seq;       // positions per sequence; keys of sequence b are its positions 0 .. seq - 1
+  int64_t heads;     // H, the scheme's query heads (with kv_heads it fixes the GQA map and the dropout streams)
+  int64_t kv_heads;  // Hkv, dividing H
+  int64_t head_dim;  // d
 };
 
-// Strided views: row (b, t) of q starts at q + (b*seq + t) * q_stride and query head h occupies columns
-// [h*head_dim, (h+1)*head_dim). k and v likewise with k_stride / v_stride; query head h reads kv head
-// g = h / (heads / kv_heads). In the model q, k, v are column blocks of one fused [B*T, (H + 2*Hkv)*d]
-// projection, so the strides are equal while the pointers differ.
+// Key (b, j) of kv head g is at k + (b * seq_stride + j) * k_stride + g * d; values likewise.
 template <typename T>
-struct AttentionIO {
-  const T *q;
-  int64_t q_stride;
+struct KeyValues {
   const T *k;
   int64_t k_stride;
   const T *v;
   int64_t v_stride;
+  int64_t seq_stride;  // rows from one sequence to the next (seq for a training batch)
 };
 
-// out[b*T + i, h*d + c] = sum_j A_hij v[b*T + j, g*d + c] with A = softmax_j(q_i . k_j / sqrt(d), j <= i),
-// out has row stride out_stride. lse[(b*H + h)*T + i] receives the log-sum-exp of row i's scaled scores, which
-// backward needs. With dropout active, A is multiplied by mask/(1 - p) after normalisation (the normaliser uses
-// the undropped probabilities, like torch's dropout after softmax); the mask element of (b, h, i, j) is
-// ((b*H + h)*T + i)*T + j. Throws moas::Error on an inconsistent shape.
 template <typename T>
-void attention_forward(const AttentionShape &s, const AttentionIO<T> &in, T *out, int64_t out_stride, T *lse,
+struct KeyValueGrads {  // laid out like KeyValues, same seq_stride
+  T *dk;
+  int64_t dk_stride;
+  T *dv;
+  int64_t dv_stride;
+};
+
+// The queries of one head: compact row r (token rows->row[r]) has its q at q + r * q_stride (head_dim values), its
+// output at out + r * out_stride and its log-sum-exp at lse[r].
+template <typename T>
+struct QueryHead {
+  int64_t head;  // h in [0, H)
+  const RowSet *rows;
+  const T *q;
+  int64_t q_stride;
+  T *out;
+  int64_t out_stride;
+  T *lse;
+};
+
+template <typename T>
+struct QueryHeadGrad {  // compact like its QueryHead
+  const T *dout;
+  int64_t dout_stride;
+  T *dq;
+  int64_t dq_stride;
+};
+
+// out_r = sum_j A_rj v_j with A = softmax_j(q_r . k_j / sqrt(d)) over j <= pos_r, for every listed head. With dropout
+// active, A is multiplied by mask / (1 - p) after normalisation (the normaliser uses the undropped probabilities,
+// like torch's dropout after softmax); the mask element of (b, h, i, j) is ((b * H + h) * seq + i) * seq + j whatever
+// rows are computed. Throws moas::Error on an inconsistent shape.
+template <typename T>
+void attention_forward(const AttentionDims &dims, const KeyValues<T> &kv, const std::vector<QueryHead<T>> &heads,
                        const Dropout &dropout);
 
-// Gradients of a loss given dout = dL/dout (same layout as out). Overwrites every element of the head columns
-// of dq, dk, dv (strided like q, k, v). dk and dv of kv head g sum over all query heads of its group. `out` and
-// `lse` are the forward's results for the same inputs and the same dropout.
+// Gradients given dout of every listed head: overwrites that head's dq rows and, for every kv head read by at least
+// one listed head, every dk/dv row of every sequence (summed over the query heads of its group, in a fixed order).
+// kv heads no listed head reads are not written. `heads` carries the forward's out and lse.
 template <typename T>
-void attention_backward(const AttentionShape &s, const AttentionIO<T> &in, const T *out, int64_t out_stride,
-                        const T *lse, const T *dout, T *dq, int64_t dq_stride, T *dk, int64_t dk_stride, T *dv,
-                        int64_t dv_stride, const Dropout &dropout);
+void attention_backward(const AttentionDims &dims, const KeyValues<T> &kv, const std::vector<QueryHead<T>> &heads,
+                        const std::vector<QueryHeadGrad<T>> &grads, const KeyValueGrads<T> &dkv,
+                        const Dropout &dropout);
 
 }  // namespace moas

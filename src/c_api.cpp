@@ -1,6 +1,8 @@
 // The C ABI: the one place where C++ exceptions become status codes and a per-thread message. Every entry point
 // validates its arguments completely before it touches the model, so a failed call leaves the model as it was.
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -84,6 +86,41 @@ void check_tokens(const moas::ModelConfig &c, const int32_t *tokens, const int32
       moas::require(targets[i] >= -1 && targets[i] < c.vocab_size, MOAS_ERR_TARGET_OUT_OF_RANGE,
                     "targets[" + std::to_string(i) + "] = " + std::to_string(targets[i]) + " is outside [-1, " +
                         std::to_string(c.vocab_size) + "): use -1 for positions without a target");
+}
+
+// The size of moas_layer_router_stats in libmoas 0.1.0; later fields are written only when the caller's struct
+// reaches them.
+constexpr size_t kRouterStatsV1Size = offsetof(moas_layer_router_stats, top_share);
+
+void fill_router_stats(const moas::Model<float> &m, int64_t layer, moas_layer_router_stats *out) {
+  require_struct(out->struct_size, kRouterStatsV1Size, "moas_layer_router_stats");
+  moas::require(m.last_batch() > 0, MOAS_ERR_NO_FORWARD,
+                "no forward has run yet: router statistics come from the last moas_forward");
+  moas::RouterStats st;
+  if (!m.router_stats(layer, &st)) {
+    const char *why = m.config().attention == moas::AttentionKind::Scheme
+                          ? "this model uses one attention scheme (MHA/GQA/MQA)"
+                          : "its head selection (AllHeads or StaticPruning) uses no router";
+    moas::fail(MOAS_ERR_NO_ROUTER, "layer " + std::to_string(layer) + " has no router: " + why);
+  }
+  moas_layer_router_stats full;
+  std::memset(&full, 0, sizeof full);
+  full.struct_size = out->struct_size;
+  full.n_routes = (int32_t)st.share.size();
+  for (size_t i = 0; i < st.share.size(); i++) {
+    full.share[i] = (float)st.share[i];
+    full.mean_gate[i] = (float)st.mean_gate[i];
+    full.top_share[i] = (float)st.top_share[i];
+  }
+  full.balance = (float)st.balance();
+  full.max_over_mean = (float)st.max_over_mean();
+  full.collapsed = st.collapsed() ? 1 : 0;
+  full.entropy = (float)st.entropy;
+  full.aux_loss = (float)st.aux_loss;
+  full.mean_shared_weight = (float)st.mean_shared_weight;
+  full.mean_routed_weight = (float)st.mean_routed_weight;
+  full.attention = st.attention;
+  std::memcpy(out, &full, std::min<size_t>(out->struct_size, sizeof full));
 }
 
 moas::AdamWSettings check_adamw(const moas_adamw_config &cfg) {
@@ -357,7 +394,7 @@ moas_status moas_model_create_from_file(const char *path, const moas_model_confi
     *out = nullptr;
     moas::ModelConfig config = moas::read_checkpoint_config(path);
     if (overrides) {
-      require_struct(overrides->struct_size, sizeof(moas_model_config), "moas_model_config");
+      require_struct(overrides->struct_size, offsetof(moas_model_config, moas_mode), "moas_model_config");
       moas_model_config merged;
       merged.struct_size = sizeof merged;
       moas::to_c(config, &merged);
@@ -409,12 +446,22 @@ moas_status moas_router_stats(const moas_model *model, int32_t layer, moas_layer
   return guarded([&] {
     require_arg(model, "model");
     require_arg(out, "out");
-    require_struct(out->struct_size, sizeof(moas_layer_router_stats), "moas_layer_router_stats");
     const int64_t n_layer = model->model.config().n_layer;
     moas::require(layer >= 0 && layer < n_layer, MOAS_ERR_INDEX_OUT_OF_RANGE,
                   "layer " + std::to_string(layer) + " is outside [0, " + std::to_string(n_layer) + ")");
-    moas::fail(MOAS_ERR_NO_ROUTER, "layer " + std::to_string(layer) +
-                                       " has no router: this model uses one attention scheme (MHA/GQA/MQA)");
+    fill_router_stats(model->model, layer, out);
+  });
+}
+
+moas_status moas_router_stats_all(const moas_model *model, moas_layer_router_stats *out, size_t n_layers) {
+  return guarded([&] {
+    require_arg(model, "model");
+    require_arg(out, "out");
+    const int64_t n_layer = model->model.config().n_layer;
+    moas::require(n_layers == (size_t)n_layer, MOAS_ERR_SIZE_MISMATCH,
+                  "n_layers is " + std::to_string(n_layers) + " but the model has " + std::to_string(n_layer) +
+                      " layers: pass an array of n_layer structs");
+    for (int64_t l = 0; l < n_layer; l++) fill_router_stats(model->model, l, &out[l]);
   });
 }
 

@@ -1,6 +1,7 @@
 #include "config.hpp"
 
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -10,8 +11,9 @@ namespace moas {
 
 namespace {
 
-// The smallest struct_size accepted: every field of ABI version 1.
-constexpr size_t kConfigV1Size = sizeof(moas_model_config);
+// The smallest struct_size accepted: the fields of libmoas 0.1.0. Later fields take their defaults when the
+// caller's struct ends before them.
+constexpr size_t kConfigV1Size = offsetof(moas_model_config, moas_mode);
 
 moas_model_config defaults() {
   moas_model_config c;
@@ -37,6 +39,16 @@ moas_model_config defaults() {
   c.n_threads = 0;
   c.device = MOAS_DEVICE_CPU;
   c.device_index = 0;
+  c.moas_mode = MOAS_MODE_SOFT;
+  c.moas_n_branches = 3;
+  c.moas_branch_kv_heads[0] = 0;  // n_head: MHA
+  c.moas_branch_kv_heads[1] = 2;
+  c.moas_branch_kv_heads[2] = 1;
+  c.moas_branch_kv_heads[3] = 0;
+  c.moas_aux_weight = 0.01f;
+  c.head_selection.strategy = MOAS_HEADS_ALL;
+  c.head_selection.load_balance_weight = 0.01f;
+  c.head_selection.gate_variant = MOAS_MOH_GATES_REFERENCE;
   return c;
 }
 
@@ -55,11 +67,87 @@ void fill_default(moas_model_config *cfg) {
   cfg->struct_size = caller_size;
 }
 
-ModelConfig validate(const moas_model_config &in) {
-  require(in.struct_size >= kConfigV1Size, MOAS_ERR_ABI_MISMATCH,
-          "moas_model_config.struct_size is " + std::to_string(in.struct_size) + ", expected at least " +
+namespace {
+
+MoasSettings validate_moas(const moas_model_config &in) {
+  const int64_t H = in.n_head;
+  MoasSettings m;
+  check(in.moas_mode == MOAS_MODE_STATIC || in.moas_mode == MOAS_MODE_SOFT || in.moas_mode == MOAS_MODE_TOP1,
+        "moas_mode is " + std::to_string(in.moas_mode) + ": use MOAS_MODE_STATIC, MOAS_MODE_SOFT or MOAS_MODE_TOP1");
+  m.mode = (MoasMode)in.moas_mode;
+  check(in.moas_n_branches >= 1 && in.moas_n_branches <= MOAS_MAX_BRANCHES,
+        "moas_n_branches is " + std::to_string(in.moas_n_branches) + ": MoAS needs 1 to " +
+            std::to_string(MOAS_MAX_BRANCHES) + " branches");
+  m.branch_kv_heads.clear();
+  for (int32_t k = 0; k < in.moas_n_branches; k++) {
+    const int64_t kv = in.moas_branch_kv_heads[k] == 0 ? H : in.moas_branch_kv_heads[k];
+    check(kv >= 1 && kv <= H && H % kv == 0,
+          "moas_branch_kv_heads[" + std::to_string(k) + "] is " + std::to_string(kv) + ": a branch's kv heads must "
+          "divide n_head (" + std::to_string(H) + "); use 0 for MHA, 1 for MQA or a divisor for GQA");
+    m.branch_kv_heads.push_back(kv);
+  }
+  check(in.n_kv_head == in.n_head,
+        "n_kv_head is " + std::to_string(in.n_kv_head) + " but MoAS branches take their kv heads from "
+        "moas_branch_kv_heads: leave n_kv_head = n_head");
+  check(std::isfinite(in.moas_aux_weight) && in.moas_aux_weight >= 0,
+        "moas_aux_weight is " + std::to_string(in.moas_aux_weight) + ": it must be finite and >= 0");
+  check(m.mode == MoasMode::Static || in.n_embd >= 4,
+        "the MoAS router is C -> C/4 -> S: n_embd must be at least 4");
+  m.aux_weight = in.moas_aux_weight;
+  return m;
+}
+
+HeadSelection validate_heads(const moas_model_config &in) {
+  const moas_head_selection &hs = in.head_selection;
+  const int64_t H = in.n_head;
+  HeadSelection out;
+  check(hs.strategy == MOAS_HEADS_ALL || hs.strategy == MOAS_HEADS_MIXTURE || hs.strategy == MOAS_HEADS_STATIC_PRUNING,
+        "head_selection.strategy is " + std::to_string(hs.strategy) +
+            ": use MOAS_HEADS_ALL, MOAS_HEADS_MIXTURE or MOAS_HEADS_STATIC_PRUNING");
+  out.strategy = (HeadStrategy)hs.strategy;
+  if (out.strategy == HeadStrategy::StaticPruning) {
+    check(hs.num_active_heads >= 1 && hs.num_active_heads <= H,
+          "head_selection.num_active_heads is " + std::to_string(hs.num_active_heads) +
+              ": StaticPruning keeps 1 to n_head (" + std::to_string(H) + ") heads");
+    out.num_active_heads = hs.num_active_heads;
+  }
+  if (out.strategy == HeadStrategy::MixtureOfHeads) {
+    check(hs.num_shared_heads >= 0 && hs.num_shared_heads <= H,
+          "head_selection.num_shared_heads is " + std::to_string(hs.num_shared_heads) + ": it must be in [0, n_head = " +
+              std::to_string(H) + "]");
+    const int64_t routed = H - hs.num_shared_heads;
+    check(hs.num_active_routed_heads >= 0 && hs.num_active_routed_heads <= routed,
+          "head_selection.num_active_routed_heads is " + std::to_string(hs.num_active_routed_heads) +
+              ": K must be in [0, n_head - num_shared_heads = " + std::to_string(routed) + "]");
+    check(hs.num_shared_heads + hs.num_active_routed_heads > 0,
+          "head_selection has no shared and no active routed heads: every token would attend to nothing; set "
+          "num_shared_heads or num_active_routed_heads");
+    check(routed <= MOAS_MAX_ROUTES, "MixtureOfHeads routes at most " + std::to_string(MOAS_MAX_ROUTES) +
+                                         " heads: raise num_shared_heads");
+    check(std::isfinite(hs.load_balance_weight) && hs.load_balance_weight >= 0,
+          "head_selection.load_balance_weight is " + std::to_string(hs.load_balance_weight) +
+              ": it must be finite and >= 0");
+    check(hs.gate_variant == MOAS_MOH_GATES_REFERENCE || hs.gate_variant == MOAS_MOH_GATES_PAPER,
+          "head_selection.gate_variant is " + std::to_string(hs.gate_variant) +
+              ": use MOAS_MOH_GATES_REFERENCE or MOAS_MOH_GATES_PAPER");
+    out.num_shared_heads = hs.num_shared_heads;
+    out.num_active_routed_heads = hs.num_active_routed_heads;
+    out.load_balance_weight = hs.load_balance_weight;
+    out.reference_gates = hs.gate_variant == MOAS_MOH_GATES_REFERENCE;
+  }
+  return out;
+}
+
+}  // namespace
+
+ModelConfig validate(const moas_model_config &caller) {
+  require(caller.struct_size >= kConfigV1Size, MOAS_ERR_ABI_MISMATCH,
+          "moas_model_config.struct_size is " + std::to_string(caller.struct_size) + ", expected at least " +
               std::to_string(kConfigV1Size) + ": set struct_size = sizeof(moas_model_config) and call "
               "moas_model_config_default first");
+  // Never read past the caller's struct: an older caller's missing fields keep their defaults.
+  moas_model_config in = defaults();
+  std::memcpy(&in, &caller, std::min<size_t>(caller.struct_size, sizeof in));
   require(in.abi_version == MOAS_ABI_VERSION, MOAS_ERR_ABI_MISMATCH,
           "moas_model_config.abi_version is " + std::to_string(in.abi_version) + " but this libmoas has ABI " +
               std::to_string(MOAS_ABI_VERSION) + ": rebuild against the matching moas.h");
@@ -88,8 +176,10 @@ ModelConfig validate(const moas_model_config &in) {
         "mlp is " + std::to_string(in.mlp) + ": use MOAS_MLP_GELU or MOAS_MLP_SWIGLU");
   check(in.position == MOAS_POSITION_LEARNED || in.position == MOAS_POSITION_ROPE,
         "position is " + std::to_string(in.position) + ": use MOAS_POSITION_LEARNED or MOAS_POSITION_ROPE");
-  check(in.attention == MOAS_ATTENTION_SCHEME,
-        "attention is " + std::to_string(in.attention) + ": this libmoas supports MOAS_ATTENTION_SCHEME");
+  check(in.attention == MOAS_ATTENTION_SCHEME || in.attention == MOAS_ATTENTION_MOAS ||
+            in.attention == MOAS_ATTENTION_MOH,
+        "attention is " + std::to_string(in.attention) +
+            ": use MOAS_ATTENTION_SCHEME, MOAS_ATTENTION_MOAS or MOAS_ATTENTION_MOH");
   check(in.bias == 0 || in.bias == 1, "bias is " + std::to_string(in.bias) + ": use 0 or 1");
   check(in.attn_dropout == 0 || in.attn_dropout == 1,
         "attn_dropout is " + std::to_string(in.attn_dropout) + ": use 0 or 1");
@@ -108,7 +198,7 @@ ModelConfig validate(const moas_model_config &in) {
         "device is " + std::to_string(in.device) + ": use MOAS_DEVICE_CPU or MOAS_DEVICE_CUDA");
   require(in.device == MOAS_DEVICE_CPU, MOAS_ERR_DEVICE_UNAVAILABLE,
           "no CUDA device: this libmoas was built without the CUDA backend; use MOAS_DEVICE_CPU");
-  check(in.reserved0 == 0, "reserved0 must be 0");
+  check(in.reserved0 == 0 && in.reserved1 == 0, "reserved0 and reserved1 must be 0");
 
   ModelConfig c;
   c.vocab_size = in.vocab_size;
@@ -130,7 +220,20 @@ ModelConfig validate(const moas_model_config &in) {
   c.n_threads = in.n_threads;
   c.device = in.device;
   c.device_index = in.device_index;
+  c.attention = (AttentionKind)in.attention;
+  if (c.attention == AttentionKind::Moas) c.moas = validate_moas(in);
+  if (c.attention == AttentionKind::Moh) c.heads = validate_heads(in);
+  check(c.attention == AttentionKind::Moh || in.head_selection.strategy == MOAS_HEADS_ALL,
+        "head_selection.strategy is " + std::to_string(in.head_selection.strategy) +
+            " but attention is not MOAS_ATTENTION_MOH: set attention = MOAS_ATTENTION_MOH to select heads");
   return c;
+}
+
+double ModelConfig::aux_weight() const {
+  if (attention == AttentionKind::Moas && moas.mode != MoasMode::Static) return moas.aux_weight;
+  if (attention == AttentionKind::Moh && heads.strategy == HeadStrategy::MixtureOfHeads)
+    return heads.load_balance_weight;
+  return 0.0;
 }
 
 void to_c(const ModelConfig &c, moas_model_config *out) {
@@ -153,6 +256,22 @@ void to_c(const ModelConfig &c, moas_model_config *out) {
   full.n_threads = c.n_threads;
   full.device = c.device;
   full.device_index = c.device_index;
+  full.attention = (int32_t)c.attention;
+  if (c.attention == AttentionKind::Moas) {
+    full.moas_mode = (int32_t)c.moas.mode;
+    full.moas_n_branches = (int32_t)c.moas.branch_kv_heads.size();
+    for (int k = 0; k < MOAS_MAX_BRANCHES; k++)
+      full.moas_branch_kv_heads[k] = k < full.moas_n_branches ? (int32_t)c.moas.branch_kv_heads[(size_t)k] : 0;
+    full.moas_aux_weight = (float)c.moas.aux_weight;
+  }
+  if (c.attention == AttentionKind::Moh) {
+    full.head_selection.strategy = (int32_t)c.heads.strategy;
+    full.head_selection.num_shared_heads = (int32_t)c.heads.num_shared_heads;
+    full.head_selection.num_active_routed_heads = (int32_t)c.heads.num_active_routed_heads;
+    full.head_selection.num_active_heads = (int32_t)c.heads.num_active_heads;
+    full.head_selection.load_balance_weight = (float)c.heads.load_balance_weight;
+    full.head_selection.gate_variant = c.heads.reference_gates ? MOAS_MOH_GATES_REFERENCE : MOAS_MOH_GATES_PAPER;
+  }
   const uint32_t caller_size = out->struct_size;
   std::memcpy(out, &full, caller_size < sizeof full ? caller_size : sizeof full);
   out->struct_size = caller_size;
@@ -162,6 +281,14 @@ namespace {
 const char *norm_name(NormKind k) { return k == NormKind::RMSNorm ? "rmsnorm" : "layernorm"; }
 const char *mlp_name(MlpKind k) { return k == MlpKind::SwiGlu ? "swiglu" : "gelu"; }
 const char *position_name(PositionKind k) { return k == PositionKind::Rope ? "rope" : "learned"; }
+const char *attention_name(AttentionKind k) {
+  return k == AttentionKind::Moas ? "moas" : k == AttentionKind::Moh ? "moh" : "scheme";
+}
+const char *mode_name(MoasMode m) { return m == MoasMode::Static ? "static" : m == MoasMode::Top1 ? "top1" : "soft"; }
+const char *strategy_name(HeadStrategy s) {
+  return s == HeadStrategy::MixtureOfHeads ? "mixture" : s == HeadStrategy::StaticPruning ? "static_pruning" : "all";
+}
+const char *gates_name(bool reference) { return reference ? "reference" : "paper"; }
 }  // namespace
 
 std::string to_json(const ModelConfig &c) {
@@ -176,7 +303,20 @@ std::string to_json(const ModelConfig &c) {
   j["norm"] = norm_name(c.norm);
   j["mlp"] = mlp_name(c.mlp);
   j["position"] = position_name(c.position);
-  j["attention"] = "scheme";
+  j["attention"] = attention_name(c.attention);
+  if (c.attention == AttentionKind::Moas) {
+    j["moas_mode"] = mode_name(c.moas.mode);
+    j["moas_branch_kv_heads"] = c.moas.branch_kv_heads;
+    j["moas_aux_weight"] = c.moas.aux_weight;
+  }
+  if (c.attention == AttentionKind::Moh) {
+    j["head_selection"] = {{"strategy", strategy_name(c.heads.strategy)},
+                           {"num_shared_heads", c.heads.num_shared_heads},
+                           {"num_active_routed_heads", c.heads.num_active_routed_heads},
+                           {"num_active_heads", c.heads.num_active_heads},
+                           {"load_balance_weight", c.heads.load_balance_weight},
+                           {"gates", gates_name(c.heads.reference_gates)}};
+  }
   j["bias"] = c.bias;
   j["dropout"] = c.dropout;
   j["attn_dropout"] = c.attn_dropout;
@@ -192,19 +332,31 @@ ModelConfig from_json(const std::string &text, const std::string &origin) {
   nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object()) bad("is not a JSON object");
   moas_model_config c = defaults();
-  auto integer = [&](const char *key, int32_t *field) {
-    if (!j.contains(key) || !j[key].is_number_integer()) bad(std::string("lacks integer \"") + key + "\"");
-    const int64_t v = j[key].get<int64_t>();
+  // A string field that must be one of `names` (their index is the enum value).
+  auto choice_in = [&](const nlohmann::json &obj, const char *key, std::initializer_list<const char *> names) {
+    if (!obj.contains(key) || !obj[key].is_string()) bad(std::string("lacks string \"") + key + "\"");
+    const std::string v = obj[key].get<std::string>();
+    int32_t index = 0;
+    std::string expected;
+    for (const char *name : names) {
+      if (v == name) return index;
+      expected += (index++ ? ", \"" : "\"") + std::string(name) + "\"";
+    }
+    fail(MOAS_ERR_CHECKPOINT_CONFIG,
+         origin + ": metadata \"config\" \"" + key + "\" is \"" + v + "\", expected one of " + expected);
+  };
+  auto choice = [&](const char *key, std::initializer_list<const char *> names) { return choice_in(j, key, names); };
+  auto number = [&](const nlohmann::json &obj, const char *key) {
+    if (!obj.contains(key) || !obj[key].is_number()) bad(std::string("lacks number \"") + key + "\"");
+    return obj[key].get<double>();
+  };
+  auto count_in = [&](const nlohmann::json &obj, const char *key) {
+    if (!obj.contains(key) || !obj[key].is_number_integer()) bad(std::string("lacks integer \"") + key + "\"");
+    const int64_t v = obj[key].get<int64_t>();
     if (v < INT32_MIN || v > INT32_MAX) bad(std::string("\"") + key + "\" is out of range");
-    *field = (int32_t)v;
+    return (int32_t)v;
   };
-  auto choice = [&](const char *key, int32_t *field, const char *first, const char *second) {
-    if (!j.contains(key) || !j[key].is_string()) bad(std::string("lacks string \"") + key + "\"");
-    const std::string v = j[key].get<std::string>();
-    if (v == first) *field = 0;
-    else if (v == second) *field = 1;
-    else bad(std::string("\"") + key + "\" is \"" + v + "\", expected \"" + first + "\" or \"" + second + "\"");
-  };
+  auto integer = [&](const char *key, int32_t *field) { *field = count_in(j, key); };
   integer("vocab_size", &c.vocab_size);
   integer("block_size", &c.block_size);
   integer("n_layer", &c.n_layer);
@@ -212,10 +364,33 @@ ModelConfig from_json(const std::string &text, const std::string &origin) {
   integer("n_kv_head", &c.n_kv_head);
   integer("n_embd", &c.n_embd);
   integer("mlp_hidden", &c.mlp_hidden);
-  choice("norm", &c.norm, "layernorm", "rmsnorm");
-  choice("mlp", &c.mlp, "gelu", "swiglu");
-  choice("position", &c.position, "learned", "rope");
-  if (!j.contains("attention") || j["attention"] != "scheme") bad("\"attention\" is not \"scheme\"");
+  c.norm = choice("norm", {"layernorm", "rmsnorm"});
+  c.mlp = choice("mlp", {"gelu", "swiglu"});
+  c.position = choice("position", {"learned", "rope"});
+  c.attention = choice("attention", {"scheme", "moas", "moh"});
+  if (c.attention == MOAS_ATTENTION_MOAS) {
+    c.moas_mode = choice("moas_mode", {"static", "soft", "top1"});
+    const nlohmann::json &kv = j.contains("moas_branch_kv_heads") ? j["moas_branch_kv_heads"] : nlohmann::json();
+    if (!kv.is_array() || kv.empty() || kv.size() > MOAS_MAX_BRANCHES)
+      bad("\"moas_branch_kv_heads\" is not a list of 1 to " + std::to_string(MOAS_MAX_BRANCHES) + " integers");
+    c.moas_n_branches = (int32_t)kv.size();
+    for (size_t k = 0; k < kv.size(); k++) {
+      if (!kv[k].is_number_integer()) bad("\"moas_branch_kv_heads\" holds a non-integer");
+      c.moas_branch_kv_heads[k] = kv[k].get<int32_t>();
+    }
+    c.moas_aux_weight = (float)number(j, "moas_aux_weight");
+  }
+  if (c.attention == MOAS_ATTENTION_MOH) {
+    if (!j.contains("head_selection") || !j["head_selection"].is_object()) bad("lacks object \"head_selection\"");
+    const nlohmann::json &hs = j["head_selection"];
+    c.head_selection.strategy = choice_in(hs, "strategy", {"all", "mixture", "static_pruning"});
+    c.head_selection.num_shared_heads = count_in(hs, "num_shared_heads");
+    c.head_selection.num_active_routed_heads = count_in(hs, "num_active_routed_heads");
+    c.head_selection.num_active_heads = count_in(hs, "num_active_heads");
+    c.head_selection.load_balance_weight = (float)number(hs, "load_balance_weight");
+    // A checkpoint without the gate variant predates the choice: only the reference gates existed.
+    c.head_selection.gate_variant = hs.contains("gates") ? choice_in(hs, "gates", {"reference", "paper"}) : 0;
+  }
   if (!j.contains("bias") || !j["bias"].is_boolean()) bad("lacks boolean \"bias\"");
   c.bias = j["bias"].get<bool>();
   if (j.contains("dropout") && j["dropout"].is_number()) c.dropout = j["dropout"].get<float>();
@@ -247,6 +422,23 @@ std::string architecture_difference(const ModelConfig &a, const ModelConfig &b) 
   MOAS_COMPARE(mlp, mlp_name)
   MOAS_COMPARE(position, position_name)
   MOAS_COMPARE(bias, num)
+  MOAS_COMPARE(attention, attention_name)
+  if (a.attention == AttentionKind::Moas) {
+    auto list = [](const std::vector<int64_t> &v) {
+      std::string s = "[";
+      for (size_t i = 0; i < v.size(); i++) s += (i ? ", " : "") + std::to_string(v[i]);
+      return s + "]";
+    };
+    MOAS_COMPARE(moas.mode, mode_name)
+    MOAS_COMPARE(moas.branch_kv_heads, list)
+  }
+  if (a.attention == AttentionKind::Moh) {
+    MOAS_COMPARE(heads.strategy, strategy_name)
+    MOAS_COMPARE(heads.num_shared_heads, num)
+    MOAS_COMPARE(heads.num_active_routed_heads, num)
+    MOAS_COMPARE(heads.num_active_heads, num)
+    MOAS_COMPARE(heads.reference_gates, gates_name)
+  }
 #undef MOAS_COMPARE
   return "";
 }

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "moas.h"
 
@@ -11,6 +12,30 @@ namespace moas {
 enum class NormKind { LayerNorm = MOAS_NORM_LAYERNORM, RMSNorm = MOAS_NORM_RMSNORM };
 enum class MlpKind { Gelu = MOAS_MLP_GELU, SwiGlu = MOAS_MLP_SWIGLU };
 enum class PositionKind { Learned = MOAS_POSITION_LEARNED, Rope = MOAS_POSITION_ROPE };
+enum class AttentionKind { Scheme = MOAS_ATTENTION_SCHEME, Moas = MOAS_ATTENTION_MOAS, Moh = MOAS_ATTENTION_MOH };
+enum class MoasMode { Static = MOAS_MODE_STATIC, Soft = MOAS_MODE_SOFT, Top1 = MOAS_MODE_TOP1 };
+enum class HeadStrategy {
+  AllHeads = MOAS_HEADS_ALL,
+  MixtureOfHeads = MOAS_HEADS_MIXTURE,
+  StaticPruning = MOAS_HEADS_STATIC_PRUNING
+};
+
+struct MoasSettings {
+  MoasMode mode = MoasMode::Soft;
+  std::vector<int64_t> branch_kv_heads{6, 2, 1};  // resolved: never 0 here
+  double aux_weight = 0.01;
+  // The default three branches (MHA, GQA-2, MQA) keep the reference's checkpoint names mha/gqa/mqa.
+  bool default_branches(int64_t n_head) const {
+    return branch_kv_heads == std::vector<int64_t>{n_head, 2, 1};
+  }
+};
+
+struct HeadSelection {
+  HeadStrategy strategy = HeadStrategy::AllHeads;
+  int64_t num_shared_heads = 0, num_active_routed_heads = 0, num_active_heads = 0;
+  double load_balance_weight = 0.01;
+  bool reference_gates = true;  // MOAS_MOH_GATES_REFERENCE, else the paper's
+};
 
 struct ModelConfig {
   int64_t vocab_size = 65;
@@ -31,10 +56,13 @@ struct ModelConfig {
   int n_threads = 0;
   int device = MOAS_DEVICE_CPU;
   int device_index = 0;
+  AttentionKind attention = AttentionKind::Scheme;
+  MoasSettings moas;
+  HeadSelection heads;
 
   int64_t head_dim() const { return n_embd / n_head; }
-  // Rows of the fused [q; k; v] projection: H query heads and Hkv key and value heads of head_dim each.
-  int64_t qkv_width() const { return (n_head + 2 * n_kv_head) * head_dim(); }
+  // lambda of the load-balance loss the attention kind adds to the objective (0 when nothing is routed).
+  double aux_weight() const;
 };
 
 // Fills a C config (up to its struct_size) with the defaults.

@@ -3,12 +3,14 @@
 
 #include <cstdint>
 
+#include "parallel.hpp"
+
 namespace moas {
 
 // out[b,t,:] = wte[tokens[b,t],:] + wpe[t,:]                       out [B*T, C]
 template <typename T>
 void embedding_forward(T *out, const int32_t *tokens, const T *wte, const T *wpe, int64_t B, int64_t Tn, int64_t C) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (B * Tn * C >= kParallelGrain)
   for (int64_t n = 0; n < B * Tn; n++) {
     const T *tok = wte + (int64_t)tokens[n] * C;
     T *o = out + n * C;
@@ -27,7 +29,7 @@ template <typename T>
 void embedding_backward(T *dwte, T *dwpe, const T *dout, const int32_t *tokens, int64_t B, int64_t Tn, int64_t C) {
   constexpr int64_t kBlock = 64;
   const int64_t n_blocks = (C + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (B * Tn * C >= kParallelGrain)
   for (int64_t blk = 0; blk < n_blocks; blk++) {
     const int64_t c0 = blk * kBlock, c1 = C < c0 + kBlock ? C : c0 + kBlock;
     for (int64_t n = 0; n < B * Tn; n++) {

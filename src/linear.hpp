@@ -13,7 +13,7 @@ template <typename T>
 void linear_forward(T *out, int64_t out_stride, const T *inp, const T *weight, const T *bias, int64_t N, int64_t n_in,
                     int64_t n_out) {
   if (bias) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * n_out >= kParallelGrain)
     for (int64_t n = 0; n < N; n++)
       for (int64_t o = 0; o < n_out; o++) out[n * out_stride + o] = bias[o];
   }

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "fast_math.hpp"
+#include "parallel.hpp"
 
 namespace moas {
 
@@ -15,7 +16,7 @@ double cross_entropy_forward(T *lse, const T *logits, const int32_t *targets, in
   double total = 0;
   int64_t count = 0;
   // Row losses are summed in row order after the parallel part so the mean is thread-count independent.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * V >= kParallelGrain)
   for (int64_t n = 0; n < N; n++) {
     const T *row = logits + n * V;
     T mx = row[0];
@@ -39,7 +40,7 @@ double cross_entropy_forward(T *lse, const T *logits, const int32_t *targets, in
 template <typename T>
 void cross_entropy_backward(T *dlogits, const T *logits, const T *lse, const int32_t *targets, int64_t N, int64_t V,
                             T scale) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * V >= kParallelGrain)
   for (int64_t n = 0; n < N; n++) {
     T *d = dlogits + n * V;
     if (targets[n] < 0) {

@@ -4,7 +4,6 @@
 #include <cmath>
 #include <string>
 
-#include "attention.hpp"
 #include "dropout.hpp"
 #include "embedding.hpp"
 #include "init.hpp"
@@ -33,7 +32,7 @@ int64_t Model<T>::fc_width() const {
 template <typename T>
 void Model<T>::register_parameters() {
   const ModelConfig &c = config_;
-  const int64_t C = c.n_embd, kv = c.n_kv_head * c.head_dim(), hidden = c.mlp_hidden;
+  const int64_t C = c.n_embd, hidden = c.mlp_hidden;
   const bool swiglu = c.mlp == MlpKind::SwiGlu;
   auto bias = [&](const std::string &name, int64_t n) { return c.bias ? params.add(name, {n}) : (int64_t)-1; };
   auto norm_bias = [&](const std::string &name) {
@@ -47,19 +46,7 @@ void Model<T>::register_parameters() {
     LayerParams lp;
     lp.ln1_w = params.add(p + "ln_1.weight", {C});
     lp.ln1_b = norm_bias(p + "ln_1.bias");
-    if (c.n_kv_head == c.n_head) {
-      lp.qkv_w = params.add(p + "attn.c_attn.weight", {3 * C, C});
-      lp.qkv_b = bias(p + "attn.c_attn.bias", 3 * C);
-    } else {
-      lp.qkv_w = params.add(p + "attn.q_proj.weight", {C, C});
-      params.add(p + "attn.k_proj.weight", {kv, C});
-      params.add(p + "attn.v_proj.weight", {kv, C});
-      lp.qkv_b = bias(p + "attn.q_proj.bias", C);
-      bias(p + "attn.k_proj.bias", kv);
-      bias(p + "attn.v_proj.bias", kv);
-    }
-    lp.proj_w = params.add(p + "attn.c_proj.weight", {C, C});
-    lp.proj_b = bias(p + "attn.c_proj.bias", C);
+    attn_.push_back(make_attention_block<T>(c, params, p + "attn."));
     lp.ln2_w = params.add(p + "ln_2.weight", {C});
     lp.ln2_b = norm_bias(p + "ln_2.bias");
     lp.fc_w = params.add(p + "mlp.c_fc.weight", {hidden, C});
@@ -102,9 +89,6 @@ void Model<T>::resize_buffers(int64_t N, bool training) {
     a.ln1.resize((size_t)(N * C));
     a.ln1_mean.resize((size_t)N);
     a.ln1_rstd.resize((size_t)N);
-    a.qkv.resize((size_t)(N * c.qkv_width()));
-    a.att.resize((size_t)(N * C));
-    a.lse.resize((size_t)(N * c.n_head));
     a.mid.resize((size_t)(N * C));
     a.ln2.resize((size_t)(N * C));
     a.ln2_mean.resize((size_t)N);
@@ -123,15 +107,40 @@ void Model<T>::resize_buffers(int64_t N, bool training) {
 }
 
 template <typename T>
+BlockContext<T> Model<T>::block_context(uint32_t layer, float dropout) const {
+  BlockContext<T> ctx;
+  ctx.batch = B_;
+  ctx.seq = Tn_;
+  ctx.all_rows = &all_rows_;
+  ctx.rope = config_.position == PositionKind::Rope ? &rope_ : nullptr;
+  ctx.dropout = dropout;
+  ctx.attn_dropout = config_.attn_dropout;
+  ctx.seed = config_.seed;
+  ctx.step = dropout_step_;
+  ctx.layer = layer;
+  return ctx;
+}
+
+// Layers whose attention adds a load-balance loss; the model's aux is their mean.
+template <typename T>
+int64_t Model<T>::aux_layers() const {
+  const bool routed = (config_.attention == AttentionKind::Moas && config_.moas.mode != MoasMode::Static) ||
+                      (config_.attention == AttentionKind::Moh &&
+                       config_.heads.strategy == HeadStrategy::MixtureOfHeads);
+  return routed ? config_.n_layer : 0;
+}
+
+template <typename T>
 double Model<T>::forward(const int32_t *tokens, const int32_t *targets, int64_t B, int64_t Tn, bool training) {
   const ModelConfig &c = config_;
-  const int64_t N = B * Tn, C = c.n_embd, H = c.n_head, Hkv = c.n_kv_head, d = c.head_dim(), W = c.qkv_width();
+  const int64_t N = B * Tn, C = c.n_embd;
   const bool rms = c.norm == NormKind::RMSNorm;
   const float p = training ? c.dropout : 0.0f;
   backward_ready_ = false;
   resize_buffers(N, training);
   B_ = B;
   Tn_ = Tn;
+  all_rows_.set_all(B, Tn);
   tokens_.assign(tokens, tokens + N);
   if (targets) targets_.assign(targets, targets + N);
   else targets_.clear();
@@ -142,25 +151,19 @@ double Model<T>::forward(const int32_t *tokens, const int32_t *targets, int64_t 
   embedding_forward(residual_[0].data(), tokens, w(wte_), w(wpe_), B, Tn, C);
   dropout_apply(residual_[0].data(), N * C, site(L, DropoutSiteId::Embedding));
 
-  const AttentionShape shape{B, Tn, H, Hkv, d};
+  double aux_sum = 0;
   for (uint32_t l = 0; l < L; l++) {
     const LayerParams &lp = layers_[l];
     LayerActivations &a = acts_[training ? l : 0];
     const T *x = residual_[l].data();
     T *x_next = residual_[l + 1].data();
 
-    // Attention sub-block: mid = x + dropout(c_proj(attn(rope(qkv(norm1(x))))))
+    // Attention sub-block: mid = x + Attn(norm1(x)) (the block applies its own output dropout).
     norm_forward(rms, a.ln1.data(), a.ln1_mean.data(), a.ln1_rstd.data(), x, w(lp.ln1_w), w(lp.ln1_b), N, C);
-    linear_forward(a.qkv.data(), W, a.ln1.data(), w(lp.qkv_w), w(lp.qkv_b), N, C, W);
-    if (c.position == PositionKind::Rope) rope_rotate(a.qkv.data(), W, 0, H + Hkv, B, Tn, rope_, +1);
-    const T *qkv = a.qkv.data();
-    const AttentionIO<T> io{qkv, W, qkv + H * d, W, qkv + (H + Hkv) * d, W};
-    attention_forward(shape, io, a.att.data(), C, a.lse.data(),
-                      c.attn_dropout ? site(l, DropoutSiteId::AttentionProbs) : Dropout{});
-    linear_forward(scratch_c_.data(), C, a.att.data(), w(lp.proj_w), w(lp.proj_b), N, C, C);
-    dropout_apply(scratch_c_.data(), N * C, site(l, DropoutSiteId::AttentionOut));
+    attn_[l]->forward(params, a.ln1.data(), scratch_c_.data(), block_context(l, p), training);
+    aux_sum += attn_[l]->aux_loss();
     T *mid = a.mid.data();
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (N * C >= kParallelGrain)
     for (int64_t i = 0; i < N * C; i++) mid[i] = x[i] + scratch_c_[(size_t)i];
 
     // MLP sub-block: x_next = mid + dropout(c_proj(act(c_fc(norm2(mid)))))
@@ -170,9 +173,10 @@ double Model<T>::forward(const int32_t *tokens, const int32_t *targets, int64_t 
     else gelu_forward(a.fc_act.data(), a.fc_pre.data(), N * c.mlp_hidden);
     linear_forward(scratch_c_.data(), C, a.fc_act.data(), w(lp.mproj_w), w(lp.mproj_b), N, c.mlp_hidden, C);
     dropout_apply(scratch_c_.data(), N * C, site(l, DropoutSiteId::MlpOut));
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (N * C >= kParallelGrain)
     for (int64_t i = 0; i < N * C; i++) x_next[i] = mid[i] + scratch_c_[(size_t)i];
   }
+  aux_ = training && aux_layers() > 0 ? aux_sum / (double)aux_layers() : 0.0;
 
   norm_forward(rms, lnf_.data(), lnf_mean_.data(), lnf_rstd_.data(), residual_[L].data(), w(lnf_w_), w(lnf_b_), N, C);
   linear_forward(logits_.data(), c.vocab_size, lnf_.data(), w(wte_), (const T *)nullptr, N, C, c.vocab_size);
@@ -189,15 +193,13 @@ double Model<T>::forward(const int32_t *tokens, const int32_t *targets, int64_t 
 template <typename T>
 void Model<T>::backward() {
   const ModelConfig &c = config_;
-  const int64_t B = B_, Tn = Tn_, N = B * Tn, C = c.n_embd, H = c.n_head, Hkv = c.n_kv_head, d = c.head_dim();
-  const int64_t W = c.qkv_width(), V = c.vocab_size, hidden = c.mlp_hidden, F = fc_width();
+  const int64_t N = B_ * Tn_, C = c.n_embd, V = c.vocab_size, hidden = c.mlp_hidden, F = fc_width();
   const bool rms = c.norm == NormKind::RMSNorm;
   const uint32_t L = (uint32_t)c.n_layer;
   auto site = [&](uint32_t layer, DropoutSiteId id) { return Dropout::at(c.dropout, c.seed, dropout_step_, layer, id); };
   for (auto *buf : {&d_res_, &d_c_, &d_ln_, &norm_scratch_}) buf->resize((size_t)(N * C));
   d_hidden_.resize((size_t)(N * hidden));
   d_pre_.resize((size_t)(N * F));
-  d_qkv_.resize((size_t)(N * W));
   d_logits_.resize((size_t)(N * V));
 
   if (n_counted_ > 0) {
@@ -211,7 +213,7 @@ void Model<T>::backward() {
   norm_backward(rms, d_res_.data(), g(lnf_w_), g(lnf_b_), norm_scratch_.data(), d_ln_.data(), residual_[L].data(),
                 w(lnf_w_), lnf_mean_.data(), lnf_rstd_.data(), N, C);
 
-  const AttentionShape shape{B, Tn, H, Hkv, d};
+  const double aux_scale = aux_layers() > 0 ? c.aux_weight() / (double)aux_layers() : 0.0;
   for (int64_t l = (int64_t)L - 1; l >= 0; l--) {
     const LayerParams &lp = layers_[(size_t)l];
     LayerActivations &a = acts_[(size_t)l];
@@ -229,23 +231,15 @@ void Model<T>::backward() {
 
     // Attention sub-block.
     std::copy(d_res_.begin(), d_res_.end(), d_c_.begin());
-    dropout_apply(d_c_.data(), N * C, site((uint32_t)l, DropoutSiteId::AttentionOut));
-    linear_backward(d_ln_.data(), false, g(lp.proj_w), g(lp.proj_b), d_c_.data(), a.att.data(), w(lp.proj_w), N, C,
-                    C);
-    const T *qkv = a.qkv.data();
-    const AttentionIO<T> io{qkv, W, qkv + H * d, W, qkv + (H + Hkv) * d, W};
-    T *dqkv = d_qkv_.data();
-    attention_backward(shape, io, a.att.data(), C, a.lse.data(), d_ln_.data(), dqkv, W, dqkv + H * d, W,
-                       dqkv + (H + Hkv) * d, W,
-                       c.attn_dropout ? site((uint32_t)l, DropoutSiteId::AttentionProbs) : Dropout{});
-    if (c.position == PositionKind::Rope) rope_rotate(dqkv, W, 0, H + Hkv, B, Tn, rope_, -1);
-    linear_backward(d_ln_.data(), false, g(lp.qkv_w), g(lp.qkv_b), dqkv, a.ln1.data(), w(lp.qkv_w), N, C, W);
+    std::fill(d_ln_.begin(), d_ln_.end(), T(0));
+    attn_[(size_t)l]->backward(params, a.ln1.data(), d_c_.data(), d_ln_.data(), block_context((uint32_t)l, c.dropout),
+                               aux_scale);
     norm_backward(rms, d_res_.data(), g(lp.ln1_w), g(lp.ln1_b), norm_scratch_.data(), d_ln_.data(),
                   residual_[(size_t)l].data(), w(lp.ln1_w), a.ln1_mean.data(), a.ln1_rstd.data(), N, C);
   }
 
   dropout_apply(d_res_.data(), N * C, site(L, DropoutSiteId::Embedding));
-  embedding_backward(g(wte_), g(wpe_), d_res_.data(), tokens_.data(), B, Tn, C);
+  embedding_backward(g(wte_), g(wpe_), d_res_.data(), tokens_.data(), B_, Tn_, C);
 }
 
 template class Model<float>;

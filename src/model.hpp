@@ -3,12 +3,15 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "adamw.hpp"
+#include "attention_block.hpp"
 #include "config.hpp"
 #include "params.hpp"
 #include "rope.hpp"
+#include "rows.hpp"
 
 namespace moas {
 
@@ -28,7 +31,13 @@ class Model {
   // After weights change under them, the kept activations no longer belong to the parameters.
   void invalidate_activations() { backward_ready_ = false; }
 
-  double aux_loss() const { return 0.0; }
+  // The unweighted load-balance loss of the last training forward, mean over the routed layers (0 after an eval
+  // forward or without routing).
+  double aux_loss() const { return aux_; }
+  // Router statistics of `layer` from the last forward; false when that layer routes nothing.
+  bool router_stats(int64_t layer, RouterStats *out) const { return attn_[(size_t)layer]->router_stats(out); }
+  // The per-token gates of `layer` from the last forward (see AttentionBlock::gates).
+  std::vector<T> gates(int64_t layer, int64_t *width) const { return attn_[(size_t)layer]->gates(width); }
   const std::vector<T> &logits() const { return logits_; }  // [B*Tn, V] of the last forward
   int64_t last_batch() const { return B_; }
   int64_t last_seq() const { return Tn_; }
@@ -38,13 +47,11 @@ class Model {
   uint64_t training_forwards = 0;  // keys the dropout masks; saved with the optimizer state
 
  private:
-  struct LayerParams {  // offsets into params; -1 where the config has no such tensor
-    int64_t ln1_w, ln1_b, qkv_w, qkv_b, proj_w, proj_b, ln2_w, ln2_b, fc_w, fc_b, mproj_w, mproj_b;
+  struct LayerParams {  // offsets into params; -1 where the config has no such tensor (attention: attn_)
+    int64_t ln1_w, ln1_b, ln2_w, ln2_b, fc_w, fc_b, mproj_w, mproj_b;
   };
   struct LayerActivations {
     std::vector<T> ln1, ln1_mean, ln1_rstd;  // [N, C], [N], [N]
-    std::vector<T> qkv;                      // [N, (H + 2 Hkv) d], after RoPE
-    std::vector<T> att, lse;                 // [N, C], [B, H, Tn]
     std::vector<T> mid;                      // residual stream after attention [N, C]
     std::vector<T> ln2, ln2_mean, ln2_rstd;
     std::vector<T> fc_pre, fc_act;           // [N, F] (F = hidden, or 2 hidden for SwiGLU), [N, hidden]
@@ -54,11 +61,14 @@ class Model {
   void initialise();
   void resize_buffers(int64_t N, bool training);
   int64_t fc_width() const;
+  BlockContext<T> block_context(uint32_t layer, float dropout) const;
+  int64_t aux_layers() const;
   const T *w(int64_t offset) const { return offset < 0 ? nullptr : params.values.data() + offset; }
   T *g(int64_t offset) { return offset < 0 ? nullptr : params.grads.data() + offset; }
 
   ModelConfig config_;
   std::vector<LayerParams> layers_;
+  std::vector<std::unique_ptr<AttentionBlock<T>>> attn_;
   int64_t wte_ = -1, wpe_ = -1, lnf_w_ = -1, lnf_b_ = -1;
   RopeTable<T> rope_;
 
@@ -67,12 +77,14 @@ class Model {
   std::vector<std::vector<T>> residual_;  // residual_[l]: input of block l; residual_[L]: input of ln_f
   std::vector<T> lnf_, lnf_mean_, lnf_rstd_, logits_, ce_lse_, scratch_c_;
   std::vector<int32_t> tokens_, targets_;
+  RowSet all_rows_;  // every token of the last forward, with its position
+  double aux_ = 0;
   int64_t B_ = 0, Tn_ = 0, n_counted_ = 0;
   uint64_t dropout_step_ = 0;
   bool backward_ready_ = false;
 
   // Gradient scratch, allocated on first backward.
-  std::vector<T> d_res_, d_c_, d_ln_, d_hidden_, d_pre_, d_qkv_, d_logits_, norm_scratch_;
+  std::vector<T> d_res_, d_c_, d_ln_, d_hidden_, d_pre_, d_logits_, norm_scratch_;
 };
 
 extern template class Model<float>;

@@ -16,7 +16,7 @@ constexpr double kNormEps = 1e-5;
 template <typename T>
 void norm_forward(bool rms, T *out, T *mean, T *rstd, const T *inp, const T *weight, const T *bias, int64_t N,
                   int64_t C) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * C >= kParallelGrain)
   for (int64_t n = 0; n < N; n++) {
     const T *x = inp + n * C;
     T mu = 0;
@@ -39,7 +39,7 @@ void norm_forward(bool rms, T *out, T *mean, T *rstd, const T *inp, const T *wei
 template <typename T>
 void norm_backward(bool rms, T *dinp, T *dweight, T *dbias, T *scratch, const T *dout, const T *inp,
                    const T *weight, const T *mean, const T *rstd, int64_t N, int64_t C) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * C >= kParallelGrain)
   for (int64_t n = 0; n < N; n++) {
     const T *x = inp + n * C, *dy = dout + n * C;
     const T mu = mean[n], rs = rstd[n];

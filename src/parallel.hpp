@@ -9,6 +9,11 @@
 
 namespace moas {
 
+// Below this many elements of simple per-element work, a parallel loop runs on the calling thread: waking a thread
+// team costs more than the work, and tiny models (tests, decode steps, RustGPT-sized layers) would spend their time
+// in barriers — badly so when another process shares the cores.
+constexpr int64_t kParallelGrain = 1 << 16;
+
 // Sets the OpenMP (and so OpenMP-OpenBLAS) thread count of the calling thread for the lifetime of a model call.
 class ThreadScope {
  public:
@@ -28,7 +33,7 @@ template <typename T>
 void column_sum_accumulate(T *sums, const T *rows, int64_t n_rows, int64_t cols) {
   constexpr int64_t kBlock = 64;
   const int64_t n_blocks = (cols + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n_rows * cols >= kParallelGrain)
   for (int64_t blk = 0; blk < n_blocks; blk++) {
     const int64_t c0 = blk * kBlock, c1 = std::min(cols, c0 + kBlock);
     T acc[kBlock] = {};

@@ -52,6 +52,9 @@ class ParamTable {
   T *value(int64_t offset) { return values.data() + offset; }
   const T *value(int64_t offset) const { return values.data() + offset; }
   T *grad(int64_t offset) { return grads.data() + offset; }
+  // For optional tensors (biases): offset -1 means absent.
+  const T *value_or_null(int64_t offset) const { return offset < 0 ? nullptr : values.data() + offset; }
+  T *grad_or_null(int64_t offset) { return offset < 0 ? nullptr : grads.data() + offset; }
 
   std::vector<T> values;
   std::vector<T> grads;

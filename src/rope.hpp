@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "parallel.hpp"
+
 namespace moas {
 
 template <typename T>
@@ -26,17 +28,18 @@ struct RopeTable {
   }
 };
 
-// Rotates n_heads consecutive head vectors starting at column `col0` of every row of qkv [B*Tn, stride].
-// direction +1 applies the rotation (forward), -1 its inverse (backward on the gradient).
+// Rotates n_heads consecutive head vectors starting at column `col0` of rows [0, m) of buf (row stride `stride`);
+// row r sits at sequence position pos[r]. direction +1 applies the rotation (forward), -1 its inverse (backward on
+// the gradient).
 template <typename T>
-void rope_rotate(T *qkv, int64_t stride, int64_t col0, int64_t n_heads, int64_t B, int64_t Tn,
+void rope_rotate(T *buf, int64_t stride, int64_t col0, int64_t n_heads, int64_t m, const int32_t *pos,
                  const RopeTable<T> &table, int direction) {
   const int64_t half = table.half, d = 2 * half;
-#pragma omp parallel for schedule(static)
-  for (int64_t n = 0; n < B * Tn; n++) {
-    const T *cs = table.cos.data() + (n % Tn) * half, *sn = table.sin.data() + (n % Tn) * half;
+#pragma omp parallel for schedule(static) if (m * n_heads * d >= kParallelGrain)
+  for (int64_t r = 0; r < m; r++) {
+    const T *cs = table.cos.data() + (int64_t)pos[r] * half, *sn = table.sin.data() + (int64_t)pos[r] * half;
     for (int64_t h = 0; h < n_heads; h++) {
-      T *v = qkv + n * stride + col0 + h * d;
+      T *v = buf + r * stride + col0 + h * d;
       for (int64_t i = 0; i < half; i++) {
         const T x0 = v[2 * i], x1 = v[2 * i + 1], s = direction * sn[i];
         v[2 * i] = x0 * cs[i] - x1 * s;

@@ -1,21 +1,32 @@
 /* Compiled as C11 with -Wpedantic -Werror: proves moas.h is C (no C++ types, no C++-only syntax), and pins the
- * ABI 1 layout of every struct. A change here must be an append, recorded in CHANGELOG.md. */
+ * ABI 1 layout of every struct. A change here must be an append, recorded in CHANGELOG.md: the 0.1.0 offsets below
+ * never move, and each later field is pinned where it was appended. */
 #include <stddef.h>
 
 #include "moas.h"
 
-_Static_assert(sizeof(moas_model_config) == 96, "moas_model_config layout changed");
+_Static_assert(sizeof(moas_model_config) == 152, "moas_model_config layout changed");
 _Static_assert(offsetof(moas_model_config, vocab_size) == 8, "moas_model_config layout changed");
 _Static_assert(offsetof(moas_model_config, dropout) == 56, "moas_model_config layout changed");
 _Static_assert(offsetof(moas_model_config, seed) == 72, "moas_model_config layout changed");
 _Static_assert(offsetof(moas_model_config, device_index) == 88, "moas_model_config layout changed");
+/* appended in 0.2.0 */
+_Static_assert(offsetof(moas_model_config, moas_mode) == 96, "moas_model_config layout changed");
+_Static_assert(offsetof(moas_model_config, moas_branch_kv_heads) == 104, "moas_model_config layout changed");
+_Static_assert(offsetof(moas_model_config, moas_aux_weight) == 120, "moas_model_config layout changed");
+_Static_assert(offsetof(moas_model_config, head_selection) == 124, "moas_model_config layout changed");
+_Static_assert(offsetof(moas_model_config, reserved1) == 148, "moas_model_config layout changed");
+_Static_assert(sizeof(moas_head_selection) == 24, "moas_head_selection layout changed");
+_Static_assert(offsetof(moas_head_selection, load_balance_weight) == 16, "moas_head_selection layout changed");
 _Static_assert(sizeof(moas_adamw_config) == 28, "moas_adamw_config layout changed");
 _Static_assert(offsetof(moas_adamw_config, grad_clip) == 24, "moas_adamw_config layout changed");
 _Static_assert(sizeof(moas_parameter_info) == 56, "moas_parameter_info layout changed");
 _Static_assert(offsetof(moas_parameter_info, name) == 8, "moas_parameter_info layout changed");
 _Static_assert(offsetof(moas_parameter_info, shape) == 16, "moas_parameter_info layout changed");
 _Static_assert(offsetof(moas_parameter_info, numel) == 48, "moas_parameter_info layout changed");
-_Static_assert(sizeof(moas_layer_router_stats) == 540, "moas_layer_router_stats layout changed");
+_Static_assert(sizeof(moas_layer_router_stats) == 808, "moas_layer_router_stats layout changed");
+_Static_assert(offsetof(moas_layer_router_stats, top_share) == 540, "moas_layer_router_stats layout changed");
+_Static_assert(offsetof(moas_layer_router_stats, attention) == 804, "moas_layer_router_stats layout changed");
 _Static_assert(offsetof(moas_layer_router_stats, balance) == 520, "moas_layer_router_stats layout changed");
 _Static_assert(offsetof(moas_layer_router_stats, aux_loss) == 536, "moas_layer_router_stats layout changed");
 _Static_assert(sizeof(moas_status) == 4, "moas_status must stay int-sized");

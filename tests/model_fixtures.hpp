@@ -57,6 +57,70 @@ inline std::vector<NamedConfig> option_configs() {
   return out;
 }
 
+inline moas::ModelConfig moas_config(moas::MoasMode mode, std::vector<int64_t> branches, int64_t heads = 4,
+                                     int64_t width = 16) {
+  moas::ModelConfig c = tiny_config(heads, heads, width);
+  c.attention = moas::AttentionKind::Moas;
+  c.moas.mode = mode;
+  c.moas.branch_kv_heads = std::move(branches);
+  return c;
+}
+
+inline moas::ModelConfig moh_config(int64_t heads, int64_t kv_heads, int64_t width, int64_t shared, int64_t active) {
+  moas::ModelConfig c = tiny_config(heads, kv_heads, width);
+  c.attention = moas::AttentionKind::Moh;
+  c.heads.strategy = moas::HeadStrategy::MixtureOfHeads;
+  c.heads.num_shared_heads = shared;
+  c.heads.num_active_routed_heads = active;
+  return c;
+}
+
+inline moas::ModelConfig static_pruning_config(int64_t heads, int64_t kv_heads, int64_t width, int64_t active) {
+  moas::ModelConfig c = tiny_config(heads, kv_heads, width);
+  c.attention = moas::AttentionKind::Moh;
+  c.heads.strategy = moas::HeadStrategy::StaticPruning;
+  c.heads.num_active_heads = active;
+  return c;
+}
+
+// One configuration per MoAS mode and MoH strategy, with the options they interact with (GQA, RoPE, biases,
+// dropout on gates and attention, shared/routed splits that create or omit each router).
+inline std::vector<NamedConfig> routed_configs() {
+  using moas::MoasMode;
+  std::vector<NamedConfig> out;
+  out.push_back({"MoAS static MHA/GQA-2/MQA", moas_config(MoasMode::Static, {4, 2, 1})});
+  moas::ModelConfig soft = moas_config(MoasMode::Soft, {4, 2, 1});
+  soft.bias = true;
+  out.push_back({"MoAS soft with biases", soft});
+  out.push_back({"MoAS top1", moas_config(MoasMode::Top1, {4, 2, 1})});
+  moas::ModelConfig custom = moas_config(MoasMode::Top1, {3, 1}, 6, 24);
+  custom.position = moas::PositionKind::Rope;
+  custom.norm = moas::NormKind::RMSNorm;
+  out.push_back({"MoAS top1 two branches RoPE RMSNorm", custom});
+  moas::ModelConfig four = moas_config(MoasMode::Soft, {4, 4, 2, 1});
+  four.dropout = 0.3f;
+  out.push_back({"MoAS soft four branches, dropout 0.3 (gates too)", four});
+  moas::ModelConfig top1_drop = moas_config(MoasMode::Top1, {4, 2, 1});
+  top1_drop.dropout = 0.3f;
+  out.push_back({"MoAS top1 dropout 0.3", top1_drop});
+  out.push_back({"MoH 1 shared + 2 of 3", moh_config(4, 4, 16, 1, 2)});
+  moas::ModelConfig routed_only = moh_config(4, 2, 16, 0, 2);
+  routed_only.position = moas::PositionKind::Rope;
+  out.push_back({"MoH routed only 2 of 4, GQA 4/2, RoPE", routed_only});
+  moas::ModelConfig two_shared = moh_config(6, 3, 24, 2, 2);
+  two_shared.bias = true;
+  out.push_back({"MoH 2 shared + 2 of 4, GQA 6/3, biases", two_shared});
+  moas::ModelConfig paper = moh_config(4, 4, 16, 1, 2);
+  paper.heads.reference_gates = false;
+  out.push_back({"MoH paper gates 1 + 2 of 3", paper});
+  moas::ModelConfig moh_drop = moh_config(4, 1, 16, 1, 1);
+  moh_drop.dropout = 0.3f;
+  out.push_back({"MoH 1 shared + 1 of 3, MQA, dropout 0.3", moh_drop});
+  out.push_back({"StaticPruning 3 of 4, GQA 4/2", static_pruning_config(4, 2, 16, 3)});
+  out.push_back({"StaticPruning 1 of 6, GQA 6/3", static_pruning_config(6, 3, 24, 1)});
+  return out;
+}
+
 inline std::vector<int32_t> tokens_for(int64_t n, int64_t vocab, uint64_t seed) {
   std::vector<int32_t> t((size_t)n);
   for (int64_t i = 0; i < n; i++) t[(size_t)i] = (int32_t)((seed * 2654435761u + (uint64_t)i * 40503u) % vocab);

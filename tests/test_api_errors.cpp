@@ -223,6 +223,9 @@ TEST_CASE("router stats: this model has no router", "[api][errors]") {
   ModelPtr model = make_model(small_config());
   moas_layer_router_stats stats;
   stats.struct_size = sizeof stats;
+  REQUIRE(moas_router_stats(model.get(), 0, &stats) == MOAS_ERR_NO_FORWARD);
+  const auto tokens = sequence(8, 13, 1);
+  REQUIRE(moas_forward(model.get(), tokens.data(), nullptr, 1, 8, 0, nullptr, nullptr) == MOAS_OK);
   REQUIRE(moas_router_stats(model.get(), 0, &stats) == MOAS_ERR_NO_ROUTER);
   REQUIRE(std::string(moas_last_error()).find("no router") != std::string::npos);
   REQUIRE(moas_router_stats(model.get(), 2, &stats) == MOAS_ERR_INDEX_OUT_OF_RANGE);

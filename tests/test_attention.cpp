@@ -1,5 +1,7 @@
 // Tiled causal attention (src/attention.cpp) against a naive full-matrix float64 reference, finite differences,
-// causality, dropout and thread-count determinism. Shapes are small so the file stays fast under sanitizers.
+// causality, dropout and thread-count determinism, for dense queries and for routed row subsets (MoAS top-1, MoH);
+// and the per-row arithmetic the CUDA kernels share (attention_math.hpp, routing_math.hpp). Shapes are small so the
+// file stays fast under sanitizers.
 #include <omp.h>
 
 #include <algorithm>
@@ -11,11 +13,15 @@
 #include <vector>
 
 #include "attention.hpp"
+#include "attention_math.hpp"
 #include "error.hpp"
+#include "routing_math.hpp"
 
-using moas::AttentionIO;
-using moas::AttentionShape;
+using AttentionShape = moas::AttentionDims;
 using moas::Dropout;
+using moas::QueryHead;
+using moas::QueryHeadGrad;
+using moas::RowSet;
 
 namespace {
 
@@ -28,10 +34,26 @@ struct Layout {
   int64_t v_off() const { return (s.heads + s.kv_heads) * s.head_dim; }
   int64_t out_cols() const { return s.heads * s.head_dim; }
   template <typename T>
-  AttentionIO<T> io(const std::vector<T> &qkv) const {
-    return {qkv.data(), stride(), qkv.data() + k_off(), stride(), qkv.data() + v_off(), stride()};
+  moas::KeyValues<T> kv(const std::vector<T> &qkv) const {
+    return {qkv.data() + k_off(), stride(), qkv.data() + v_off(), stride(), s.seq};
+  }
+  // Every head over `rows` (compact: row r of a head is token rows.row[r]); q read in place from the fused buffer
+  // when the rows are all tokens, else from the gathered copy q_rows [m, H d].
+  template <typename T>
+  std::vector<QueryHead<T>> heads(const RowSet &rows, const T *q, int64_t q_stride, T *out, int64_t out_stride,
+                                  T *lse) const {
+    std::vector<QueryHead<T>> h;
+    for (int64_t i = 0; i < s.heads; ++i)
+      h.push_back({i, &rows, q + i * s.head_dim, q_stride, out + i * s.head_dim, out_stride, lse + i * rows.size()});
+    return h;
   }
 };
+
+RowSet all_rows(const AttentionShape &s) {
+  RowSet r;
+  r.set_all(s.batch, s.seq);
+  return r;
+}
 
 std::vector<double> random_vec(size_t n, uint64_t seed, double lo = -2.0, double hi = 2.0) {
   std::mt19937_64 rng(seed);
@@ -69,7 +91,7 @@ void naive_forward(const Layout &L, const std::vector<double> &qkv, const Dropou
         }
         double sum = 0;
         for (int64_t j = 0; j <= i; ++j) sum += (a[j] = std::exp(a[j] - mx));
-        lse[(b * s.heads + h) * n + i] = mx + std::log(sum);
+        lse[h * s.batch * n + b * n + i] = mx + std::log(sum);  // [H, B*T]: per head, like the kernel
         double *o = &out[(b * n + i) * L.out_cols() + h * d];
         for (int64_t j = 0; j <= i; ++j) {
           double p = a[j] / sum;
@@ -88,7 +110,8 @@ void tiled_forward(const Layout &L, const std::vector<T> &qkv, const Dropout &dr
   const int64_t os = L.out_cols() + pad;
   out.assign(L.rows() * os, T(7));
   lse.assign(L.s.batch * L.s.heads * L.s.seq, T(0));
-  moas::attention_forward(L.s, L.io(qkv), out.data(), os, lse.data(), drop);
+  const RowSet rows = all_rows(L.s);
+  moas::attention_forward(L.s, L.kv(qkv), L.heads(rows, qkv.data(), L.stride(), out.data(), os, lse.data()), drop);
   if (pad) {
     for (int64_t r = 0; r < L.rows(); ++r)
       for (int64_t c = L.out_cols(); c < os; ++c) REQUIRE(out[r * os + c] == T(7));
@@ -104,8 +127,16 @@ template <typename T>
 std::vector<T> tiled_backward(const Layout &L, const std::vector<T> &qkv, const std::vector<T> &out,
                               const std::vector<T> &lse, const std::vector<T> &dout, const Dropout &drop) {
   std::vector<T> g(qkv.size(), std::numeric_limits<T>::quiet_NaN());
-  moas::attention_backward(L.s, L.io(qkv), out.data(), L.out_cols(), lse.data(), dout.data(), g.data(), L.stride(),
-                           g.data() + L.k_off(), L.stride(), g.data() + L.v_off(), L.stride(), drop);
+  const RowSet rows = all_rows(L.s);
+  auto out_rw = out;
+  auto lse_rw = lse;
+  std::vector<QueryHeadGrad<T>> grads;
+  for (int64_t h = 0; h < L.s.heads; ++h)
+    grads.push_back({dout.data() + h * L.s.head_dim, L.out_cols(), g.data() + h * L.s.head_dim, L.stride()});
+  moas::attention_backward(L.s, L.kv(qkv),
+                           L.heads(rows, qkv.data(), L.stride(), out_rw.data(), L.out_cols(), lse_rw.data()), grads,
+                           moas::KeyValueGrads<T>{g.data() + L.k_off(), L.stride(), g.data() + L.v_off(), L.stride()},
+                           drop);
   for (T x : g) REQUIRE(std::isfinite(x));
   return g;
 }
@@ -333,6 +364,76 @@ TEST_CASE("attention results are bit-identical with 1 and 2 threads", "[attentio
 TEST_CASE("attention rejects inconsistent shapes", "[attention]") {
   const Layout L{{1, 4, 6, 4, 2}};  // 6 heads cannot share 4 kv heads
   std::vector<float> qkv(L.rows() * L.stride()), out(L.rows() * L.out_cols()), lse(24);
-  REQUIRE_THROWS_AS(moas::attention_forward(L.s, L.io(qkv), out.data(), L.out_cols(), lse.data(), Dropout{}),
+  const RowSet rows = all_rows(L.s);
+  REQUIRE_THROWS_AS(moas::attention_forward(L.s, L.kv(qkv), L.heads(rows, qkv.data(), L.stride(), out.data(),
+                                                                     L.out_cols(), lse.data()),
+                                            Dropout{}),
                     moas::Error);
+}
+
+TEST_CASE("routed query rows equal dense attention at those rows, forward and backward", "[attention][routing]") {
+  // Each head keeps its own subset of tokens (MoH), including an empty head and a sequence with no rows for a head;
+  // keys and values stay those of every token.
+  const Layout L{{2, 70, 4, 2, 8}};
+  const int64_t H = L.s.heads, d = L.s.head_dim, N = L.rows();
+  const auto qkv = random_vec(N * L.stride(), 41);
+  const auto W = random_vec(N * L.out_cols(), 42, -1.0, 1.0);
+  for (const Dropout &drop : {Dropout{}, Dropout::at(0.25f, 3, 1, 0, moas::DropoutSiteId::AttentionProbs)}) {
+    std::vector<double> dense_out, dense_lse;
+    tiled_forward(L, qkv, drop, dense_out, dense_lse);
+
+    std::vector<RowSet> rows((size_t)H);
+    for (int64_t h = 0; h < H; ++h)
+      rows[(size_t)h].select(L.s.batch, L.s.seq, [&](int64_t n) {
+        if (h == 3) return false;                    // a head no token chose
+        if (h == 2 && n < L.s.seq) return false;     // no rows in sequence 0
+        return ((n * 7 + h * 13) % 5) < 2 + h % 2;  // a scattered subset
+      });
+    // Compact q per head, gathered from the fused buffer.
+    std::vector<std::vector<double>> q(H), out(H), lse(H), dout(H), dq(H);
+    std::vector<QueryHead<double>> heads;
+    std::vector<QueryHeadGrad<double>> grads;
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t m = rows[(size_t)h].size();
+      q[h].resize(m * d);
+      moas::gather_rows(q[h].data(), d, qkv.data() + h * d, L.stride(), rows[(size_t)h], d);
+      out[h].assign(m * d, 0.0);
+      lse[h].assign(m, 0.0);
+      dout[h].resize(m * d);
+      moas::gather_rows(dout[h].data(), d, W.data() + h * d, L.out_cols(), rows[(size_t)h], d);
+      dq[h].assign(m * d, std::numeric_limits<double>::quiet_NaN());
+    }
+    for (int64_t h = 0; h < H; ++h) {
+      heads.push_back({h, &rows[(size_t)h], q[h].data(), d, out[h].data(), d, lse[h].data()});
+      grads.push_back({dout[h].data(), d, dq[h].data(), d});
+    }
+    moas::attention_forward(L.s, L.kv(qkv), heads, drop);
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t r = 0; r < rows[(size_t)h].size(); ++r) {
+        const int64_t n = rows[(size_t)h].row[(size_t)r];
+        for (int64_t c = 0; c < d; ++c)
+          REQUIRE(out[h][r * d + c] == Approx(dense_out[n * L.out_cols() + h * d + c]).epsilon(1e-12).margin(1e-14));
+        REQUIRE(lse[h][r] == Approx(dense_lse[h * N + n]).epsilon(1e-12));
+      }
+
+    // Backward: the dense pass with dout zero on unselected (token, head) pairs gives the same dq rows and dk/dv.
+    std::vector<double> dense_dout(N * L.out_cols(), 0.0);
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t r = 0; r < rows[(size_t)h].size(); ++r)
+        std::copy_n(&dout[h][r * d], d, &dense_dout[rows[(size_t)h].row[(size_t)r] * L.out_cols() + h * d]);
+    const auto dense_grad = tiled_backward(L, qkv, dense_out, dense_lse, dense_dout, drop);
+    std::vector<double> dkv(N * L.stride(), std::numeric_limits<double>::quiet_NaN());
+    moas::attention_backward(L.s, L.kv(qkv), heads, grads,
+                             moas::KeyValueGrads<double>{dkv.data() + L.k_off(), L.stride(), dkv.data() + L.v_off(),
+                                                         L.stride()},
+                             drop);
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t c = L.k_off(); c < L.stride(); ++c)
+        REQUIRE(dkv[n * L.stride() + c] == Approx(dense_grad[n * L.stride() + c]).epsilon(1e-12).margin(1e-13));
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t r = 0; r < rows[(size_t)h].size(); ++r)
+        for (int64_t c = 0; c < d; ++c)
+          REQUIRE(dq[h][r * d + c] ==
+                  Approx(dense_grad[rows[(size_t)h].row[(size_t)r] * L.stride() + h * d + c]).epsilon(1e-12).margin(1e-13));
+  }
 }

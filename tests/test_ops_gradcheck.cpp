@@ -105,23 +105,25 @@ TEST_CASE("RoPE: rotation gradient and inverse", "[ops][gradcheck]") {
   table.build(8, d, 10000.0);
   auto x = random_vector(B * Tn * stride, 13);
   const auto r = random_vector(B * Tn * stride, 14);
+  std::vector<int32_t> pos(B * Tn);
+  for (int64_t n = 0; n < B * Tn; n++) pos[(size_t)n] = (int32_t)(n % Tn);
   auto loss = [&] {
     std::vector<double> y = x;
-    rope_rotate(y.data(), stride, 1, heads, B, Tn, table, +1);
+    rope_rotate(y.data(), stride, 1, heads, B * Tn, pos.data(), table, +1);
     return dot(y, r);
   };
   std::vector<double> dx = r;
-  rope_rotate(dx.data(), stride, 1, heads, B, Tn, table, -1);
+  rope_rotate(dx.data(), stride, 1, heads, B * Tn, pos.data(), table, -1);
   check_gradient("dx", x.data(), x.size(), dx.data(), loss);
 
   std::vector<double> y = x;
-  rope_rotate(y.data(), stride, 1, heads, B, Tn, table, +1);
-  rope_rotate(y.data(), stride, 1, heads, B, Tn, table, -1);
+  rope_rotate(y.data(), stride, 1, heads, B * Tn, pos.data(), table, +1);
+  rope_rotate(y.data(), stride, 1, heads, B * Tn, pos.data(), table, -1);
   REQUIRE(moas_test::close(y, x, 1e-12));
   // Position 0 is not rotated; position 1 rotates pair 0 by exactly 1 radian.
   std::vector<double> one(stride * Tn, 0.0);
   one[stride + 1] = 1.0;
-  rope_rotate(one.data(), stride, 1, heads, 1, Tn, table, +1);
+  rope_rotate(one.data(), stride, 1, heads, Tn, pos.data(), table, +1);
   REQUIRE(one[stride + 1] == Approx(std::cos(1.0)));
   REQUIRE(one[stride + 2] == Approx(std::sin(1.0)));
 }

@@ -1,0 +1,56 @@
+// The per-row arithmetic of tiled causal attention, shared by the CPU kernel (attention.cpp) and the CUDA kernels:
+// which keys of a tile a query row sees, the GQA head map, and the online-softmax update of one row over one tile.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+
+#include "fast_math.hpp"
+#include "hd.hpp"
+
+namespace moas {
+
+// Query head h of H reads kv head h / group, group = H / Hkv (MHA: group 1, MQA: group H). Never a modulo: that is
+// only right when the counts are equal.
+MOAS_HD inline int64_t kv_head_of(int64_t head, int64_t group) { return head / group; }
+
+// The keys j0 .. j0 + tile_len - 1 of a tile that the query at sequence position `pos` may attend to (j <= pos), as
+// the column range [*lo, *hi) of the tile; empty (hi <= lo) when the whole tile lies in the future.
+MOAS_HD inline void visible_keys(int64_t pos, int64_t j0, int64_t tile_len, int64_t *lo, int64_t *hi) {
+  const int64_t last = pos - j0 + 1;
+  *lo = 0;
+  *hi = last < 0 ? 0 : (last > tile_len ? tile_len : last);
+}
+
+// Online softmax, one row, one tile. s[0, n) holds the row's scaled scores against the tile's keys, of which columns
+// [lo, hi) are visible. On return s[c] = exp(s[c] - m) with the updated running max m on visible columns and 0
+// elsewhere, l (the running normaliser) is rescaled and extended, and the factor by which the caller must rescale
+// the row's output accumulator is returned. A tile with nothing visible leaves m and l alone and returns 1, so a
+// row that has seen no key yet never evaluates exp(-inf - -inf).
+template <typename T>
+MOAS_HD inline T online_softmax_update(T *s, int64_t lo, int64_t hi, int64_t n, T &m, T &l) {
+  if (hi <= lo) {
+    for (int64_t c = 0; c < n; ++c) s[c] = T(0);
+    return T(1);
+  }
+  T mx = m;
+  for (int64_t c = lo; c < hi; ++c) mx = s[c] > mx ? s[c] : mx;
+  const T alpha = fast_exp(m - mx);  // 0 on the first visible tile (m = -inf)
+  T sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t c = 0; c < n; ++c) {
+    const T p = (c >= lo && c < hi) ? fast_exp(s[c] - mx) : T(0);
+    s[c] = p;
+    sum += p;
+  }
+  l = l * alpha + sum;
+  m = mx;
+  return alpha;
+}
+
+template <typename T>
+MOAS_HD inline T negative_infinity() {
+  return -std::numeric_limits<T>::infinity();
+}
+
+}  // namespace moas

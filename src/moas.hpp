@@ -1,0 +1,63 @@
+// Mixture of Attention Schemes (SPEC §3): S branches, each a complete scheme with its own projections, mixed per
+// token by a router on the block's normalised input, r = W2 GELU(W1 x + b1) + b2, gates g = softmax(r).
+//   static  y = (1/S) sum_k o_k                         (no router)
+//   soft    y = sum_k g_k o_k                           (reference-faithful "dynamic")
+//   top1    y = g_k* o_k*, k* = argmax g                (only branch k* is computed for the token: its q rows,
+//                                                        attention rows and output projection rows; K/V of every
+//                                                        branch are still computed for every token)
+// Load balance (from this forward's pre-dropout gates): mean_k (mean_{b,t} g_k - 1/S)^2.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "attention_block.hpp"
+#include "scheme.hpp"
+
+namespace moas {
+
+template <typename T>
+class MoasAttention final : public AttentionBlock<T> {
+ public:
+  MoasAttention(const ModelConfig &config, ParamTable<T> &params, const std::string &prefix);
+
+  void forward(const ParamTable<T> &params, const T *x, T *y, const BlockContext<T> &ctx, bool training) override;
+  void backward(ParamTable<T> &params, const T *x, T *dy, T *dx, const BlockContext<T> &ctx,
+                double aux_grad_scale) override;
+  double aux_loss() const override { return aux_; }
+  bool router_stats(RouterStats *out) const override;
+  std::vector<T> gates(int64_t *width) const override {
+    *width = n_branches_;
+    return gates_;
+  }
+
+ private:
+  bool routed() const { return mode_ != MoasMode::Static; }
+  void route(const BlockContext<T> &ctx);
+  void compute_stats(int64_t N);
+
+  MoasMode mode_;
+  int64_t width_, n_branches_, router_hidden_;
+  std::vector<Scheme<T>> branches_;
+  int64_t w1_ = -1, b1_ = -1, w2_ = -1, b2_ = -1;  // router.0 and router.2
+
+  // Last forward.
+  std::vector<T> hidden_pre_, hidden_;  // [N, C/4] router pre-activation and GELU output
+  std::vector<T> gates_;                // [N, S] softmax (pre-dropout); 1/S for static
+  std::vector<T> mix_;                  // [N, S] the weight each branch's output gets (gates after dropout)
+  std::vector<int32_t> choice_;         // [N] top1: the argmax branch
+  std::vector<RowSet> routed_rows_;     // top1: the tokens of each branch
+  std::vector<const RowSet *> rows_;    // [S] the query tokens of each branch
+  std::vector<std::vector<T>> z_;       // [S][m_k, C] branch outputs
+  std::vector<double> mean_gate_;       // [S]
+  double aux_ = 0;
+  RouterStats stats_;
+
+  // Backward scratch.
+  std::vector<T> dz_, d_mix_, d_hidden_, scale_;
+};
+
+extern template class MoasAttention<float>;
+extern template class MoasAttention<double>;
+
+}  // namespace moas

@@ -1,0 +1,310 @@
+#include "moh.hpp"
+
+#include <cmath>
+
+#include "balance_loss.hpp"
+#include "gemm.hpp"
+#include "linear.hpp"
+#include "routing_math.hpp"
+#include "softmax.hpp"
+
+namespace moas {
+
+template <typename T>
+MohAttention<T>::MohAttention(const ModelConfig &config, ParamTable<T> &params, const std::string &prefix)
+    : shape_{config.n_embd, config.n_head, config.n_kv_head, config.bias},
+      mixture_(config.heads.strategy == HeadStrategy::MixtureOfHeads) {
+  const int64_t H = config.n_head, C = config.n_embd;
+  if (mixture_) {
+    const int64_t shared = config.heads.num_shared_heads;
+    spec_ = {shared, H - shared, config.heads.num_active_routed_heads, config.heads.reference_gates};
+    dense_heads_ = shared;
+    kv_computed_ = config.n_kv_head;
+  } else {
+    spec_ = {0, 0, 0, true};
+    dense_heads_ = config.heads.num_active_heads;
+    kv_computed_ = (dense_heads_ - 1) / (H / config.n_kv_head) + 1;
+  }
+  w_ = register_scheme_weights(params, prefix, shape_);
+  if (mixture_) {
+    if (spec_.routed > 0) w_routed_ = params.add(prefix + "wg.weight", {spec_.routed, C});
+    if (spec_.head_type_router()) w_type_ = params.add(prefix + "wg_0.weight", {2, C});
+    if (spec_.shared > 1) w_shared_ = params.add(prefix + "wg_1.weight", {spec_.shared, C});
+  }
+  routed_.resize((size_t)spec_.routed);
+}
+
+// The routers' softmaxes, top-K selection, per-token gates, each routed head's rows, and the load-balance loss
+// E sum_i P_i f_i with P_i the mean of the full routed softmax and f_i the fraction of tokens selecting head i.
+template <typename T>
+void MohAttention<T>::route(const ParamTable<T> &params, const T *x, const BlockContext<T> &ctx) {
+  const int64_t N = ctx.tokens(), C = shape_.width, H = shape_.heads, E = spec_.routed, S = spec_.shared;
+  gate_.assign((size_t)(N * H), T(0));
+  aux_ = 0;
+  if (!mixture_) {
+    for (int64_t n = 0; n < N; n++) std::fill_n(gate_.data() + n * H, dense_heads_, T(1));
+    return;
+  }
+  auto router_softmax = [&](std::vector<T> &out, int64_t weight, int64_t width) {
+    out.resize((size_t)(N * width));
+    linear_forward(out.data(), width, x, params.value(weight), (const T *)nullptr, N, C, width);
+    softmax_rows(out.data(), out.data(), N, width);
+  };
+  if (E > 0) router_softmax(r_, w_routed_, E);
+  if (S > 1) router_softmax(s_, w_shared_, S);
+  if (spec_.head_type_router()) router_softmax(a_, w_type_, 2);
+  selected_.resize((size_t)(N * E));
+#pragma omp parallel for schedule(static) if (N * H >= kParallelGrain)
+  for (int64_t n = 0; n < N; n++) {
+    top_k_lower(r_.data() + n * E, E, spec_.active, selected_.data() + n * E);
+    moh_gates_token(spec_, r_.data() + n * E, selected_.data() + n * E, S > 1 ? s_.data() + n * S : nullptr,
+                    spec_.head_type_router() ? a_.data() + 2 * n : nullptr, gate_.data() + n * H);
+  }
+  aux_ = moh_balance_loss(r_.data(), selected_.data(), N, E, &p_, &f_);
+  for (int64_t i = 0; i < E; i++)
+    routed_[(size_t)i].rows.select(ctx.batch, ctx.seq, [&](int64_t n) { return selected_[(size_t)(n * E + i)] != 0; });
+}
+
+template <typename T>
+std::vector<QueryHead<T>> MohAttention<T>::query_heads(const BlockContext<T> &ctx) {
+  const int64_t N = ctx.tokens(), d = shape_.head_dim(), P = dense_heads_;
+  std::vector<QueryHead<T>> heads;
+  for (int64_t h = 0; h < P; h++)
+    heads.push_back({h, ctx.all_rows, q_dense_.data() + h * d, P * d, out_dense_.data() + h * d, P * d,
+                     lse_dense_.data() + h * N});
+  for (int64_t i = 0; i < spec_.routed; i++) {
+    RoutedHead &rh = routed_[(size_t)i];
+    if (rh.rows.size() > 0)
+      heads.push_back({P + i, &rh.rows, rh.q.data(), d, rh.out.data(), d, rh.lse.data()});
+  }
+  return heads;
+}
+
+template <typename T>
+KeyValues<T> MohAttention<T>::key_values(const BlockContext<T> &ctx) const {
+  const int64_t width = kv_computed_ * shape_.head_dim();
+  return {k_.data(), width, v_.data(), width, ctx.seq};
+}
+
+template <typename T>
+void MohAttention<T>::forward(const ParamTable<T> &params, const T *x, T *y, const BlockContext<T> &ctx, bool) {
+  route(params, x, ctx);
+  const int64_t N = ctx.tokens(), C = shape_.width, H = shape_.heads, d = shape_.head_dim(), P = dense_heads_;
+  const int64_t Q = shape_.q_width(), KV = kv_computed_ * d, v_row = Q + shape_.kv_width();
+  const T *w = params.value(w_.qkv), *bias = params.value_or_null(w_.qkv_bias);
+  const T *w_proj = params.value(w_.proj);
+
+  // Projections: keys and values of the computed kv heads for every token, queries only where a head is active.
+  k_.resize((size_t)(N * KV));
+  v_.resize((size_t)(N * KV));
+  linear_forward(k_.data(), KV, x, w + Q * C, bias ? bias + Q : nullptr, N, C, KV);
+  linear_forward(v_.data(), KV, x, w + v_row * C, bias ? bias + v_row : nullptr, N, C, KV);
+  q_dense_.resize((size_t)(N * P * d));
+  if (P > 0) linear_forward(q_dense_.data(), P * d, x, w, bias, N, C, P * d);
+  for (int64_t i = 0; i < spec_.routed; i++) {
+    RoutedHead &rh = routed_[(size_t)i];
+    const int64_t m = rh.rows.size(), h = P + i;
+    rh.x.resize((size_t)(m * C));
+    rh.q.resize((size_t)(m * d));
+    rh.out.resize((size_t)(m * d));
+    rh.gated.resize((size_t)(m * d));
+    rh.lse.resize((size_t)m);
+    if (m == 0) continue;
+    gather_rows(rh.x.data(), C, x, C, rh.rows, C);
+    linear_forward(rh.q.data(), d, rh.x.data(), w + h * d * C, bias ? bias + h * d : nullptr, m, C, d);
+  }
+  if (ctx.rope) {
+    rope_rotate(q_dense_.data(), P * d, 0, P, N, ctx.all_rows->pos.data(), *ctx.rope, +1);
+    rope_rotate(k_.data(), KV, 0, kv_computed_, N, ctx.all_rows->pos.data(), *ctx.rope, +1);
+    for (RoutedHead &rh : routed_) rope_rotate(rh.q.data(), d, 0, 1, rh.rows.size(), rh.rows.pos.data(), *ctx.rope, +1);
+  }
+
+  out_dense_.resize((size_t)(N * P * d));
+  lse_dense_.resize((size_t)(P * N));
+  const AttentionDims dims{ctx.batch, ctx.seq, H, shape_.kv_heads, d};
+  attention_forward(dims, key_values(ctx), query_heads(ctx),
+                    ctx.attn_dropout ? ctx.site((uint32_t)DropoutSiteId::AttentionProbs) : Dropout{});
+
+  // y = c_proj(concat_i gate_i head_i): the dense prefix in one product, each routed head on its own rows.
+  const T *gated_dense = out_dense_.data();
+  if (mixture_ && P > 0) {
+    gated_dense_.resize((size_t)(N * P * d));
+#pragma omp parallel for schedule(static) if (N * P * d >= kParallelGrain)
+    for (int64_t n = 0; n < N; n++)
+      for (int64_t h = 0; h < P; h++)
+        for (int64_t c = 0; c < d; c++)
+          gated_dense_[(size_t)((n * P + h) * d + c)] = gate_[(size_t)(n * H + h)] * out_dense_[(size_t)((n * P + h) * d + c)];
+    gated_dense = gated_dense_.data();
+  }
+  const T *proj_bias = params.value_or_null(w_.proj_bias);
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t c = 0; c < C; c++) y[n * C + c] = proj_bias ? proj_bias[c] : T(0);
+  if (P > 0) gemm(Trans::No, Trans::Yes, N, C, P * d, T(1), gated_dense, P * d, w_proj, C, T(1), y, C);
+  for (int64_t i = 0; i < spec_.routed; i++) {
+    RoutedHead &rh = routed_[(size_t)i];
+    const int64_t m = rh.rows.size(), h = P + i;
+    if (m == 0) continue;
+    for (int64_t r = 0; r < m; r++) {
+      const T g = gate_[(size_t)(rh.rows.row[(size_t)r] * H + h)];
+      for (int64_t c = 0; c < d; c++) rh.gated[(size_t)(r * d + c)] = g * rh.out[(size_t)(r * d + c)];
+    }
+    tmp_.resize((size_t)(m * C));
+    gemm(Trans::No, Trans::Yes, m, C, d, T(1), rh.gated.data(), d, w_proj + h * d, C, T(0), tmp_.data(), C);
+    scatter_add_rows(y, C, tmp_.data(), C, rh.rows, C, (const T *)nullptr);
+  }
+  dropout_apply(y, N * C, ctx.site((uint32_t)DropoutSiteId::AttentionOut));
+  compute_stats(N);
+}
+
+template <typename T>
+void MohAttention<T>::backward(ParamTable<T> &params, const T *x, T *dy, T *dx, const BlockContext<T> &ctx,
+                               double aux_grad_scale) {
+  const int64_t N = ctx.tokens(), C = shape_.width, H = shape_.heads, d = shape_.head_dim(), P = dense_heads_;
+  const int64_t Q = shape_.q_width(), KV = kv_computed_ * d, v_row = Q + shape_.kv_width();
+  const int64_t E = spec_.routed, S = spec_.shared;
+  const T *w = params.value(w_.qkv), *w_proj = params.value(w_.proj);
+  T *dw = params.grad(w_.qkv), *dbias = params.grad_or_null(w_.qkv_bias), *dw_proj = params.grad(w_.proj);
+
+  dropout_apply(dy, N * C, ctx.site((uint32_t)DropoutSiteId::AttentionOut));
+  if (T *db = params.grad_or_null(w_.proj_bias)) column_sum_accumulate(db, dy, N, C);
+  d_gate_.assign((size_t)(N * H), T(0));
+
+  // Through c_proj and the gates: d gated = dy W_h, d out = gate * d gated, d gate = <d gated, out>.
+  const T *gated_dense = mixture_ && P > 0 ? gated_dense_.data() : out_dense_.data();
+  d_gated_dense_.resize((size_t)(N * P * d));
+  d_out_dense_.resize((size_t)(N * P * d));
+  if (P > 0) {
+    gemm(Trans::Yes, Trans::No, C, P * d, N, T(1), dy, C, gated_dense, P * d, T(1), dw_proj, C);
+    gemm(Trans::No, Trans::No, N, P * d, C, T(1), dy, C, w_proj, C, T(0), d_gated_dense_.data(), P * d);
+#pragma omp parallel for schedule(static) if (N * P * d >= kParallelGrain)
+    for (int64_t n = 0; n < N; n++)
+      for (int64_t h = 0; h < P; h++) {
+        const T g = gate_[(size_t)(n * H + h)];
+        const T *dg = d_gated_dense_.data() + (n * P + h) * d, *o = out_dense_.data() + (n * P + h) * d;
+        T *dout = d_out_dense_.data() + (n * P + h) * d, dot = 0;
+        for (int64_t c = 0; c < d; c++) {
+          dot += dg[c] * o[c];
+          dout[c] = g * dg[c];
+        }
+        d_gate_[(size_t)(n * H + h)] = dot;
+      }
+  }
+  for (int64_t i = 0; i < E; i++) {
+    RoutedHead &rh = routed_[(size_t)i];
+    const int64_t m = rh.rows.size(), h = P + i;
+    if (m == 0) continue;
+    d_rows_.resize((size_t)(m * C));
+    gather_rows(d_rows_.data(), C, dy, C, rh.rows, C);
+    rh.d_gated.resize((size_t)(m * d));
+    rh.d_out.resize((size_t)(m * d));
+    rh.d_q.resize((size_t)(m * d));
+    gemm(Trans::Yes, Trans::No, C, d, m, T(1), d_rows_.data(), C, rh.gated.data(), d, T(1), dw_proj + h * d, C);
+    gemm(Trans::No, Trans::No, m, d, C, T(1), d_rows_.data(), C, w_proj + h * d, C, T(0), rh.d_gated.data(), d);
+    for (int64_t r = 0; r < m; r++) {
+      const int64_t slot = rh.rows.row[(size_t)r] * H + h;
+      T dot = 0;
+      for (int64_t c = 0; c < d; c++) {
+        dot += rh.d_gated[(size_t)(r * d + c)] * rh.out[(size_t)(r * d + c)];
+        rh.d_out[(size_t)(r * d + c)] = gate_[(size_t)slot] * rh.d_gated[(size_t)(r * d + c)];
+      }
+      d_gate_[(size_t)slot] = dot;
+    }
+  }
+
+  // Attention. kv heads no active query head reads get no gradient from the kernel: start from zero.
+  d_q_dense_.resize((size_t)(N * P * d));
+  d_k_.assign((size_t)(N * KV), T(0));
+  d_v_.assign((size_t)(N * KV), T(0));
+  std::vector<QueryHeadGrad<T>> grads;
+  for (int64_t h = 0; h < P; h++)
+    grads.push_back({d_out_dense_.data() + h * d, P * d, d_q_dense_.data() + h * d, P * d});
+  for (RoutedHead &rh : routed_)
+    if (rh.rows.size() > 0) grads.push_back({rh.d_out.data(), d, rh.d_q.data(), d});
+  const AttentionDims dims{ctx.batch, ctx.seq, H, shape_.kv_heads, d};
+  attention_backward(dims, key_values(ctx), query_heads(ctx), grads, KeyValueGrads<T>{d_k_.data(), KV, d_v_.data(), KV},
+                     ctx.attn_dropout ? ctx.site((uint32_t)DropoutSiteId::AttentionProbs) : Dropout{});
+  if (ctx.rope) {
+    rope_rotate(d_q_dense_.data(), P * d, 0, P, N, ctx.all_rows->pos.data(), *ctx.rope, -1);
+    rope_rotate(d_k_.data(), KV, 0, kv_computed_, N, ctx.all_rows->pos.data(), *ctx.rope, -1);
+    for (RoutedHead &rh : routed_)
+      if (rh.rows.size() > 0) rope_rotate(rh.d_q.data(), d, 0, 1, rh.rows.size(), rh.rows.pos.data(), *ctx.rope, -1);
+  }
+
+  // Projections.
+  if (P > 0) linear_backward(dx, true, dw, dbias, d_q_dense_.data(), x, w, N, C, P * d);
+  for (int64_t i = 0; i < E; i++) {
+    RoutedHead &rh = routed_[(size_t)i];
+    const int64_t m = rh.rows.size(), h = P + i;
+    if (m == 0) continue;
+    d_rows_.resize((size_t)(m * C));
+    linear_backward(d_rows_.data(), false, dw + h * d * C, dbias ? dbias + h * d : nullptr, rh.d_q.data(),
+                    rh.x.data(), w + h * d * C, m, C, d);
+    scatter_add_rows(dx, C, d_rows_.data(), C, rh.rows, C, (const T *)nullptr);
+  }
+  linear_backward(dx, true, dw + Q * C, dbias ? dbias + Q : nullptr, d_k_.data(), x, w + Q * C, N, C, KV);
+  linear_backward(dx, true, dw + v_row * C, dbias ? dbias + v_row : nullptr, d_v_.data(), x, w + v_row * C, N, C,
+                  KV);
+  if (!mixture_) return;
+
+  // Gates -> router softmaxes (plus the load-balance gradient E f_i / N on the routed softmax) -> router weights.
+  d_r_.resize((size_t)(N * E));
+  d_s_.resize((size_t)(N * S));
+  d_a_.resize((size_t)(N * 2));
+#pragma omp parallel for schedule(static) if (N * H >= kParallelGrain)
+  for (int64_t n = 0; n < N; n++) {
+    const bool type = spec_.head_type_router();
+    moh_gates_token_backward(spec_, r_.data() + n * E, selected_.data() + n * E, S > 1 ? s_.data() + n * S : nullptr,
+                             type ? a_.data() + 2 * n : nullptr, d_gate_.data() + n * H, d_r_.data() + n * E,
+                             S > 1 ? d_s_.data() + n * S : nullptr, type ? d_a_.data() + 2 * n : nullptr);
+    for (int64_t i = 0; i < E; i++)
+      d_r_[(size_t)(n * E + i)] += (T)(aux_grad_scale * (double)E * f_[(size_t)i] / (double)N);
+  }
+  auto router_backward = [&](std::vector<T> &d_p, const std::vector<T> &p, int64_t weight, int64_t width) {
+    softmax_rows_backward(d_p.data(), d_p.data(), p.data(), N, width);
+    linear_backward(dx, true, params.grad(weight), (T *)nullptr, d_p.data(), x, params.value(weight), N, C, width);
+  };
+  if (E > 0) router_backward(d_r_, r_, w_routed_, E);
+  if (S > 1) router_backward(d_s_, s_, w_shared_, S);
+  if (spec_.head_type_router()) router_backward(d_a_, a_, w_type_, 2);
+}
+
+// share = f_i / K over the routed heads (SPEC §8); top_share = f_i.
+template <typename T>
+void MohAttention<T>::compute_stats(int64_t N) {
+  if (!mixture_ || spec_.routed == 0 || spec_.active == 0) return;
+  const int64_t E = spec_.routed, H = shape_.heads, P = dense_heads_;
+  RouterStats &st = stats_;
+  st.attention = MOAS_ATTENTION_MOH;
+  st.top_share = f_;
+  st.share.resize((size_t)E);
+  st.mean_gate.assign((size_t)E, 0.0);
+  for (int64_t i = 0; i < E; i++) st.share[(size_t)i] = f_[(size_t)i] / (double)spec_.active;
+  st.entropy = 0;
+  double a1 = 0, a2 = 0;
+  for (int64_t n = 0; n < N; n++) {
+    for (int64_t i = 0; i < E; i++) {
+      const double r = (double)r_[(size_t)(n * E + i)];
+      st.mean_gate[(size_t)i] += (double)gate_[(size_t)(n * H + P + i)] / (double)N;
+      if (r > 0) st.entropy -= r * std::log(r) / (double)N;
+    }
+    if (spec_.head_type_router()) {
+      a1 += (double)a_[(size_t)(2 * n)] / (double)N;
+      a2 += (double)a_[(size_t)(2 * n + 1)] / (double)N;
+    }
+  }
+  st.mean_shared_weight = spec_.head_type_router() ? a1 : (spec_.shared > 0 ? 1.0 : 0.0);
+  st.mean_routed_weight = spec_.head_type_router() ? a2 : 1.0;
+  st.aux_loss = aux_;
+}
+
+template <typename T>
+bool MohAttention<T>::router_stats(RouterStats *out) const {
+  if (!mixture_ || spec_.routed == 0 || spec_.active == 0) return false;
+  *out = stats_;
+  return true;
+}
+
+template class MohAttention<float>;
+template class MohAttention<double>;
+
+}  // namespace moas

@@ -1,0 +1,73 @@
+// Mixture-of-Heads (SPEC §4) as a HeadSelectionStrategy on one scheme: heads 0 .. h_s-1 are shared (every token),
+// the E routed heads follow and each token activates K of them (MixtureOfHeads); StaticPruning{k} keeps heads
+// 0 .. k-1 for every token. y_t = c_proj(concat_i gate_t,i head_i(t)).
+//
+// Inactive (token, head) pairs are not computed: a routed head gathers the rows of its tokens, projects only their
+// queries, runs attention for those rows against all keys (causal by original position), and its slice of c_proj
+// sees only those rows. The always-active heads form a prefix and run dense. A kv head is computed when a query
+// head of its group can be active (all kv heads for MixtureOfHeads, a prefix for StaticPruning).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "attention.hpp"
+#include "attention_block.hpp"
+#include "moh_gates.hpp"
+#include "scheme.hpp"
+
+namespace moas {
+
+template <typename T>
+class MohAttention final : public AttentionBlock<T> {
+ public:
+  MohAttention(const ModelConfig &config, ParamTable<T> &params, const std::string &prefix);
+
+  void forward(const ParamTable<T> &params, const T *x, T *y, const BlockContext<T> &ctx, bool training) override;
+  void backward(ParamTable<T> &params, const T *x, T *dy, T *dx, const BlockContext<T> &ctx,
+                double aux_grad_scale) override;
+  double aux_loss() const override { return aux_; }
+  bool router_stats(RouterStats *out) const override;
+
+  std::vector<T> gates(int64_t *width) const override {
+    *width = shape_.heads;
+    return gate_;
+  }
+
+ private:
+  struct RoutedHead {  // the compact rows of one routed head
+    RowSet rows;
+    std::vector<T> x, q, out, gated, lse;  // [m, C], [m, d], [m, d], [m, d], [m]
+    std::vector<T> d_gated, d_out, d_q;    // backward scratch
+  };
+
+  void route(const ParamTable<T> &params, const T *x, const BlockContext<T> &ctx);
+  void compute_stats(int64_t N);
+  std::vector<QueryHead<T>> query_heads(const BlockContext<T> &ctx);
+  KeyValues<T> key_values(const BlockContext<T> &ctx) const;
+
+  SchemeShape shape_;
+  MohGateSpec spec_;
+  bool mixture_;           // MixtureOfHeads (else StaticPruning)
+  int64_t dense_heads_;    // P: heads 0 .. P-1 run for every token (h_s, or k for StaticPruning)
+  int64_t kv_computed_;    // kv heads 0 .. kv_computed_-1 are projected
+  SchemeWeights w_;
+  int64_t w_routed_ = -1, w_type_ = -1, w_shared_ = -1;  // wg [E, C], wg_0 [2, C], wg_1 [h_s, C]
+
+  // Last forward.
+  std::vector<T> r_, s_, a_, gate_;  // [N, E] routed softmax, [N, h_s], [N, 2], [N, H]
+  std::vector<uint8_t> selected_;    // [N, E] top-K indicator
+  std::vector<T> q_dense_, k_, v_, out_dense_, gated_dense_, lse_dense_;  // [N, P d], [N, kv d] x2, [N, P d] x2, [P N]
+  std::vector<RoutedHead> routed_;
+  double aux_ = 0;
+  std::vector<double> f_, p_;  // [E] fraction of tokens selecting head i, mean routed softmax
+  RouterStats stats_;
+
+  // Backward scratch.
+  std::vector<T> d_gate_, d_gated_dense_, d_out_dense_, d_q_dense_, d_k_, d_v_, d_rows_, d_r_, d_s_, d_a_, tmp_;
+};
+
+extern template class MohAttention<float>;
+extern template class MohAttention<double>;
+
+}  // namespace moas

@@ -1,0 +1,40 @@
+// Row softmax and its backward, for router gates (always in the model's scalar type: fp32, or fp64 in checks).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "fast_math.hpp"
+#include "parallel.hpp"
+
+namespace moas {
+
+// out[n, :] = softmax(in[n, :]) over `width` columns; rows are independent.                 [N, width]
+template <typename T>
+void softmax_rows(T *out, const T *in, int64_t N, int64_t width) {
+#pragma omp parallel for schedule(static) if (N * width >= kParallelGrain)
+  for (int64_t n = 0; n < N; n++) {
+    const T *x = in + n * width;
+    T *y = out + n * width;
+    T mx = x[0];
+    for (int64_t i = 1; i < width; i++) mx = x[i] > mx ? x[i] : mx;
+    T sum = 0;
+    for (int64_t i = 0; i < width; i++) sum += (y[i] = fast_exp(x[i] - mx));
+    for (int64_t i = 0; i < width; i++) y[i] /= sum;
+  }
+}
+
+// dlogits[n, i] = p_i (dp_i - sum_j p_j dp_j) (overwritten; may alias dp).
+template <typename T>
+void softmax_rows_backward(T *dlogits, const T *dp, const T *p, int64_t N, int64_t width) {
+#pragma omp parallel for schedule(static) if (N * width >= kParallelGrain)
+  for (int64_t n = 0; n < N; n++) {
+    const T *pn = p + n * width, *gn = dp + n * width;
+    T inner = 0;
+    for (int64_t i = 0; i < width; i++) inner += pn[i] * gn[i];
+    T *d = dlogits + n * width;
+    for (int64_t i = 0; i < width; i++) d[i] = pn[i] * (gn[i] - inner);
+  }
+}
+
+}  // namespace moas
