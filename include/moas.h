@@ -89,7 +89,9 @@ typedef enum moas_status {
   /* An index argument (layer, parameter index) is out of range. */
   MOAS_ERR_INDEX_OUT_OF_RANGE = 23,
   /* A bug in libmoas: please report it with the message. */
-  MOAS_ERR_INTERNAL = 24
+  MOAS_ERR_INTERNAL = 24,
+  /* The KV cache has no room for more positions (its capacity, at most the model's block_size): reset it. */
+  MOAS_ERR_CONTEXT_FULL = 25
 } moas_status;
 
 /* A static, human-readable name for a status ("MOAS_ERR_SIZE_MISMATCH: ..."). Thread-safe. Never NULL. */
@@ -329,6 +331,44 @@ MOAS_API moas_status moas_optimizer_save(const moas_model *model, const char *pa
 
 /* Restores the AdamW state written by moas_optimizer_save for this model; unchanged on failure. */
 MOAS_API moas_status moas_optimizer_load(moas_model *model, const char *path);
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * Decoding with a key/value cache (SPEC §5): logits equal those of a full forward over the whole prefix
+ * ------------------------------------------------------------------------------------------------------------- */
+
+typedef struct moas_kv_cache moas_kv_cache;
+
+/* Creates an empty cache for `batch` sequences of up to `capacity` positions (1 <= capacity <= block_size), laid
+ * out for `model`'s architecture: per layer and per MoAS branch, only the kv heads that scheme has. The cache may
+ * be used with any model of the same architecture; it does not keep `model` alive. The caller owns *out and frees
+ * it with moas_kv_cache_destroy. Thread-safe. */
+MOAS_API moas_status moas_kv_cache_create(const moas_model *model, int32_t batch, int32_t capacity,
+                                          moas_kv_cache **out);
+
+/* Frees the cache; NULL is a no-op. */
+MOAS_API void moas_kv_cache_destroy(moas_kv_cache *cache);
+
+/* Forgets every cached position (the memory stays allocated). */
+MOAS_API moas_status moas_kv_cache_reset(moas_kv_cache *cache);
+
+/* Positions cached so far (the same for every sequence of the batch). */
+MOAS_API moas_status moas_kv_cache_length(const moas_kv_cache *cache, int32_t *out);
+
+/* Bytes of keys and values one position of one sequence occupies, summed over layers and branches: the figure to
+ * compare attention schemes by (MQA < GQA < MHA). */
+MOAS_API moas_status moas_kv_cache_bytes_per_token(const moas_kv_cache *cache, uint64_t *out);
+
+/* Runs the model in eval mode on tokens [batch, seq_len] that continue the cached sequences (at position
+ * moas_kv_cache_length), appends their keys and values to the cache, and copies the logits of each sequence's
+ * last new position into last_logits [batch, vocab_size] (last_logits_len floats; NULL to skip). All new logits
+ * stay readable through moas_logits. MOAS_ERR_CONTEXT_FULL when the positions would pass the cache's capacity;
+ * on any failure the cache and the model are unchanged. The model and the cache are used by one thread at a time. */
+MOAS_API moas_status moas_prefill(moas_model *model, moas_kv_cache *cache, const int32_t *tokens, int32_t seq_len,
+                                  float *last_logits, size_t last_logits_len);
+
+/* moas_prefill of one token per sequence: tokens [batch] -> logits [batch, vocab_size]. */
+MOAS_API moas_status moas_decode_step(moas_model *model, moas_kv_cache *cache, const int32_t *tokens, float *logits,
+                                      size_t logits_len);
 
 /* ---------------------------------------------------------------------------------------------------------------
  * Router statistics (filled by every forward of a model with routed attention)

@@ -21,6 +21,7 @@ class SchemeAttention final : public AttentionBlock<T> {
   void backward(ParamTable<T> &params, const T *x, T *dy, T *dx, const BlockContext<T> &ctx, double) override {
     scheme_.backward(params, x, dy, dx, ctx);
   }
+  std::vector<int64_t> cache_widths() const override { return {scheme_.shape().kv_width()}; }
 
  private:
   Scheme<T> scheme_;

@@ -29,6 +29,8 @@ class AttentionBlock {
   virtual double aux_loss() const { return 0.0; }
   // Statistics of the last forward; false when the block routes nothing.
   virtual bool router_stats(RouterStats *) const { return false; }
+  // The width (kv heads x head_dim) of each key/value cache slot this block decodes with.
+  virtual std::vector<int64_t> cache_widths() const = 0;
   // The per-token gates of the last forward, [N, *width]: MoAS the router softmax over its branches (before
   // dropout; 1/S for static), MoH the gate of every head (0 where a head is inactive). Empty (width 0) without
   // routing.

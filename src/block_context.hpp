@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "dropout.hpp"
+#include "kv_cache.hpp"
 #include "rope.hpp"
 #include "rows.hpp"
 
@@ -11,8 +12,11 @@ namespace moas {
 
 template <typename T>
 struct BlockContext {
-  int64_t batch = 0, seq = 0;        // the input is [batch * seq, C]
-  const RowSet *all_rows = nullptr;  // every token, with its position
+  int64_t batch = 0, seq = 0;        // the input is [batch * seq, C]: seq new positions per sequence
+  const RowSet *all_rows = nullptr;  // every new token, with its absolute position
+  LayerCache<T> *cache = nullptr;    // decoding: keys and values of earlier positions, extended by this forward
+  int64_t past = 0;                  // positions already in the cache (the first new token's position)
+  int64_t cache_capacity = 0;
   const RopeTable<T> *rope = nullptr;  // null without RoPE
   float dropout = 0.0f;              // p of this forward (0 in eval)
   bool attn_dropout = false;         // also drop attention probabilities
@@ -21,6 +25,7 @@ struct BlockContext {
 
   Dropout site(uint32_t id) const { return Dropout::at(dropout, seed, step, layer, id); }
   int64_t tokens() const { return batch * seq; }
+  int64_t key_length() const { return past + seq; }  // keys per sequence that attention sees
 };
 
 }  // namespace moas

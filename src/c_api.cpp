@@ -23,6 +23,11 @@ struct moas_model {
   moas::Model<float> model;
 };
 
+struct moas_kv_cache {
+  moas::ModelConfig config;  // the architecture it is laid out for
+  moas::KvCache<float> cache;
+};
+
 namespace {
 
 thread_local std::string last_error;
@@ -170,6 +175,7 @@ const char *moas_status_string(moas_status status) {
     MOAS_NAME(MOAS_ERR_OUT_OF_MEMORY)
     MOAS_NAME(MOAS_ERR_INDEX_OUT_OF_RANGE)
     MOAS_NAME(MOAS_ERR_INTERNAL)
+    MOAS_NAME(MOAS_ERR_CONTEXT_FULL)
 #undef MOAS_NAME
   }
   return "MOAS_ERR_UNKNOWN_STATUS";
@@ -440,6 +446,85 @@ moas_status moas_optimizer_load(moas_model *model, const char *path) {
     require_arg(path, "path");
     moas::load_optimizer(model->model, path);
   });
+}
+
+moas_status moas_kv_cache_create(const moas_model *model, int32_t batch, int32_t capacity, moas_kv_cache **out) {
+  return guarded([&] {
+    require_arg(model, "model");
+    require_arg(out, "out");
+    *out = nullptr;
+    const moas::ModelConfig &c = model->model.config();
+    moas::require(batch >= 1 && batch <= (1 << 16), MOAS_ERR_SIZE_MISMATCH,
+                  "batch is " + std::to_string(batch) + ": it must be in [1, 65536]");
+    moas::require(capacity >= 1 && capacity <= c.block_size, MOAS_ERR_SIZE_MISMATCH,
+                  "capacity is " + std::to_string(capacity) + ": it must be in [1, block_size = " +
+                      std::to_string(c.block_size) + "]");
+    auto created = std::make_unique<moas_kv_cache>();
+    created->config = c;
+    model->model.allocate_cache(&created->cache, batch, capacity);
+    *out = created.release();
+  });
+}
+
+void moas_kv_cache_destroy(moas_kv_cache *cache) { delete cache; }
+
+moas_status moas_kv_cache_reset(moas_kv_cache *cache) {
+  return guarded([&] {
+    require_arg(cache, "cache");
+    cache->cache.length = 0;
+  });
+}
+
+moas_status moas_kv_cache_length(const moas_kv_cache *cache, int32_t *out) {
+  return guarded([&] {
+    require_arg(cache, "cache");
+    require_arg(out, "out");
+    *out = (int32_t)cache->cache.length;
+  });
+}
+
+moas_status moas_kv_cache_bytes_per_token(const moas_kv_cache *cache, uint64_t *out) {
+  return guarded([&] {
+    require_arg(cache, "cache");
+    require_arg(out, "out");
+    *out = cache->cache.bytes_per_token();
+  });
+}
+
+moas_status moas_prefill(moas_model *model, moas_kv_cache *cache, const int32_t *tokens, int32_t seq_len,
+                         float *last_logits, size_t last_logits_len) {
+  return guarded([&] {
+    require_arg(model, "model");
+    require_arg(cache, "cache");
+    moas::Model<float> &m = model->model;
+    const moas::ModelConfig &c = m.config();
+    moas::KvCache<float> &kv = cache->cache;
+    const std::string diff = moas::architecture_difference(cache->config, c);
+    moas::require(diff.empty(), MOAS_ERR_SIZE_MISMATCH,
+                  "the cache was made for another architecture (" + diff + "): create one for this model");
+    const int32_t batch = (int32_t)kv.batch;
+    check_tokens(c, tokens, nullptr, batch, seq_len);
+    moas::require(kv.length + seq_len <= kv.capacity, MOAS_ERR_CONTEXT_FULL,
+                  "the cache holds " + std::to_string(kv.length) + " of " + std::to_string(kv.capacity) +
+                      " positions and cannot take " + std::to_string(seq_len) + " more: reset it (or create one "
+                      "with a larger capacity, up to block_size)");
+    const size_t V = (size_t)c.vocab_size;
+    if (last_logits)
+      moas::require(last_logits_len == (size_t)batch * V, MOAS_ERR_SIZE_MISMATCH,
+                    "last_logits_len is " + std::to_string(last_logits_len) + " but batch * vocab_size = " +
+                        std::to_string((size_t)batch * V));
+    moas::ThreadScope threads(c.n_threads);
+    m.forward(tokens, nullptr, batch, seq_len, false, &kv);
+    if (last_logits)
+      for (int32_t b = 0; b < batch; b++)
+        std::memcpy(last_logits + b * V, m.logits().data() + ((size_t)b * seq_len + seq_len - 1) * V,
+                    V * sizeof(float));
+  });
+}
+
+moas_status moas_decode_step(moas_model *model, moas_kv_cache *cache, const int32_t *tokens, float *logits,
+                             size_t logits_len) {
+  return moas_prefill(model, cache, tokens, 1, logits, logits_len);
 }
 
 moas_status moas_router_stats(const moas_model *model, int32_t layer, moas_layer_router_stats *out) {

@@ -7,15 +7,17 @@
 
 namespace moas {
 
-// out[b,t,:] = wte[tokens[b,t],:] + wpe[t,:]                       out [B*T, C]
+// out[b,t,:] = wte[tokens[b,t],:] + wpe[past + t,:]                out [B*T, C]
+// (past > 0 when decoding continues sequences whose first `past` positions are cached).
 template <typename T>
-void embedding_forward(T *out, const int32_t *tokens, const T *wte, const T *wpe, int64_t B, int64_t Tn, int64_t C) {
+void embedding_forward(T *out, const int32_t *tokens, const T *wte, const T *wpe, int64_t B, int64_t Tn, int64_t C,
+                       int64_t past = 0) {
 #pragma omp parallel for schedule(static) if (B * Tn * C >= kParallelGrain)
   for (int64_t n = 0; n < B * Tn; n++) {
     const T *tok = wte + (int64_t)tokens[n] * C;
     T *o = out + n * C;
     if (wpe) {
-      const T *pos = wpe + (n % Tn) * C;
+      const T *pos = wpe + (past + n % Tn) * C;
       for (int64_t c = 0; c < C; c++) o[c] = tok[c] + pos[c];
     } else {
       for (int64_t c = 0; c < C; c++) o[c] = tok[c];

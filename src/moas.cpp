@@ -56,7 +56,8 @@ void MoasAttention<T>::route(const BlockContext<T> &ctx) {
   choice_.resize((size_t)N);
   for (int64_t n = 0; n < N; n++) choice_[(size_t)n] = (int32_t)argmax_lower(gates_.data() + n * S, S);
   for (int64_t k = 0; k < S; k++) {
-    routed_rows_[(size_t)k].select(ctx.batch, ctx.seq, [&](int64_t n) { return choice_[(size_t)n] == k; });
+    routed_rows_[(size_t)k].select(
+        ctx.batch, ctx.seq, [&](int64_t n) { return choice_[(size_t)n] == k; }, ctx.past);
     rows_[(size_t)k] = &routed_rows_[(size_t)k];
   }
 }

@@ -25,6 +25,11 @@ class MoasAttention final : public AttentionBlock<T> {
   void backward(ParamTable<T> &params, const T *x, T *dy, T *dx, const BlockContext<T> &ctx,
                 double aux_grad_scale) override;
   double aux_loss() const override { return aux_; }
+  std::vector<int64_t> cache_widths() const override {
+    std::vector<int64_t> widths;
+    for (const Scheme<T> &branch : branches_) widths.push_back(branch.shape().kv_width());
+    return widths;
+  }
   bool router_stats(RouterStats *out) const override;
   std::vector<T> gates(int64_t *width) const override {
     *width = n_branches_;

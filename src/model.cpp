@@ -107,8 +107,20 @@ void Model<T>::resize_buffers(int64_t N, bool training) {
 }
 
 template <typename T>
-BlockContext<T> Model<T>::block_context(uint32_t layer, float dropout) const {
+void Model<T>::allocate_cache(KvCache<T> *cache, int64_t batch, int64_t capacity) const {
+  std::vector<std::vector<int64_t>> widths;
+  for (const auto &block : attn_) widths.push_back(block->cache_widths());
+  cache->allocate(batch, capacity, widths);
+}
+
+template <typename T>
+BlockContext<T> Model<T>::block_context(uint32_t layer, float dropout, KvCache<T> *cache) const {
   BlockContext<T> ctx;
+  if (cache) {
+    ctx.cache = &cache->layers[layer];
+    ctx.cache_capacity = cache->capacity;
+  }
+  ctx.past = past_;
   ctx.batch = B_;
   ctx.seq = Tn_;
   ctx.all_rows = &all_rows_;
@@ -131,7 +143,8 @@ int64_t Model<T>::aux_layers() const {
 }
 
 template <typename T>
-double Model<T>::forward(const int32_t *tokens, const int32_t *targets, int64_t B, int64_t Tn, bool training) {
+double Model<T>::forward(const int32_t *tokens, const int32_t *targets, int64_t B, int64_t Tn, bool training,
+                         KvCache<T> *cache) {
   const ModelConfig &c = config_;
   const int64_t N = B * Tn, C = c.n_embd;
   const bool rms = c.norm == NormKind::RMSNorm;
@@ -140,7 +153,8 @@ double Model<T>::forward(const int32_t *tokens, const int32_t *targets, int64_t 
   resize_buffers(N, training);
   B_ = B;
   Tn_ = Tn;
-  all_rows_.set_all(B, Tn);
+  past_ = cache ? cache->length : 0;
+  all_rows_.set_all(B, Tn, past_);
   tokens_.assign(tokens, tokens + N);
   if (targets) targets_.assign(targets, targets + N);
   else targets_.clear();
@@ -148,7 +162,7 @@ double Model<T>::forward(const int32_t *tokens, const int32_t *targets, int64_t 
   auto site = [&](uint32_t layer, DropoutSiteId id) { return Dropout::at(p, c.seed, dropout_step_, layer, id); };
   const uint32_t L = (uint32_t)c.n_layer;
 
-  embedding_forward(residual_[0].data(), tokens, w(wte_), w(wpe_), B, Tn, C);
+  embedding_forward(residual_[0].data(), tokens, w(wte_), w(wpe_), B, Tn, C, past_);
   dropout_apply(residual_[0].data(), N * C, site(L, DropoutSiteId::Embedding));
 
   double aux_sum = 0;
@@ -160,7 +174,7 @@ double Model<T>::forward(const int32_t *tokens, const int32_t *targets, int64_t 
 
     // Attention sub-block: mid = x + Attn(norm1(x)) (the block applies its own output dropout).
     norm_forward(rms, a.ln1.data(), a.ln1_mean.data(), a.ln1_rstd.data(), x, w(lp.ln1_w), w(lp.ln1_b), N, C);
-    attn_[l]->forward(params, a.ln1.data(), scratch_c_.data(), block_context(l, p), training);
+    attn_[l]->forward(params, a.ln1.data(), scratch_c_.data(), block_context(l, p, cache), training);
     aux_sum += attn_[l]->aux_loss();
     T *mid = a.mid.data();
 #pragma omp parallel for simd schedule(static) if (N * C >= kParallelGrain)
@@ -185,6 +199,7 @@ double Model<T>::forward(const int32_t *tokens, const int32_t *targets, int64_t 
     training_forwards++;
     backward_ready_ = targets != nullptr;
   }
+  if (cache) cache->length += Tn;
   return loss;
 }
 
@@ -232,8 +247,8 @@ void Model<T>::backward() {
     // Attention sub-block.
     std::copy(d_res_.begin(), d_res_.end(), d_c_.begin());
     std::fill(d_ln_.begin(), d_ln_.end(), T(0));
-    attn_[(size_t)l]->backward(params, a.ln1.data(), d_c_.data(), d_ln_.data(), block_context((uint32_t)l, c.dropout),
-                               aux_scale);
+    attn_[(size_t)l]->backward(params, a.ln1.data(), d_c_.data(), d_ln_.data(),
+                               block_context((uint32_t)l, c.dropout, nullptr), aux_scale);
     norm_backward(rms, d_res_.data(), g(lp.ln1_w), g(lp.ln1_b), norm_scratch_.data(), d_ln_.data(),
                   residual_[(size_t)l].data(), w(lp.ln1_w), a.ln1_mean.data(), a.ln1_rstd.data(), N, C);
   }

@@ -9,6 +9,7 @@
 #include "adamw.hpp"
 #include "attention_block.hpp"
 #include "config.hpp"
+#include "kv_cache.hpp"
 #include "params.hpp"
 #include "rope.hpp"
 #include "rows.hpp"
@@ -24,7 +25,12 @@ class Model {
 
   // tokens/targets [B, Tn], already validated by the caller. Returns the mean CE (0 without targets).
   // training keeps activations for backward and draws dropout masks for this forward.
-  double forward(const int32_t *tokens, const int32_t *targets, int64_t B, int64_t Tn, bool training);
+  // With a cache (eval only), the tokens continue the cached sequences at position cache->length, their keys and
+  // values are appended to it, and cache->length grows by Tn.
+  double forward(const int32_t *tokens, const int32_t *targets, int64_t B, int64_t Tn, bool training,
+                 KvCache<T> *cache = nullptr);
+  // Sizes a cache for this model's blocks: `batch` sequences of up to `capacity` positions.
+  void allocate_cache(KvCache<T> *cache, int64_t batch, int64_t capacity) const;
   // Accumulates d(CE + lambda * aux)/d(params) of the last training forward into params.grads.
   void backward();
   bool can_backward() const { return backward_ready_; }
@@ -61,7 +67,7 @@ class Model {
   void initialise();
   void resize_buffers(int64_t N, bool training);
   int64_t fc_width() const;
-  BlockContext<T> block_context(uint32_t layer, float dropout) const;
+  BlockContext<T> block_context(uint32_t layer, float dropout, KvCache<T> *cache) const;
   int64_t aux_layers() const;
   const T *w(int64_t offset) const { return offset < 0 ? nullptr : params.values.data() + offset; }
   T *g(int64_t offset) { return offset < 0 ? nullptr : params.grads.data() + offset; }
@@ -79,7 +85,7 @@ class Model {
   std::vector<int32_t> tokens_, targets_;
   RowSet all_rows_;  // every token of the last forward, with its position
   double aux_ = 0;
-  int64_t B_ = 0, Tn_ = 0, n_counted_ = 0;
+  int64_t B_ = 0, Tn_ = 0, past_ = 0, n_counted_ = 0;
   uint64_t dropout_step_ = 0;
   bool backward_ready_ = false;
 

@@ -62,7 +62,8 @@ void MohAttention<T>::route(const ParamTable<T> &params, const T *x, const Block
   }
   aux_ = moh_balance_loss(r_.data(), selected_.data(), N, E, &p_, &f_);
   for (int64_t i = 0; i < E; i++)
-    routed_[(size_t)i].rows.select(ctx.batch, ctx.seq, [&](int64_t n) { return selected_[(size_t)(n * E + i)] != 0; });
+    routed_[(size_t)i].rows.select(
+        ctx.batch, ctx.seq, [&](int64_t n) { return selected_[(size_t)(n * E + i)] != 0; }, ctx.past);
 }
 
 template <typename T>
@@ -121,8 +122,13 @@ void MohAttention<T>::forward(const ParamTable<T> &params, const T *x, T *y, con
 
   out_dense_.resize((size_t)(N * P * d));
   lse_dense_.resize((size_t)(P * N));
-  const AttentionDims dims{ctx.batch, ctx.seq, H, shape_.kv_heads, d};
-  attention_forward(dims, key_values(ctx), query_heads(ctx),
+  KeyValues<T> kv = key_values(ctx);
+  if (ctx.cache) {  // decoding: append this forward's keys and values, then attend over everything cached
+    cache_write(*ctx.cache, 0, ctx.cache_capacity, kv.k, kv.k_stride, kv.v, kv.v_stride, ctx.batch, ctx.seq, ctx.past);
+    kv = cached_key_values(*ctx.cache, 0, ctx.cache_capacity);
+  }
+  const AttentionDims dims{ctx.batch, ctx.key_length(), H, shape_.kv_heads, d};
+  attention_forward(dims, kv, query_heads(ctx),
                     ctx.attn_dropout ? ctx.site((uint32_t)DropoutSiteId::AttentionProbs) : Dropout{});
 
   // y = c_proj(concat_i gate_i head_i): the dense prefix in one product, each routed head on its own rows.

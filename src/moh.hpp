@@ -27,6 +27,7 @@ class MohAttention final : public AttentionBlock<T> {
   void backward(ParamTable<T> &params, const T *x, T *dy, T *dx, const BlockContext<T> &ctx,
                 double aux_grad_scale) override;
   double aux_loss() const override { return aux_; }
+  std::vector<int64_t> cache_widths() const override { return {kv_computed_ * shape_.head_dim()}; }
   bool router_stats(RouterStats *out) const override;
 
   std::vector<T> gates(int64_t *width) const override {

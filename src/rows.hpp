@@ -14,19 +14,20 @@ namespace moas {
 
 struct RowSet {
   std::vector<int64_t> row;    // [m] global token index b * seq + t, ascending
-  std::vector<int32_t> pos;    // [m] t, the position within its sequence
+  std::vector<int32_t> pos;    // [m] the position within its sequence
   std::vector<int64_t> begin;  // [batch + 1]: the rows of sequence b are [begin[b], begin[b + 1])
   bool all = false;            // every token, in order (row[r] == r): callers may skip gathers
 
   int64_t size() const { return (int64_t)row.size(); }
 
-  void set_all(int64_t batch, int64_t seq) {
-    select(batch, seq, [](int64_t) { return true; });
+  // `past` offsets the positions: token t of a sequence sits at position past + t (decoding after a cache).
+  void set_all(int64_t batch, int64_t seq, int64_t past = 0) {
+    select(batch, seq, [](int64_t) { return true; }, past);
     all = true;
   }
   // The tokens n for which keep(n) holds.
   template <class Keep>
-  void select(int64_t batch, int64_t seq, Keep &&keep) {
+  void select(int64_t batch, int64_t seq, Keep &&keep, int64_t past = 0) {
     row.clear();
     pos.clear();
     begin.assign((size_t)batch + 1, 0);
@@ -34,7 +35,7 @@ struct RowSet {
       for (int64_t t = 0; t < seq; ++t)
         if (keep(b * seq + t)) {
           row.push_back(b * seq + t);
-          pos.push_back((int32_t)t);
+          pos.push_back((int32_t)(past + t));
         }
       begin[(size_t)b + 1] = (int64_t)row.size();
     }

@@ -75,7 +75,12 @@ void Scheme<T>::forward(const ParamTable<T> &params, const T *x, const RowSet &r
   lse_.resize((size_t)(H * m));
   KeyValues<T> kv = key_values();
   kv.seq_stride = ctx.seq;
-  const AttentionDims dims{ctx.batch, ctx.seq, H, Hkv, shape_.head_dim()};
+  if (ctx.cache) {  // decoding: append this forward's keys and values, then attend over everything cached
+    cache_write(*ctx.cache, branch_, ctx.cache_capacity, kv.k, kv.k_stride, kv.v, kv.v_stride, ctx.batch, ctx.seq,
+                ctx.past);
+    kv = cached_key_values(*ctx.cache, branch_, ctx.cache_capacity);
+  }
+  const AttentionDims dims{ctx.batch, ctx.key_length(), H, Hkv, shape_.head_dim()};
   attention_forward(dims, kv, query_heads(),
                     ctx.attn_dropout ? ctx.site(branch_site(DropoutSiteId::AttentionProbs, branch_)) : Dropout{});
   linear_forward(z, C, att_.data(), params.value(w_.proj), params.value_or_null(w_.proj_bias), m, C, C);

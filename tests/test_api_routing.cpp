@@ -1,9 +1,11 @@
 // MoAS and MoH through the public C ABI: configs (and the impossible ones), router statistics, the load-balance
-// loss in moas_forward/moas_backward, checkpoints with the reference PyTorch names, and training.
+// loss in moas_forward/moas_backward, checkpoints with the reference PyTorch names, training, and decoding with a
+// KV cache.
 #include <catch2/catch.hpp>
 
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <string>
 
 #include "api_helpers.hpp"
@@ -46,6 +48,16 @@ bool has_parameter(const moas_model *m, const std::string &name) {
     if (name == info.name) return true;
   }
   return false;
+}
+
+// SPEC §9 for float: max|a - b| <= 1e-5 max|b|.
+bool moas_test_close(const std::vector<float> &a, const std::vector<float> &b) {
+  double scale = 0, diff = 0;
+  for (size_t i = 0; i < a.size(); i++) {
+    scale = std::max(scale, (double)std::fabs(b[i]));
+    diff = std::max(diff, (double)std::fabs(a[i] - b[i]));
+  }
+  return a.size() == b.size() && diff <= 1e-5 * scale;
 }
 
 void train_step(moas_model *m, uint32_t seed, float *loss, float *aux) {
@@ -341,4 +353,67 @@ TEST_CASE("top-1 MoAS and MoH models learn the copy task", "[api][routing][learn
       REQUIRE(last < 0.3f);
     }
   }
+}
+
+TEST_CASE("decoding through the C ABI: cache lifecycle, logits of a full forward, errors", "[api][decode]") {
+  for (moas_model_config c : {small_config(), moas_cfg(MOAS_MODE_TOP1), moh_cfg(1, 2)}) {
+    DYNAMIC_SECTION("attention " << c.attention) {
+      ModelPtr model = make_model(c);
+      const int32_t B = 2, Tn = 10, V = c.vocab_size;
+      const auto tokens = sequence((size_t)(B * Tn), V, 21);
+      REQUIRE(moas_forward(model.get(), tokens.data(), nullptr, B, Tn, 0, nullptr, nullptr) == MOAS_OK);
+      const auto full = logits_of(model.get(), (size_t)(B * Tn * V));
+
+      moas_kv_cache *raw = nullptr;
+      REQUIRE(moas_kv_cache_create(model.get(), B, c.block_size + 1, &raw) == MOAS_ERR_SIZE_MISMATCH);
+      REQUIRE(raw == nullptr);
+      REQUIRE(moas_kv_cache_create(model.get(), B, Tn, &raw) == MOAS_OK);
+      std::unique_ptr<moas_kv_cache, void (*)(moas_kv_cache *)> cache(raw, moas_kv_cache_destroy);
+      uint64_t bytes = 0;
+      REQUIRE(moas_kv_cache_bytes_per_token(cache.get(), &bytes) == MOAS_OK);
+      REQUIRE(bytes > 0);
+
+      std::vector<int32_t> prompt;
+      for (int32_t b = 0; b < B; b++) prompt.insert(prompt.end(), tokens.begin() + b * Tn, tokens.begin() + b * Tn + 4);
+      std::vector<float> last((size_t)(B * V));
+      REQUIRE(moas_prefill(model.get(), cache.get(), prompt.data(), 4, last.data(), last.size() - 1) ==
+              MOAS_ERR_SIZE_MISMATCH);
+      int32_t length = -1;
+      REQUIRE(moas_kv_cache_length(cache.get(), &length) == MOAS_OK);
+      REQUIRE(length == 0);  // a failed call leaves the cache as it was
+      REQUIRE(moas_prefill(model.get(), cache.get(), prompt.data(), 4, last.data(), last.size()) == MOAS_OK);
+      auto expect_position = [&](const std::vector<float> &got, int32_t t) {
+        std::vector<float> want;
+        for (int32_t b = 0; b < B; b++)
+          want.insert(want.end(), full.begin() + ((size_t)b * Tn + t) * V, full.begin() + ((size_t)b * Tn + t + 1) * V);
+        INFO("position " << t);
+        REQUIRE(moas_test_close(got, want));
+      };
+      expect_position(last, 3);
+      for (int32_t t = 4; t < Tn; t++) {
+        const int32_t step[2] = {tokens[(size_t)t], tokens[(size_t)(Tn + t)]};
+        REQUIRE(moas_decode_step(model.get(), cache.get(), step, last.data(), last.size()) == MOAS_OK);
+        expect_position(last, t);
+      }
+      const int32_t more[2] = {1, 2};
+      REQUIRE(moas_decode_step(model.get(), cache.get(), more, last.data(), last.size()) == MOAS_ERR_CONTEXT_FULL);
+      REQUIRE(std::string(moas_last_error()).find("reset") != std::string::npos);
+      REQUIRE(moas_kv_cache_reset(cache.get()) == MOAS_OK);
+      const int32_t bad[2] = {1, V};
+      REQUIRE(moas_decode_step(model.get(), cache.get(), bad, last.data(), last.size()) == MOAS_ERR_TOKEN_OUT_OF_RANGE);
+      REQUIRE(moas_decode_step(model.get(), cache.get(), more, last.data(), last.size()) == MOAS_OK);
+      REQUIRE(moas_decode_step(nullptr, cache.get(), more, last.data(), last.size()) == MOAS_ERR_NULL_ARGUMENT);
+      moas_kv_cache_destroy(nullptr);
+    }
+  }
+  // A cache laid out for another architecture is refused.
+  ModelPtr mha = make_model(small_config());
+  moas_model_config other = small_config();
+  other.n_kv_head = 1;
+  ModelPtr mqa = make_model(other);
+  moas_kv_cache *raw = nullptr;
+  REQUIRE(moas_kv_cache_create(mha.get(), 1, 4, &raw) == MOAS_OK);
+  const int32_t one = 1;
+  REQUIRE(moas_decode_step(mqa.get(), raw, &one, nullptr, 0) == MOAS_ERR_SIZE_MISMATCH);
+  moas_kv_cache_destroy(raw);
 }
