@@ -84,7 +84,7 @@ void MoasAttention<T>::forward(const ParamTable<T> &params, const T *x, T *y, co
     branches_[(size_t)k].forward(params, x, rows, z.data(), ctx);
     scale_.resize((size_t)rows.size());
     for (int64_t r = 0; r < rows.size(); r++) scale_[(size_t)r] = mix_[(size_t)(rows.row[(size_t)r] * S + k)];
-    scatter_add_rows(y, C, z.data(), C, rows, C, scale_.data());
+    scatter_add_rows(y, C, z.data(), C, rows.row, C, scale_.data());
   }
   compute_stats(N);
 }
@@ -99,7 +99,7 @@ void MoasAttention<T>::backward(ParamTable<T> &params, const T *x, T *dy, T *dx,
     const int64_t m = rows.size();
     const T *z = z_[(size_t)k].data();
     dz_.resize((size_t)(m * C));
-    gather_rows(dz_.data(), C, dy, C, rows, C);
+    gather_rows(dz_.data(), C, dy, C, rows.row, C);
 #pragma omp parallel for schedule(static) if (m * C >= kParallelGrain)
     for (int64_t r = 0; r < m; r++) {
       const int64_t slot = rows.row[(size_t)r] * S + k;

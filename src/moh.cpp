@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include <algorithm>
+
 #include "balance_loss.hpp"
 #include "gemm.hpp"
 #include "linear.hpp"
@@ -13,7 +15,8 @@ namespace moas {
 template <typename T>
 MohAttention<T>::MohAttention(const ModelConfig &config, ParamTable<T> &params, const std::string &prefix)
     : shape_{config.n_embd, config.n_head, config.n_kv_head, config.bias},
-      mixture_(config.heads.strategy == HeadStrategy::MixtureOfHeads) {
+      mixture_(config.heads.strategy == HeadStrategy::MixtureOfHeads),
+      projection_(config.n_embd, config.n_embd / config.n_head) {
   const int64_t H = config.n_head, C = config.n_embd;
   if (mixture_) {
     const int64_t shared = config.heads.num_shared_heads;
@@ -61,9 +64,57 @@ void MohAttention<T>::route(const ParamTable<T> &params, const T *x, const Block
                     spec_.head_type_router() ? a_.data() + 2 * n : nullptr, gate_.data() + n * H);
   }
   aux_ = moh_balance_loss(r_.data(), selected_.data(), N, E, &p_, &f_);
+  build_groups(N);
   for (int64_t i = 0; i < E; i++)
     routed_[(size_t)i].rows.select(
         ctx.batch, ctx.seq, [&](int64_t n) { return selected_[(size_t)(n * E + i)] != 0; }, ctx.past);
+}
+
+// Tokens that selected the same routed heads form a group (a stable sort by head set, so each group's tokens stay in
+// order), and slot_[n * E + i] is token n's row among routed head i's compact rows.
+template <typename T>
+void MohAttention<T>::build_groups(int64_t N) {
+  const int64_t E = spec_.routed;
+  std::vector<uint64_t> key((size_t)N, 0);
+  slot_.assign((size_t)(N * E), -1);
+  std::vector<int64_t> filled((size_t)E, 0);
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t i = 0; i < E; i++)
+      if (selected_[(size_t)(n * E + i)]) {
+        key[(size_t)n] |= uint64_t(1) << i;
+        slot_[(size_t)(n * E + i)] = filled[(size_t)i]++;
+      }
+  std::vector<int64_t> order((size_t)N);
+  for (int64_t n = 0; n < N; n++) order[(size_t)n] = n;
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return key[(size_t)a] < key[(size_t)b]; });
+  groups_.clear();
+  for (size_t start = 0; start < order.size();) {
+    size_t end = start;
+    while (end < order.size() && key[(size_t)order[end]] == key[(size_t)order[start]]) end++;
+    if (key[(size_t)order[start]] != 0) {
+      Group g;
+      g.tokens.assign(order.begin() + (int64_t)start, order.begin() + (int64_t)end);
+      for (int64_t i = 0; i < E; i++)
+        if (key[(size_t)order[start]] >> i & 1) g.heads.push_back(dense_heads_ + i);
+      groups_.push_back(std::move(g));
+    }
+    start = end;
+  }
+}
+
+// Between a group's [m, K d] buffer (head s of the group in columns s d .. s d + d - 1) and the heads' compact rows.
+template <typename T>
+void MohAttention<T>::move_group_rows(const Group &g, T *group_buffer, std::vector<T> RoutedHead::*field,
+                                      bool to_heads) {
+  const int64_t E = spec_.routed, d = shape_.head_dim(), K = (int64_t)g.heads.size();
+  for (size_t r = 0; r < g.tokens.size(); r++)
+    for (int64_t s = 0; s < K; s++) {
+      const int64_t i = g.heads[(size_t)s] - dense_heads_;
+      T *head_row = (routed_[(size_t)i].*field).data() + slot_[(size_t)(g.tokens[r] * E + i)] * d;
+      T *group_row = group_buffer + ((int64_t)r * K + s) * d;
+      if (to_heads) std::copy_n(group_row, d, head_row);
+      else std::copy_n(head_row, d, group_row);
+    }
 }
 
 template <typename T>
@@ -102,17 +153,20 @@ void MohAttention<T>::forward(const ParamTable<T> &params, const T *x, T *y, con
   linear_forward(v_.data(), KV, x, w + v_row * C, bias ? bias + v_row : nullptr, N, C, KV);
   q_dense_.resize((size_t)(N * P * d));
   if (P > 0) linear_forward(q_dense_.data(), P * d, x, w, bias, N, C, P * d);
-  for (int64_t i = 0; i < spec_.routed; i++) {
-    RoutedHead &rh = routed_[(size_t)i];
-    const int64_t m = rh.rows.size(), h = P + i;
-    rh.x.resize((size_t)(m * C));
+  for (RoutedHead &rh : routed_) {
+    const int64_t m = rh.rows.size();
     rh.q.resize((size_t)(m * d));
     rh.out.resize((size_t)(m * d));
     rh.gated.resize((size_t)(m * d));
     rh.lse.resize((size_t)m);
-    if (m == 0) continue;
-    gather_rows(rh.x.data(), C, x, C, rh.rows, C);
-    linear_forward(rh.q.data(), d, rh.x.data(), w + h * d * C, bias ? bias + h * d : nullptr, m, C, d);
+  }
+  for (const Group &g : groups_) {  // one projection per group of tokens that chose the same heads
+    const int64_t m = (int64_t)g.tokens.size();
+    group_x_.resize((size_t)(m * C));
+    group_h_.resize((size_t)(m * (int64_t)g.heads.size() * d));
+    gather_rows(group_x_.data(), C, x, C, g.tokens, C);
+    projection_.queries(group_h_.data(), group_x_.data(), m, g.heads, w, bias);
+    move_group_rows(g, group_h_.data(), &RoutedHead::q, true);
   }
   if (ctx.rope) {
     rope_rotate(q_dense_.data(), P * d, 0, P, N, ctx.all_rows->pos.data(), *ctx.rope, +1);
@@ -148,15 +202,18 @@ void MohAttention<T>::forward(const ParamTable<T> &params, const T *x, T *y, con
   if (P > 0) gemm(Trans::No, Trans::Yes, N, C, P * d, T(1), gated_dense, P * d, w_proj, C, T(1), y, C);
   for (int64_t i = 0; i < spec_.routed; i++) {
     RoutedHead &rh = routed_[(size_t)i];
-    const int64_t m = rh.rows.size(), h = P + i;
-    if (m == 0) continue;
-    for (int64_t r = 0; r < m; r++) {
-      const T g = gate_[(size_t)(rh.rows.row[(size_t)r] * H + h)];
+    for (int64_t r = 0; r < rh.rows.size(); r++) {
+      const T g = gate_[(size_t)(rh.rows.row[(size_t)r] * H + P + i)];
       for (int64_t c = 0; c < d; c++) rh.gated[(size_t)(r * d + c)] = g * rh.out[(size_t)(r * d + c)];
     }
+  }
+  for (const Group &g : groups_) {
+    const int64_t m = (int64_t)g.tokens.size();
+    group_h_.resize((size_t)(m * (int64_t)g.heads.size() * d));
     tmp_.resize((size_t)(m * C));
-    gemm(Trans::No, Trans::Yes, m, C, d, T(1), rh.gated.data(), d, w_proj + h * d, C, T(0), tmp_.data(), C);
-    scatter_add_rows(y, C, tmp_.data(), C, rh.rows, C, (const T *)nullptr);
+    move_group_rows(g, group_h_.data(), &RoutedHead::gated, false);
+    projection_.outputs(tmp_.data(), group_h_.data(), m, g.heads, w_proj);
+    scatter_add_rows(y, C, tmp_.data(), C, g.tokens, C, (const T *)nullptr);
   }
   dropout_apply(y, N * C, ctx.site((uint32_t)DropoutSiteId::AttentionOut));
   compute_stats(N);
@@ -195,17 +252,25 @@ void MohAttention<T>::backward(ParamTable<T> &params, const T *x, T *dy, T *dx, 
         d_gate_[(size_t)(n * H + h)] = dot;
       }
   }
-  for (int64_t i = 0; i < E; i++) {
-    RoutedHead &rh = routed_[(size_t)i];
-    const int64_t m = rh.rows.size(), h = P + i;
-    if (m == 0) continue;
-    d_rows_.resize((size_t)(m * C));
-    gather_rows(d_rows_.data(), C, dy, C, rh.rows, C);
+  for (RoutedHead &rh : routed_) {
+    const int64_t m = rh.rows.size();
     rh.d_gated.resize((size_t)(m * d));
     rh.d_out.resize((size_t)(m * d));
     rh.d_q.resize((size_t)(m * d));
-    gemm(Trans::Yes, Trans::No, C, d, m, T(1), d_rows_.data(), C, rh.gated.data(), d, T(1), dw_proj + h * d, C);
-    gemm(Trans::No, Trans::No, m, d, C, T(1), d_rows_.data(), C, w_proj + h * d, C, T(0), rh.d_gated.data(), d);
+  }
+  for (const Group &g : groups_) {
+    const int64_t m = (int64_t)g.tokens.size(), Kd = (int64_t)g.heads.size() * d;
+    d_rows_.resize((size_t)(m * C));
+    group_h_.resize((size_t)(m * Kd));
+    group_d_.resize((size_t)(m * Kd));
+    gather_rows(d_rows_.data(), C, dy, C, g.tokens, C);
+    move_group_rows(g, group_h_.data(), &RoutedHead::gated, false);
+    projection_.outputs_backward(group_d_.data(), dw_proj, d_rows_.data(), group_h_.data(), m, g.heads, w_proj);
+    move_group_rows(g, group_d_.data(), &RoutedHead::d_gated, true);
+  }
+  for (int64_t i = 0; i < E; i++) {
+    RoutedHead &rh = routed_[(size_t)i];
+    const int64_t m = rh.rows.size(), h = P + i;
     for (int64_t r = 0; r < m; r++) {
       const int64_t slot = rh.rows.row[(size_t)r] * H + h;
       T dot = 0;
@@ -238,14 +303,15 @@ void MohAttention<T>::backward(ParamTable<T> &params, const T *x, T *dy, T *dx, 
 
   // Projections.
   if (P > 0) linear_backward(dx, true, dw, dbias, d_q_dense_.data(), x, w, N, C, P * d);
-  for (int64_t i = 0; i < E; i++) {
-    RoutedHead &rh = routed_[(size_t)i];
-    const int64_t m = rh.rows.size(), h = P + i;
-    if (m == 0) continue;
+  for (const Group &g : groups_) {
+    const int64_t m = (int64_t)g.tokens.size(), Kd = (int64_t)g.heads.size() * d;
+    group_x_.resize((size_t)(m * C));
+    group_d_.resize((size_t)(m * Kd));
     d_rows_.resize((size_t)(m * C));
-    linear_backward(d_rows_.data(), false, dw + h * d * C, dbias ? dbias + h * d : nullptr, rh.d_q.data(),
-                    rh.x.data(), w + h * d * C, m, C, d);
-    scatter_add_rows(dx, C, d_rows_.data(), C, rh.rows, C, (const T *)nullptr);
+    gather_rows(group_x_.data(), C, x, C, g.tokens, C);
+    move_group_rows(g, group_d_.data(), &RoutedHead::d_q, false);
+    projection_.queries_backward(d_rows_.data(), dw, dbias, group_d_.data(), group_x_.data(), m, g.heads, w);
+    scatter_add_rows(dx, C, d_rows_.data(), C, g.tokens, C, (const T *)nullptr);
   }
   linear_backward(dx, true, dw + Q * C, dbias ? dbias + Q : nullptr, d_k_.data(), x, w + Q * C, N, C, KV);
   linear_backward(dx, true, dw + v_row * C, dbias ? dbias + v_row : nullptr, d_v_.data(), x, w + v_row * C, N, C,

@@ -2,9 +2,9 @@
 // the E routed heads follow and each token activates K of them (MixtureOfHeads); StaticPruning{k} keeps heads
 // 0 .. k-1 for every token. y_t = c_proj(concat_i gate_t,i head_i(t)).
 //
-// Inactive (token, head) pairs are not computed: a routed head gathers the rows of its tokens, projects only their
-// queries, runs attention for those rows against all keys (causal by original position), and its slice of c_proj
-// sees only those rows. The always-active heads form a prefix and run dense. A kv head is computed when a query
+// Inactive (token, head) pairs are not computed: each routed head keeps the rows of its tokens; tokens that chose
+// the same heads are projected together (their queries, and their heads' slice of c_proj) in one product per group;
+// attention runs for each head's rows against all keys (causal by original position). The always-active heads form a prefix and run dense. A kv head is computed when a query
 // head of its group can be active (all kv heads for MixtureOfHeads, a prefix for StaticPruning).
 #pragma once
 
@@ -13,6 +13,7 @@
 
 #include "attention.hpp"
 #include "attention_block.hpp"
+#include "head_projection.hpp"
 #include "moh_gates.hpp"
 #include "scheme.hpp"
 
@@ -38,11 +39,17 @@ class MohAttention final : public AttentionBlock<T> {
  private:
   struct RoutedHead {  // the compact rows of one routed head
     RowSet rows;
-    std::vector<T> x, q, out, gated, lse;  // [m, C], [m, d], [m, d], [m, d], [m]
-    std::vector<T> d_gated, d_out, d_q;    // backward scratch
+    std::vector<T> q, out, gated, lse;   // [m, d], [m, d], [m, d], [m]
+    std::vector<T> d_gated, d_out, d_q;  // backward scratch
+  };
+  struct Group {  // tokens that chose the same routed heads share one projection of those heads
+    std::vector<int64_t> tokens;  // ascending
+    std::vector<int64_t> heads;   // absolute head indices, ascending
   };
 
   void route(const ParamTable<T> &params, const T *x, const BlockContext<T> &ctx);
+  void build_groups(int64_t N);
+  void move_group_rows(const Group &g, T *group_buffer, std::vector<T> RoutedHead::*field, bool to_heads);
   void compute_stats(int64_t N);
   std::vector<QueryHead<T>> query_heads(const BlockContext<T> &ctx);
   KeyValues<T> key_values(const BlockContext<T> &ctx) const;
@@ -60,12 +67,16 @@ class MohAttention final : public AttentionBlock<T> {
   std::vector<uint8_t> selected_;    // [N, E] top-K indicator
   std::vector<T> q_dense_, k_, v_, out_dense_, gated_dense_, lse_dense_;  // [N, P d], [N, kv d] x2, [N, P d] x2, [P N]
   std::vector<RoutedHead> routed_;
+  std::vector<Group> groups_;
+  std::vector<int64_t> slot_;  // [N, E] token n's row among routed head i's rows (-1 if not selected)
+  HeadProjection<T> projection_;
   double aux_ = 0;
   std::vector<double> f_, p_;  // [E] fraction of tokens selecting head i, mean routed softmax
   RouterStats stats_;
 
   // Backward scratch.
   std::vector<T> d_gate_, d_gated_dense_, d_out_dense_, d_q_dense_, d_k_, d_v_, d_rows_, d_r_, d_s_, d_a_, tmp_;
+  std::vector<T> group_x_, group_h_, group_d_;  // a group's gathered inputs, head rows, and their gradients
 };
 
 extern template class MohAttention<float>;

@@ -43,24 +43,25 @@ struct RowSet {
   }
 };
 
-// out[r, :] = src[rows.row[r], :] for the width columns starting at each row.           out [m, out_stride]
+// out[r, :] = src[row[r], :] for the width columns starting at each row.                 out [m, out_stride]
 template <typename T>
-void gather_rows(T *out, int64_t out_stride, const T *src, int64_t src_stride, const RowSet &rows, int64_t width) {
-  const int64_t m = rows.size();
+void gather_rows(T *out, int64_t out_stride, const T *src, int64_t src_stride, const std::vector<int64_t> &row,
+                 int64_t width) {
+  const int64_t m = (int64_t)row.size();
 #pragma omp parallel for schedule(static) if (m * width >= kParallelGrain)
   for (int64_t r = 0; r < m; ++r)
-    std::memcpy(out + r * out_stride, src + rows.row[(size_t)r] * src_stride, (size_t)width * sizeof(T));
+    std::memcpy(out + r * out_stride, src + row[(size_t)r] * src_stride, (size_t)width * sizeof(T));
 }
 
-// dst[rows.row[r], :] += scale[r] * src[r, :] (scale may be null for 1). Rows are distinct, so threads never
-// write the same element.
+// dst[row[r], :] += scale[r] * src[r, :] (scale may be null for 1). Rows are distinct, so threads never write the
+// same element.
 template <typename T>
-void scatter_add_rows(T *dst, int64_t dst_stride, const T *src, int64_t src_stride, const RowSet &rows,
+void scatter_add_rows(T *dst, int64_t dst_stride, const T *src, int64_t src_stride, const std::vector<int64_t> &row,
                       int64_t width, const T *scale) {
-  const int64_t m = rows.size();
+  const int64_t m = (int64_t)row.size();
 #pragma omp parallel for schedule(static) if (m * width >= kParallelGrain)
   for (int64_t r = 0; r < m; ++r) {
-    T *d = dst + rows.row[(size_t)r] * dst_stride;
+    T *d = dst + row[(size_t)r] * dst_stride;
     const T *s = src + r * src_stride;
     const T a = scale ? scale[r] : T(1);
 #pragma omp simd

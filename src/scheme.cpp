@@ -63,7 +63,7 @@ void Scheme<T>::forward(const ParamTable<T> &params, const T *x, const RowSet &r
     q_.resize((size_t)(m * Q));
     kv_.resize((size_t)(N * KV));
     x_rows_.resize((size_t)(m * C));
-    gather_rows(x_rows_.data(), C, x, C, rows, C);
+    gather_rows(x_rows_.data(), C, x, C, rows.row, C);
     linear_forward(q_.data(), Q, x_rows_.data(), w, bias, m, C, Q);
     linear_forward(kv_.data(), KV, x, w + Q * C, bias ? bias + Q : nullptr, N, C, KV);
     if (ctx.rope) {
@@ -129,7 +129,7 @@ void Scheme<T>::backward(ParamTable<T> &params, const T *x, T *dz, T *dx, const 
   }
   d_x_rows_.resize((size_t)(m * C));
   linear_backward(d_x_rows_.data(), false, dw, dbias, dq, x_rows_.data(), w, m, C, Q);
-  scatter_add_rows(dx, C, d_x_rows_.data(), C, rows, C, (const T *)nullptr);
+  scatter_add_rows(dx, C, d_x_rows_.data(), C, rows.row, C, (const T *)nullptr);
   linear_backward(dx, true, dw + Q * C, dbias ? dbias + Q : nullptr, dk, x, w + Q * C, N, C, KV);
 }
 

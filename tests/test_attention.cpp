@@ -396,11 +396,11 @@ TEST_CASE("routed query rows equal dense attention at those rows, forward and ba
     for (int64_t h = 0; h < H; ++h) {
       const int64_t m = rows[(size_t)h].size();
       q[h].resize(m * d);
-      moas::gather_rows(q[h].data(), d, qkv.data() + h * d, L.stride(), rows[(size_t)h], d);
+      moas::gather_rows(q[h].data(), d, qkv.data() + h * d, L.stride(), rows[(size_t)h].row, d);
       out[h].assign(m * d, 0.0);
       lse[h].assign(m, 0.0);
       dout[h].resize(m * d);
-      moas::gather_rows(dout[h].data(), d, W.data() + h * d, L.out_cols(), rows[(size_t)h], d);
+      moas::gather_rows(dout[h].data(), d, W.data() + h * d, L.out_cols(), rows[(size_t)h].row, d);
       dq[h].assign(m * d, std::numeric_limits<double>::quiet_NaN());
     }
     for (int64_t h = 0; h < H; ++h) {

@@ -80,47 +80,73 @@ std::vector<float> random_input(int64_t n, uint64_t seed) {
   return x;
 }
 
+
+// Finite differences of CE + lambda * aux over every parameter tensor (12 samples each), asserting that no routing
+// decision moves between evaluations.
+void check_model_gradients(ModelConfig config, int64_t B, int64_t Tn) {
+  // A large load-balance weight makes its gradient visible next to the cross-entropy's.
+  config.moas.aux_weight = 0.5;
+  config.heads.load_balance_weight = 0.5;
+  Model<double> model(config);
+  // Routers far from uniform give routing margins far above the finite-difference step; norm gains and biases
+  // off their init values make their gradients generic.
+  for (const ParamInfo &info : model.params.infos()) {
+    double *v = model.params.values.data() + info.offset;
+    if (is_router_weight(info.name))
+      for (int64_t i = 0; i < info.numel; i++) v[i] *= 40.0;
+    if (info.shape.size() == 1) {
+      const auto noise = moas_test::random_vector((size_t)info.numel, (uint64_t)info.offset, 0.1);
+      for (int64_t i = 0; i < info.numel; i++) v[i] += noise[(size_t)i];
+    }
+  }
+  const auto tokens = moas_test::tokens_for(B * Tn, config.vocab_size, 3);
+  auto targets = moas_test::tokens_for(B * Tn, config.vocab_size, 4);
+  targets[1] = -1;
+  const uint64_t fixed_step = 5;  // the same dropout masks in every evaluation
+  model.training_forwards = fixed_step;
+  model.forward(tokens.data(), targets.data(), B, Tn, true);
+  const std::vector<int64_t> routing = decisions(model);
+  model.backward();
+  auto loss = [&] {
+    model.training_forwards = fixed_step;
+    const double ce = model.forward(tokens.data(), targets.data(), B, Tn, true);
+    REQUIRE(decisions(model) == routing);
+    return ce + model.config().aux_weight() * model.aux_loss();
+  };
+  for (const ParamInfo &info : model.params.infos())
+    moas_test::check_gradient(info.name, model.params.values.data() + info.offset, (size_t)info.numel,
+                              model.params.grads.data() + info.offset, loss, 12);
+}
+
 }  // namespace
 
 TEST_CASE("routed models: every parameter gradient matches finite differences, no routing decision flips",
           "[routing][gradcheck]") {
-  for (auto [name, config] : moas_test::routed_configs()) {
-    DYNAMIC_SECTION(name) {
-      // A large load-balance weight makes its gradient visible next to the cross-entropy's.
-      config.moas.aux_weight = 0.5;
-      config.heads.load_balance_weight = 0.5;
-      Model<double> model(config);
-      // Routers far from uniform give routing margins far above the finite-difference step; norm gains and biases
-      // off their init values make their gradients generic.
-      for (const ParamInfo &info : model.params.infos()) {
-        double *v = model.params.values.data() + info.offset;
-        if (is_router_weight(info.name))
-          for (int64_t i = 0; i < info.numel; i++) v[i] *= 40.0;
-        if (info.shape.size() == 1) {
-          const auto noise = moas_test::random_vector((size_t)info.numel, (uint64_t)info.offset, 0.1);
-          for (int64_t i = 0; i < info.numel; i++) v[i] += noise[(size_t)i];
-        }
-      }
-      const int64_t B = 2, Tn = 6;
-      const auto tokens = moas_test::tokens_for(B * Tn, config.vocab_size, 3);
-      auto targets = moas_test::tokens_for(B * Tn, config.vocab_size, 4);
-      targets[1] = -1;
-      const uint64_t fixed_step = 5;  // the same dropout masks in every evaluation
-      model.training_forwards = fixed_step;
-      model.forward(tokens.data(), targets.data(), B, Tn, true);
-      const std::vector<int64_t> routing = decisions(model);
-      model.backward();
-      auto loss = [&] {
-        model.training_forwards = fixed_step;
-        const double ce = model.forward(tokens.data(), targets.data(), B, Tn, true);
-        REQUIRE(decisions(model) == routing);
-        return ce + model.config().aux_weight() * model.aux_loss();
-      };
-      for (const ParamInfo &info : model.params.infos())
-        moas_test::check_gradient(info.name, model.params.values.data() + info.offset, (size_t)info.numel,
-                                  model.params.grads.data() + info.offset, loss, 12);
-    }
+  for (const auto &[name, config] : moas_test::routed_configs()) {
+    DYNAMIC_SECTION(name) { check_model_gradients(config, 2, 6); }
   }
+}
+
+TEST_CASE("MoH groups large enough for the gathered-weight products: gradients and AllHeads equivalence",
+          "[routing][gradcheck]") {
+  // 4 x 64 tokens over 3 head pairs: every routing group holds more than kWideGroup tokens.
+  ModelConfig config = moas_test::moh_config(4, 2, 16, 1, 2);
+  config.block_size = 64;
+  check_model_gradients(config, 4, 64);
+
+  const int64_t B = 8, Tn = 64, C = 24, H = 6;
+  const auto x = random_input(B * Tn * C, 9);
+  ModelConfig all_config = moas_test::tiny_config(H, 3, C);
+  all_config.block_size = Tn;
+  Block all(all_config);
+  ModelConfig mix_config = moas_test::moh_config(H, 3, C, 2, 4);
+  mix_config.block_size = Tn;
+  Block mixture(mix_config);  // zero routers: every token in one group of all routed heads, gates 1
+  for (const ParamInfo &info : mixture.params.infos()) {
+    if (is_router_weight(info.name)) std::fill_n(mixture.tensor(info.name), info.numel, 0.0f);
+    else std::copy_n(all.tensor(info.name), info.numel, mixture.tensor(info.name));
+  }
+  REQUIRE(moas_test::close(mixture.run(x, B, Tn, C), all.run(x, B, Tn, C), 1e-5));
 }
 
 TEST_CASE("MoAS soft or top1 with the router forced one-hot on branch k equals branch k alone (SPEC §6.1)",

@@ -1,0 +1,57 @@
+"""Python bindings (ctypes) for libmoas: GPT models whose attention is one scheme (MHA, GQA, MQA), a Mixture of
+Attention Schemes (MoAS) or Mixture-of-Heads (MoH).
+
+    import moas
+    with moas.Model(vocab_size=13, block_size=16, n_layer=2, n_head=4, n_embd=32, dropout=0.0,
+                    attention="moas", moas_mode="soft") as model:
+        loss, aux = model.forward(tokens, targets, training=True)
+        model.backward(); model.step(lr=1e-3); model.zero_grad()
+
+The library is found through MOAS_LIBRARY (a full path), MOAS_LIBRARY_DIR, next to this package, the install
+prefix, then the system loader; it must speak ABI version `ABI_VERSION`.
+
+Thread safety: a Model is used by one thread at a time; distinct models may be used concurrently.
+"""
+from ._lib import ABI_VERSION, LibraryError
+from ._lib import lib as _load
+from .config import AllHeads, Config, HeadSelection, MixtureOfHeads, StaticPruning
+from .errors import (AbiMismatch, CheckpointConfig, CheckpointDtype, CheckpointError, CheckpointHeader,
+                     CheckpointLayout, CheckpointMissingTensor, CheckpointShape, CheckpointTruncated,
+                     CheckpointUnexpectedTensor, ContextFull, ContextTooLong, DeviceUnavailable, Error, FileError,
+                     IndexOutOfRange, InternalError, InvalidConfig, InvalidInput, NoForward, NonFinite, NoRouter,
+                     NullArgument, OutOfMemory, SizeMismatch, TargetOutOfRange, TokenOutOfRange, UnknownParameter)
+from .model import KVCache, Model, ParameterInfo, RouterStats, adamw_defaults, checkpoint_user_metadata
+
+__version__ = "0.2.0"
+
+
+def load_library():
+    """Loads libmoas now (it is otherwise loaded on first use); raises LibraryError if absent or incompatible."""
+    return _load()
+
+
+def library_version():
+    """The loaded library's version string, e.g. "0.1.0"."""
+    return _load().moas_version_string().decode("ascii")
+
+
+def abi_version():
+    """MOAS_ABI_VERSION of the loaded library (equal to ABI_VERSION once loaded)."""
+    return _load().moas_abi_version()
+
+
+def library_path():
+    """Where the loaded library came from."""
+    return _load()._moas_path
+
+
+__all__ = [
+    "ABI_VERSION", "LibraryError", "load_library", "library_version", "abi_version", "library_path",
+    "Config", "HeadSelection", "AllHeads", "MixtureOfHeads", "StaticPruning",
+    "Model", "KVCache", "ParameterInfo", "RouterStats", "adamw_defaults", "checkpoint_user_metadata",
+    "Error", "NullArgument", "InvalidConfig", "AbiMismatch", "SizeMismatch", "InvalidInput", "TokenOutOfRange",
+    "TargetOutOfRange", "ContextTooLong", "ContextFull", "NoForward", "NonFinite", "UnknownParameter",
+    "CheckpointError", "FileError", "CheckpointTruncated", "CheckpointHeader", "CheckpointLayout",
+    "CheckpointMissingTensor", "CheckpointUnexpectedTensor", "CheckpointShape", "CheckpointDtype",
+    "CheckpointConfig", "NoRouter", "DeviceUnavailable", "OutOfMemory", "IndexOutOfRange", "InternalError",
+]

@@ -1,0 +1,49 @@
+//! Safe Rust API for libmoas: small GPT models whose attention is one scheme (MHA/GQA/MQA), a Mixture of Attention
+//! Schemes (MoAS) or a Mixture-of-Heads (MoH, RustGPT's [`HeadSelectionStrategy`]), trained on the CPU.
+//!
+//! ```no_run
+//! use moas::{AdamW, Config, HeadSelectionStrategy, Model};
+//! # fn main() -> moas::Result<()> {
+//! let config = Config::new().vocab_size(64).block_size(16).layers(2).heads(4).width(64).dropout(0.0)
+//!     .head_selection(HeadSelectionStrategy::MixtureOfHeads {
+//!         num_shared_heads: 1, num_active_routed_heads: 2, load_balance_weight: 0.01,
+//!     });
+//! let mut model = Model::new(&config)?;
+//! let tokens: Vec<i32> = (0..16).collect();
+//! let targets: Vec<i32> = (1..17).collect();
+//! let (loss, aux) = model.forward(&tokens, Some(&targets), 1, 16, true)?;
+//! model.backward()?;
+//! model.step(&AdamW::default())?;
+//! model.zero_grad()?;
+//! println!("loss {loss} aux {aux}, layer 0 balance {}", model.router_stats(0)?.balance);
+//! # Ok(()) }
+//! ```
+//!
+//! Errors carry the library's status and its message ([`Error`]). A [`Model`] is `Send` but not `Sync`: the C
+//! library lets one thread at a time use a model, and distinct models run concurrently.
+//!
+//! Incremental decoding: a [`KvCache`] made for a model's architecture (it does not keep the model alive) feeds
+//! [`Model::prefill`] and [`Model::decode_step`], whose logits equal a full forward over the whole prefix. It is
+//! `Send` but not `Sync`, like [`Model`].
+
+mod config;
+mod error;
+mod kv_cache;
+mod model;
+
+pub use config::{AdamW, Attention, Config, HeadSelectionStrategy, Mlp, MoasMode, MohGates, Norm, Position};
+pub use error::{Error, Result, Status};
+pub use kv_cache::KvCache;
+pub use moas_sys as sys;
+pub use model::{checkpoint_user_metadata, Model, ParameterInfo, RouterStats};
+
+/// `MOAS_ABI_VERSION` of the loaded library (models refuse to be created when it differs from moas-sys's).
+pub fn abi_version() -> u32 {
+    unsafe { sys::moas_abi_version() }
+}
+
+/// The loaded library's version, e.g. "0.1.0".
+pub fn version() -> &'static str {
+    // Static storage in the library.
+    unsafe { std::ffi::CStr::from_ptr(sys::moas_version_string()) }.to_str().unwrap_or("")
+}
