@@ -107,6 +107,11 @@ MOAS_API uint32_t moas_abi_version(void);
 /* The library version, e.g. "0.1.0". Thread-safe; static storage. */
 MOAS_API const char *moas_version_string(void);
 
+/* How this library was built, for reports that must be reproducible (LESSONS.md 10): version, the library serving
+ * float matrix products, the instruction set the CPU kernels were compiled for, and the CPU threads available,
+ * e.g. "libmoas 0.2.0; float GEMM oneDNN; kernels AVX-512; 2 CPU threads". Thread-safe; static storage. */
+MOAS_API const char *moas_build_info(void);
+
 /* ---------------------------------------------------------------------------------------------------------------
  * Model configuration
  * ------------------------------------------------------------------------------------------------------------- */

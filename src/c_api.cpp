@@ -13,6 +13,7 @@
 #include "checkpoint.hpp"
 #include "config.hpp"
 #include "error.hpp"
+#include "gemm.hpp"
 #include "model.hpp"
 #include "moas.h"
 #include "parallel.hpp"
@@ -186,6 +187,20 @@ const char *moas_last_error(void) { return last_error.c_str(); }
 uint32_t moas_abi_version(void) { return MOAS_ABI_VERSION; }
 
 const char *moas_version_string(void) { return moas::kVersion; }
+
+const char *moas_build_info(void) {
+#if defined(__AVX512F__)
+  constexpr const char *isa = "AVX-512";
+#elif defined(__AVX2__)
+  constexpr const char *isa = "AVX2";
+#else
+  constexpr const char *isa = "baseline";
+#endif
+  static const std::string info = std::string("libmoas ") + moas::kVersion + "; float GEMM " +
+                                  moas::gemm_backend_name() + "; kernels " + isa + "; " +
+                                  std::to_string(omp_get_num_procs()) + " CPU threads";
+  return info.c_str();
+}
 
 moas_status moas_model_config_default(moas_model_config *cfg) {
   return guarded([&] {

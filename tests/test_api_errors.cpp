@@ -43,6 +43,10 @@ TEST_CASE("status strings and version queries", "[api]") {
   REQUIRE(std::string(moas_status_string((moas_status)999)) == "MOAS_ERR_UNKNOWN_STATUS");
   REQUIRE(moas_abi_version() == MOAS_ABI_VERSION);
   REQUIRE(std::string(moas_version_string()).size() >= 5);
+  const std::string info = moas_build_info();
+  REQUIRE(info.find(moas_version_string()) != std::string::npos);
+  REQUIRE(info.find("float GEMM") != std::string::npos);
+  REQUIRE(info.find("CPU threads") != std::string::npos);
 }
 
 TEST_CASE("config defaults are the paper's model and honour struct_size", "[api][config]") {

@@ -282,6 +282,27 @@ TEST_CASE("router statistics: shares sum to 1, balance and collapse figures, eve
   }
 }
 
+TEST_CASE("router statistics flag a collapse onto one branch", "[api][routing]") {
+  moas_model_config c = moas_cfg(MOAS_MODE_SOFT);
+  c.bias = 1;
+  ModelPtr model = make_model(c);
+  // Router output bias +30 on branch 0 in every layer: every token's gate is ~1 there.
+  for (const char *name : {"transformer.h.0.attn.router.2.bias", "transformer.h.1.attn.router.2.bias"}) {
+    const float bias[3] = {30.0f, 0.0f, 0.0f};
+    REQUIRE(moas_parameter_write(model.get(), name, bias, 3) == MOAS_OK);
+  }
+  const auto tokens = sequence(2 * 16, 13, 8);
+  REQUIRE(moas_forward(model.get(), tokens.data(), nullptr, 2, 16, 0, nullptr, nullptr) == MOAS_OK);
+  moas_layer_router_stats s;
+  s.struct_size = sizeof s;
+  REQUIRE(moas_router_stats(model.get(), 1, &s) == MOAS_OK);
+  REQUIRE(s.collapsed == 1);
+  REQUIRE(s.balance == Approx(1.0 / 3.0).epsilon(1e-4));
+  REQUIRE(s.max_over_mean == Approx(3.0).epsilon(1e-4));
+  REQUIRE(s.top_share[0] == 1.0f);
+  REQUIRE(s.aux_loss == Approx(2.0 / 9.0).epsilon(1e-4));  // ((2/3)^2 + 2 (1/3)^2) / 3
+}
+
 TEST_CASE("the load-balance loss is reported in training only and its weight moves the router", "[api][routing]") {
   for (moas_model_config c : {moas_cfg(MOAS_MODE_SOFT), moh_cfg(1, 2)}) {
     DYNAMIC_SECTION("attention " << c.attention) {

@@ -2,7 +2,7 @@
 # Installs the Debian packages libmoas builds and tests with (idempotent; needs root or sudo).
 set -euo pipefail
 packages=(build-essential cmake pkg-config libopenblas-openmp-dev libopenblas-dev catch2 libbenchmark-dev
-          nlohmann-json3-dev libdnnl-dev)
+          nlohmann-json3-dev libdnnl-dev python3-venv)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

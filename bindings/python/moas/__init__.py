@@ -35,6 +35,11 @@ def library_version():
     return _load().moas_version_string().decode("ascii")
 
 
+def build_info():
+    """How the loaded library was built: version, GEMM library, kernel instruction set, CPU threads."""
+    return _load().moas_build_info().decode("ascii")
+
+
 def abi_version():
     """MOAS_ABI_VERSION of the loaded library (equal to ABI_VERSION once loaded)."""
     return _load().moas_abi_version()
@@ -46,7 +51,7 @@ def library_path():
 
 
 __all__ = [
-    "ABI_VERSION", "LibraryError", "load_library", "library_version", "abi_version", "library_path",
+    "ABI_VERSION", "LibraryError", "load_library", "library_version", "build_info", "abi_version", "library_path",
     "Config", "HeadSelection", "AllHeads", "MixtureOfHeads", "StaticPruning",
     "Model", "KVCache", "ParameterInfo", "RouterStats", "adamw_defaults", "checkpoint_user_metadata",
     "Error", "NullArgument", "InvalidConfig", "AbiMismatch", "SizeMismatch", "InvalidInput", "TokenOutOfRange",

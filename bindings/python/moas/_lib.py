@@ -132,6 +132,7 @@ PROTOTYPES = {
     "moas_last_error": (ctypes.c_char_p, []),
     "moas_abi_version": (ctypes.c_uint32, []),
     "moas_version_string": (ctypes.c_char_p, []),
+    "moas_build_info": (ctypes.c_char_p, []),
     "moas_model_config_default": (c_status, [_P(moas_model_config)]),
     "moas_model_create": (c_status, [_P(moas_model_config), _P(c_model_p)]),
     "moas_model_destroy": (None, [c_model_p]),

@@ -58,6 +58,7 @@ extern "C" {
 }
 extern "C" {
     pub fn moas_version_string() -> *const ::std::os::raw::c_char;
+    pub fn moas_build_info() -> *const ::std::os::raw::c_char;
 }
 
 pub const MOAS_NORM_LAYERNORM: _bindgen_ty_1 = 0;

@@ -59,8 +59,8 @@ fn main() -> moas::Result<()> {
         });
     let mut model = Model::new(&config)?;
     println!(
-        "libmoas {} | {} parameters | vocab {} characters | batch {BATCH} x {CONTEXT} | MoH 2 shared + 4 of 6 routed",
-        moas::version(),
+        "{} | {} parameters | vocab {} characters | batch {BATCH} x {CONTEXT} | MoH 2 shared + 4 of 6 routed",
+        moas::build_info(),
         model.num_parameters()?,
         vocab.len()
     );

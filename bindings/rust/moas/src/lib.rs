@@ -47,3 +47,9 @@ pub fn version() -> &'static str {
     // Static storage in the library.
     unsafe { std::ffi::CStr::from_ptr(sys::moas_version_string()) }.to_str().unwrap_or("")
 }
+
+/// How the loaded library was built (version, GEMM library, kernel instruction set, CPU threads), for reports.
+pub fn build_info() -> &'static str {
+    // Static storage in the library.
+    unsafe { std::ffi::CStr::from_ptr(sys::moas_build_info()) }.to_str().unwrap_or("")
+}
