@@ -1,0 +1,73 @@
+// Training text: the generated recall/copy task or a file, its vocabulary, the 90/10 split and the batches.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "options.hpp"
+
+namespace moas_cli {
+
+// Character-level (the sorted unique code points of the text, as the reference does) or the 256 byte values.
+class Vocabulary {
+ public:
+  static Vocabulary bytes();
+  static Vocabulary characters_of(const std::u32string &text);
+  // Reads what to_json wrote; throws RuntimeFailure on anything else.
+  static Vocabulary from_json(const nlohmann::json &json);
+  nlohmann::json to_json() const;
+
+  bool is_bytes() const { return is_bytes_; }
+  int size() const { return is_bytes_ ? 256 : (int)characters_.size(); }
+  // Token ids of a UTF-8 string; throws UsageError naming the first character outside the vocabulary.
+  std::vector<int32_t> encode(const std::string &utf8) const;
+  std::string decode(int32_t token) const;
+  // The id of a character of a character vocabulary, or -1.
+  int32_t id_of(char32_t c) const;
+
+ private:
+  bool is_bytes_ = false;
+  std::u32string characters_;  // sorted
+};
+
+// A run of tokens and which of them a prediction is scored on: the generated task scores only the answers a
+// model can know (recalled values, copied words) so its loss measures recall and copying, not the random symbols
+// around them; text files score every token (scored empty).
+struct Split {
+  std::vector<int32_t> tokens;
+  std::vector<uint8_t> scored;  // empty, or one flag per token
+  size_t size() const { return tokens.size(); }
+};
+
+struct Corpus {
+  Vocabulary vocabulary;
+  Split train;  // the first 90% of the tokens
+  Split val;    // the last 10%
+  std::string source;          // what the text is, for people
+  std::string fingerprint;     // hash of the tokens and the vocabulary: a resumed run must see the same
+};
+
+// The generated task or --data, tokenised and split; throws UsageError/RuntimeFailure when the text cannot hold
+// a window of block + 1 tokens in its validation tenth.
+Corpus load_corpus(const TrainOptions &options);
+
+// Multi-query associative recall mixed with copying, one episode a line, e.g. "c4 x1 q7 m2 ? q7 c4 x1 | hpzw=hpzw":
+// key/value bindings, then queries whose digit is the value bound to the key earlier in the line, then a word and
+// its copy. Recall needs attention to look up one earlier position by content, for several queries at once: the
+// kind of lookup that sharing key/value heads (GQA, MQA) makes harder. *answers flags each character that is a
+// recalled value or a copied letter.
+std::string generate_recall_copy_text(uint64_t seed, size_t min_chars, std::vector<uint8_t> *answers);
+
+// tokens and targets [batch, block]: random windows of block + 1 tokens of split, lane b of draw (seed, stream,
+// index); targets are -1 where the split does not score the token. The windows depend on nothing else, so a
+// resumed run sees the batches a straight run would.
+void fill_batch(const Split &split, int block, int batch, uint64_t seed, uint64_t stream, uint64_t index,
+                int32_t *tokens, int32_t *targets);
+
+// UTF-8 text as code points; false (with the offset of the first bad byte) when the text is not valid UTF-8.
+bool decode_utf8(const std::string &text, std::u32string *code_points, size_t *bad_offset);
+std::string encode_utf8(char32_t code_point);
+
+}  // namespace moas_cli

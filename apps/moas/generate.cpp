@@ -1,0 +1,204 @@
+#include "generate.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <numeric>
+#include <string>
+
+#include "checkpoint.hpp"
+#include "counter_rng.hpp"
+#include "dataset.hpp"
+#include "errors.hpp"
+#include "handles.hpp"
+
+namespace moas_cli {
+
+namespace {
+
+struct GenerateOptions {
+  std::string checkpoint;
+  std::string prompt;
+  int tokens = 200;
+  double temperature = 0.8;
+  int top_k = 0;
+  uint64_t seed = 1337;
+  int threads = 0;
+};
+
+const char kUsage[] =
+    "usage: moas generate --checkpoint DIR/model.safetensors [flags]\n\n"
+    "Samples text from a checkpoint written by moas train, decoding with a KV cache.\n\n"
+    "  --checkpoint FILE     the checkpoint (or the directory holding model.safetensors)\n"
+    "  --prompt TEXT         text to continue, in the checkpoint's vocabulary [a newline]\n"
+    "  --tokens N            tokens to generate [200]\n"
+    "  --temperature T       softmax temperature; 0 picks the most likely token [0.8]\n"
+    "  --top-k K             sample among the K most likely tokens; 0 for all [0]\n"
+    "  --seed S              sampling seed [1337]\n"
+    "  --threads N           CPU threads (0: all cores) [0]\n";
+
+double parse_number(const std::string &flag, const std::string &value, double low, double high) {
+  char *end = nullptr;
+  const double parsed = std::strtod(value.c_str(), &end);
+  if (value.empty() || *end != '\0' || !std::isfinite(parsed))
+    throw UsageError(flag + ": '" + value + "' is not a number");
+  if (parsed < low || parsed > high)
+    throw UsageError(flag + " " + value + " is out of range: use " + std::to_string((long long)low) + " to " +
+                     std::to_string((long long)high));
+  return parsed;
+}
+
+int parse_count(const std::string &flag, const std::string &value, int low, int high) {
+  const double parsed = parse_number(flag, value, low, high);
+  if (parsed != std::floor(parsed)) throw UsageError(flag + ": '" + value + "' is not a whole number");
+  return (int)parsed;
+}
+
+// Returns false when --help was asked for.
+bool parse_generate_arguments(int argc, char **argv, GenerateOptions *o) {
+  for (int i = 2; i < argc; i++) {
+    const std::string arg = argv[i];
+    if (arg == "-h" || arg == "--help") return false;
+    const size_t equals = arg.find('=');
+    const std::string flag = arg.substr(0, equals);
+    if (flag != "--checkpoint" && flag != "--prompt" && flag != "--tokens" && flag != "--temperature" &&
+        flag != "--top-k" && flag != "--seed" && flag != "--threads")
+      throw UsageError("unknown " + std::string(arg.rfind("--", 0) == 0 ? "flag " : "argument ") + flag +
+                       " for moas generate (see moas generate --help)");
+    std::string value;
+    if (equals != std::string::npos) value = arg.substr(equals + 1);
+    else if (i + 1 < argc && (flag == "--prompt" || std::string(argv[i + 1]).rfind("--", 0) != 0)) value = argv[++i];
+    else throw UsageError(flag + " needs a value");
+    if (flag == "--checkpoint") o->checkpoint = value;
+    else if (flag == "--prompt") o->prompt = value;
+    else if (flag == "--tokens") o->tokens = parse_count(flag, value, 1, 100000000);
+    else if (flag == "--temperature") o->temperature = parse_number(flag, value, 0, 100);
+    else if (flag == "--top-k") o->top_k = parse_count(flag, value, 0, 1 << 30);
+    else if (flag == "--threads") o->threads = parse_count(flag, value, 0, 4096);
+    else {
+      char *end = nullptr;
+      o->seed = std::strtoull(value.c_str(), &end, 10);
+      if (value.empty() || value[0] == '-' || *end != '\0')
+        throw UsageError("--seed: '" + value + "' is not a whole number from 0 to 2^64-1");
+    }
+  }
+  if (o->checkpoint.empty())
+    throw UsageError("moas generate needs --checkpoint FILE (e.g. runs/train/model.safetensors)");
+  return true;
+}
+
+}  // namespace
+
+int32_t sample_token(const std::vector<float> &logits, double temperature, int top_k, uint64_t seed,
+                     uint64_t index) {
+  const int32_t vocab = (int32_t)logits.size();
+  if (temperature == 0) return (int32_t)(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  std::vector<int32_t> order((size_t)vocab);
+  std::iota(order.begin(), order.end(), 0);
+  const int32_t kept = top_k > 0 && top_k < vocab ? top_k : vocab;
+  // Largest first; equal logits keep the lower id first, so the draw does not depend on the sort.
+  std::partial_sort(order.begin(), order.begin() + kept, order.end(), [&](int32_t a, int32_t b) {
+    return logits[(size_t)a] > logits[(size_t)b] || (logits[(size_t)a] == logits[(size_t)b] && a < b);
+  });
+  std::vector<double> weights((size_t)kept);
+  const double top = logits[(size_t)order[0]];
+  double total = 0;
+  for (int32_t i = 0; i < kept; i++) {
+    weights[(size_t)i] = std::exp((logits[(size_t)order[(size_t)i]] - top) / temperature);
+    total += weights[(size_t)i];
+  }
+  double u = counter_uniform(seed, kStreamSampling, index, 0) * total;
+  for (int32_t i = 0; i < kept; i++) {
+    u -= weights[(size_t)i];
+    if (u < 0) return order[(size_t)i];
+  }
+  return order[(size_t)kept - 1];
+}
+
+int run_generate_command(int argc, char **argv) {
+  GenerateOptions o;
+  if (!parse_generate_arguments(argc, argv, &o)) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  std::error_code ec;
+  std::string path = o.checkpoint;
+  if (std::filesystem::is_directory(path, ec)) path += "/model.safetensors";
+  if (!std::filesystem::exists(path, ec))
+    throw RuntimeFailure("no checkpoint at " + path +
+                         ": pass --checkpoint DIR/model.safetensors written by moas train");
+  const nlohmann::json metadata = read_checkpoint_metadata(path);
+  const Vocabulary vocabulary = Vocabulary::from_json(metadata["vocabulary"]);
+  std::vector<int32_t> sequence = vocabulary.encode(o.prompt);
+
+  moas_model_config overrides;
+  overrides.struct_size = sizeof overrides;
+  check_status(moas_model_config_default(&overrides), "moas_model_config_default");
+  overrides.n_threads = o.threads;
+  moas_model *raw = nullptr;
+  check_status(moas_model_create_from_file(path.c_str(), &overrides, &raw), "loading " + path);
+  const ModelPtr model(raw);
+  moas_model_config config;
+  config.struct_size = sizeof config;
+  check_status(moas_model_get_config(model.get(), &config), "moas_model_get_config");
+  if (config.vocab_size != vocabulary.size())
+    throw RuntimeFailure(path + " has " + std::to_string(config.vocab_size) + " outputs but a vocabulary of " +
+                         std::to_string(vocabulary.size()) + ": the checkpoint's metadata is damaged");
+
+  std::string shown_prompt = o.prompt;
+  if (sequence.empty()) {
+    // No prompt: start from a newline when the vocabulary has one (a line start in text), else from token 0.
+    const int32_t newline = vocabulary.is_bytes() ? '\n' : vocabulary.id_of(U'\n');
+    sequence = {newline >= 0 ? newline : 0};
+    shown_prompt = vocabulary.decode(sequence[0]);
+  }
+
+  const int capacity = config.block_size;
+  const KvCachePtr cache = create_kv_cache(model.get(), capacity);
+  uint64_t bytes_per_token = 0;
+  check_status(moas_kv_cache_bytes_per_token(cache.get(), &bytes_per_token), "moas_kv_cache_bytes_per_token");
+  std::vector<float> logits((size_t)config.vocab_size);
+  int refills = 0;
+  // When the cache is full, start it again from the last half block: the model then sees a long context at
+  // every step without recomputing it for every token.
+  auto prefill_tail = [&](size_t keep) {
+    check_status(moas_kv_cache_reset(cache.get()), "moas_kv_cache_reset");
+    const size_t n = std::min(keep, sequence.size());
+    check_status(moas_prefill(model.get(), cache.get(), sequence.data() + (sequence.size() - n), (int32_t)n,
+                              logits.data(), logits.size()),
+                 "moas_prefill");
+  };
+
+  std::fputs(shown_prompt.c_str(), stdout);
+  const auto start = std::chrono::steady_clock::now();
+  prefill_tail(sequence.size() <= (size_t)capacity ? sequence.size() : (size_t)std::max(1, capacity / 2));
+  for (int i = 0; i < o.tokens; i++) {
+    const int32_t next = sample_token(logits, o.temperature, o.top_k, o.seed, (uint64_t)i);
+    sequence.push_back(next);
+    std::fputs(vocabulary.decode(next).c_str(), stdout);
+    if (i + 1 == o.tokens) break;
+    int32_t cached = 0;
+    check_status(moas_kv_cache_length(cache.get(), &cached), "moas_kv_cache_length");
+    if (cached >= capacity) {
+      prefill_tail((size_t)std::max(1, capacity / 2));
+      refills++;
+    } else {
+      check_status(moas_decode_step(model.get(), cache.get(), &next, logits.data(), logits.size()),
+                   "moas_decode_step");
+    }
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::fputs("\n", stdout);
+  std::fflush(stdout);
+  std::fprintf(stderr,
+               "generated %d tokens in %.2f s (%.0f tokens/s); KV cache %llu bytes per token, capacity %d positions, "
+               "refilled %d times\n",
+               o.tokens, seconds, o.tokens / std::max(seconds, 1e-9), (unsigned long long)bytes_per_token, capacity,
+               refills);
+  return 0;
+}
+
+}  // namespace moas_cli
