@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "moas.h"
@@ -90,6 +91,39 @@ inline std::vector<float> all_params(const moas_model *m) {
     all.insert(all.end(), v.begin(), v.end());
   }
   return all;
+}
+
+// Trains `steps` AdamW steps (lr 3e-3, no weight decay) on the copy task: 7 symbols of 9, a separator, the same 7
+// symbols again, with loss only where the copy can be known. Returns the first and last step's loss.
+inline std::pair<float, float> train_copy_task(moas_model *model, int steps, uint32_t seed) {
+  moas_adamw_config adamw;
+  adamw.struct_size = sizeof adamw;
+  REQUIRE(moas_adamw_config_default(&adamw) == MOAS_OK);
+  adamw.lr = 3e-3f;
+  adamw.weight_decay = 0.0f;
+  const int B = 16, half = 7, Tn = 2 * half + 1, separator = 9;
+  float first = 0, last = 0;
+  for (int step = 0; step < steps; step++) {
+    std::vector<int32_t> tokens, targets;
+    const auto symbols = sequence((size_t)(B * half), 9, seed + (uint32_t)step);
+    for (int b = 0; b < B; b++) {
+      std::vector<int32_t> seq(symbols.begin() + b * half, symbols.begin() + (b + 1) * half);
+      seq.push_back(separator);
+      seq.insert(seq.end(), symbols.begin() + b * half, symbols.begin() + (b + 1) * half);
+      for (int t = 0; t < Tn; t++) {
+        tokens.push_back(seq[(size_t)t]);
+        targets.push_back(t >= half && t < 2 * half ? seq[(size_t)t + 1] : -1);
+      }
+    }
+    float loss = 0;
+    REQUIRE(moas_zero_grad(model) == MOAS_OK);
+    REQUIRE(moas_forward(model, tokens.data(), targets.data(), B, Tn, 1, &loss, nullptr) == MOAS_OK);
+    REQUIRE(moas_backward(model) == MOAS_OK);
+    REQUIRE(moas_optimizer_step(model, &adamw, nullptr) == MOAS_OK);
+    if (step == 0) first = loss;
+    last = loss;
+  }
+  return {first, last};
 }
 
 // A unique scratch directory, removed with the object.

@@ -342,33 +342,7 @@ TEST_CASE("top-1 MoAS and MoH models learn the copy task", "[api][routing][learn
       c.n_head = 4;
       c.moas_branch_kv_heads[0] = 0;
       ModelPtr model = make_model(c);
-      moas_adamw_config adamw;
-      adamw.struct_size = sizeof adamw;
-      REQUIRE(moas_adamw_config_default(&adamw) == MOAS_OK);
-      adamw.lr = 3e-3f;
-      adamw.weight_decay = 0.0f;
-      const int B = 16, half = 7, Tn = 2 * half + 1, separator = 9;
-      float first = 0, last = 0;
-      for (int step = 0; step < 300; step++) {
-        std::vector<int32_t> tokens, targets;
-        const auto symbols = sequence((size_t)(B * half), 9, 177 + step);
-        for (int b = 0; b < B; b++) {
-          std::vector<int32_t> seq(symbols.begin() + b * half, symbols.begin() + (b + 1) * half);
-          seq.push_back(separator);
-          seq.insert(seq.end(), symbols.begin() + b * half, symbols.begin() + (b + 1) * half);
-          for (int t = 0; t < Tn; t++) {
-            tokens.push_back(seq[t]);
-            targets.push_back(t >= half && t < 2 * half ? seq[t + 1] : -1);
-          }
-        }
-        float loss = 0;
-        REQUIRE(moas_zero_grad(model.get()) == MOAS_OK);
-        REQUIRE(moas_forward(model.get(), tokens.data(), targets.data(), B, Tn, 1, &loss, nullptr) == MOAS_OK);
-        REQUIRE(moas_backward(model.get()) == MOAS_OK);
-        REQUIRE(moas_optimizer_step(model.get(), &adamw, nullptr) == MOAS_OK);
-        if (step == 0) first = loss;
-        last = loss;
-      }
+      const auto [first, last] = train_copy_task(model.get(), 300, 177);
       INFO("loss " << first << " -> " << last);
       REQUIRE(first > 2.0f);
       REQUIRE(last < 0.3f);

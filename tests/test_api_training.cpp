@@ -70,33 +70,7 @@ TEST_CASE("a tiny model learns a copy task", "[api][training][learning]") {
   cfg.n_kv_head = 2;
   cfg.n_embd = 64;
   ModelPtr model = make_model(cfg);
-  moas_adamw_config adamw;
-  adamw.struct_size = sizeof adamw;
-  REQUIRE(moas_adamw_config_default(&adamw) == MOAS_OK);
-  adamw.lr = 3e-3f;
-  adamw.weight_decay = 0.0f;
-  const int B = 16, half = 7, Tn = 2 * half + 1, separator = 9;
-  float first_loss = 0, last_loss = 0;
-  for (int step = 0; step < 300; step++) {
-    std::vector<int32_t> tokens, targets;
-    const auto symbols = sequence((size_t)(B * half), 9, 77 + step);
-    for (int b = 0; b < B; b++) {
-      std::vector<int32_t> seq(symbols.begin() + b * half, symbols.begin() + (b + 1) * half);
-      seq.push_back(separator);
-      seq.insert(seq.end(), symbols.begin() + b * half, symbols.begin() + (b + 1) * half);
-      for (int t = 0; t < Tn; t++) {
-        tokens.push_back(seq[t]);
-        targets.push_back(t >= half && t < 2 * half ? seq[t + 1] : -1);
-      }
-    }
-    float loss = 0;
-    REQUIRE(moas_zero_grad(model.get()) == MOAS_OK);
-    REQUIRE(moas_forward(model.get(), tokens.data(), targets.data(), B, Tn, 1, &loss, nullptr) == MOAS_OK);
-    REQUIRE(moas_backward(model.get()) == MOAS_OK);
-    REQUIRE(moas_optimizer_step(model.get(), &adamw, nullptr) == MOAS_OK);
-    if (step == 0) first_loss = loss;
-    last_loss = loss;
-  }
+  const auto [first_loss, last_loss] = train_copy_task(model.get(), 300, 77);
   INFO("loss " << first_loss << " -> " << last_loss);
   REQUIRE(first_loss > 2.0f);  // ln 9 = 2.2 at chance
   REQUIRE(last_loss < 0.3f);
