@@ -163,7 +163,12 @@ enum {
   MOAS_MOH_GATES_PAPER = 1      /* the MoH paper's Eq. 5: a1 * s_i for shared, a2 * r_i for selected routed heads */
 };
 
-/* Mixture-of-Heads settings, embedded in moas_model_config. Which fields apply depends on `strategy`. */
+/* Mixture-of-Heads settings, embedded in moas_model_config. Which fields apply depends on `strategy`.
+ * Heads 0..num_shared_heads-1 are shared, the E = n_head - num_shared_heads after them are routed. Checkpoint names
+ * (those of the public MoH code): the scheme's projections as for one scheme (attn.c_attn or attn.q_proj/k_proj/
+ * v_proj, attn.c_proj), the routed-head router attn.wg.weight [E, C], the shared/routed weighting attn.wg_0.weight
+ * [2, C] (when both kinds exist) and the shared-head router attn.wg_1.weight [num_shared_heads, C] (when more than
+ * one shared head). No biases. */
 typedef struct moas_head_selection {
   int32_t strategy;                /* MOAS_HEADS_* (default MOAS_HEADS_ALL) */
   int32_t num_shared_heads;        /* MixtureOfHeads: h_s, heads 0..h_s-1, always active (default 0) */
