@@ -1,5 +1,6 @@
 // Projections of a chosen set of heads, for tokens that share that set (a MoH routing group): the query projection
 // q = x W_q[heads]^T and the heads' slice of the output projection y = o W_proj[:, heads]^T, with their backward.
+// One object per thread: it keeps gathered weights as scratch.
 // W_q has H row blocks of head_dim rows; W_proj has H column blocks. A group's heads are any K of them, not
 // contiguous, so the product either gathers their weight blocks into one contiguous matrix and runs one wide GEMM
 // (worth it for a large group: the gather costs K d C, the same as d tokens' rows), or runs one thin GEMM per head
@@ -35,32 +36,26 @@ class HeadProjection {
                      m, C_, d_);
   }
 
-  // dx [m, C] = dq W_q[heads] (overwritten); dW_q[heads] += dq^T x; db[heads] += colsum(dq) (db may be null).
-  void queries_backward(T *dx, T *dw_q, T *db, const T *dq, const T *x, int64_t m, const std::vector<int64_t> &heads,
+  // dx [m, C] = dq W_q[heads]; dw [K d, C] = dq^T x; db [K d] = colsum(dq) (db may be null). All overwritten: the
+  // caller adds dw and db into the heads' rows of the full gradients (in a fixed order, so sums are deterministic).
+  void queries_backward(T *dx, T *dw, T *db, const T *dq, const T *x, int64_t m, const std::vector<int64_t> &heads,
                         const T *w_q) {
     const int64_t K = (int64_t)heads.size(), Kd = K * d_;
+    std::fill_n(dw, Kd * C_, T(0));
+    if (db) std::fill_n(db, Kd, T(0));
     if (m >= kWideGroup) {
       gather_query_weights(heads, w_q, nullptr);
-      dw_.assign((size_t)(Kd * C_), T(0));
-      db_.assign((size_t)Kd, T(0));
-      linear_backward(dx, false, dw_.data(), db_.data(), dq, x, w_.data(), m, C_, Kd);
-      for (int64_t s = 0; s < K; s++) {
-        T *dst = dw_q + heads[(size_t)s] * d_ * C_;
-        const T *src = dw_.data() + s * d_ * C_;
-        for (int64_t i = 0; i < d_ * C_; i++) dst[i] += src[i];
-        if (db)
-          for (int64_t c = 0; c < d_; c++) db[heads[(size_t)s] * d_ + c] += db_[(size_t)(s * d_ + c)];
-      }
+      linear_backward(dx, false, dw, db, dq, x, w_.data(), m, C_, Kd);
       return;
     }
     for (int64_t s = 0; s < K; s++) {
       const int64_t h = heads[(size_t)s];
       gemm(Trans::No, Trans::No, m, C_, d_, T(1), dq + s * d_, Kd, w_q + h * d_ * C_, C_, s ? T(1) : T(0), dx, C_);
-      gemm(Trans::Yes, Trans::No, d_, C_, m, T(1), dq + s * d_, Kd, x, C_, T(1), dw_q + h * d_ * C_, C_);
-      if (db)
-        for (int64_t r = 0; r < m; r++)
-          for (int64_t c = 0; c < d_; c++) db[h * d_ + c] += dq[r * Kd + s * d_ + c];
+      gemm(Trans::Yes, Trans::No, d_, C_, m, T(1), dq + s * d_, Kd, x, C_, T(0), dw + s * d_ * C_, C_);
     }
+    if (db)
+      for (int64_t r = 0; r < m; r++)
+        for (int64_t c = 0; c < Kd; c++) db[c] += dq[r * Kd + c];
   }
 
   // y [m, C] = o [m, K d] W_proj[:, heads]^T (overwritten).
@@ -76,28 +71,19 @@ class HeadProjection {
            s ? T(1) : T(0), y, C_);
   }
 
-  // d_o [m, K d] = dy W_proj[:, heads] (overwritten); dW_proj[:, heads] += dy^T o.
-  void outputs_backward(T *d_o, T *dw_proj, const T *dy, const T *o, int64_t m, const std::vector<int64_t> &heads,
+  // d_o [m, K d] = dy W_proj[:, heads]; dw [C, K d] = dy^T o. Both overwritten; the caller adds dw into the heads'
+  // columns of the full gradient.
+  void outputs_backward(T *d_o, T *dw, const T *dy, const T *o, int64_t m, const std::vector<int64_t> &heads,
                         const T *w_proj) {
     const int64_t K = (int64_t)heads.size(), Kd = K * d_;
+    gemm(Trans::Yes, Trans::No, C_, Kd, m, T(1), dy, C_, o, Kd, T(0), dw, Kd);
     if (m >= kWideGroup) {
       gather_output_weights(heads, w_proj);
       gemm(Trans::No, Trans::No, m, Kd, C_, T(1), dy, C_, w_.data(), Kd, T(0), d_o, Kd);
-      dw_.resize((size_t)(C_ * Kd));
-      gemm(Trans::Yes, Trans::No, C_, Kd, m, T(1), dy, C_, o, Kd, T(0), dw_.data(), Kd);
-      for (int64_t c = 0; c < C_; c++)
-        for (int64_t s = 0; s < K; s++) {
-          T *dst = dw_proj + c * C_ + heads[(size_t)s] * d_;
-          const T *src = dw_.data() + c * Kd + s * d_;
-          for (int64_t i = 0; i < d_; i++) dst[i] += src[i];
-        }
       return;
     }
-    for (int64_t s = 0; s < K; s++) {
-      const int64_t h = heads[(size_t)s];
-      gemm(Trans::No, Trans::No, m, d_, C_, T(1), dy, C_, w_proj + h * d_, C_, T(0), d_o + s * d_, Kd);
-      gemm(Trans::Yes, Trans::No, C_, d_, m, T(1), dy, C_, o + s * d_, Kd, T(1), dw_proj + h * d_, C_);
-    }
+    for (int64_t s = 0; s < K; s++)
+      gemm(Trans::No, Trans::No, m, d_, C_, T(1), dy, C_, w_proj + heads[(size_t)s] * d_, C_, T(0), d_o + s * d_, Kd);
   }
 
  private:
@@ -119,7 +105,7 @@ class HeadProjection {
   }
 
   int64_t C_, d_;
-  std::vector<T> w_, b_, dw_, db_;  // gathered weights and their gradients
+  std::vector<T> w_, b_;  // gathered weights
 };
 
 }  // namespace moas

@@ -1,8 +1,9 @@
 #include "moh.hpp"
 
-#include <cmath>
+#include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "balance_loss.hpp"
 #include "gemm.hpp"
@@ -15,8 +16,7 @@ namespace moas {
 template <typename T>
 MohAttention<T>::MohAttention(const ModelConfig &config, ParamTable<T> &params, const std::string &prefix)
     : shape_{config.n_embd, config.n_head, config.n_kv_head, config.bias},
-      mixture_(config.heads.strategy == HeadStrategy::MixtureOfHeads),
-      projection_(config.n_embd, config.n_embd / config.n_head) {
+      mixture_(config.heads.strategy == HeadStrategy::MixtureOfHeads) {
   const int64_t H = config.n_head, C = config.n_embd;
   if (mixture_) {
     const int64_t shared = config.heads.num_shared_heads;
@@ -117,6 +117,18 @@ void MohAttention<T>::move_group_rows(const Group &g, T *group_buffer, std::vect
     }
 }
 
+// Groups run in parallel, each product on one thread: many small products at once instead of a thread team per
+// product. A group writes only its own tokens' rows and (token, head) slots, so no two threads touch one element.
+template <typename T>
+template <class Work>
+void MohAttention<T>::for_each_group(Work &&work) {
+  const int threads = omp_get_max_threads();
+  while ((int)scratch_.size() < threads) scratch_.emplace_back(shape_.width, shape_.head_dim());
+  const int64_t n_groups = (int64_t)groups_.size();
+#pragma omp parallel for schedule(dynamic) if (n_groups > 1)
+  for (int64_t g = 0; g < n_groups; g++) work((size_t)g, groups_[(size_t)g], scratch_[(size_t)omp_get_thread_num()]);
+}
+
 template <typename T>
 std::vector<QueryHead<T>> MohAttention<T>::query_heads(const BlockContext<T> &ctx) {
   const int64_t N = ctx.tokens(), d = shape_.head_dim(), P = dense_heads_;
@@ -160,14 +172,14 @@ void MohAttention<T>::forward(const ParamTable<T> &params, const T *x, T *y, con
     rh.gated.resize((size_t)(m * d));
     rh.lse.resize((size_t)m);
   }
-  for (const Group &g : groups_) {  // one projection per group of tokens that chose the same heads
+  for_each_group([&](size_t, const Group &g, GroupScratch &sc) {  // one product per group of tokens and heads
     const int64_t m = (int64_t)g.tokens.size();
-    group_x_.resize((size_t)(m * C));
-    group_h_.resize((size_t)(m * (int64_t)g.heads.size() * d));
-    gather_rows(group_x_.data(), C, x, C, g.tokens, C);
-    projection_.queries(group_h_.data(), group_x_.data(), m, g.heads, w, bias);
-    move_group_rows(g, group_h_.data(), &RoutedHead::q, true);
-  }
+    sc.x.resize((size_t)(m * C));
+    sc.h.resize((size_t)(m * (int64_t)g.heads.size() * d));
+    gather_rows(sc.x.data(), C, x, C, g.tokens, C);
+    sc.projection.queries(sc.h.data(), sc.x.data(), m, g.heads, w, bias);
+    move_group_rows(g, sc.h.data(), &RoutedHead::q, true);
+  });
   if (ctx.rope) {
     rope_rotate(q_dense_.data(), P * d, 0, P, N, ctx.all_rows->pos.data(), *ctx.rope, +1);
     rope_rotate(k_.data(), KV, 0, kv_computed_, N, ctx.all_rows->pos.data(), *ctx.rope, +1);
@@ -207,14 +219,14 @@ void MohAttention<T>::forward(const ParamTable<T> &params, const T *x, T *y, con
       for (int64_t c = 0; c < d; c++) rh.gated[(size_t)(r * d + c)] = g * rh.out[(size_t)(r * d + c)];
     }
   }
-  for (const Group &g : groups_) {
+  for_each_group([&](size_t, const Group &g, GroupScratch &sc) {  // each token's row of y is one group's
     const int64_t m = (int64_t)g.tokens.size();
-    group_h_.resize((size_t)(m * (int64_t)g.heads.size() * d));
-    tmp_.resize((size_t)(m * C));
-    move_group_rows(g, group_h_.data(), &RoutedHead::gated, false);
-    projection_.outputs(tmp_.data(), group_h_.data(), m, g.heads, w_proj);
-    scatter_add_rows(y, C, tmp_.data(), C, g.tokens, C, (const T *)nullptr);
-  }
+    sc.h.resize((size_t)(m * (int64_t)g.heads.size() * d));
+    sc.rows.resize((size_t)(m * C));
+    move_group_rows(g, sc.h.data(), &RoutedHead::gated, false);
+    sc.projection.outputs(sc.rows.data(), sc.h.data(), m, g.heads, w_proj);
+    scatter_add_rows(y, C, sc.rows.data(), C, g.tokens, C, (const T *)nullptr);
+  });
   dropout_apply(y, N * C, ctx.site((uint32_t)DropoutSiteId::AttentionOut));
   compute_stats(N);
 }
@@ -258,15 +270,29 @@ void MohAttention<T>::backward(ParamTable<T> &params, const T *x, T *dy, T *dx, 
     rh.d_out.resize((size_t)(m * d));
     rh.d_q.resize((size_t)(m * d));
   }
-  for (const Group &g : groups_) {
+  group_dw_.resize(groups_.size());
+  for_each_group([&](size_t index, const Group &g, GroupScratch &sc) {
     const int64_t m = (int64_t)g.tokens.size(), Kd = (int64_t)g.heads.size() * d;
-    d_rows_.resize((size_t)(m * C));
-    group_h_.resize((size_t)(m * Kd));
-    group_d_.resize((size_t)(m * Kd));
-    gather_rows(d_rows_.data(), C, dy, C, g.tokens, C);
-    move_group_rows(g, group_h_.data(), &RoutedHead::gated, false);
-    projection_.outputs_backward(group_d_.data(), dw_proj, d_rows_.data(), group_h_.data(), m, g.heads, w_proj);
-    move_group_rows(g, group_d_.data(), &RoutedHead::d_gated, true);
+    sc.rows.resize((size_t)(m * C));
+    sc.h.resize((size_t)(m * Kd));
+    sc.d.resize((size_t)(m * Kd));
+    group_dw_[index].resize((size_t)(C * Kd));
+    gather_rows(sc.rows.data(), C, dy, C, g.tokens, C);
+    move_group_rows(g, sc.h.data(), &RoutedHead::gated, false);
+    sc.projection.outputs_backward(sc.d.data(), group_dw_[index].data(), sc.rows.data(), sc.h.data(), m, g.heads,
+                                   w_proj);
+    move_group_rows(g, sc.d.data(), &RoutedHead::d_gated, true);
+  });
+  // Groups share the heads' weights: their gradients are added in group order, the same for any thread count.
+  for (size_t index = 0; index < groups_.size(); index++) {
+    const std::vector<int64_t> &heads = groups_[index].heads;
+    const int64_t Kd = (int64_t)heads.size() * d;
+    for (int64_t c = 0; c < C; c++)
+      for (size_t s = 0; s < heads.size(); s++) {
+        T *dst = dw_proj + c * C + heads[s] * d;
+        const T *src = group_dw_[index].data() + c * Kd + (int64_t)s * d;
+        for (int64_t i = 0; i < d; i++) dst[i] += src[i];
+      }
   }
   for (int64_t i = 0; i < E; i++) {
     RoutedHead &rh = routed_[(size_t)i];
@@ -303,15 +329,29 @@ void MohAttention<T>::backward(ParamTable<T> &params, const T *x, T *dy, T *dx, 
 
   // Projections.
   if (P > 0) linear_backward(dx, true, dw, dbias, d_q_dense_.data(), x, w, N, C, P * d);
-  for (const Group &g : groups_) {
+  group_db_.resize(groups_.size());
+  for_each_group([&](size_t index, const Group &g, GroupScratch &sc) {  // each token's row of dx is one group's
     const int64_t m = (int64_t)g.tokens.size(), Kd = (int64_t)g.heads.size() * d;
-    group_x_.resize((size_t)(m * C));
-    group_d_.resize((size_t)(m * Kd));
-    d_rows_.resize((size_t)(m * C));
-    gather_rows(group_x_.data(), C, x, C, g.tokens, C);
-    move_group_rows(g, group_d_.data(), &RoutedHead::d_q, false);
-    projection_.queries_backward(d_rows_.data(), dw, dbias, group_d_.data(), group_x_.data(), m, g.heads, w);
-    scatter_add_rows(dx, C, d_rows_.data(), C, g.tokens, C, (const T *)nullptr);
+    sc.x.resize((size_t)(m * C));
+    sc.d.resize((size_t)(m * Kd));
+    sc.rows.resize((size_t)(m * C));
+    group_dw_[index].resize((size_t)(Kd * C));
+    group_db_[index].resize((size_t)Kd);
+    gather_rows(sc.x.data(), C, x, C, g.tokens, C);
+    move_group_rows(g, sc.d.data(), &RoutedHead::d_q, false);
+    sc.projection.queries_backward(sc.rows.data(), group_dw_[index].data(), dbias ? group_db_[index].data() : nullptr,
+                                   sc.d.data(), sc.x.data(), m, g.heads, w);
+    scatter_add_rows(dx, C, sc.rows.data(), C, g.tokens, C, (const T *)nullptr);
+  });
+  for (size_t index = 0; index < groups_.size(); index++) {
+    const std::vector<int64_t> &heads = groups_[index].heads;
+    for (size_t s = 0; s < heads.size(); s++) {
+      T *dst = dw + heads[s] * d * C;
+      const T *src = group_dw_[index].data() + (int64_t)s * d * C;
+      for (int64_t i = 0; i < d * C; i++) dst[i] += src[i];
+      if (dbias)
+        for (int64_t i = 0; i < d; i++) dbias[heads[s] * d + i] += group_db_[index][s * (size_t)d + (size_t)i];
+    }
   }
   linear_backward(dx, true, dw + Q * C, dbias ? dbias + Q : nullptr, d_k_.data(), x, w + Q * C, N, C, KV);
   linear_backward(dx, true, dw + v_row * C, dbias ? dbias + v_row : nullptr, d_v_.data(), x, w + v_row * C, N, C,

@@ -50,6 +50,13 @@ class MohAttention final : public AttentionBlock<T> {
   void route(const ParamTable<T> &params, const T *x, const BlockContext<T> &ctx);
   void build_groups(int64_t N);
   void move_group_rows(const Group &g, T *group_buffer, std::vector<T> RoutedHead::*field, bool to_heads);
+  struct GroupScratch {  // one per thread
+    GroupScratch(int64_t width, int64_t head_dim) : projection(width, head_dim) {}
+    HeadProjection<T> projection;
+    std::vector<T> x, h, d, rows;  // a group's gathered inputs [m, C], head rows [m, K d], their gradients, [m, C] rows
+  };
+  template <class Work>
+  void for_each_group(Work &&work);
   void compute_stats(int64_t N);
   std::vector<QueryHead<T>> query_heads(const BlockContext<T> &ctx);
   KeyValues<T> key_values(const BlockContext<T> &ctx) const;
@@ -69,14 +76,14 @@ class MohAttention final : public AttentionBlock<T> {
   std::vector<RoutedHead> routed_;
   std::vector<Group> groups_;
   std::vector<int64_t> slot_;  // [N, E] token n's row among routed head i's rows (-1 if not selected)
-  HeadProjection<T> projection_;
+  std::vector<GroupScratch> scratch_;
+  std::vector<std::vector<T>> group_dw_, group_db_;  // per group: the gradients of its heads' weights
   double aux_ = 0;
   std::vector<double> f_, p_;  // [E] fraction of tokens selecting head i, mean routed softmax
   RouterStats stats_;
 
   // Backward scratch.
-  std::vector<T> d_gate_, d_gated_dense_, d_out_dense_, d_q_dense_, d_k_, d_v_, d_rows_, d_r_, d_s_, d_a_, tmp_;
-  std::vector<T> group_x_, group_h_, group_d_;  // a group's gathered inputs, head rows, and their gradients
+  std::vector<T> d_gate_, d_gated_dense_, d_out_dense_, d_q_dense_, d_k_, d_v_, d_r_, d_s_, d_a_;
 };
 
 extern template class MohAttention<float>;
