@@ -35,18 +35,10 @@ struct OptionSpec {
   const char *help = "";
 };
 
-OptionSpec integer(const char *name, OptionScope scope, int TrainOptions::*field, double low, double high,
-                   const char *help, bool allows_auto = false) {
-  OptionSpec s{name, scope, field};
-  s.low = low;
-  s.high = high;
-  s.allows_auto = allows_auto;
-  s.help = help;
-  return s;
-}
-
-OptionSpec real(const char *name, OptionScope scope, double TrainOptions::*field, double low, double high,
-                const char *help, bool allows_auto = false) {
+// A number in [low, high], of an int or a double field.
+template <typename Number>
+OptionSpec number(const char *name, OptionScope scope, Number TrainOptions::*field, double low, double high,
+                  const char *help, bool allows_auto = false) {
   OptionSpec s{name, scope, field};
   s.low = low;
   s.high = high;
@@ -79,52 +71,52 @@ const std::vector<OptionSpec> &option_table() {
   using O = TrainOptions;
   static const std::vector<OptionSpec> table = [] {
     std::vector<OptionSpec> t;
-    t.push_back(integer("layers", S::Model, &O::layers, 1, 1024, "transformer blocks"));
-    t.push_back(integer("heads", S::Model, &O::heads, 1, 4096, "query heads"));
-    t.push_back(integer("kv-heads", S::Model, &O::kv_heads, 1, 4096,
+    t.push_back(number("layers", S::Model, &O::layers, 1, 1024, "transformer blocks"));
+    t.push_back(number("heads", S::Model, &O::heads, 1, 4096, "query heads"));
+    t.push_back(number("kv-heads", S::Model, &O::kv_heads, 1, 4096,
                         "key/value heads of --attention scheme or moh (auto: heads, MHA); compare: GQA's", true));
-    t.push_back(integer("width", S::Model, &O::width, 1, 1 << 20, "model width C (divisible by --heads)"));
-    t.push_back(integer("block", S::Model, &O::block, 1, 1 << 20, "context length T"));
-    t.push_back(real("dropout", S::Model, &O::dropout, 0, 0.99, "dropout probability at every site"));
+    t.push_back(number("width", S::Model, &O::width, 1, 1 << 20, "model width C (divisible by --heads)"));
+    t.push_back(number("block", S::Model, &O::block, 1, 1 << 20, "context length T"));
+    t.push_back(number("dropout", S::Model, &O::dropout, 0, 0.99, "dropout probability at every site"));
     t.push_back(text("attention", S::Model, &O::attention, {"scheme", "moas", "moh"},
                      "one scheme (MHA/GQA/MQA by --kv-heads), MoAS or MoH", false));
     t.push_back(text("moas-mode", S::Model, &O::moas_mode, {"static", "soft", "top1"}, "how MoAS mixes its branches",
                      false));
     t.push_back(text("branches", S::Model, &O::branches, {}, "kv heads per MoAS branch, e.g. 6,2,1 (0 = heads)"));
-    t.push_back(real("aux-weight", S::Model, &O::aux_weight, 0, 1e6, "weight of the MoAS load-balance loss"));
+    t.push_back(number("aux-weight", S::Model, &O::aux_weight, 0, 1e6, "weight of the MoAS load-balance loss"));
     t.push_back(text("heads-strategy", S::Model, &O::heads_strategy, {"all", "mixture", "static-pruning"},
                      "MoH head selection", false));
-    t.push_back(integer("shared-heads", S::Model, &O::shared_heads, 0, 4096,
+    t.push_back(number("shared-heads", S::Model, &O::shared_heads, 0, 4096,
                         "MoH mixture: always-active heads (auto: max(1, heads/4))", true));
-    t.push_back(integer("active-heads", S::Model, &O::active_heads, 0, 4096,
+    t.push_back(number("active-heads", S::Model, &O::active_heads, 0, 4096,
                         "MoH: K routed heads per token (mixture, auto 2/3 of the routed) or k kept (static-pruning, "
                         "auto heads/2)",
                         true));
-    t.push_back(real("lb-weight", S::Model, &O::lb_weight, 0, 1e6, "weight of the MoH load-balance loss"));
+    t.push_back(number("lb-weight", S::Model, &O::lb_weight, 0, 1e6, "weight of the MoH load-balance loss"));
     t.push_back(text("norm", S::Model, &O::norm, {"layernorm", "rmsnorm"}, "normalisation"));
     t.push_back(text("mlp", S::Model, &O::mlp, {"gelu", "swiglu"}, "MLP kind"));
     t.push_back(text("position", S::Model, &O::position, {"learned", "rope"}, "position encoding"));
-    t.push_back(integer("batch", S::Optimizer, &O::batch, 1, 1 << 20, "sequences per step"));
-    t.push_back(integer("steps", S::Optimizer, &O::steps, 1, kBig, "optimizer steps (the schedule's length)"));
-    t.push_back(real("lr", S::Optimizer, &O::lr, 1e-12, 10, "peak learning rate"));
-    t.push_back(real("min-lr", S::Optimizer, &O::min_lr, 0, 10,
+    t.push_back(number("batch", S::Optimizer, &O::batch, 1, 1 << 20, "sequences per step"));
+    t.push_back(number("steps", S::Optimizer, &O::steps, 1, kBig, "optimizer steps (the schedule's length)"));
+    t.push_back(number("lr", S::Optimizer, &O::lr, 1e-12, 10, "peak learning rate"));
+    t.push_back(number("min-lr", S::Optimizer, &O::min_lr, 0, 10,
                      "learning rate at the end of the cosine decay (auto: lr/10)", true));
-    t.push_back(integer("warmup", S::Optimizer, &O::warmup, 0, kBig, "linear warm-up steps"));
-    t.push_back(real("weight-decay", S::Optimizer, &O::weight_decay, 0, 10, "AdamW decoupled weight decay"));
-    t.push_back(real("clip", S::Optimizer, &O::clip, 0, 1e9, "global gradient-norm bound (0: none)"));
+    t.push_back(number("warmup", S::Optimizer, &O::warmup, 0, kBig, "linear warm-up steps"));
+    t.push_back(number("weight-decay", S::Optimizer, &O::weight_decay, 0, 10, "AdamW decoupled weight decay"));
+    t.push_back(number("clip", S::Optimizer, &O::clip, 0, 1e9, "global gradient-norm bound (0: none)"));
     t.push_back(OptionSpec{"seed", S::Optimizer, &O::seed});  // any uint64_t
     t.back().help = "seed of the weights, dropout, batches and the generated task";
     t.push_back(text("data", S::Data, &O::data, {}, "UTF-8 text file (default: the generated recall/copy task)"));
     t.back().allows_empty = true;
     t.push_back(toggle("bytes", S::Data, &O::bytes, "byte vocabulary (256) instead of the text's characters"));
-    t.push_back(integer("threads", S::Run, &O::threads, 0, 4096, "CPU threads (0: all cores)"));
-    t.push_back(integer("eval-every", S::Run, &O::eval_every, 1, kBig, "steps between validations (auto: steps/10)",
+    t.push_back(number("threads", S::Run, &O::threads, 0, 4096, "CPU threads (0: all cores)"));
+    t.push_back(number("eval-every", S::Run, &O::eval_every, 1, kBig, "steps between validations (auto: steps/10)",
                         true));
-    t.push_back(integer("eval-batches", S::Run, &O::eval_batches, 1, 1e6, "validation batches (fixed windows)"));
-    t.push_back(integer("log-every", S::Run, &O::log_every, 1, kBig,
+    t.push_back(number("eval-batches", S::Run, &O::eval_batches, 1, 1e6, "validation batches (fixed windows)"));
+    t.push_back(number("log-every", S::Run, &O::log_every, 1, kBig,
                         "steps between log lines and metrics.jsonl entries (auto: steps/10)", true));
-    t.push_back(integer("save-every", S::Run, &O::save_every, 0, kBig, "steps between checkpoints (0: at the end)"));
-    t.push_back(integer("stop-at", S::Invocation, &O::stop_at, 0, kBig,
+    t.push_back(number("save-every", S::Run, &O::save_every, 0, kBig, "steps between checkpoints (0: at the end)"));
+    t.push_back(number("stop-at", S::Invocation, &O::stop_at, 0, kBig,
                         "end this invocation after that step (0: --steps); continue later with --resume"));
     t.back().for_compare = false;
     t.push_back(text("out", S::Invocation, &O::out, {}, "output directory"));

@@ -143,13 +143,50 @@ def checkpoint_user_metadata(path):
     return buf.value.decode("utf-8")
 
 
-class KVCache:
+class _Owned:
+    """A libmoas object this Python object owns: close() (or a `with` block, or garbage collection) frees it once."""
+
+    _kind = "object"
+    _destroy = None  # the name of the library's destroy function
+
+    @property
+    def _h(self):
+        if self._handle is None:
+            raise ValueError(f"this {self._kind} is closed")
+        return self._handle
+
+    def close(self):
+        """Frees it now; later calls raise ValueError. Safe to call twice."""
+        handle, self._handle = getattr(self, "_handle", None), None
+        if handle is not None:
+            getattr(self._lib, self._destroy)(handle)
+
+    @property
+    def closed(self):
+        return self._handle is None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown may have torn down what close() needs
+            pass
+
+
+class KVCache(_Owned):
     """A key/value cache for decoding (SPEC §5): `batch` sequences of up to `capacity` positions.
 
     Create it with Model.kv_cache(). It may serve any model of the same architecture and does not keep the model
     alive. Free it with close() or a `with` block (or leave it to the garbage collector). A cache and the model it
     is used with are used by one thread at a time.
     """
+
+    _kind, _destroy = "KVCache", "moas_kv_cache_destroy"
 
     def __init__(self, model, batch, capacity=None):
         if capacity is None:
@@ -162,29 +199,6 @@ class KVCache:
         self._handle = handle
         self.batch = batch
         self.capacity = capacity
-
-    @property
-    def _h(self):
-        if self._handle is None:
-            raise ValueError("this KVCache is closed")
-        return self._handle
-
-    def close(self):
-        handle, self._handle = getattr(self, "_handle", None), None
-        if handle is not None:
-            self._lib.moas_kv_cache_destroy(handle)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def reset(self):
         """Forgets every cached position (the memory stays allocated)."""
@@ -213,7 +227,7 @@ class KVCache:
         return f"<moas.KVCache batch={self.batch} capacity={self.capacity} length={self.length}>"
 
 
-class Model:
+class Model(_Owned):
     """A GPT model with (mixtures of) attention schemes, owned by libmoas.
 
     Model(config) or Model(**config_fields); Model.from_file(path) for a checkpoint. Use it as a context manager
@@ -221,6 +235,8 @@ class Model:
 
     Thread safety: a model is used by one thread at a time; distinct models may be used concurrently.
     """
+
+    _kind, _destroy = "Model", "moas_model_destroy"
 
     def __init__(self, config=None, **fields):
         if config is None:
@@ -260,35 +276,6 @@ class Model:
         self._lib = lib
         self._adopt(handle)
         return self
-
-    # -- lifetime ---------------------------------------------------------------------------------------------
-    @property
-    def _h(self):
-        if self._handle is None:
-            raise ValueError("this Model is closed")
-        return self._handle
-
-    def close(self):
-        """Frees the model now; later calls raise ValueError. Safe to call twice."""
-        handle, self._handle = getattr(self, "_handle", None), None
-        if handle is not None:
-            self._lib.moas_model_destroy(handle)
-
-    @property
-    def closed(self):
-        return self._handle is None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown may have torn down what close() needs
-            pass
 
     def __repr__(self):
         if self._handle is None:
