@@ -72,7 +72,7 @@ void MoasAttention<T>::forward(const ParamTable<T> &params, const T *x, T *y, co
     linear_forward(hidden_pre_.data(), F, x, params.value(w1_), params.value_or_null(b1_), N, C, F);
     gelu_forward(hidden_.data(), hidden_pre_.data(), N * F);
     linear_forward(gates_.data(), S, hidden_.data(), params.value(w2_), params.value_or_null(b2_), N, F, S);
-    softmax_rows(gates_.data(), gates_.data(), N, S);
+    softmax_rows(gates_.data(), S, gates_.data(), S, N, S);
   }
   route(ctx);
 
@@ -123,7 +123,7 @@ void MoasAttention<T>::backward(ParamTable<T> &params, const T *x, T *dy, T *dx,
     const T lb = (T)(aux_grad_scale * 2.0 * (mean_gate_[(size_t)k] - 1.0 / (double)S) / ((double)S * (double)N));
     for (int64_t n = 0; n < N; n++) d_gates[n * S + k] += lb;
   }
-  softmax_rows_backward(d_gates, d_gates, gates_.data(), N, S);
+  softmax_rows_backward(d_gates, S, d_gates, gates_.data(), N, S);
   d_hidden_.resize((size_t)(N * F));
   linear_backward(d_hidden_.data(), false, params.grad(w2_), params.grad_or_null(b2_), d_gates, hidden_.data(),
                   params.value(w2_), N, F, S);

@@ -3,8 +3,10 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 
+#include "attention_math.hpp"
 #include "balance_loss.hpp"
 #include "gemm.hpp"
 #include "linear.hpp"
@@ -30,9 +32,13 @@ MohAttention<T>::MohAttention(const ModelConfig &config, ParamTable<T> &params, 
   }
   w_ = register_scheme_weights(params, prefix, shape_);
   if (mixture_) {
-    if (spec_.routed > 0) w_routed_ = params.add(prefix + "wg.weight", {spec_.routed, C});
-    if (spec_.head_type_router()) w_type_ = params.add(prefix + "wg_0.weight", {2, C});
-    if (spec_.shared > 1) w_shared_ = params.add(prefix + "wg_1.weight", {spec_.shared, C});
+    // Registered back to back: the three routers are one [R, C] weight and one product.
+    const int64_t first = params.total();
+    if (spec_.routed > 0) params.add(prefix + "wg.weight", {spec_.routed, C});
+    if (spec_.head_type_router()) params.add(prefix + "wg_0.weight", {2, C});
+    if (spec_.shared > 1) params.add(prefix + "wg_1.weight", {spec_.shared, C});
+    router_rows_ = (params.total() - first) / C;
+    if (router_rows_ > 0) w_routers_ = first;
   }
   routed_.resize((size_t)spec_.routed);
 }
@@ -48,14 +54,17 @@ void MohAttention<T>::route(const ParamTable<T> &params, const T *x, const Block
     for (int64_t n = 0; n < N; n++) std::fill_n(gate_.data() + n * H, dense_heads_, T(1));
     return;
   }
-  auto router_softmax = [&](std::vector<T> &out, int64_t weight, int64_t width) {
+  const int64_t R = router_rows_;
+  logits_.resize((size_t)(N * R));
+  if (R > 0) linear_forward(logits_.data(), R, x, params.value(w_routers_), (const T *)nullptr, N, C, R);
+  auto router_softmax = [&](std::vector<T> &out, int64_t column, int64_t width) {
     out.resize((size_t)(N * width));
-    linear_forward(out.data(), width, x, params.value(weight), (const T *)nullptr, N, C, width);
-    softmax_rows(out.data(), out.data(), N, width);
+    softmax_rows(out.data(), width, logits_.data() + column, R, N, width);
   };
-  if (E > 0) router_softmax(r_, w_routed_, E);
-  if (S > 1) router_softmax(s_, w_shared_, S);
-  if (spec_.head_type_router()) router_softmax(a_, w_type_, 2);
+  const int64_t type_column = E, shared_column = E + (spec_.head_type_router() ? 2 : 0);
+  if (E > 0) router_softmax(r_, 0, E);
+  if (spec_.head_type_router()) router_softmax(a_, type_column, 2);
+  if (S > 1) router_softmax(s_, shared_column, S);
   selected_.resize((size_t)(N * E));
 #pragma omp parallel for schedule(static) if (N * H >= kParallelGrain)
   for (int64_t n = 0; n < N; n++) {
@@ -134,7 +143,7 @@ std::vector<QueryHead<T>> MohAttention<T>::query_heads(const BlockContext<T> &ct
   const int64_t N = ctx.tokens(), d = shape_.head_dim(), P = dense_heads_;
   std::vector<QueryHead<T>> heads;
   for (int64_t h = 0; h < P; h++)
-    heads.push_back({h, ctx.all_rows, q_dense_.data() + h * d, P * d, out_dense_.data() + h * d, P * d,
+    heads.push_back({h, ctx.all_rows, dense_.data() + h * d, dense_width(), out_dense_.data() + h * d, P * d,
                      lse_dense_.data() + h * N});
   for (int64_t i = 0; i < spec_.routed; i++) {
     RoutedHead &rh = routed_[(size_t)i];
@@ -146,25 +155,42 @@ std::vector<QueryHead<T>> MohAttention<T>::query_heads(const BlockContext<T> &ct
 
 template <typename T>
 KeyValues<T> MohAttention<T>::key_values(const BlockContext<T> &ctx) const {
-  const int64_t width = kv_computed_ * shape_.head_dim();
-  return {k_.data(), width, v_.data(), width, ctx.seq};
+  const int64_t d = shape_.head_dim(), k_col = dense_heads_ * d, v_col = k_col + kv_computed_ * d;
+  return {dense_.data() + k_col, dense_width(), dense_.data() + v_col, dense_width(), ctx.seq};
+}
+
+// The rows of the [q; k; v] weight (and bias) that every token needs — the always-active heads' queries, the
+// computed kv heads' keys and values — gathered into one matrix, so they are one product instead of three.
+template <typename T>
+void MohAttention<T>::gather_dense_weights(const T *w, const T *bias) {
+  const int64_t C = shape_.width, F = dense_width();
+  w_dense_.resize((size_t)(F * C));
+  b_dense_.resize(bias ? (size_t)F : 0);
+  for (const auto &[from, to, rows] : dense_row_blocks()) {
+    std::copy_n(w + from * C, rows * C, w_dense_.data() + to * C);
+    if (bias) std::copy_n(bias + from, rows, b_dense_.data() + to);
+  }
+}
+
+// (first row in the [q; k; v] weight, first row in the gathered matrix, rows) for queries, keys, values.
+template <typename T>
+std::vector<std::array<int64_t, 3>> MohAttention<T>::dense_row_blocks() const {
+  const int64_t d = shape_.head_dim(), Pd = dense_heads_ * d, KV = kv_computed_ * d, Q = shape_.q_width();
+  return {{0, 0, Pd}, {Q, Pd, KV}, {Q + shape_.kv_width(), Pd + KV, KV}};
 }
 
 template <typename T>
 void MohAttention<T>::forward(const ParamTable<T> &params, const T *x, T *y, const BlockContext<T> &ctx, bool) {
   route(params, x, ctx);
   const int64_t N = ctx.tokens(), C = shape_.width, H = shape_.heads, d = shape_.head_dim(), P = dense_heads_;
-  const int64_t Q = shape_.q_width(), KV = kv_computed_ * d, v_row = Q + shape_.kv_width();
   const T *w = params.value(w_.qkv), *bias = params.value_or_null(w_.qkv_bias);
   const T *w_proj = params.value(w_.proj);
 
   // Projections: keys and values of the computed kv heads for every token, queries only where a head is active.
-  k_.resize((size_t)(N * KV));
-  v_.resize((size_t)(N * KV));
-  linear_forward(k_.data(), KV, x, w + Q * C, bias ? bias + Q : nullptr, N, C, KV);
-  linear_forward(v_.data(), KV, x, w + v_row * C, bias ? bias + v_row : nullptr, N, C, KV);
-  q_dense_.resize((size_t)(N * P * d));
-  if (P > 0) linear_forward(q_dense_.data(), P * d, x, w, bias, N, C, P * d);
+  const int64_t F = dense_width();
+  gather_dense_weights(w, bias);
+  dense_.resize((size_t)(N * F));
+  linear_forward(dense_.data(), F, x, w_dense_.data(), bias ? b_dense_.data() : nullptr, N, C, F);
   for (RoutedHead &rh : routed_) {
     const int64_t m = rh.rows.size();
     rh.q.resize((size_t)(m * d));
@@ -181,8 +207,7 @@ void MohAttention<T>::forward(const ParamTable<T> &params, const T *x, T *y, con
     move_group_rows(g, sc.h.data(), &RoutedHead::q, true);
   });
   if (ctx.rope) {
-    rope_rotate(q_dense_.data(), P * d, 0, P, N, ctx.all_rows->pos.data(), *ctx.rope, +1);
-    rope_rotate(k_.data(), KV, 0, kv_computed_, N, ctx.all_rows->pos.data(), *ctx.rope, +1);
+    rope_rotate(dense_.data(), F, 0, P + kv_computed_, N, ctx.all_rows->pos.data(), *ctx.rope, +1);
     for (RoutedHead &rh : routed_) rope_rotate(rh.q.data(), d, 0, 1, rh.rows.size(), rh.rows.pos.data(), *ctx.rope, +1);
   }
 
@@ -235,8 +260,7 @@ template <typename T>
 void MohAttention<T>::backward(ParamTable<T> &params, const T *x, T *dy, T *dx, const BlockContext<T> &ctx,
                                double aux_grad_scale) {
   const int64_t N = ctx.tokens(), C = shape_.width, H = shape_.heads, d = shape_.head_dim(), P = dense_heads_;
-  const int64_t Q = shape_.q_width(), KV = kv_computed_ * d, v_row = Q + shape_.kv_width();
-  const int64_t E = spec_.routed, S = spec_.shared;
+  const int64_t KV = kv_computed_ * d, E = spec_.routed, S = spec_.shared;
   const T *w = params.value(w_.qkv), *w_proj = params.value(w_.proj);
   T *dw = params.grad(w_.qkv), *dbias = params.grad_or_null(w_.qkv_bias), *dw_proj = params.grad(w_.proj);
 
@@ -308,27 +332,40 @@ void MohAttention<T>::backward(ParamTable<T> &params, const T *x, T *dy, T *dx, 
     }
   }
 
-  // Attention. kv heads no active query head reads get no gradient from the kernel: start from zero.
-  d_q_dense_.resize((size_t)(N * P * d));
-  d_k_.assign((size_t)(N * KV), T(0));
-  d_v_.assign((size_t)(N * KV), T(0));
+  // Attention. The kernel writes every dq row of the dense heads and every dk/dv row of the kv heads some listed
+  // head reads; a computed kv head nobody read this time (possible with few tokens) needs zeros.
+  const int64_t F = dense_width();
+  const std::vector<QueryHead<T>> query_rows = query_heads(ctx);
+  std::vector<bool> kv_read((size_t)kv_computed_, false);
+  for (const QueryHead<T> &qh : query_rows) kv_read[(size_t)kv_head_of(qh.head, H / shape_.kv_heads)] = true;
+  d_dense_.resize((size_t)(N * F));
+  if (std::find(kv_read.begin(), kv_read.end(), false) != kv_read.end())
+    std::fill(d_dense_.begin(), d_dense_.end(), T(0));
   std::vector<QueryHeadGrad<T>> grads;
-  for (int64_t h = 0; h < P; h++)
-    grads.push_back({d_out_dense_.data() + h * d, P * d, d_q_dense_.data() + h * d, P * d});
+  for (int64_t h = 0; h < P; h++) grads.push_back({d_out_dense_.data() + h * d, P * d, d_dense_.data() + h * d, F});
   for (RoutedHead &rh : routed_)
     if (rh.rows.size() > 0) grads.push_back({rh.d_out.data(), d, rh.d_q.data(), d});
   const AttentionDims dims{ctx.batch, ctx.seq, H, shape_.kv_heads, d};
-  attention_backward(dims, key_values(ctx), query_heads(ctx), grads, KeyValueGrads<T>{d_k_.data(), KV, d_v_.data(), KV},
+  attention_backward(dims, key_values(ctx), query_rows, grads,
+                     KeyValueGrads<T>{d_dense_.data() + P * d, F, d_dense_.data() + P * d + KV, F},
                      ctx.attn_dropout ? ctx.site((uint32_t)DropoutSiteId::AttentionProbs) : Dropout{});
   if (ctx.rope) {
-    rope_rotate(d_q_dense_.data(), P * d, 0, P, N, ctx.all_rows->pos.data(), *ctx.rope, -1);
-    rope_rotate(d_k_.data(), KV, 0, kv_computed_, N, ctx.all_rows->pos.data(), *ctx.rope, -1);
+    rope_rotate(d_dense_.data(), F, 0, P + kv_computed_, N, ctx.all_rows->pos.data(), *ctx.rope, -1);
     for (RoutedHead &rh : routed_)
       if (rh.rows.size() > 0) rope_rotate(rh.d_q.data(), d, 0, 1, rh.rows.size(), rh.rows.pos.data(), *ctx.rope, -1);
   }
 
-  // Projections.
-  if (P > 0) linear_backward(dx, true, dw, dbias, d_q_dense_.data(), x, w, N, C, P * d);
+  // Projections: the dense product through the gathered weights, its gradient added back to the weights' rows.
+  gather_dense_weights(w, nullptr);
+  dw_dense_.assign((size_t)(F * C), T(0));
+  db_dense_.assign(dbias ? (size_t)F : 0, T(0));
+  linear_backward(dx, true, dw_dense_.data(), dbias ? db_dense_.data() : nullptr, d_dense_.data(), x, w_dense_.data(),
+                  N, C, F);
+  for (const auto &[from, to, rows] : dense_row_blocks()) {
+    for (int64_t i = 0; i < rows * C; i++) dw[from * C + i] += dw_dense_[(size_t)(to * C + i)];
+    if (dbias)
+      for (int64_t i = 0; i < rows; i++) dbias[from + i] += db_dense_[(size_t)(to + i)];
+  }
   group_db_.resize(groups_.size());
   for_each_group([&](size_t index, const Group &g, GroupScratch &sc) {  // each token's row of dx is one group's
     const int64_t m = (int64_t)g.tokens.size(), Kd = (int64_t)g.heads.size() * d;
@@ -353,9 +390,6 @@ void MohAttention<T>::backward(ParamTable<T> &params, const T *x, T *dy, T *dx, 
         for (int64_t i = 0; i < d; i++) dbias[heads[s] * d + i] += group_db_[index][s * (size_t)d + (size_t)i];
     }
   }
-  linear_backward(dx, true, dw + Q * C, dbias ? dbias + Q : nullptr, d_k_.data(), x, w + Q * C, N, C, KV);
-  linear_backward(dx, true, dw + v_row * C, dbias ? dbias + v_row : nullptr, d_v_.data(), x, w + v_row * C, N, C,
-                  KV);
   if (!mixture_) return;
 
   // Gates -> router softmaxes (plus the load-balance gradient E f_i / N on the routed softmax) -> router weights.
@@ -371,13 +405,14 @@ void MohAttention<T>::backward(ParamTable<T> &params, const T *x, T *dy, T *dx, 
     for (int64_t i = 0; i < E; i++)
       d_r_[(size_t)(n * E + i)] += (T)(aux_grad_scale * (double)E * f_[(size_t)i] / (double)N);
   }
-  auto router_backward = [&](std::vector<T> &d_p, const std::vector<T> &p, int64_t weight, int64_t width) {
-    softmax_rows_backward(d_p.data(), d_p.data(), p.data(), N, width);
-    linear_backward(dx, true, params.grad(weight), (T *)nullptr, d_p.data(), x, params.value(weight), N, C, width);
-  };
-  if (E > 0) router_backward(d_r_, r_, w_routed_, E);
-  if (S > 1) router_backward(d_s_, s_, w_shared_, S);
-  if (spec_.head_type_router()) router_backward(d_a_, a_, w_type_, 2);
+  const int64_t R = router_rows_, type_column = E, shared_column = E + (spec_.head_type_router() ? 2 : 0);
+  if (R == 0) return;
+  d_logits_.resize((size_t)(N * R));
+  if (E > 0) softmax_rows_backward(d_logits_.data(), R, d_r_.data(), r_.data(), N, E);
+  if (spec_.head_type_router()) softmax_rows_backward(d_logits_.data() + type_column, R, d_a_.data(), a_.data(), N, 2);
+  if (S > 1) softmax_rows_backward(d_logits_.data() + shared_column, R, d_s_.data(), s_.data(), N, S);
+  linear_backward(dx, true, params.grad(w_routers_), (T *)nullptr, d_logits_.data(), x, params.value(w_routers_), N, C,
+                  R);
 }
 
 // share = f_i / K over the routed heads (SPEC §8); top_share = f_i.

@@ -8,6 +8,7 @@
 // head of its group can be active (all kv heads for MixtureOfHeads, a prefix for StaticPruning).
 #pragma once
 
+#include <array>
 #include <string>
 #include <vector>
 
@@ -59,6 +60,10 @@ class MohAttention final : public AttentionBlock<T> {
   void for_each_group(Work &&work);
   void compute_stats(int64_t N);
   std::vector<QueryHead<T>> query_heads(const BlockContext<T> &ctx);
+  // Columns of dense_: the always-active heads' queries, then the computed kv heads' keys, then their values.
+  int64_t dense_width() const { return (dense_heads_ + 2 * kv_computed_) * shape_.head_dim(); }
+  void gather_dense_weights(const T *w, const T *bias);
+  std::vector<std::array<int64_t, 3>> dense_row_blocks() const;
   KeyValues<T> key_values(const BlockContext<T> &ctx) const;
 
   SchemeShape shape_;
@@ -67,12 +72,16 @@ class MohAttention final : public AttentionBlock<T> {
   int64_t dense_heads_;    // P: heads 0 .. P-1 run for every token (h_s, or k for StaticPruning)
   int64_t kv_computed_;    // kv heads 0 .. kv_computed_-1 are projected
   SchemeWeights w_;
-  int64_t w_routed_ = -1, w_type_ = -1, w_shared_ = -1;  // wg [E, C], wg_0 [2, C], wg_1 [h_s, C]
+  // wg [E, C], wg_0 [2, C] and wg_1 [h_s, C], those that exist, back to back: one [router_rows_, C] weight whose
+  // logits hold the routed, head-type and shared columns in that order.
+  int64_t w_routers_ = -1, router_rows_ = 0;
 
   // Last forward.
+  std::vector<T> logits_;            // [N, router_rows_]
   std::vector<T> r_, s_, a_, gate_;  // [N, E] routed softmax, [N, h_s], [N, 2], [N, H]
   std::vector<uint8_t> selected_;    // [N, E] top-K indicator
-  std::vector<T> q_dense_, k_, v_, out_dense_, gated_dense_, lse_dense_;  // [N, P d], [N, kv d] x2, [N, P d] x2, [P N]
+  std::vector<T> dense_, out_dense_, gated_dense_, lse_dense_;  // [N, dense_width()], [N, P d] x2, [P N]
+  std::vector<T> w_dense_, b_dense_;                             // the rows of [q; k; v] dense_ needs
   std::vector<RoutedHead> routed_;
   std::vector<Group> groups_;
   std::vector<int64_t> slot_;  // [N, E] token n's row among routed head i's rows (-1 if not selected)
@@ -83,7 +92,7 @@ class MohAttention final : public AttentionBlock<T> {
   RouterStats stats_;
 
   // Backward scratch.
-  std::vector<T> d_gate_, d_gated_dense_, d_out_dense_, d_q_dense_, d_k_, d_v_, d_r_, d_s_, d_a_;
+  std::vector<T> d_gate_, d_gated_dense_, d_out_dense_, d_dense_, dw_dense_, db_dense_, d_r_, d_s_, d_a_, d_logits_;
 };
 
 extern template class MohAttention<float>;

@@ -9,13 +9,14 @@
 
 namespace moas {
 
-// out[n, :] = softmax(in[n, :]) over `width` columns; rows are independent.                 [N, width]
+// out[n, :] = softmax(in[n, :]) over `width` columns; rows are independent. Row n of in starts at in + n *
+// in_stride, of out at out + n * out_stride (routers that share one product keep their logits side by side).
 template <typename T>
-void softmax_rows(T *out, const T *in, int64_t N, int64_t width) {
+void softmax_rows(T *out, int64_t out_stride, const T *in, int64_t in_stride, int64_t N, int64_t width) {
 #pragma omp parallel for schedule(static) if (N * width >= kParallelGrain)
   for (int64_t n = 0; n < N; n++) {
-    const T *x = in + n * width;
-    T *y = out + n * width;
+    const T *x = in + n * in_stride;
+    T *y = out + n * out_stride;
     T mx = x[0];
     for (int64_t i = 1; i < width; i++) mx = x[i] > mx ? x[i] : mx;
     T sum = 0;
@@ -24,15 +25,16 @@ void softmax_rows(T *out, const T *in, int64_t N, int64_t width) {
   }
 }
 
-// dlogits[n, i] = p_i (dp_i - sum_j p_j dp_j) (overwritten; may alias dp).
+// dlogits[n, i] = p_i (dp_i - sum_j p_j dp_j) (overwritten; row stride dlogits_stride; may alias dp). p and dp
+// are [N, width].
 template <typename T>
-void softmax_rows_backward(T *dlogits, const T *dp, const T *p, int64_t N, int64_t width) {
+void softmax_rows_backward(T *dlogits, int64_t dlogits_stride, const T *dp, const T *p, int64_t N, int64_t width) {
 #pragma omp parallel for schedule(static) if (N * width >= kParallelGrain)
   for (int64_t n = 0; n < N; n++) {
     const T *pn = p + n * width, *gn = dp + n * width;
     T inner = 0;
     for (int64_t i = 0; i < width; i++) inner += pn[i] * gn[i];
-    T *d = dlogits + n * width;
+    T *d = dlogits + n * dlogits_stride;
     for (int64_t i = 0; i < width; i++) d[i] = pn[i] * (gn[i] - inner);
   }
 }
