@@ -412,3 +412,26 @@ TEST_CASE("decoding through the C ABI: cache lifecycle, logits of a full forward
   REQUIRE(moas_decode_step(mqa.get(), raw, &one, nullptr, 0) == MOAS_ERR_SIZE_MISMATCH);
   moas_kv_cache_destroy(raw);
 }
+
+TEST_CASE("routers driven to overflow give MOAS_ERR_NON_FINITE and the model recovers", "[api][routing][errors]") {
+  for (moas_model_config c : {moas_cfg(MOAS_MODE_TOP1), moh_cfg(1, 2)}) {
+    DYNAMIC_SECTION("attention " << c.attention) {
+      ModelPtr model = make_model(c);
+      const char *router = c.attention == MOAS_ATTENTION_MOAS ? "transformer.h.0.attn.router.0.weight"
+                                                               : "transformer.h.0.attn.wg.weight";
+      const std::vector<float> saved = read_param(model.get(), router);
+      std::vector<float> huge(saved.size());
+      for (size_t i = 0; i < huge.size(); i++) huge[i] = (i % 2 ? -3e38f : 3e38f);
+      REQUIRE(moas_parameter_write(model.get(), router, huge.data(), huge.size()) == MOAS_OK);
+      const auto tokens = sequence(2 * 16, 13, 6), targets = sequence(2 * 16, 13, 7);
+      float loss = 0;
+      REQUIRE(moas_forward(model.get(), tokens.data(), targets.data(), 2, 16, 1, &loss, nullptr) ==
+              MOAS_ERR_NON_FINITE);
+      REQUIRE(moas_backward(model.get()) == MOAS_ERR_NO_FORWARD);
+      REQUIRE(moas_parameter_write(model.get(), router, saved.data(), saved.size()) == MOAS_OK);
+      float aux = 0;
+      train_step(model.get(), 8, &loss, &aux);
+      REQUIRE(std::isfinite(loss));
+    }
+  }
+}
