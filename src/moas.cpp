@@ -139,15 +139,14 @@ void MoasAttention<T>::compute_stats(int64_t N) {
   RouterStats &st = stats_;
   st.attention = MOAS_ATTENTION_MOAS;
   st.mean_gate = mean_gate_;
-  st.top_share.assign((size_t)S, 0.0);
-  st.entropy = 0;
-  for (int64_t n = 0; n < N; n++) {
-    const T *g = gates_.data() + n * S;
-    st.top_share[(size_t)(routed() ? argmax_lower(g, S) : 0)] += 1.0 / (double)N;
-    for (int64_t k = 0; k < S; k++)
-      if (g[k] > T(0)) st.entropy -= (double)g[k] * std::log((double)g[k]) / (double)N;
+  st.top_share = mean_gate_;  // without a router there is no argmax: every branch takes every token
+  if (routed()) {
+    st.top_share.assign((size_t)S, 0.0);
+    for (int64_t n = 0; n < N; n++) st.top_share[(size_t)argmax_lower(gates_.data() + n * S, S)] += 1.0 / (double)N;
   }
-  if (!routed()) st.top_share = mean_gate_;  // no argmax without a router: every branch takes every token
+  st.entropy = 0;
+  for (int64_t n = 0; n < N * S; n++)
+    if (gates_[(size_t)n] > T(0)) st.entropy -= (double)gates_[(size_t)n] * std::log((double)gates_[(size_t)n]) / (double)N;
   st.share = mode_ == MoasMode::Top1 ? st.top_share : mean_gate_;
   st.aux_loss = aux_;
   st.mean_shared_weight = st.mean_routed_weight = 0;

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -60,21 +61,31 @@ inline std::vector<float> logits_of(moas_model *m, size_t n) {
   return out;
 }
 
-inline std::vector<float> read_param(const moas_model *m, const char *name) {
+// Every parameter's name, in enumeration order.
+inline std::vector<std::string> parameter_names(const moas_model *m) {
   size_t count = 0;
   REQUIRE(moas_parameter_count(m, &count) == MOAS_OK);
+  std::vector<std::string> names;
   for (size_t i = 0; i < count; i++) {
     moas_parameter_info info;
     info.struct_size = sizeof info;
     REQUIRE(moas_parameter_info_at(m, i, &info) == MOAS_OK);
-    if (std::string(info.name) == name) {
-      std::vector<float> v(info.numel);
-      REQUIRE(moas_parameter_read(m, name, v.data(), v.size()) == MOAS_OK);
-      return v;
-    }
+    names.push_back(info.name);
   }
-  FAIL("no parameter " << name);
-  return {};
+  return names;
+}
+
+inline std::vector<float> read_param(const moas_model *m, const char *name) {
+  const std::vector<std::string> names = parameter_names(m);
+  const auto it = std::find(names.begin(), names.end(), name);
+  INFO("parameter " << name);
+  REQUIRE(it != names.end());
+  moas_parameter_info info;
+  info.struct_size = sizeof info;
+  REQUIRE(moas_parameter_info_at(m, (size_t)(it - names.begin()), &info) == MOAS_OK);
+  std::vector<float> v(info.numel);
+  REQUIRE(moas_parameter_read(m, name, v.data(), v.size()) == MOAS_OK);
+  return v;
 }
 
 // All parameters, in enumeration order, as one vector.

@@ -3,6 +3,7 @@
 // KV cache.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -39,15 +40,8 @@ moas_status create_status(const moas_model_config &c) {
 }
 
 bool has_parameter(const moas_model *m, const std::string &name) {
-  size_t count = 0;
-  REQUIRE(moas_parameter_count(m, &count) == MOAS_OK);
-  for (size_t i = 0; i < count; i++) {
-    moas_parameter_info info;
-    info.struct_size = sizeof info;
-    REQUIRE(moas_parameter_info_at(m, i, &info) == MOAS_OK);
-    if (name == info.name) return true;
-  }
-  return false;
+  const std::vector<std::string> names = parameter_names(m);
+  return std::find(names.begin(), names.end(), name) != names.end();
 }
 
 // SPEC §9 for float: max|a - b| <= 1e-5 max|b|.

@@ -13,6 +13,19 @@ import subprocess
 import sys
 
 
+def benchmark_env(avx512):
+    """The environment for a benchmark run: the machines' OpenBLAS pin (as tools/env.sh sets it), or with --avx512
+    none, so OpenBLAS picks its AVX-512 kernels."""
+    env = dict(os.environ)
+    if avx512:
+        env.pop("OPENBLAS_CORETYPE", None)
+        env.pop("OPENBLAS_L2_SIZE", None)
+    else:
+        env.setdefault("OPENBLAS_CORETYPE", "Haswell")
+        env.setdefault("OPENBLAS_L2_SIZE", "2097152")
+    return env
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,13 +34,7 @@ def main():
     parser.add_argument("--min-time", default="5")
     args = parser.parse_args()
 
-    env = dict(os.environ)
-    if args.avx512:
-        env.pop("OPENBLAS_CORETYPE", None)
-        env.pop("OPENBLAS_L2_SIZE", None)
-    else:
-        env.setdefault("OPENBLAS_CORETYPE", "Haswell")
-    out = subprocess.run([args.bench, "--benchmark_format=json"], env=env, check=True, capture_output=True,
+    out = subprocess.run([args.bench, "--benchmark_format=json"], env=benchmark_env(args.avx512), check=True, capture_output=True,
                          text=True).stdout
     report = json.loads(out)
     context = report["context"]

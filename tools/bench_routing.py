@@ -18,6 +18,9 @@ import os
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_report import benchmark_env  # noqa: E402
+
 # Each variant's comparisons: (family, key) -> the keys it is measured against. Routed variants against the dense
 # block of the same family; StaticPruning also against the MixtureOfHeads config with as many active heads (what
 # routing costs beyond computing the same number of heads).
@@ -84,13 +87,7 @@ def main():
     parser.add_argument("--filter", default="", help="--benchmark_filter regex, e.g. 'MoH_H8/.*/T:4096'")
     args = parser.parse_args()
 
-    env = dict(os.environ)
-    if args.avx512:
-        env.pop("OPENBLAS_CORETYPE", None)
-        env.pop("OPENBLAS_L2_SIZE", None)
-    else:
-        env.setdefault("OPENBLAS_CORETYPE", "Haswell")
-        env.setdefault("OPENBLAS_L2_SIZE", "2097152")
+    env = benchmark_env(args.avx512)
     command = [args.bench, "--benchmark_format=json", f"--benchmark_min_time={args.min_time}"]
     if args.repetitions > 1:
         command += [f"--benchmark_repetitions={args.repetitions}", "--benchmark_enable_random_interleaving=true"]
