@@ -131,7 +131,8 @@ enum {
 /* moas_model_config.position */
 enum {
   MOAS_POSITION_LEARNED = 0, /* wte + wpe */
-  MOAS_POSITION_ROPE = 1     /* rotary q/k, base rope_base, no wpe */
+  MOAS_POSITION_ROPE = 1,    /* rotary q/k, base rope_base, no wpe */
+  MOAS_POSITION_COPE = 2     /* contextual positions (SPEC §7): per head cope_max_pos learned embeddings, no wpe */
 };
 
 /* moas_model_config.attention */
@@ -215,6 +216,11 @@ typedef struct moas_model_config {
   float moas_aux_weight;                           /* lambda on the MoAS load-balance loss (default 0.01) */
   moas_head_selection head_selection;              /* MoH settings (default AllHeads) */
   int32_t reserved1;                               /* keep 0 */
+  /* Appended in libmoas 0.3.0. */
+  int32_t cope_max_pos; /* CoPE: P, the positions each head can tell apart (default 64); used with
+                           MOAS_POSITION_COPE. Checkpoint name attn.cope.weight [n_head, P, head_dim], shared by
+                           every MoAS branch */
+  int32_t window_size;  /* sliding window w: query i attends to keys i-w .. i; 0 = full causal (default 0) */
 } moas_model_config;
 
 /* Fills every field within cfg->struct_size with the defaults above (the paper's model).
@@ -412,6 +418,92 @@ MOAS_API moas_status moas_router_stats(const moas_model *model, int32_t layer, m
 /* The statistics of every layer at once: out[l] for l in [0, n_layers), each with its struct_size set by the
  * caller; n_layers must equal the model's n_layer. */
 MOAS_API moas_status moas_router_stats_all(const moas_model *model, moas_layer_router_stats *out, size_t n_layers);
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * The attention layer alone, on caller-owned buffers (for programs that compose their own network, e.g. RustGPT).
+ * It is the same attention block a model's layers run (SPEC §2-4 and §7); the caller owns embeddings and norms.
+ * ------------------------------------------------------------------------------------------------------------- */
+
+typedef struct moas_layer moas_layer;
+
+typedef struct moas_layer_config {
+  uint32_t struct_size;  /* sizeof(moas_layer_config), set by the caller */
+  uint32_t abi_version;  /* MOAS_ABI_VERSION, set by moas_layer_config_default */
+  int32_t n_embd;        /* C, divisible by n_head (default 128) */
+  int32_t n_head;        /* H query heads (default 8) */
+  int32_t n_kv_head;     /* key/value heads of a single scheme or MoH, dividing n_head (default 4) */
+  int32_t max_seq_len;   /* the longest sequence a forward accepts (default 80) */
+  int32_t attention;     /* MOAS_ATTENTION_* (default MOAS_ATTENTION_SCHEME) */
+  int32_t position;      /* MOAS_POSITION_LEARNED: no position inside attention (the caller's embeddings carry it);
+                            MOAS_POSITION_ROPE or MOAS_POSITION_COPE (default LEARNED) */
+  float rope_base;       /* RoPE base (default 10000) */
+  int32_t cope_max_pos;  /* CoPE positions per head (default 64) */
+  int32_t window_size;   /* sliding window; 0 = full causal (default 0) */
+  int32_t residual;      /* 1: y = x + Attn(x) (default 1) */
+  int32_t bias;          /* 1: projection biases (default 0) */
+  float dropout;         /* p for attention probabilities and the output projection in training (default 0) */
+  int32_t moas_mode;                               /* as moas_model_config (default MOAS_MODE_SOFT) */
+  int32_t moas_n_branches;                         /* default 3 */
+  int32_t moas_branch_kv_heads[MOAS_MAX_BRANCHES]; /* default {0, 2, 1, 0}: MHA, GQA-2, MQA */
+  float moas_aux_weight;                           /* default 0.01 */
+  moas_head_selection head_selection;              /* default AllHeads */
+  int32_t n_threads;     /* CPU threads for this layer's calls; 0 = all cores */
+  uint64_t seed;         /* initialisation and dropout seed (default 1337) */
+  int32_t device;        /* MOAS_DEVICE_* (default CPU) */
+  int32_t device_index;
+} moas_layer_config;
+
+/* Fills every field within cfg->struct_size with the defaults above (RustGPT's attention shape). Thread-safe. */
+MOAS_API moas_status moas_layer_config_default(moas_layer_config *cfg);
+
+/* Validates cfg and creates a layer with the model's initialisation (weights N(0, 0.02), the output projection
+ * N(0, 0.02 / sqrt(2)), CoPE embeddings 0). The caller owns *out and frees it with moas_layer_destroy. Distinct
+ * layers may be used from different threads at once; one layer is used by one thread at a time. */
+MOAS_API moas_status moas_layer_create(const moas_layer_config *cfg, moas_layer **out);
+
+/* Frees the layer; NULL is a no-op. */
+MOAS_API void moas_layer_destroy(moas_layer *layer);
+
+/* y = Attn(x) (plus x with residual) for x [batch, seq_len, n_embd], batch >= 1, 1 <= seq_len <= max_seq_len;
+ * x and y each hold len = batch * seq_len * n_embd floats, must not overlap, and stay owned by the caller.
+ * training: 1 keeps what moas_layer_backward needs and applies dropout; 0 keeps nothing.
+ * aux_out (nullable): the unweighted load-balance loss (0 without a router). On failure y is untouched and the
+ * layer is as before. */
+MOAS_API moas_status moas_layer_forward(moas_layer *layer, const float *x, float *y, size_t len, int32_t batch,
+                                        int32_t seq_len, int32_t training, float *aux_out);
+
+/* Given dy = dLoss/dy of the last training forward (len floats), writes dx = dLoss/dx (overwritten; the residual's
+ * identity included) and adds the parameter gradients, with the load-balance loss's gradient weighted by its
+ * lambda. MOAS_ERR_NO_FORWARD without a training forward since the last backward. */
+MOAS_API moas_status moas_layer_backward(moas_layer *layer, const float *dy, float *dx, size_t len);
+
+/* Sets every parameter gradient to zero. */
+MOAS_API moas_status moas_layer_zero_grad(moas_layer *layer);
+
+/* One AdamW step on the layer's accumulated gradients, as moas_optimizer_step (weight_decay 0 and grad_clip 0
+ * give plain Adam). The layer keeps its own moments. */
+MOAS_API moas_status moas_layer_optimizer_step(moas_layer *layer, const moas_adamw_config *cfg,
+                                               float *grad_norm_out);
+
+/* The layer's parameter tensors, named as in a model without the "transformer.h.{l}." prefix ("attn.c_attn.weight",
+ * "attn.cope.weight", ...): count, description, read, write, and the accumulated gradient read and write (so a
+ * caller can run its own optimiser or scale gradients). len is the tensor's numel. */
+MOAS_API moas_status moas_layer_parameter_count(const moas_layer *layer, size_t *out);
+MOAS_API moas_status moas_layer_parameter_info_at(const moas_layer *layer, size_t index, moas_parameter_info *out);
+MOAS_API moas_status moas_layer_parameter_read(const moas_layer *layer, const char *name, float *out, size_t len);
+MOAS_API moas_status moas_layer_parameter_write(moas_layer *layer, const char *name, const float *values,
+                                                size_t len);
+MOAS_API moas_status moas_layer_gradient_read(const moas_layer *layer, const char *name, float *out, size_t len);
+MOAS_API moas_status moas_layer_gradient_write(moas_layer *layer, const char *name, const float *values,
+                                               size_t len);
+
+/* Router statistics of the last forward, as moas_router_stats. */
+MOAS_API moas_status moas_layer_get_router_stats(const moas_layer *layer, moas_layer_router_stats *out);
+
+/* The last forward's per-token gates [batch * seq_len, *width]: MoAS the router's softmax over its branches, MoH
+ * every head's gate (0 where inactive). *width is always written (0 without routing); out may be NULL to ask for
+ * it, else out_len must be batch * seq_len * *width. */
+MOAS_API moas_status moas_layer_gates(const moas_layer *layer, float *out, size_t out_len, int32_t *width);
 
 #ifdef __cplusplus
 } /* extern "C" */

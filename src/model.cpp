@@ -18,7 +18,7 @@ template <typename T>
 Model<T>::Model(const ModelConfig &config) : config_(config) {
   register_parameters();
   params.allocate();
-  initialise();
+  initialise_parameters(params, config_.n_layer, config_.seed);
   if (config_.position == PositionKind::Rope) rope_.build(config_.block_size, config_.head_dim(), config_.rope_base);
 }
 
@@ -59,23 +59,6 @@ void Model<T>::register_parameters() {
   }
   lnf_w_ = params.add("transformer.ln_f.weight", {C});
   lnf_b_ = norm_bias("transformer.ln_f.bias");
-}
-
-// GPT-2: weights N(0, 0.02), residual projections N(0, 0.02 / sqrt(2 L)), biases 0, norm gains 1.
-template <typename T>
-void Model<T>::initialise() {
-  const double residual_std = 0.02 / std::sqrt(2.0 * (double)config_.n_layer);
-  uint64_t stream = 0;
-  for (const ParamInfo &info : params.infos()) {
-    T *v = params.values.data() + info.offset;
-    const bool is_norm = info.name.find(".ln_") != std::string::npos;
-    const bool is_bias = info.name.size() > 5 && info.name.compare(info.name.size() - 5, 5, ".bias") == 0;
-    const bool is_residual = info.name.find("c_proj.weight") != std::string::npos;
-    if (is_bias) std::fill(v, v + info.numel, T(0));
-    else if (is_norm) std::fill(v, v + info.numel, T(1));
-    else init_normal(v, info.numel, is_residual ? residual_std : 0.02, config_.seed, stream);
-    stream++;
-  }
 }
 
 template <typename T>

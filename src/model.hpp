@@ -64,7 +64,6 @@ class Model {
   };
 
   void register_parameters();
-  void initialise();
   void resize_buffers(int64_t N, bool training);
   int64_t fc_width() const;
   BlockContext<T> block_context(uint32_t layer, float dropout, KvCache<T> *cache) const;
