@@ -91,7 +91,9 @@ typedef enum moas_status {
   /* A bug in libmoas: please report it with the message. */
   MOAS_ERR_INTERNAL = 24,
   /* The KV cache has no room for more positions (its capacity, at most the model's block_size): reset it. */
-  MOAS_ERR_CONTEXT_FULL = 25
+  MOAS_ERR_CONTEXT_FULL = 25,
+  /* Two buffers of one call overlap in a way it does not allow (e.g. a layer's x and y partly overlapping). */
+  MOAS_ERR_INVALID_ARGUMENT = 26
 } moas_status;
 
 /* A static, human-readable name for a status ("MOAS_ERR_SIZE_MISMATCH: ..."). Thread-safe. Never NULL. */
@@ -218,8 +220,8 @@ typedef struct moas_model_config {
   int32_t reserved1;                               /* keep 0 */
   /* Appended in libmoas 0.3.0. */
   int32_t cope_max_pos; /* CoPE: P, the positions each head can tell apart (default 64); used with
-                           MOAS_POSITION_COPE. Checkpoint name attn.cope.weight [n_head, P, head_dim], shared by
-                           every MoAS branch */
+                           MOAS_POSITION_COPE. Checkpoint name attn.cope.weight [n_head, P, head_dim]; a MoAS
+                           branch has its own, attn.{branch}.cope.weight */
   int32_t window_size;  /* sliding window w: query i attends to keys i-w .. i; 0 = full causal (default 0) */
 } moas_model_config;
 
@@ -465,7 +467,8 @@ MOAS_API moas_status moas_layer_create(const moas_layer_config *cfg, moas_layer 
 MOAS_API void moas_layer_destroy(moas_layer *layer);
 
 /* y = Attn(x) (plus x with residual) for x [batch, seq_len, n_embd], batch >= 1, 1 <= seq_len <= max_seq_len;
- * x and y each hold len = batch * seq_len * n_embd floats, must not overlap, and stay owned by the caller.
+ * x and y each hold len = batch * seq_len * n_embd floats and stay owned by the caller; y may be x itself (in place)
+ * but must not otherwise overlap it (MOAS_ERR_INVALID_ARGUMENT). Non-finite x gives MOAS_ERR_NON_FINITE.
  * training: 1 keeps what moas_layer_backward needs and applies dropout; 0 keeps nothing.
  * aux_out (nullable): the unweighted load-balance loss (0 without a router). On failure y is untouched and the
  * layer is as before. */
@@ -474,7 +477,8 @@ MOAS_API moas_status moas_layer_forward(moas_layer *layer, const float *x, float
 
 /* Given dy = dLoss/dy of the last training forward (len floats), writes dx = dLoss/dx (overwritten; the residual's
  * identity included) and adds the parameter gradients, with the load-balance loss's gradient weighted by its
- * lambda. MOAS_ERR_NO_FORWARD without a training forward since the last backward. */
+ * lambda. dx may be dy itself. MOAS_ERR_NO_FORWARD without a training forward since the last backward (or after a
+ * parameter write or optimiser step). */
 MOAS_API moas_status moas_layer_backward(moas_layer *layer, const float *dy, float *dx, size_t len);
 
 /* Sets every parameter gradient to zero. */

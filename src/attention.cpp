@@ -7,6 +7,7 @@
 #include "attention_math.hpp"
 #include "error.hpp"
 #include "gemm.hpp"
+#include "query_chunks.hpp"
 
 namespace moas {
 namespace {
@@ -14,10 +15,12 @@ namespace {
 // Query chunks and key tiles share one size; chunks hold up to kTile consecutive compact rows of one sequence.
 constexpr int64_t kTile = 64;
 
+}  // namespace
+
 template <typename T>
-void check_dims(const AttentionDims &s, const std::vector<QueryHead<T>> &heads) {
-  require(s.batch >= 0 && s.seq >= 0 && s.heads > 0 && s.kv_heads > 0 && s.head_dim > 0, MOAS_ERR_INVALID_CONFIG,
-          "attention: batch/seq must be >= 0 and heads/kv_heads/head_dim > 0");
+void check_attention_dims(const AttentionDims &s, const std::vector<QueryHead<T>> &heads) {
+  require(s.batch >= 0 && s.seq >= 0 && s.heads > 0 && s.kv_heads > 0 && s.head_dim > 0 && s.window >= 0,
+          MOAS_ERR_INVALID_CONFIG, "attention: batch/seq/window must be >= 0 and heads/kv_heads/head_dim > 0");
   require(s.heads % s.kv_heads == 0, MOAS_ERR_INVALID_CONFIG,
           "attention: heads (" + std::to_string(s.heads) + ") must be a multiple of kv_heads (" +
               std::to_string(s.kv_heads) + ")");
@@ -30,41 +33,19 @@ void check_dims(const AttentionDims &s, const std::vector<QueryHead<T>> &heads) 
   }
 }
 
-// Below about a million multiply-adds, waking a thread team costs more than the work (decode steps, tests).
-bool worth_threads(int64_t multiply_adds) { return multiply_adds >= (int64_t(1) << 20); }
-
-struct Chunk {
-  int64_t entry, b, r0, r1;
-};
-
-}  // namespace
-
 template <typename T>
 void attention_forward(const AttentionDims &s, const KeyValues<T> &kv, const std::vector<QueryHead<T>> &heads,
                        const Dropout &dropout) {
-  check_dims(s, heads);
+  check_attention_dims(s, heads);
   const int64_t H = s.heads, d = s.head_dim, group = s.heads / s.kv_heads;
   const T scale = T(1) / std::sqrt(T(d));
   const bool drop = dropout.active();
   const T keep_scale = drop ? T(1) / (T(1) - T(dropout.p)) : T(1);
 
-  // Chunks that reach further into their sequence visit more key tiles: hand those out first to balance threads.
-  std::vector<Chunk> chunks;
-  std::vector<int64_t> cost;
-  int64_t total_cost = 0;
-  for (int64_t e = 0; e < (int64_t)heads.size(); ++e) {
-    const RowSet &rows = *heads[(size_t)e].rows;
-    for (int64_t b = 0; b < s.batch; ++b)
-      for (int64_t r0 = rows.begin[(size_t)b]; r0 < rows.begin[(size_t)b + 1]; r0 += kTile) {
-        const int64_t r1 = std::min(r0 + kTile, rows.begin[(size_t)b + 1]);
-        chunks.push_back({e, b, r0, r1});
-        cost.push_back((r1 - r0) * (rows.pos[(size_t)r1 - 1] + 1));
-        total_cost += cost.back();
-      }
-  }
-  std::vector<int64_t> order(chunks.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = (int64_t)i;
-  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return cost[(size_t)a] > cost[(size_t)b]; });
+  // A chunk visits the key tiles its rows' windows span.
+  int64_t total_cost;
+  const std::vector<QueryChunk> chunks =
+      query_chunks(s, heads, kTile, [](int64_t rows, int64_t span) { return rows * span; }, &total_cost);
   const int64_t n_chunks = (int64_t)chunks.size();
 
 #pragma omp parallel if (worth_threads(total_cost * d))
@@ -72,7 +53,7 @@ void attention_forward(const AttentionDims &s, const KeyValues<T> &kv, const std
     std::vector<T> S(kTile * kTile), acc(kTile * d), m(kTile), l(kTile);
 #pragma omp for schedule(dynamic)
     for (int64_t task = 0; task < n_chunks; ++task) {
-      const Chunk &ch = chunks[(size_t)order[(size_t)task]];
+      const QueryChunk &ch = chunks[(size_t)task];
       const QueryHead<T> &qh = heads[(size_t)ch.entry];
       const int32_t *pos = qh.rows->pos.data() + ch.r0;
       const int64_t b = ch.b, h = qh.head, g = kv_head_of(h, group), mq = ch.r1 - ch.r0, last = pos[mq - 1];
@@ -81,7 +62,8 @@ void attention_forward(const AttentionDims &s, const KeyValues<T> &kv, const std
       std::fill(l.begin(), l.end(), T(0));
       std::fill(acc.begin(), acc.end(), T(0));
 
-      for (int64_t j0 = 0; j0 <= last; j0 += kTile) {
+      // Rows are in position order: the first row's window starts earliest.
+      for (int64_t j0 = first_visible_key(pos[0], s.window) / kTile * kTile; j0 <= last; j0 += kTile) {
         const int64_t nk = std::min(kTile, last + 1 - j0);
         const T *K = kv.k + (b * kv.seq_stride + j0) * kv.k_stride + g * d;
         const T *V = kv.v + (b * kv.seq_stride + j0) * kv.v_stride + g * d;
@@ -89,7 +71,7 @@ void attention_forward(const AttentionDims &s, const KeyValues<T> &kv, const std
         for (int64_t r = 0; r < mq; ++r) {
           T *Sr = S.data() + r * kTile;
           int64_t lo, hi;
-          visible_keys(pos[r], j0, nk, &lo, &hi);
+          visible_keys(pos[r], s.window, j0, nk, &lo, &hi);
           const T alpha = online_softmax_update(Sr, lo, hi, nk, m[(size_t)r], l[(size_t)r]);
           if (alpha != T(1)) {
             T *ar = acc.data() + r * d;
@@ -124,7 +106,7 @@ template <typename T>
 void attention_backward(const AttentionDims &s, const KeyValues<T> &kv, const std::vector<QueryHead<T>> &heads,
                         const std::vector<QueryHeadGrad<T>> &grads, const KeyValueGrads<T> &dkv,
                         const Dropout &dropout) {
-  check_dims(s, heads);
+  check_attention_dims(s, heads);
   require(grads.size() == heads.size(), MOAS_ERR_SIZE_MISMATCH, "attention backward: one gradient view per head");
   const int64_t H = s.heads, Hkv = s.kv_heads, d = s.head_dim, group = H / Hkv, n = s.seq;
   const T scale = T(1) / std::sqrt(T(d));
@@ -151,15 +133,19 @@ void attention_backward(const AttentionDims &s, const KeyValues<T> &kv, const st
       const int64_t b = tasks[(size_t)task] / Hkv, g = tasks[(size_t)task] % Hkv;
       const std::vector<int64_t> &entries = entries_of[(size_t)g];
 
-      // D per listed row of this sequence, dq rows zeroed, and the furthest position any of them reaches.
+      // D per listed row of this sequence, dq rows zeroed, and the keys any of them sees (from the earliest window
+      // start to the furthest position).
       std::vector<int64_t> d_offset(entries.size());
-      int64_t n_rows = 0, last = -1;
+      int64_t n_rows = 0, first = n, last = -1;
       for (size_t k = 0; k < entries.size(); ++k) {
         const RowSet &rows = *heads[(size_t)entries[k]].rows;
+        const int64_t rb = rows.begin[(size_t)b], re = rows.begin[(size_t)b + 1];
         d_offset[k] = n_rows;
-        n_rows += rows.begin[(size_t)b + 1] - rows.begin[(size_t)b];
-        if (rows.begin[(size_t)b + 1] > rows.begin[(size_t)b])
-          last = std::max<int64_t>(last, rows.pos[(size_t)rows.begin[(size_t)b + 1] - 1]);
+        n_rows += re - rb;
+        if (re > rb) {
+          first = std::min(first, first_visible_key(rows.pos[(size_t)rb], s.window));
+          last = std::max<int64_t>(last, rows.pos[(size_t)re - 1]);
+        }
       }
       D.resize((size_t)n_rows);
       for (size_t k = 0; k < entries.size(); ++k) {
@@ -180,7 +166,7 @@ void attention_backward(const AttentionDims &s, const KeyValues<T> &kv, const st
       }
 
       // Key tile outermost so K_j, V_j and their gradient rows stay in cache across the whole query group.
-      for (int64_t j0 = 0; j0 <= last; j0 += kTile) {
+      for (int64_t j0 = first / kTile * kTile; j0 <= last; j0 += kTile) {
         const T *K = kv.k + (b * kv.seq_stride + j0) * kv.k_stride + g * d;
         const T *V = kv.v + (b * kv.seq_stride + j0) * kv.v_stride + g * d;
         T *dK = dkv.dk + (b * kv.seq_stride + j0) * dkv.dk_stride + g * d;
@@ -192,7 +178,8 @@ void attention_backward(const AttentionDims &s, const KeyValues<T> &kv, const st
           for (int64_t r0 = rb; r0 < re; r0 += kTile) {
             const int64_t mq = std::min(kTile, re - r0);
             const int32_t *pos = qh.rows->pos.data() + r0;
-            if (pos[mq - 1] < j0) continue;  // the whole chunk precedes this key tile
+            // The whole chunk precedes this key tile, or its windows all start after it.
+            if (pos[mq - 1] < j0 || first_visible_key(pos[0], s.window) >= j0 + kTile) continue;
             const int64_t nk = std::min(kTile, pos[mq - 1] + 1 - j0);
             const T *Q = qh.q + r0 * qh.q_stride, *dO = gr.dout + r0 * gr.dout_stride;
             T *dQ = gr.dq + r0 * gr.dq_stride;
@@ -201,7 +188,7 @@ void attention_backward(const AttentionDims &s, const KeyValues<T> &kv, const st
             for (int64_t r = 0; r < mq; ++r) {
               T *Pr = P.data() + r * kTile, *dSr = dS.data() + r * kTile;
               int64_t lo, hi;
-              visible_keys(pos[r], j0, nk, &lo, &hi);
+              visible_keys(pos[r], s.window, j0, nk, &lo, &hi);
               const T li = qh.lse[r0 + r], Di = D[(size_t)(d_offset[k] + r0 + r - rb)];
               if (drop) {
                 T *Pdr = Pd.data() + r * kTile;
@@ -234,6 +221,7 @@ void attention_backward(const AttentionDims &s, const KeyValues<T> &kv, const st
 }
 
 #define MOAS_INSTANTIATE(T)                                                                                     \
+  template void check_attention_dims<T>(const AttentionDims &, const std::vector<QueryHead<T>> &);              \
   template void attention_forward<T>(const AttentionDims &, const KeyValues<T> &,                               \
                                      const std::vector<QueryHead<T>> &, const Dropout &);                       \
   template void attention_backward<T>(const AttentionDims &, const KeyValues<T> &,                              \

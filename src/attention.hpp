@@ -24,6 +24,7 @@ struct AttentionDims {
   int64_t heads;     // H, the scheme's query heads (with kv_heads it fixes the GQA map and the dropout streams)
   int64_t kv_heads;  // Hkv, dividing H
   int64_t head_dim;  // d
+  int64_t window = 0;  // sliding window w (SPEC §7): query i sees keys i - w .. i; 0 = every earlier key
 };
 
 // Key (b, j) of kv head g is at k + (b * seq_stride + j) * k_stride + g * d; values likewise.
@@ -65,10 +66,11 @@ struct QueryHeadGrad {  // compact like its QueryHead
   int64_t dq_stride;
 };
 
-// out_r = sum_j A_rj v_j with A = softmax_j(q_r . k_j / sqrt(d)) over j <= pos_r, for every listed head. With dropout
-// active, A is multiplied by mask / (1 - p) after normalisation (the normaliser uses the undropped probabilities,
-// like torch's dropout after softmax); the mask element of (b, h, i, j) is ((b * H + h) * seq + i) * seq + j whatever
-// rows are computed. Throws moas::Error on an inconsistent shape.
+// out_r = sum_j A_rj v_j with A = softmax_j(q_r . k_j / sqrt(d)) over pos_r - w <= j <= pos_r (0 <= j <= pos_r
+// without a window), for every listed head; key tiles wholly before a query chunk's windows are never visited. With
+// dropout active, A is multiplied by mask / (1 - p) after normalisation (the normaliser uses the undropped
+// probabilities, like torch's dropout after softmax); the mask element of (b, h, i, j) is
+// ((b * H + h) * seq + i) * seq + j whatever rows are computed. Throws moas::Error on an inconsistent shape.
 template <typename T>
 void attention_forward(const AttentionDims &dims, const KeyValues<T> &kv, const std::vector<QueryHead<T>> &heads,
                        const Dropout &dropout);
@@ -80,5 +82,9 @@ template <typename T>
 void attention_backward(const AttentionDims &dims, const KeyValues<T> &kv, const std::vector<QueryHead<T>> &heads,
                         const std::vector<QueryHeadGrad<T>> &grads, const KeyValueGrads<T> &dkv,
                         const Dropout &dropout);
+
+// Throws moas::Error unless the dims are consistent and every listed head fits them (also CoPE's kernel's check).
+template <typename T>
+void check_attention_dims(const AttentionDims &dims, const std::vector<QueryHead<T>> &heads);
 
 }  // namespace moas

@@ -13,18 +13,20 @@ template <typename T>
 class SchemeAttention final : public AttentionBlock<T> {
  public:
   SchemeAttention(const ModelConfig &c, ParamTable<T> &params, const std::string &prefix)
-      : scheme_(params, prefix, SchemeShape{c.n_embd, c.n_head, c.n_kv_head, c.bias}, 0) {}
+      : scheme_(params, prefix, SchemeShape{c.n_embd, c.n_head, c.n_kv_head, c.bias}, 0),
+        options_(register_attention_options(params, prefix, c)) {}
 
   void forward(const ParamTable<T> &params, const T *x, T *y, const BlockContext<T> &ctx, bool) override {
-    scheme_.forward(params, x, *ctx.all_rows, y, ctx);
+    scheme_.forward(params, x, *ctx.all_rows, y, ctx, options_);
   }
   void backward(ParamTable<T> &params, const T *x, T *dy, T *dx, const BlockContext<T> &ctx, double) override {
-    scheme_.backward(params, x, dy, dx, ctx);
+    scheme_.backward(params, x, dy, dx, ctx, options_);
   }
   std::vector<int64_t> cache_widths() const override { return {scheme_.shape().kv_width()}; }
 
  private:
   Scheme<T> scheme_;
+  AttentionOptions options_;
 };
 
 }  // namespace

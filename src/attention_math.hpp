@@ -14,11 +14,19 @@ namespace moas {
 // only right when the counts are equal.
 MOAS_HD inline int64_t kv_head_of(int64_t head, int64_t group) { return head / group; }
 
-// The keys j0 .. j0 + tile_len - 1 of a tile that the query at sequence position `pos` may attend to (j <= pos), as
-// the column range [*lo, *hi) of the tile; empty (hi <= lo) when the whole tile lies in the future.
-MOAS_HD inline void visible_keys(int64_t pos, int64_t j0, int64_t tile_len, int64_t *lo, int64_t *hi) {
-  const int64_t last = pos - j0 + 1;
-  *lo = 0;
+// The first key the query at sequence position `pos` sees: pos - window with a sliding window (SPEC §7: keys
+// pos - w .. pos), else 0.
+MOAS_HD inline int64_t first_visible_key(int64_t pos, int64_t window) {
+  return window > 0 && pos > window ? pos - window : 0;
+}
+
+// The keys j0 .. j0 + tile_len - 1 of a tile that the query at sequence position `pos` may attend to
+// (first_visible_key <= j <= pos), as the column range [*lo, *hi) of the tile; empty (hi <= lo) when the whole tile
+// lies in the future or before the window.
+MOAS_HD inline void visible_keys(int64_t pos, int64_t window, int64_t j0, int64_t tile_len, int64_t *lo,
+                                 int64_t *hi) {
+  const int64_t first = first_visible_key(pos, window) - j0, last = pos - j0 + 1;
+  *lo = first < 0 ? 0 : (first > tile_len ? tile_len : first);
   *hi = last < 0 ? 0 : (last > tile_len ? tile_len : last);
 }
 

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "adamw.hpp"
+#include "c_api_support.hpp"
 #include "checkpoint.hpp"
 #include "config.hpp"
 #include "error.hpp"
@@ -31,46 +32,7 @@ struct moas_kv_cache {
 
 namespace {
 
-thread_local std::string last_error;
-
-template <typename F>
-moas_status guarded(F &&body) {
-  try {
-    body();
-    return MOAS_OK;
-  } catch (const moas::Error &e) {
-    last_error = e.what();
-    return e.status();
-  } catch (const std::bad_alloc &) {
-    last_error = "out of memory: reduce the batch, the sequence length or the model size";
-    return MOAS_ERR_OUT_OF_MEMORY;
-  } catch (const std::exception &e) {
-    last_error = std::string("internal error: ") + e.what();
-    return MOAS_ERR_INTERNAL;
-  } catch (...) {
-    last_error = "internal error: unknown exception";
-    return MOAS_ERR_INTERNAL;
-  }
-}
-
-void require_arg(const void *pointer, const char *name) {
-  moas::require(pointer != nullptr, MOAS_ERR_NULL_ARGUMENT, std::string(name) + " is NULL");
-}
-
-void require_struct(uint32_t struct_size, size_t v1_size, const char *type) {
-  moas::require(struct_size >= v1_size, MOAS_ERR_ABI_MISMATCH,
-                std::string(type) + ".struct_size is " + std::to_string(struct_size) + ", expected at least " +
-                    std::to_string(v1_size) + ": set struct_size = sizeof(" + type + ")");
-}
-
-const moas::ParamInfo &param_checked(const moas::Model<float> &m, const char *name, size_t len) {
-  require_arg(name, "name");
-  const moas::ParamInfo &info = m.params.find(name);
-  moas::require(len == (size_t)info.numel, MOAS_ERR_SIZE_MISMATCH,
-                std::string("parameter \"") + name + "\" has " + std::to_string(info.numel) + " elements but len is " +
-                    std::to_string(len));
-  return info;
-}
+using namespace moas::capi;
 
 void check_tokens(const moas::ModelConfig &c, const int32_t *tokens, const int32_t *targets, int32_t batch,
                   int32_t seq_len) {
@@ -94,10 +56,6 @@ void check_tokens(const moas::ModelConfig &c, const int32_t *tokens, const int32
                         std::to_string(c.vocab_size) + "): use -1 for positions without a target");
 }
 
-// The size of moas_layer_router_stats in libmoas 0.1.0; later fields are written only when the caller's struct
-// reaches them.
-constexpr size_t kRouterStatsV1Size = offsetof(moas_layer_router_stats, top_share);
-
 void fill_router_stats(const moas::Model<float> &m, int64_t layer, moas_layer_router_stats *out) {
   require_struct(out->struct_size, kRouterStatsV1Size, "moas_layer_router_stats");
   moas::require(m.last_batch() > 0, MOAS_ERR_NO_FORWARD,
@@ -109,37 +67,7 @@ void fill_router_stats(const moas::Model<float> &m, int64_t layer, moas_layer_ro
                           : "its head selection (AllHeads or StaticPruning) uses no router";
     moas::fail(MOAS_ERR_NO_ROUTER, "layer " + std::to_string(layer) + " has no router: " + why);
   }
-  moas_layer_router_stats full;
-  std::memset(&full, 0, sizeof full);
-  full.struct_size = out->struct_size;
-  full.n_routes = (int32_t)st.share.size();
-  for (size_t i = 0; i < st.share.size(); i++) {
-    full.share[i] = (float)st.share[i];
-    full.mean_gate[i] = (float)st.mean_gate[i];
-    full.top_share[i] = (float)st.top_share[i];
-  }
-  full.balance = (float)st.balance();
-  full.max_over_mean = (float)st.max_over_mean();
-  full.collapsed = st.collapsed() ? 1 : 0;
-  full.entropy = (float)st.entropy;
-  full.aux_loss = (float)st.aux_loss;
-  full.mean_shared_weight = (float)st.mean_shared_weight;
-  full.mean_routed_weight = (float)st.mean_routed_weight;
-  full.attention = st.attention;
-  std::memcpy(out, &full, std::min<size_t>(out->struct_size, sizeof full));
-}
-
-moas::AdamWSettings check_adamw(const moas_adamw_config &cfg) {
-  auto check = [](bool ok, const std::string &msg) { moas::require(ok, MOAS_ERR_INVALID_CONFIG, msg); };
-  check(std::isfinite(cfg.lr) && cfg.lr >= 0, "lr is " + std::to_string(cfg.lr) + ": it must be finite and >= 0");
-  check(cfg.beta1 >= 0 && cfg.beta1 < 1, "beta1 is " + std::to_string(cfg.beta1) + ": it must be in [0, 1)");
-  check(cfg.beta2 >= 0 && cfg.beta2 < 1, "beta2 is " + std::to_string(cfg.beta2) + ": it must be in [0, 1)");
-  check(std::isfinite(cfg.eps) && cfg.eps > 0, "eps is " + std::to_string(cfg.eps) + ": it must be > 0");
-  check(std::isfinite(cfg.weight_decay) && cfg.weight_decay >= 0,
-        "weight_decay is " + std::to_string(cfg.weight_decay) + ": it must be >= 0");
-  check(std::isfinite(cfg.grad_clip) && cfg.grad_clip >= 0,
-        "grad_clip is " + std::to_string(cfg.grad_clip) + ": use 0 (off) or a positive norm");
-  return {cfg.lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay, cfg.grad_clip};
+  copy_router_stats(st, out);
 }
 
 }  // namespace
@@ -177,12 +105,13 @@ const char *moas_status_string(moas_status status) {
     MOAS_NAME(MOAS_ERR_INDEX_OUT_OF_RANGE)
     MOAS_NAME(MOAS_ERR_INTERNAL)
     MOAS_NAME(MOAS_ERR_CONTEXT_FULL)
+    MOAS_NAME(MOAS_ERR_INVALID_ARGUMENT)
 #undef MOAS_NAME
   }
   return "MOAS_ERR_UNKNOWN_STATUS";
 }
 
-const char *moas_last_error(void) { return last_error.c_str(); }
+const char *moas_last_error(void) { return moas::capi::last_error.c_str(); }
 
 uint32_t moas_abi_version(void) { return MOAS_ABI_VERSION; }
 
@@ -346,16 +275,7 @@ moas_status moas_parameter_info_at(const moas_model *model, size_t index, moas_p
   return guarded([&] {
     require_arg(model, "model");
     require_arg(out, "out");
-    require_struct(out->struct_size, sizeof(moas_parameter_info), "moas_parameter_info");
-    const auto &infos = model->model.params.infos();
-    moas::require(index < infos.size(), MOAS_ERR_INDEX_OUT_OF_RANGE,
-                  "parameter index " + std::to_string(index) + " is not below the count " +
-                      std::to_string(infos.size()));
-    const moas::ParamInfo &info = infos[index];
-    out->ndim = (int32_t)info.shape.size();
-    out->name = info.name.c_str();
-    for (int i = 0; i < MOAS_MAX_DIMS; i++) out->shape[i] = i < out->ndim ? info.shape[(size_t)i] : 0;
-    out->numel = (uint64_t)info.numel;
+    describe_parameter(model->model.params.infos(), index, out);
   });
 }
 
@@ -363,7 +283,7 @@ moas_status moas_parameter_read(const moas_model *model, const char *name, float
   return guarded([&] {
     require_arg(model, "model");
     require_arg(out, "out");
-    const moas::ParamInfo &info = param_checked(model->model, name, len);
+    const moas::ParamInfo &info = param_checked(model->model.params, name, len);
     std::memcpy(out, model->model.params.value(info.offset), len * sizeof(float));
   });
 }
@@ -372,11 +292,8 @@ moas_status moas_parameter_write(moas_model *model, const char *name, const floa
   return guarded([&] {
     require_arg(model, "model");
     require_arg(values, "values");
-    const moas::ParamInfo &info = param_checked(model->model, name, len);
-    for (size_t i = 0; i < len; i++)
-      moas::require(std::isfinite(values[i]), MOAS_ERR_NON_FINITE,
-                    std::string("values[") + std::to_string(i) + "] for \"" + name +
-                        "\" is not finite; the parameter was not changed");
+    const moas::ParamInfo &info = param_checked(model->model.params, name, len);
+    require_finite(values, len, std::string("values for \"") + name + "\": values");
     std::memcpy(model->model.params.value(info.offset), values, len * sizeof(float));
     model->model.invalidate_activations();
   });
@@ -386,7 +303,7 @@ moas_status moas_gradient_read(const moas_model *model, const char *name, float 
   return guarded([&] {
     require_arg(model, "model");
     require_arg(out, "out");
-    const moas::ParamInfo &info = param_checked(model->model, name, len);
+    const moas::ParamInfo &info = param_checked(model->model.params, name, len);
     std::memcpy(out, model->model.params.grads.data() + info.offset, len * sizeof(float));
   });
 }

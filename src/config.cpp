@@ -49,6 +49,8 @@ moas_model_config defaults() {
   c.head_selection.strategy = MOAS_HEADS_ALL;
   c.head_selection.load_balance_weight = 0.01f;
   c.head_selection.gate_variant = MOAS_MOH_GATES_REFERENCE;
+  c.cope_max_pos = 64;
+  c.window_size = 0;
   return c;
 }
 
@@ -174,8 +176,9 @@ ModelConfig validate(const moas_model_config &caller) {
         "norm is " + std::to_string(in.norm) + ": use MOAS_NORM_LAYERNORM or MOAS_NORM_RMSNORM");
   check(in.mlp == MOAS_MLP_GELU || in.mlp == MOAS_MLP_SWIGLU,
         "mlp is " + std::to_string(in.mlp) + ": use MOAS_MLP_GELU or MOAS_MLP_SWIGLU");
-  check(in.position == MOAS_POSITION_LEARNED || in.position == MOAS_POSITION_ROPE,
-        "position is " + std::to_string(in.position) + ": use MOAS_POSITION_LEARNED or MOAS_POSITION_ROPE");
+  check(in.position == MOAS_POSITION_LEARNED || in.position == MOAS_POSITION_ROPE || in.position == MOAS_POSITION_COPE,
+        "position is " + std::to_string(in.position) +
+            ": use MOAS_POSITION_LEARNED, MOAS_POSITION_ROPE or MOAS_POSITION_COPE");
   check(in.attention == MOAS_ATTENTION_SCHEME || in.attention == MOAS_ATTENTION_MOAS ||
             in.attention == MOAS_ATTENTION_MOH,
         "attention is " + std::to_string(in.attention) +
@@ -192,6 +195,12 @@ ModelConfig validate(const moas_model_config &caller) {
     check(std::isfinite(in.rope_base) && in.rope_base > 1.0f,
           "rope_base is " + std::to_string(in.rope_base) + ": it must be a finite number > 1 (usually 10000)");
   }
+  if (in.position == MOAS_POSITION_COPE)
+    check(in.cope_max_pos >= 1 && in.cope_max_pos <= kMaxDim,
+          "cope_max_pos is " + std::to_string(in.cope_max_pos) +
+              " but position is MOAS_POSITION_COPE: give each head 1 to 2^20 positions (default 64)");
+  check(in.window_size >= 0, "window_size is " + std::to_string(in.window_size) +
+                                 ": use 0 (full causal) or w >= 1 (query i sees keys i - w .. i)");
   check(in.n_threads >= 0 && in.n_threads <= 4096,
         "n_threads is " + std::to_string(in.n_threads) + ": use 0 (all cores) or a positive count");
   check(in.device == MOAS_DEVICE_CPU || in.device == MOAS_DEVICE_CUDA,
@@ -216,6 +225,8 @@ ModelConfig validate(const moas_model_config &caller) {
   c.dropout = in.dropout;
   c.attn_dropout = in.attn_dropout != 0;
   c.rope_base = in.rope_base;
+  c.cope_max_pos = in.cope_max_pos;
+  c.window = in.window_size;
   c.seed = in.seed;
   c.n_threads = in.n_threads;
   c.device = in.device;
@@ -252,6 +263,8 @@ void to_c(const ModelConfig &c, moas_model_config *out) {
   full.dropout = c.dropout;
   full.attn_dropout = c.attn_dropout;
   full.rope_base = c.rope_base;
+  full.cope_max_pos = (int32_t)c.cope_max_pos;
+  full.window_size = (int32_t)c.window;
   full.seed = c.seed;
   full.n_threads = c.n_threads;
   full.device = c.device;
@@ -280,7 +293,9 @@ void to_c(const ModelConfig &c, moas_model_config *out) {
 namespace {
 const char *norm_name(NormKind k) { return k == NormKind::RMSNorm ? "rmsnorm" : "layernorm"; }
 const char *mlp_name(MlpKind k) { return k == MlpKind::SwiGlu ? "swiglu" : "gelu"; }
-const char *position_name(PositionKind k) { return k == PositionKind::Rope ? "rope" : "learned"; }
+const char *position_name(PositionKind k) {
+  return k == PositionKind::Rope ? "rope" : k == PositionKind::Cope ? "cope" : "learned";
+}
 const char *attention_name(AttentionKind k) {
   return k == AttentionKind::Moas ? "moas" : k == AttentionKind::Moh ? "moh" : "scheme";
 }
@@ -303,6 +318,8 @@ std::string to_json(const ModelConfig &c) {
   j["norm"] = norm_name(c.norm);
   j["mlp"] = mlp_name(c.mlp);
   j["position"] = position_name(c.position);
+  if (c.position == PositionKind::Cope) j["cope_max_pos"] = c.cope_max_pos;
+  j["window_size"] = c.window;
   j["attention"] = attention_name(c.attention);
   if (c.attention == AttentionKind::Moas) {
     j["moas_mode"] = mode_name(c.moas.mode);
@@ -366,7 +383,10 @@ ModelConfig from_json(const std::string &text, const std::string &origin) {
   integer("mlp_hidden", &c.mlp_hidden);
   c.norm = choice("norm", {"layernorm", "rmsnorm"});
   c.mlp = choice("mlp", {"gelu", "swiglu"});
-  c.position = choice("position", {"learned", "rope"});
+  c.position = choice("position", {"learned", "rope", "cope"});
+  // Checkpoints before libmoas 0.3.0 have neither key: they ran full causal attention without CoPE.
+  if (j.contains("cope_max_pos")) integer("cope_max_pos", &c.cope_max_pos);
+  if (j.contains("window_size")) integer("window_size", &c.window_size);
   c.attention = choice("attention", {"scheme", "moas", "moh"});
   if (c.attention == MOAS_ATTENTION_MOAS) {
     c.moas_mode = choice("moas_mode", {"static", "soft", "top1"});
@@ -421,6 +441,10 @@ std::string architecture_difference(const ModelConfig &a, const ModelConfig &b) 
   MOAS_COMPARE(norm, norm_name)
   MOAS_COMPARE(mlp, mlp_name)
   MOAS_COMPARE(position, position_name)
+  if (a.position == PositionKind::Cope) {
+    MOAS_COMPARE(cope_max_pos, num)
+  }
+  MOAS_COMPARE(window, num)
   MOAS_COMPARE(bias, num)
   MOAS_COMPARE(attention, attention_name)
   if (a.attention == AttentionKind::Moas) {

@@ -11,7 +11,7 @@ namespace moas {
 
 enum class NormKind { LayerNorm = MOAS_NORM_LAYERNORM, RMSNorm = MOAS_NORM_RMSNORM };
 enum class MlpKind { Gelu = MOAS_MLP_GELU, SwiGlu = MOAS_MLP_SWIGLU };
-enum class PositionKind { Learned = MOAS_POSITION_LEARNED, Rope = MOAS_POSITION_ROPE };
+enum class PositionKind { Learned = MOAS_POSITION_LEARNED, Rope = MOAS_POSITION_ROPE, Cope = MOAS_POSITION_COPE };
 enum class AttentionKind { Scheme = MOAS_ATTENTION_SCHEME, Moas = MOAS_ATTENTION_MOAS, Moh = MOAS_ATTENTION_MOH };
 enum class MoasMode { Static = MOAS_MODE_STATIC, Soft = MOAS_MODE_SOFT, Top1 = MOAS_MODE_TOP1 };
 enum class HeadStrategy {
@@ -52,6 +52,8 @@ struct ModelConfig {
   float dropout = 0.2f;
   bool attn_dropout = true;
   float rope_base = 10000.0f;
+  int64_t cope_max_pos = 64;  // P of CoPE (used only with PositionKind::Cope)
+  int64_t window = 0;         // sliding window w (SPEC §7); 0 = full causal
   uint64_t seed = 1337;
   int n_threads = 0;
   int device = MOAS_DEVICE_CPU;

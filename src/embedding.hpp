@@ -1,4 +1,4 @@
-// Token + learned position embeddings (wpe is null with RoPE).
+// Token + learned position embeddings (wpe is null with RoPE and CoPE, which position inside attention).
 #pragma once
 
 #include <cstdint>

@@ -1,6 +1,7 @@
 // The key/value cache of decoding (SPEC §5): per layer and per cache slot (a MoAS branch, or the layer's one
 // scheme) the keys and values of every position so far, only for the kv heads that slot has — so MQA and GQA
-// branches cost what their kv heads cost. Positions are absolute; attention reads the cache directly.
+// branches cost what their kv heads cost. Positions are absolute; attention reads the cache directly. With a sliding
+// window the cache still keeps every position (capacity is at most block_size) and attention skips the old ones.
 #pragma once
 
 #include <cstdint>

@@ -19,10 +19,11 @@ MoasAttention<T>::MoasAttention(const ModelConfig &config, ParamTable<T> &params
   static const char *const kDefaultNames[] = {"mha", "gqa", "mqa"};
   const bool default_names = config.moas.default_branches(config.n_head);
   branches_.reserve((size_t)n_branches_);
+  std::vector<std::string> branch_prefixes;
   for (int64_t k = 0; k < n_branches_; k++) {
-    const std::string name = default_names ? kDefaultNames[k] : "b" + std::to_string(k);
+    branch_prefixes.push_back(prefix + (default_names ? kDefaultNames[k] : "b" + std::to_string(k)) + ".");
     const SchemeShape shape{config.n_embd, config.n_head, config.moas.branch_kv_heads[(size_t)k], config.bias};
-    branches_.emplace_back(params, prefix + name + ".", shape, (uint32_t)k);
+    branches_.emplace_back(params, branch_prefixes.back(), shape, (uint32_t)k);
   }
   if (routed()) {
     w1_ = params.add(prefix + "router.0.weight", {router_hidden_, width_});
@@ -30,6 +31,9 @@ MoasAttention<T>::MoasAttention(const ModelConfig &config, ParamTable<T> &params
     w2_ = params.add(prefix + "router.2.weight", {n_branches_, router_hidden_});
     if (config.bias) b2_ = params.add(prefix + "router.2.bias", {n_branches_});
   }
+  // Each branch is a scheme of its own, with its own CoPE table (SPEC §8: attn.{branch}.cope.weight).
+  for (const std::string &branch_prefix : branch_prefixes)
+    options_.push_back(register_attention_options(params, branch_prefix, config));
   routed_rows_.resize((size_t)n_branches_);
   rows_.resize((size_t)n_branches_);
   z_.resize((size_t)n_branches_);
@@ -81,7 +85,7 @@ void MoasAttention<T>::forward(const ParamTable<T> &params, const T *x, T *y, co
     const RowSet &rows = *rows_[(size_t)k];
     std::vector<T> &z = z_[(size_t)k];
     z.resize((size_t)(rows.size() * C));
-    branches_[(size_t)k].forward(params, x, rows, z.data(), ctx);
+    branches_[(size_t)k].forward(params, x, rows, z.data(), ctx, options_[(size_t)k]);
     scale_.resize((size_t)rows.size());
     for (int64_t r = 0; r < rows.size(); r++) scale_[(size_t)r] = mix_[(size_t)(rows.row[(size_t)r] * S + k)];
     scatter_add_rows(y, C, z.data(), C, rows.row, C, scale_.data());
@@ -111,7 +115,7 @@ void MoasAttention<T>::backward(ParamTable<T> &params, const T *x, T *dy, T *dx,
       const T w = mix_[(size_t)slot];
       for (int64_t c = 0; c < C; c++) dzr[c] *= w;
     }
-    branches_[(size_t)k].backward(params, x, dz_.data(), dx, ctx);
+    branches_[(size_t)k].backward(params, x, dz_.data(), dx, ctx, options_[(size_t)k]);
   }
   if (!routed()) return;
 

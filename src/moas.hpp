@@ -45,6 +45,7 @@ class MoasAttention final : public AttentionBlock<T> {
   int64_t width_, n_branches_, router_hidden_;
   std::vector<Scheme<T>> branches_;
   int64_t w1_ = -1, b1_ = -1, w2_ = -1, b2_ = -1;  // router.0 and router.2
+  std::vector<AttentionOptions> options_;           // per branch: the window and its CoPE table
 
   // Last forward.
   std::vector<T> hidden_pre_, hidden_;  // [N, C/4] router pre-activation and GELU output

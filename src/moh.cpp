@@ -40,6 +40,7 @@ MohAttention<T>::MohAttention(const ModelConfig &config, ParamTable<T> &params, 
     router_rows_ = (params.total() - first) / C;
     if (router_rows_ > 0) w_routers_ = first;
   }
+  options_ = register_attention_options(params, prefix, config);
   routed_.resize((size_t)spec_.routed);
 }
 
@@ -219,8 +220,8 @@ void MohAttention<T>::forward(const ParamTable<T> &params, const T *x, T *y, con
     kv = cached_key_values(*ctx.cache, 0, ctx.cache_capacity);
   }
   const AttentionDims dims{ctx.batch, ctx.key_length(), H, shape_.kv_heads, d};
-  attention_forward(dims, kv, query_heads(ctx),
-                    ctx.attn_dropout ? ctx.site((uint32_t)DropoutSiteId::AttentionProbs) : Dropout{});
+  attend_forward(params, options_, dims, kv, query_heads(ctx),
+                 ctx.attn_dropout ? ctx.site((uint32_t)DropoutSiteId::AttentionProbs) : Dropout{});
 
   // y = c_proj(concat_i gate_i head_i): the dense prefix in one product, each routed head on its own rows.
   const T *gated_dense = out_dense_.data();
@@ -346,9 +347,9 @@ void MohAttention<T>::backward(ParamTable<T> &params, const T *x, T *dy, T *dx, 
   for (RoutedHead &rh : routed_)
     if (rh.rows.size() > 0) grads.push_back({rh.d_out.data(), d, rh.d_q.data(), d});
   const AttentionDims dims{ctx.batch, ctx.seq, H, shape_.kv_heads, d};
-  attention_backward(dims, key_values(ctx), query_rows, grads,
-                     KeyValueGrads<T>{d_dense_.data() + P * d, F, d_dense_.data() + P * d + KV, F},
-                     ctx.attn_dropout ? ctx.site((uint32_t)DropoutSiteId::AttentionProbs) : Dropout{});
+  attend_backward(params, options_, dims, key_values(ctx), query_rows, grads,
+                  KeyValueGrads<T>{d_dense_.data() + P * d, F, d_dense_.data() + P * d + KV, F},
+                  ctx.attn_dropout ? ctx.site((uint32_t)DropoutSiteId::AttentionProbs) : Dropout{});
   if (ctx.rope) {
     rope_rotate(d_dense_.data(), F, 0, P + kv_computed_, N, ctx.all_rows->pos.data(), *ctx.rope, -1);
     for (RoutedHead &rh : routed_)

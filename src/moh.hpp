@@ -14,6 +14,7 @@
 
 #include "attention.hpp"
 #include "attention_block.hpp"
+#include "attention_options.hpp"
 #include "head_projection.hpp"
 #include "moh_gates.hpp"
 #include "scheme.hpp"
@@ -75,6 +76,7 @@ class MohAttention final : public AttentionBlock<T> {
   // wg [E, C], wg_0 [2, C] and wg_1 [h_s, C], those that exist, back to back: one [router_rows_, C] weight whose
   // logits hold the routed, head-type and shared columns in that order.
   int64_t w_routers_ = -1, router_rows_ = 0;
+  AttentionOptions options_;
 
   // Last forward.
   std::vector<T> logits_;            // [N, router_rows_]

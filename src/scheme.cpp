@@ -50,7 +50,8 @@ KeyValues<T> Scheme<T>::key_values() const {
 }
 
 template <typename T>
-void Scheme<T>::forward(const ParamTable<T> &params, const T *x, const RowSet &rows, T *z, const BlockContext<T> &ctx) {
+void Scheme<T>::forward(const ParamTable<T> &params, const T *x, const RowSet &rows, T *z, const BlockContext<T> &ctx,
+                        const AttentionOptions &options) {
   const int64_t N = ctx.tokens(), m = rows.size(), C = shape_.width, Q = shape_.q_width(), W = shape_.qkv_width();
   const int64_t KV = 2 * shape_.kv_width(), H = shape_.heads, Hkv = shape_.kv_heads;
   const T *w = params.value(w_.qkv), *bias = params.value_or_null(w_.qkv_bias);
@@ -81,14 +82,15 @@ void Scheme<T>::forward(const ParamTable<T> &params, const T *x, const RowSet &r
     kv = cached_key_values(*ctx.cache, branch_, ctx.cache_capacity);
   }
   const AttentionDims dims{ctx.batch, ctx.key_length(), H, Hkv, shape_.head_dim()};
-  attention_forward(dims, kv, query_heads(),
-                    ctx.attn_dropout ? ctx.site(branch_site(DropoutSiteId::AttentionProbs, branch_)) : Dropout{});
+  attend_forward(params, options, dims, kv, query_heads(),
+                 ctx.attn_dropout ? ctx.site(branch_site(DropoutSiteId::AttentionProbs, branch_)) : Dropout{});
   linear_forward(z, C, att_.data(), params.value(w_.proj), params.value_or_null(w_.proj_bias), m, C, C);
   dropout_apply_rows(z, m, C, rows.row.data(), ctx.site(branch_site(DropoutSiteId::AttentionOut, branch_)));
 }
 
 template <typename T>
-void Scheme<T>::backward(ParamTable<T> &params, const T *x, T *dz, T *dx, const BlockContext<T> &ctx) {
+void Scheme<T>::backward(ParamTable<T> &params, const T *x, T *dz, T *dx, const BlockContext<T> &ctx,
+                         const AttentionOptions &options) {
   const RowSet &rows = *rows_;
   const int64_t N = ctx.tokens(), m = rows.size(), C = shape_.width, Q = shape_.q_width(), W = shape_.qkv_width();
   const int64_t KV = 2 * shape_.kv_width(), H = shape_.heads, Hkv = shape_.kv_heads, d = shape_.head_dim();
@@ -115,8 +117,9 @@ void Scheme<T>::backward(ParamTable<T> &params, const T *x, T *dz, T *dx, const 
   std::vector<QueryHeadGrad<T>> grads;
   for (int64_t h = 0; h < H; ++h) grads.push_back({d_att_.data() + h * d, C, dq + h * d, dq_stride});
   const AttentionDims dims{ctx.batch, ctx.seq, H, Hkv, d};
-  attention_backward(dims, kv, query_heads(), grads, KeyValueGrads<T>{dk, dk_stride, dk + Hkv * d, dk_stride},
-                     ctx.attn_dropout ? ctx.site(branch_site(DropoutSiteId::AttentionProbs, branch_)) : Dropout{});
+  attend_backward(params, options, dims, kv, query_heads(), grads,
+                  KeyValueGrads<T>{dk, dk_stride, dk + Hkv * d, dk_stride},
+                  ctx.attn_dropout ? ctx.site(branch_site(DropoutSiteId::AttentionProbs, branch_)) : Dropout{});
 
   if (rows.all) {
     if (ctx.rope) rope_rotate(dq, W, 0, H + Hkv, N, rows.pos.data(), *ctx.rope, -1);

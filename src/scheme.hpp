@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "attention.hpp"
+#include "attention_options.hpp"
 #include "block_context.hpp"
 #include "params.hpp"
 
@@ -40,11 +41,13 @@ class Scheme {
  public:
   Scheme(ParamTable<T> &params, const std::string &prefix, const SchemeShape &shape, uint32_t dropout_branch);
 
-  // x [N, C]: the block's normalised input for every token. Writes z [rows.size(), C] for the query tokens `rows`.
-  // Keeps what backward needs.
-  void forward(const ParamTable<T> &params, const T *x, const RowSet &rows, T *z, const BlockContext<T> &ctx);
+  // x [N, C]: the block's normalised input for every token. Writes z [rows.size(), C] for the query tokens `rows`,
+  // attending with the block's `options` (a MoAS block's branches share one). Keeps what backward needs.
+  void forward(const ParamTable<T> &params, const T *x, const RowSet &rows, T *z, const BlockContext<T> &ctx,
+               const AttentionOptions &options);
   // dz [rows.size(), C] (clobbered): the gradient of z. Accumulates into dx [N, C] and the parameter gradients.
-  void backward(ParamTable<T> &params, const T *x, T *dz, T *dx, const BlockContext<T> &ctx);
+  void backward(ParamTable<T> &params, const T *x, T *dz, T *dx, const BlockContext<T> &ctx,
+                const AttentionOptions &options);
 
   const SchemeShape &shape() const { return shape_; }
 

@@ -6,6 +6,8 @@
 #include <vector>
 
 #include "config.hpp"
+#include "init.hpp"
+#include "params.hpp"
 
 namespace moas_test {
 
@@ -119,6 +121,48 @@ inline std::vector<NamedConfig> routed_configs() {
   out.push_back({"StaticPruning 3 of 4, GQA 4/2", static_pruning_config(4, 2, 16, 3)});
   out.push_back({"StaticPruning 1 of 6, GQA 6/3", static_pruning_config(6, 3, 24, 1)});
   return out;
+}
+
+// CoPE and sliding windows (SPEC §7) across the attention kinds. CoPE's P is small enough that late tokens reach
+// the clamp P - 1.
+inline std::vector<NamedConfig> position_configs() {
+  using moas::MoasMode;
+  auto cope = [](moas::ModelConfig c, int64_t max_pos) {
+    c.position = moas::PositionKind::Cope;
+    c.cope_max_pos = max_pos;
+    return c;
+  };
+  auto window = [](moas::ModelConfig c, int64_t w) {
+    c.window = w;
+    return c;
+  };
+  moas::ModelConfig gqa_bias = tiny_config(4, 2, 16);
+  gqa_bias.bias = true;
+  moas::ModelConfig dropout = tiny_config(4, 2, 16);
+  dropout.dropout = 0.3f;
+  return {
+      {"CoPE MHA", cope(tiny_config(4, 4, 16), 4)},
+      {"CoPE GQA 4/2 with biases", cope(gqa_bias, 8)},
+      {"CoPE MoAS static", cope(moas_config(MoasMode::Static, {4, 2, 1}), 4)},
+      {"CoPE MoAS soft", cope(moas_config(MoasMode::Soft, {4, 2, 1}), 4)},
+      {"CoPE MoAS top1", cope(moas_config(MoasMode::Top1, {4, 2, 1}), 4)},
+      {"CoPE MoH 1 shared + 2 of 3, GQA 4/2", cope(moh_config(4, 2, 16, 1, 2), 4)},
+      {"CoPE StaticPruning 3 of 4, GQA 4/2", cope(static_pruning_config(4, 2, 16, 3), 4)},
+      {"window 2, GQA 4/2", window(tiny_config(4, 2, 16), 2)},
+      {"window 1, MoAS top1", window(moas_config(MoasMode::Top1, {4, 2, 1}), 1)},
+      {"window 2, MoH routed only 2 of 4, GQA 4/2", window(moh_config(4, 2, 16, 0, 2), 2)},
+      {"CoPE + window 3, MoH 1 shared + 2 of 3, GQA 4/2", window(cope(moh_config(4, 2, 16, 1, 2), 4), 3)},
+      {"CoPE + window 2, GQA 4/2, dropout 0.3", window(cope(dropout, 4), 2)},
+  };
+}
+
+// CoPE embeddings start at zero (SPEC §7), where the position term vanishes: tests give them N(0, 1) values.
+template <typename T>
+void randomise_cope_embeddings(moas::ParamTable<T> &params) {
+  for (const moas::ParamInfo &info : params.infos())
+    if (info.name.find(".cope.") != std::string::npos)
+      for (int64_t i = 0; i < info.numel; i++)
+        params.values[(size_t)(info.offset + i)] = (T)moas::normal_sample(99, (uint64_t)info.offset, (uint64_t)i);
 }
 
 inline std::vector<int32_t> tokens_for(int64_t n, int64_t vocab, uint64_t seed) {

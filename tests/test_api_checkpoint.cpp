@@ -118,6 +118,74 @@ TEST_CASE("save -> load round-trips bit-exactly, with nanoGPT tensor names (SPEC
   REQUIRE(std::string(buf.data()) == "{\"vocab\":\"abc\"}");
 }
 
+TEST_CASE("CoPE and window checkpoints round-trip; configs without the 0.3.0 keys load with their defaults",
+          "[api][checkpoint]") {
+  TempDir dir;
+  moas_model_config cfg = small_config();
+  cfg.position = MOAS_POSITION_COPE;
+  cfg.cope_max_pos = 8;
+  cfg.window_size = 5;
+  ModelPtr model = make_model(cfg);
+  for (const char *name : {"transformer.h.0.attn.cope.weight", "transformer.h.1.attn.cope.weight"}) {
+    std::vector<float> e = read_param(model.get(), name);
+    REQUIRE(e.size() == 4 * 8 * 8);  // [n_head, P, head_dim], initialised to zero
+    REQUIRE(std::all_of(e.begin(), e.end(), [](float x) { return x == 0.0f; }));
+    for (size_t i = 0; i < e.size(); i++) e[i] = 0.01f * (float)(i % 17) - 0.05f;
+    REQUIRE(moas_parameter_write(model.get(), name, e.data(), e.size()) == MOAS_OK);
+  }
+  const std::string path = dir.file("cope.safetensors");
+  REQUIRE(moas_model_save(model.get(), path.c_str(), nullptr) == MOAS_OK);
+  Parts parts = take_apart(path);
+  REQUIRE(find(parts, "transformer.h.1.attn.cope.weight")->shape == std::vector<int64_t>{4, 8, 8});
+  for (const Entry &e : parts.tensors) REQUIRE(e.name != "transformer.wpe.weight");  // CoPE has no wpe
+  const json config = json::parse(parts.metadata["config"].get<std::string>());
+  REQUIRE(config["position"] == "cope");
+  REQUIRE(config["cope_max_pos"] == 8);
+  REQUIRE(config["window_size"] == 5);
+
+  moas_model *created = nullptr;
+  REQUIRE(moas_model_create_from_file(path.c_str(), nullptr, &created) == MOAS_OK);
+  ModelPtr loaded(created);
+  REQUIRE(all_params(loaded.get()) == all_params(model.get()));
+  const auto tokens = sequence(2 * 16, 13, 9);
+  REQUIRE(moas_forward(model.get(), tokens.data(), nullptr, 2, 16, 0, nullptr, nullptr) == MOAS_OK);
+  REQUIRE(moas_forward(loaded.get(), tokens.data(), nullptr, 2, 16, 0, nullptr, nullptr) == MOAS_OK);
+  REQUIRE(logits_of(model.get(), 2 * 16 * 13) == logits_of(loaded.get(), 2 * 16 * 13));
+  cfg.window_size = 0;  // another architecture: its attention sees other keys
+  ModelPtr full_causal = make_model(cfg);
+  REQUIRE(moas_model_load(full_causal.get(), path.c_str()) == MOAS_ERR_CHECKPOINT_CONFIG);
+  REQUIRE(std::string(moas_last_error()).find("window") != std::string::npos);
+
+  // Written before 0.3.0: no window_size (nor cope_max_pos) in the config; a CoPE config without cope_max_pos gets
+  // P = 64.
+  for (const bool cope : {false, true}) {
+    moas_model_config old_cfg = small_config();
+    if (cope) old_cfg.position = MOAS_POSITION_COPE;
+    ModelPtr old_model = make_model(old_cfg);
+    const std::string saved = dir.file("saved.safetensors"), old = dir.file("old.safetensors");
+    REQUIRE(moas_model_save(old_model.get(), saved.c_str(), nullptr) == MOAS_OK);
+    Parts old_parts = take_apart(saved);
+    json old_config = json::parse(old_parts.metadata["config"].get<std::string>());
+    REQUIRE(old_config.contains("window_size"));
+    REQUIRE(old_config.contains("cope_max_pos") == cope);
+    old_config.erase("window_size");
+    old_config.erase("cope_max_pos");
+    old_parts.metadata["config"] = old_config.dump();
+    reassemble(old_parts, old);
+    moas_model *from_old = nullptr;
+    INFO("CoPE " << cope);
+    REQUIRE(moas_model_create_from_file(old.c_str(), nullptr, &from_old) == MOAS_OK);
+    ModelPtr restored(from_old);
+    moas_model_config got;
+    got.struct_size = sizeof got;
+    REQUIRE(moas_model_get_config(restored.get(), &got) == MOAS_OK);
+    REQUIRE(got.window_size == 0);
+    REQUIRE(got.cope_max_pos == 64);
+    REQUIRE(all_params(restored.get()) == all_params(old_model.get()));
+    REQUIRE(moas_model_load(old_model.get(), old.c_str()) == MOAS_OK);
+  }
+}
+
 TEST_CASE("a state_dict carrying only lm_head.weight for the tied embedding loads", "[api][checkpoint]") {
   TempDir dir;
   ModelPtr model = make_model(small_config());

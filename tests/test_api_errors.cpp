@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -111,6 +112,46 @@ TEST_CASE("impossible configs are rejected with a status naming the field", "[ap
   const moas_model_config c = small_config();
   REQUIRE(moas_model_create(&c, nullptr) == MOAS_ERR_NULL_ARGUMENT);
   moas_model_destroy(nullptr);
+}
+
+TEST_CASE("CoPE and window settings: bad values name their field, older callers get the defaults", "[api][config]") {
+  struct Case {
+    const char *field;
+    void (*edit)(moas_model_config &);
+  };
+  const Case cases[] = {
+      {"position", [](moas_model_config &c) { c.position = 3; }},
+      {"cope_max_pos", [](moas_model_config &c) { c.position = MOAS_POSITION_COPE, c.cope_max_pos = 0; }},
+      {"window_size", [](moas_model_config &c) { c.window_size = -1; }},
+  };
+  for (const Case &k : cases) {
+    DYNAMIC_SECTION(k.field) {
+      moas_model_config c = small_config();
+      k.edit(c);
+      REQUIRE(create_status(c) == MOAS_ERR_INVALID_CONFIG);
+      REQUIRE(std::string(moas_last_error()).find(k.field) != std::string::npos);
+    }
+  }
+  moas_model_config c = small_config();
+  REQUIRE(c.cope_max_pos == 64);
+  REQUIRE(c.window_size == 0);
+  c.cope_max_pos = 0;  // read only with CoPE
+  REQUIRE(create_status(c) == MOAS_OK);
+
+  // A 0.2.0 caller's struct ends before cope_max_pos: whatever lies beyond is never read.
+  unsigned char buffer[sizeof(moas_model_config)];
+  std::memset(buffer, 0xFF, sizeof buffer);  // cope_max_pos and window_size would read as -1
+  moas_model_config older = small_config();
+  older.struct_size = offsetof(moas_model_config, cope_max_pos);
+  std::memcpy(buffer, &older, older.struct_size);
+  moas_model *m = nullptr;
+  REQUIRE(moas_model_create(reinterpret_cast<const moas_model_config *>(buffer), &m) == MOAS_OK);
+  ModelPtr model(m);
+  moas_model_config got;
+  got.struct_size = sizeof got;
+  REQUIRE(moas_model_get_config(model.get(), &got) == MOAS_OK);
+  REQUIRE(got.cope_max_pos == 64);
+  REQUIRE(got.window_size == 0);
 }
 
 TEST_CASE("bad forward inputs return their status and leave the model usable", "[api][errors]") {

@@ -1,5 +1,6 @@
 // Tiled causal attention (src/attention.cpp) against a naive full-matrix float64 reference, finite differences,
-// causality, dropout and thread-count determinism, for dense queries and for routed row subsets (MoAS top-1, MoH);
+// causality, dropout and thread-count determinism, for dense queries and for routed row subsets (MoAS top-1, MoH),
+// with and without a sliding window (SPEC §7);
 // and the per-row arithmetic the CUDA kernels share (attention_math.hpp, routing_math.hpp). Shapes are small so the
 // file stays fast under sanitizers.
 #include <omp.h>
@@ -68,7 +69,8 @@ std::vector<T> cast(const std::vector<double> &v) {
   return std::vector<T>(v.begin(), v.end());
 }
 
-// Full T x T softmax per (b, h) in double; the dropout mask is applied after normalisation.
+// Full T x T softmax per (b, h) in double over the keys i - w .. i (0 .. i without a window); the dropout mask is
+// applied after normalisation.
 void naive_forward(const Layout &L, const std::vector<double> &qkv, const Dropout &drop, std::vector<double> &out,
                    std::vector<double> &lse) {
   const auto &s = L.s;
@@ -81,8 +83,9 @@ void naive_forward(const Layout &L, const std::vector<double> &qkv, const Dropou
       const int64_t g = h / group;
       for (int64_t i = 0; i < n; ++i) {
         const double *q = &qkv[(b * n + i) * L.stride() + h * d];
+        const int64_t first = s.window > 0 ? std::max<int64_t>(0, i - s.window) : 0;
         double mx = -std::numeric_limits<double>::infinity();
-        for (int64_t j = 0; j <= i; ++j) {
+        for (int64_t j = first; j <= i; ++j) {
           const double *k = &qkv[(b * n + j) * L.stride() + L.k_off() + g * d];
           double dot = 0;
           for (int64_t c = 0; c < d; ++c) dot += q[c] * k[c];
@@ -90,10 +93,10 @@ void naive_forward(const Layout &L, const std::vector<double> &qkv, const Dropou
           mx = std::max(mx, a[j]);
         }
         double sum = 0;
-        for (int64_t j = 0; j <= i; ++j) sum += (a[j] = std::exp(a[j] - mx));
+        for (int64_t j = first; j <= i; ++j) sum += (a[j] = std::exp(a[j] - mx));
         lse[h * s.batch * n + b * n + i] = mx + std::log(sum);  // [H, B*T]: per head, like the kernel
         double *o = &out[(b * n + i) * L.out_cols() + h * d];
-        for (int64_t j = 0; j <= i; ++j) {
+        for (int64_t j = first; j <= i; ++j) {
           double p = a[j] / sum;
           if (drop.active()) p *= drop.factor<double>((uint64_t)(((b * s.heads + h) * n + i) * n + j));
           const double *v = &qkv[(b * n + j) * L.stride() + L.v_off() + g * d];
@@ -158,14 +161,17 @@ void require_close(const std::vector<A> &a, const std::vector<double> &b, double
   REQUIRE(err <= tol * max_abs(b));
 }
 
+// The windowed shapes put window starts inside, at and across the 64-key tiles; w = 1 sees exactly two keys.
 const std::vector<AttentionShape> kForwardShapes = {
-    {2, 37, 12, 12, 8}, {2, 37, 12, 4, 8}, {2, 37, 12, 3, 8}, {2, 37, 12, 2, 8}, {2, 37, 12, 1, 8},
-    {1, 130, 6, 2, 64}, {2, 1, 4, 2, 16},  {1, 64, 2, 1, 4},  {1, 129, 3, 3, 3}, {1, 65, 2, 1, 1},
+    {2, 37, 12, 12, 8},    {2, 37, 12, 4, 8},    {2, 37, 12, 3, 8},  {2, 37, 12, 2, 8},     {2, 37, 12, 1, 8},
+    {1, 130, 6, 2, 64},    {2, 1, 4, 2, 16},     {1, 64, 2, 1, 4},   {1, 129, 3, 3, 3},     {1, 65, 2, 1, 1},
+    {2, 150, 4, 2, 8, 1},  {1, 200, 3, 1, 16, 64}, {2, 140, 6, 3, 8, 70}, {1, 37, 2, 1, 4, 36}, {1, 130, 2, 2, 4, 5},
 };
 
 std::string describe(const AttentionShape &s) {
   return "B=" + std::to_string(s.batch) + " T=" + std::to_string(s.seq) + " H=" + std::to_string(s.heads) +
-         " Hkv=" + std::to_string(s.kv_heads) + " d=" + std::to_string(s.head_dim);
+         " Hkv=" + std::to_string(s.kv_heads) + " d=" + std::to_string(s.head_dim) +
+         " window=" + std::to_string(s.window);
 }
 
 // Central differences of loss = sum(out o W) at the given indices of qkv (all of them when idx is empty).
@@ -213,7 +219,8 @@ void check_gradients(const Layout &L, const Dropout &drop, uint64_t seed, size_t
 
 }  // namespace
 
-TEST_CASE("attention forward matches the naive reference for MHA, GQA and MQA", "[attention]") {
+TEST_CASE("attention forward matches the naive reference for MHA, GQA and MQA, with and without a window",
+          "[attention]") {
   for (const auto &s : kForwardShapes) {
     INFO(describe(s));
     const Layout L{s};
@@ -259,15 +266,16 @@ TEST_CASE("attention gradients match central finite differences", "[attention][g
   const Dropout none{};
   const Dropout drop = Dropout::at(0.3f, 99, 3, 1, moas::DropoutSiteId::AttentionProbs);
   // Every element on tiny shapes, H = 12 with Hkv = 12, 4, 3, 2, 1 included.
-  const std::vector<AttentionShape> tiny = {{1, 5, 4, 2, 3},  {2, 4, 6, 3, 2},  {1, 3, 3, 1, 4},  {1, 1, 2, 1, 3},
-                                            {1, 4, 12, 12, 2}, {1, 4, 12, 4, 2}, {1, 4, 12, 3, 2}, {1, 4, 12, 2, 2},
-                                            {1, 4, 12, 1, 2}};
+  const std::vector<AttentionShape> tiny = {{1, 5, 4, 2, 3},    {2, 4, 6, 3, 2},    {1, 3, 3, 1, 4},  {1, 1, 2, 1, 3},
+                                            {1, 4, 12, 12, 2},  {1, 4, 12, 4, 2},   {1, 4, 12, 3, 2}, {1, 4, 12, 2, 2},
+                                            {1, 4, 12, 1, 2},   {2, 6, 4, 2, 3, 1}, {1, 7, 3, 1, 2, 3}};
   for (const auto &s : tiny) {
     check_gradients(Layout{s}, none, 21, 0);
     check_gradients(Layout{s}, drop, 22, 0);
   }
-  // Sampled elements where several query and key tiles meet (T > tile size).
-  for (const AttentionShape &s : {AttentionShape{1, 70, 4, 2, 4}, AttentionShape{2, 130, 3, 1, 3}}) {
+  // Sampled elements where several query and key tiles meet (T > tile size), windows starting inside them.
+  for (const AttentionShape &s : {AttentionShape{1, 70, 4, 2, 4}, AttentionShape{2, 130, 3, 1, 3},
+                                  AttentionShape{1, 140, 4, 2, 4, 66}, AttentionShape{1, 130, 2, 1, 3, 2}}) {
     check_gradients(Layout{s}, none, 31, 12);
     check_gradients(Layout{s}, drop, 32, 12);
   }
@@ -373,67 +381,140 @@ TEST_CASE("attention rejects inconsistent shapes", "[attention]") {
 
 TEST_CASE("routed query rows equal dense attention at those rows, forward and backward", "[attention][routing]") {
   // Each head keeps its own subset of tokens (MoH), including an empty head and a sequence with no rows for a head;
-  // keys and values stay those of every token.
-  const Layout L{{2, 70, 4, 2, 8}};
-  const int64_t H = L.s.heads, d = L.s.head_dim, N = L.rows();
-  const auto qkv = random_vec(N * L.stride(), 41);
-  const auto W = random_vec(N * L.out_cols(), 42, -1.0, 1.0);
-  for (const Dropout &drop : {Dropout{}, Dropout::at(0.25f, 3, 1, 0, moas::DropoutSiteId::AttentionProbs)}) {
-    std::vector<double> dense_out, dense_lse;
-    tiled_forward(L, qkv, drop, dense_out, dense_lse);
+  // keys and values stay those of every token; windows (SPEC §7) mask by each row's original position.
+  for (int64_t window : {0, 3, 66}) {
+    INFO("window " << window);
+    const Layout L{{2, 70, 4, 2, 8, window}};
+    const int64_t H = L.s.heads, d = L.s.head_dim, N = L.rows();
+    const auto qkv = random_vec(N * L.stride(), 41);
+    const auto W = random_vec(N * L.out_cols(), 42, -1.0, 1.0);
+    for (const Dropout &drop : {Dropout{}, Dropout::at(0.25f, 3, 1, 0, moas::DropoutSiteId::AttentionProbs)}) {
+      std::vector<double> dense_out, dense_lse;
+      tiled_forward(L, qkv, drop, dense_out, dense_lse);
 
-    std::vector<RowSet> rows((size_t)H);
-    for (int64_t h = 0; h < H; ++h)
-      rows[(size_t)h].select(L.s.batch, L.s.seq, [&](int64_t n) {
-        if (h == 3) return false;                    // a head no token chose
-        if (h == 2 && n < L.s.seq) return false;     // no rows in sequence 0
-        return ((n * 7 + h * 13) % 5) < 2 + h % 2;  // a scattered subset
-      });
-    // Compact q per head, gathered from the fused buffer.
-    std::vector<std::vector<double>> q(H), out(H), lse(H), dout(H), dq(H);
-    std::vector<QueryHead<double>> heads;
-    std::vector<QueryHeadGrad<double>> grads;
-    for (int64_t h = 0; h < H; ++h) {
-      const int64_t m = rows[(size_t)h].size();
-      q[h].resize(m * d);
-      moas::gather_rows(q[h].data(), d, qkv.data() + h * d, L.stride(), rows[(size_t)h].row, d);
-      out[h].assign(m * d, 0.0);
-      lse[h].assign(m, 0.0);
-      dout[h].resize(m * d);
-      moas::gather_rows(dout[h].data(), d, W.data() + h * d, L.out_cols(), rows[(size_t)h].row, d);
-      dq[h].assign(m * d, std::numeric_limits<double>::quiet_NaN());
-    }
-    for (int64_t h = 0; h < H; ++h) {
-      heads.push_back({h, &rows[(size_t)h], q[h].data(), d, out[h].data(), d, lse[h].data()});
-      grads.push_back({dout[h].data(), d, dq[h].data(), d});
-    }
-    moas::attention_forward(L.s, L.kv(qkv), heads, drop);
-    for (int64_t h = 0; h < H; ++h)
-      for (int64_t r = 0; r < rows[(size_t)h].size(); ++r) {
-        const int64_t n = rows[(size_t)h].row[(size_t)r];
-        for (int64_t c = 0; c < d; ++c)
-          REQUIRE(out[h][r * d + c] == Approx(dense_out[n * L.out_cols() + h * d + c]).epsilon(1e-12).margin(1e-14));
-        REQUIRE(lse[h][r] == Approx(dense_lse[h * N + n]).epsilon(1e-12));
+      std::vector<RowSet> rows((size_t)H);
+      for (int64_t h = 0; h < H; ++h)
+        rows[(size_t)h].select(L.s.batch, L.s.seq, [&](int64_t n) {
+          if (h == 3) return false;                    // a head no token chose
+          if (h == 2 && n < L.s.seq) return false;     // no rows in sequence 0
+          return ((n * 7 + h * 13) % 5) < 2 + h % 2;  // a scattered subset
+        });
+      // Compact q per head, gathered from the fused buffer.
+      std::vector<std::vector<double>> q(H), out(H), lse(H), dout(H), dq(H);
+      std::vector<QueryHead<double>> heads;
+      std::vector<QueryHeadGrad<double>> grads;
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t m = rows[(size_t)h].size();
+        q[h].resize(m * d);
+        moas::gather_rows(q[h].data(), d, qkv.data() + h * d, L.stride(), rows[(size_t)h].row, d);
+        out[h].assign(m * d, 0.0);
+        lse[h].assign(m, 0.0);
+        dout[h].resize(m * d);
+        moas::gather_rows(dout[h].data(), d, W.data() + h * d, L.out_cols(), rows[(size_t)h].row, d);
+        dq[h].assign(m * d, std::numeric_limits<double>::quiet_NaN());
       }
+      for (int64_t h = 0; h < H; ++h) {
+        heads.push_back({h, &rows[(size_t)h], q[h].data(), d, out[h].data(), d, lse[h].data()});
+        grads.push_back({dout[h].data(), d, dq[h].data(), d});
+      }
+      moas::attention_forward(L.s, L.kv(qkv), heads, drop);
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t r = 0; r < rows[(size_t)h].size(); ++r) {
+          const int64_t n = rows[(size_t)h].row[(size_t)r];
+          for (int64_t c = 0; c < d; ++c)
+            REQUIRE(out[h][r * d + c] == Approx(dense_out[n * L.out_cols() + h * d + c]).epsilon(1e-12).margin(1e-14));
+          REQUIRE(lse[h][r] == Approx(dense_lse[h * N + n]).epsilon(1e-12));
+        }
 
-    // Backward: the dense pass with dout zero on unselected (token, head) pairs gives the same dq rows and dk/dv.
-    std::vector<double> dense_dout(N * L.out_cols(), 0.0);
-    for (int64_t h = 0; h < H; ++h)
-      for (int64_t r = 0; r < rows[(size_t)h].size(); ++r)
-        std::copy_n(&dout[h][r * d], d, &dense_dout[rows[(size_t)h].row[(size_t)r] * L.out_cols() + h * d]);
-    const auto dense_grad = tiled_backward(L, qkv, dense_out, dense_lse, dense_dout, drop);
-    std::vector<double> dkv(N * L.stride(), std::numeric_limits<double>::quiet_NaN());
-    moas::attention_backward(L.s, L.kv(qkv), heads, grads,
-                             moas::KeyValueGrads<double>{dkv.data() + L.k_off(), L.stride(), dkv.data() + L.v_off(),
-                                                         L.stride()},
-                             drop);
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t c = L.k_off(); c < L.stride(); ++c)
-        REQUIRE(dkv[n * L.stride() + c] == Approx(dense_grad[n * L.stride() + c]).epsilon(1e-12).margin(1e-13));
-    for (int64_t h = 0; h < H; ++h)
-      for (int64_t r = 0; r < rows[(size_t)h].size(); ++r)
-        for (int64_t c = 0; c < d; ++c)
-          REQUIRE(dq[h][r * d + c] ==
-                  Approx(dense_grad[rows[(size_t)h].row[(size_t)r] * L.stride() + h * d + c]).epsilon(1e-12).margin(1e-13));
+      // Backward: the dense pass with dout zero on unselected (token, head) pairs gives the same dq rows and dk/dv.
+      std::vector<double> dense_dout(N * L.out_cols(), 0.0);
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t r = 0; r < rows[(size_t)h].size(); ++r)
+          std::copy_n(&dout[h][r * d], d, &dense_dout[rows[(size_t)h].row[(size_t)r] * L.out_cols() + h * d]);
+      const auto dense_grad = tiled_backward(L, qkv, dense_out, dense_lse, dense_dout, drop);
+      std::vector<double> dkv(N * L.stride(), std::numeric_limits<double>::quiet_NaN());
+      moas::attention_backward(L.s, L.kv(qkv), heads, grads,
+                               moas::KeyValueGrads<double>{dkv.data() + L.k_off(), L.stride(), dkv.data() + L.v_off(),
+                                                           L.stride()},
+                               drop);
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t c = L.k_off(); c < L.stride(); ++c)
+          REQUIRE(dkv[n * L.stride() + c] == Approx(dense_grad[n * L.stride() + c]).epsilon(1e-12).margin(1e-13));
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t r = 0; r < rows[(size_t)h].size(); ++r)
+          for (int64_t c = 0; c < d; ++c)
+            REQUIRE(dq[h][r * d + c] == Approx(dense_grad[rows[(size_t)h].row[(size_t)r] * L.stride() + h * d + c])
+                                            .epsilon(1e-12)
+                                            .margin(1e-13));
+    }
   }
+}
+
+TEST_CASE("a window of w: changing key j changes exactly the outputs of queries j .. j + w", "[attention][window]") {
+  for (int64_t w : {1, 5, 64}) {
+    const Layout L{{2, 150, 4, 2, 8, w}};
+    const auto qkv = random_vec(L.rows() * L.stride(), 4);
+    std::vector<float> base, lse;
+    tiled_forward(L, cast<float>(qkv), Dropout{}, base, lse);
+    for (int64_t j : {0, 63, 64, 100}) {
+      auto changed = cast<float>(qkv);
+      for (int64_t b = 0; b < L.s.batch; ++b)
+        for (int64_t c = L.k_off(); c < L.stride(); ++c) changed[(b * L.s.seq + j) * L.stride() + c] += 1.5f;
+      std::vector<float> out, lse2;
+      tiled_forward(L, changed, Dropout{}, out, lse2);
+      for (int64_t n = 0; n < L.rows(); ++n) {
+        const int64_t i = n % L.s.seq;
+        INFO("w " << w << " j " << j << " query " << i);
+        const bool same = std::memcmp(&out[n * L.out_cols()], &base[n * L.out_cols()],
+                                      L.out_cols() * sizeof(float)) == 0;
+        REQUIRE(same == (i < j || i > j + w));
+      }
+    }
+  }
+}
+
+TEST_CASE("key tiles wholly before every window are never read, forward or backward", "[attention][window]") {
+  // Routed rows at positions >= 128 with w = 10 see keys from 118 on: keys and values 0 .. 63 (tile 0) are NaN, which
+  // any visit of that tile would spread (0 * NaN) into the outputs or the gradients.
+  const Layout L{{1, 200, 4, 2, 8, 10}};
+  const int64_t H = L.s.heads, d = L.s.head_dim, N = L.rows();
+  const auto clean = random_vec(N * L.stride(), 91);
+  const auto W = random_vec(N * L.out_cols(), 92, -1.0, 1.0);
+  auto poisoned = clean;
+  for (int64_t n = 0; n < 64; ++n)
+    for (int64_t c = L.k_off(); c < L.stride(); ++c) poisoned[n * L.stride() + c] = std::nan("");
+  RowSet rows;
+  rows.select(1, L.s.seq, [](int64_t n) { return n >= 128; });
+  const int64_t m = rows.size();
+  std::vector<double> q(m * H * d), out(m * H * d), lse(H * m), dout(m * H * d), dq(m * H * d);
+  moas::gather_rows(q.data(), H * d, poisoned.data(), L.stride(), rows.row, H * d);
+  moas::gather_rows(dout.data(), H * d, W.data(), L.out_cols(), rows.row, H * d);
+  const auto heads = L.heads(rows, q.data(), H * d, out.data(), H * d, lse.data());
+  moas::attention_forward(L.s, L.kv(poisoned), heads, Dropout{});
+  std::vector<QueryHeadGrad<double>> grads;
+  for (int64_t h = 0; h < H; ++h) grads.push_back({dout.data() + h * d, H * d, dq.data() + h * d, H * d});
+  std::vector<double> dkv(N * L.stride(), std::numeric_limits<double>::quiet_NaN());
+  moas::attention_backward(L.s, L.kv(poisoned), heads, grads,
+                           moas::KeyValueGrads<double>{dkv.data() + L.k_off(), L.stride(), dkv.data() + L.v_off(),
+                                                       L.stride()},
+                           Dropout{});
+
+  // The same rows of dense attention on the clean inputs, dout zero elsewhere.
+  std::vector<double> ref, ref_lse;
+  naive_forward(L, clean, Dropout{}, ref, ref_lse);
+  std::vector<double> dense_out, dense_lse, dense_dout(N * L.out_cols(), 0.0);
+  tiled_forward(L, clean, Dropout{}, dense_out, dense_lse);
+  for (int64_t r = 0; r < m; ++r) std::copy_n(&dout[r * H * d], H * d, &dense_dout[rows.row[(size_t)r] * L.out_cols()]);
+  const auto dense_grad = tiled_backward(L, clean, dense_out, dense_lse, dense_dout, Dropout{});
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t c = 0; c < H * d; ++c) {
+      const int64_t n = rows.row[(size_t)r];
+      REQUIRE(out[r * H * d + c] == Approx(ref[n * L.out_cols() + c]).epsilon(1e-12).margin(1e-14));
+      REQUIRE(dq[r * H * d + c] == Approx(dense_grad[n * L.stride() + c]).epsilon(1e-12).margin(1e-13));
+    }
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = L.k_off(); c < L.stride(); ++c) {
+      INFO("key " << n);
+      REQUIRE(dkv[n * L.stride() + c] == Approx(dense_grad[n * L.stride() + c]).epsilon(1e-12).margin(1e-13));
+    }
 }

@@ -1,5 +1,6 @@
 // Decoding with the KV cache (SPEC §5, §6.6): prefill plus one token at a time gives the logits of a full forward
-// over the prefix, for every attention kind (one scheme, each MoAS mode, each MoH strategy), in double.
+// over the prefix, for every attention kind (one scheme, each MoAS mode, each MoH strategy), with CoPE and sliding
+// windows (SPEC §7), in double.
 #include <catch2/catch.hpp>
 
 #include <string>
@@ -25,9 +26,11 @@ std::vector<int32_t> columns(const std::vector<int32_t> &tokens, int64_t B, int6
 TEST_CASE("KV-cache decoding equals the full forward for every attention kind (SPEC §6.6)", "[decode]") {
   auto configs = moas_test::option_configs();
   for (auto &routed : moas_test::routed_configs()) configs.push_back(routed);
+  for (auto &positions : moas_test::position_configs()) configs.push_back(positions);
   for (const auto &[name, config] : configs) {
     DYNAMIC_SECTION(name) {
       Model<double> model(config);
+      moas_test::randomise_cope_embeddings(model.params);
       // Routers far from uniform: decisions with margins far above rounding differences between the two paths.
       for (const ParamInfo &info : model.params.infos())
         if (info.name.find(".router.") != std::string::npos || info.name.find(".wg") != std::string::npos)

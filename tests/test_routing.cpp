@@ -14,34 +14,13 @@
 #include "gradcheck.hpp"
 #include "model.hpp"
 #include "model_fixtures.hpp"
+#include "model_gradcheck.hpp"
 #include "moh_gates.hpp"
 #include "routing_math.hpp"
 
 using namespace moas;
 
 namespace {
-
-bool is_router_weight(const std::string &name) {
-  return name.find(".router.") != std::string::npos || name.find(".wg") != std::string::npos;
-}
-
-// What routing decided in every layer: MoAS the argmax branch per token, MoH which (token, head) pairs are active.
-template <typename T>
-std::vector<int64_t> decisions(const Model<T> &model) {
-  std::vector<int64_t> out;
-  for (int64_t l = 0; l < model.config().n_layer; l++) {
-    int64_t width = 0;
-    const std::vector<T> g = model.gates(l, &width);
-    for (size_t n = 0; width > 0 && n < g.size() / (size_t)width; n++) {
-      if (model.config().attention == AttentionKind::Moas) {
-        out.push_back(argmax_lower(g.data() + n * (size_t)width, width));
-      } else {
-        for (int64_t i = 0; i < width; i++) out.push_back(g[n * (size_t)width + (size_t)i] != T(0));
-      }
-    }
-  }
-  return out;
-}
 
 // A float block and its tensors, for block-level equivalences.
 struct Block {
@@ -80,50 +59,12 @@ std::vector<float> random_input(int64_t n, uint64_t seed) {
   return x;
 }
 
-
-// Finite differences of CE + lambda * aux over every parameter tensor (12 samples each), asserting that no routing
-// decision moves between evaluations.
-void check_model_gradients(ModelConfig config, int64_t B, int64_t Tn) {
-  // A large load-balance weight makes its gradient visible next to the cross-entropy's.
-  config.moas.aux_weight = 0.5;
-  config.heads.load_balance_weight = 0.5;
-  Model<double> model(config);
-  // Routers far from uniform give routing margins far above the finite-difference step; norm gains and biases
-  // off their init values make their gradients generic.
-  for (const ParamInfo &info : model.params.infos()) {
-    double *v = model.params.values.data() + info.offset;
-    if (is_router_weight(info.name))
-      for (int64_t i = 0; i < info.numel; i++) v[i] *= 40.0;
-    if (info.shape.size() == 1) {
-      const auto noise = moas_test::random_vector((size_t)info.numel, (uint64_t)info.offset, 0.1);
-      for (int64_t i = 0; i < info.numel; i++) v[i] += noise[(size_t)i];
-    }
-  }
-  const auto tokens = moas_test::tokens_for(B * Tn, config.vocab_size, 3);
-  auto targets = moas_test::tokens_for(B * Tn, config.vocab_size, 4);
-  targets[1] = -1;
-  const uint64_t fixed_step = 5;  // the same dropout masks in every evaluation
-  model.training_forwards = fixed_step;
-  model.forward(tokens.data(), targets.data(), B, Tn, true);
-  const std::vector<int64_t> routing = decisions(model);
-  model.backward();
-  auto loss = [&] {
-    model.training_forwards = fixed_step;
-    const double ce = model.forward(tokens.data(), targets.data(), B, Tn, true);
-    REQUIRE(decisions(model) == routing);
-    return ce + model.config().aux_weight() * model.aux_loss();
-  };
-  for (const ParamInfo &info : model.params.infos())
-    moas_test::check_gradient(info.name, model.params.values.data() + info.offset, (size_t)info.numel,
-                              model.params.grads.data() + info.offset, loss, 12);
-}
-
 }  // namespace
 
 TEST_CASE("routed models: every parameter gradient matches finite differences, no routing decision flips",
           "[routing][gradcheck]") {
   for (const auto &[name, config] : moas_test::routed_configs()) {
-    DYNAMIC_SECTION(name) { check_model_gradients(config, 2, 6); }
+    DYNAMIC_SECTION(name) { moas_test::check_model_gradients(config, 2, 6); }
   }
 }
 
@@ -132,7 +73,7 @@ TEST_CASE("MoH groups large enough for the gathered-weight products: gradients a
   // 4 x 64 tokens over 3 head pairs: every routing group holds more than kWideGroup tokens.
   ModelConfig config = moas_test::moh_config(4, 2, 16, 1, 2);
   config.block_size = 64;
-  check_model_gradients(config, 4, 64);
+  moas_test::check_model_gradients(config, 4, 64);
 
   const int64_t B = 8, Tn = 64, C = 24, H = 6;
   const auto x = random_input(B * Tn * C, 9);
@@ -143,7 +84,7 @@ TEST_CASE("MoH groups large enough for the gathered-weight products: gradients a
   mix_config.block_size = Tn;
   Block mixture(mix_config);  // zero routers: every token in one group of all routed heads, gates 1
   for (const ParamInfo &info : mixture.params.infos()) {
-    if (is_router_weight(info.name)) std::fill_n(mixture.tensor(info.name), info.numel, 0.0f);
+    if (moas_test::is_router_weight(info.name)) std::fill_n(mixture.tensor(info.name), info.numel, 0.0f);
     else std::copy_n(all.tensor(info.name), info.numel, mixture.tensor(info.name));
   }
   REQUIRE(moas_test::close(mixture.run(x, B, Tn, C), all.run(x, B, Tn, C), 1e-5));
@@ -206,7 +147,7 @@ TEST_CASE("MoH equivalences with AllHeads (SPEC §6.2)", "[routing][invariant]")
       for (int64_t shared : {0, 1, 2}) {
         Block mixture(moas_test::moh_config(H, kv, C, shared, H - shared));
         for (const ParamInfo &info : mixture.params.infos()) {
-          if (is_router_weight(info.name)) std::fill_n(mixture.tensor(info.name), info.numel, 0.0f);
+          if (moas_test::is_router_weight(info.name)) std::fill_n(mixture.tensor(info.name), info.numel, 0.0f);
           else std::copy_n(all.tensor(info.name), info.numel, mixture.tensor(info.name));
         }
         INFO("shared heads " << shared);
@@ -324,7 +265,7 @@ TEST_CASE("online softmax tile update equals a full softmax over the visible key
   for (int64_t j0 = 0; j0 < 12; j0 += 4) {
     std::vector<double> tile(scores.begin() + j0, scores.begin() + j0 + 4);
     int64_t lo, hi;
-    visible_keys(9, j0, 4, &lo, &hi);
+    visible_keys(9, 0, j0, 4, &lo, &hi);
     const double alpha = online_softmax_update(tile.data(), lo, hi, 4, m, l);
     for (int64_t j = 0; j < j0; j++) acc_weights[(size_t)j] *= alpha;
     for (int64_t c = 0; c < 4; c++) acc_weights[(size_t)(j0 + c)] = tile[(size_t)c];
@@ -340,12 +281,20 @@ TEST_CASE("online softmax tile update equals a full softmax over the visible key
   // A tile entirely in the future leaves the running state alone.
   std::vector<double> future(4, 1.0);
   int64_t lo, hi;
-  visible_keys(3, 4, 4, &lo, &hi);
+  visible_keys(3, 0, 4, 4, &lo, &hi);
   REQUIRE(hi <= lo);
   const double m_before = m, l_before = l;
   REQUIRE(online_softmax_update(future.data(), lo, hi, 4, m, l) == 1.0);
   REQUIRE((m == m_before && l == l_before));
   REQUIRE(future == std::vector<double>(4, 0.0));
+  // A window of 3 for the query at 9: keys 6 .. 9, so columns 2 and 3 of the tile at 4 and nothing of the tile at 0.
+  visible_keys(9, 3, 4, 4, &lo, &hi);
+  REQUIRE((lo == 2 && hi == 4));
+  visible_keys(9, 3, 0, 4, &lo, &hi);
+  REQUIRE(hi <= lo);
+  REQUIRE(first_visible_key(9, 3) == 6);
+  REQUIRE(first_visible_key(2, 3) == 0);
+  REQUIRE(first_visible_key(9, 0) == 0);
   REQUIRE(kv_head_of(11, 3) == 3);  // H = 12, Hkv = 4
   REQUIRE(kv_head_of(5, 6) == 0);   // MQA: every head reads kv head 0
 }

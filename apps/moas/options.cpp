@@ -95,7 +95,11 @@ const std::vector<OptionSpec> &option_table() {
     t.push_back(number("lb-weight", S::Model, &O::lb_weight, 0, 1e6, "weight of the MoH load-balance loss"));
     t.push_back(text("norm", S::Model, &O::norm, {"layernorm", "rmsnorm"}, "normalisation"));
     t.push_back(text("mlp", S::Model, &O::mlp, {"gelu", "swiglu"}, "MLP kind"));
-    t.push_back(text("position", S::Model, &O::position, {"learned", "rope"}, "position encoding"));
+    t.push_back(text("position", S::Model, &O::position, {"learned", "rope", "cope"}, "position encoding"));
+    t.push_back(number("cope-max-pos", S::Model, &O::cope_max_pos, 1, 1 << 20,
+                       "positions per head CoPE tells apart (with --position cope)"));
+    t.push_back(number("window", S::Model, &O::window, 0, 1 << 20,
+                       "sliding window w: position i attends to i-w .. i (0: every earlier position)"));
     t.push_back(number("batch", S::Optimizer, &O::batch, 1, 1 << 20, "sequences per step"));
     t.push_back(number("steps", S::Optimizer, &O::steps, 1, kBig, "optimizer steps (the schedule's length)"));
     t.push_back(number("lr", S::Optimizer, &O::lr, 1e-12, 10, "peak learning rate"));
@@ -321,7 +325,7 @@ int cores_available() {
 const char *const kModeNames[] = {"static", "soft", "top1"};
 const char *const kNormNames[] = {"layernorm", "rmsnorm"};
 const char *const kMlpNames[] = {"gelu", "swiglu"};
-const char *const kPositionNames[] = {"learned", "rope"};
+const char *const kPositionNames[] = {"learned", "rope", "cope"};
 
 int index_of(const char *const *names, int count, const std::string &name) {
   for (int i = 0; i < count; i++)
@@ -351,6 +355,8 @@ TrainOptions default_train_options(const std::string &default_out) {
   // Rotary positions: the small default model learns the generated task's lookups within its budget with them,
   // and hardly at all with learned positions (--paper keeps the reference's learned positions).
   o.position = "rope";
+  o.cope_max_pos = model.cope_max_pos;
+  o.window = model.window_size;
   o.seed = model.seed;
   o.weight_decay = decimal_of(adamw.weight_decay);
   o.clip = decimal_of(adamw.grad_clip);
@@ -480,7 +486,9 @@ moas_model_config make_model_config(const TrainOptions &o, int vocab_size) {
   c.n_threads = o.threads;
   c.norm = index_of(kNormNames, 2, o.norm);
   c.mlp = index_of(kMlpNames, 2, o.mlp);
-  c.position = index_of(kPositionNames, 2, o.position);
+  c.position = index_of(kPositionNames, 3, o.position);
+  c.cope_max_pos = o.cope_max_pos;
+  c.window_size = o.window;
   if (o.attention == "moas") {
     c.attention = MOAS_ATTENTION_MOAS;
     c.n_kv_head = o.heads;  // branches carry their own kv heads

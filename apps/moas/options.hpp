@@ -38,6 +38,8 @@ struct TrainOptions {
   std::string norm;
   std::string mlp;
   std::string position;
+  int cope_max_pos = 0;  // library default
+  int window = 0;        // library default
   // Optimisation.
   int batch = 16;
   int steps = 2500;  // enough for MHA to learn the generated task's recall (val loss ~1.4) where MQA stays ~2.6

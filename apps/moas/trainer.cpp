@@ -150,12 +150,14 @@ double learning_rate(const TrainOptions &o, int step) {
 std::string describe_model(const moas_model_config &c, uint64_t parameters) {
   static const char *const kNorms[] = {"LayerNorm", "RMSNorm"};
   static const char *const kMlps[] = {"GELU", "SwiGLU"};
-  static const char *const kPositions[] = {"learned positions", "RoPE"};
+  static const char *const kPositions[] = {"learned positions", "RoPE", "CoPE"};
   return "model: " + std::to_string(c.n_layer) + " layers, " + std::to_string(c.n_head) + " heads, width " +
          std::to_string(c.n_embd) + ", block " + std::to_string(c.block_size) + ", vocabulary " +
          std::to_string(c.vocab_size) + "; " + attention_text(c) + "; " + kNorms[c.norm] + ", " + kMlps[c.mlp] +
-         ", " + kPositions[c.position] + ", dropout " + format("%g", c.dropout) + "; " + thousands(parameters) +
-         " parameters";
+         ", " + kPositions[c.position] +
+         (c.position == MOAS_POSITION_COPE ? " (" + std::to_string(c.cope_max_pos) + " positions)" : "") +
+         (c.window_size > 0 ? ", window " + std::to_string(c.window_size) : "") + ", dropout " +
+         format("%g", c.dropout) + "; " + thousands(parameters) + " parameters";
 }
 
 std::string describe_training(const TrainOptions &o, const Corpus &corpus) {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds and tests the Rust bindings against an existing libmoas build, then runs the training example.
+# Builds and tests the Rust bindings against an existing libmoas build, then runs the two training examples.
 #   bindings/rust/run_tests.sh [BUILD_DIR]      (default: the repository's build/)
 # Cargo's output goes to BUILD_DIR/rust-target so the source tree stays clean. Offline: the crates use std only.
 set -euo pipefail
@@ -25,3 +25,6 @@ export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 cd "$here"
 cargo test --offline --locked
 cargo run --offline --locked --release --example train_rustgpt
+# The example exits non-zero when its loss does not fall clearly; the grep also catches a run that ends early.
+cargo run --offline --locked --release --example rustgpt_layer | tee "$CARGO_TARGET_DIR/rustgpt_layer.log"
+grep -q "^loss fell from" "$CARGO_TARGET_DIR/rustgpt_layer.log"

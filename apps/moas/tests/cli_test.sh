@@ -63,6 +63,11 @@ generate)
   "$moas" generate --checkpoint run --tokens 80 --seed 3 >again.txt 2>/dev/null
   cmp -s text.txt again.txt || fail "the same --seed sampled different text"
   grep -q 'refilled [1-9]' err.txt || fail "the cache was never refilled: $(cat err.txt)"
+  # CoPE and a sliding window travel through the checkpoint into decoding.
+  "$moas" train "${tiny[@]}" --steps 4 --position cope --cope-max-pos 8 --window 6 --out cope >cope.txt
+  grep -q 'CoPE (8 positions), window 6' cope.txt || fail "the CoPE model was not described: $(grep '^model' cope.txt)"
+  "$moas" generate --checkpoint cope --tokens 40 --seed 3 >cope_text.txt 2>/dev/null || fail "generate with CoPE"
+  [ "$(wc -c <cope_text.txt)" -gt 20 ] || fail "generate with CoPE printed too little text"
   ;;
 compare)
   "$moas" compare "${tiny[@]}" --steps 10 --eval-batches 2 --out cmp >out.txt
@@ -93,6 +98,8 @@ bad_input)
     "2|train --layers 0 --out bad"
     "2|train --steps --out bad"
     "2|train --attention sideways --out bad"
+    "2|train --position cope --cope-max-pos 0 --out bad"
+    "2|train --window -1 --out bad"
     "2|train --width 30 --heads 4 --out bad"
     "2|train --config broken.json --out bad"
     "2|compare --attention moas --out bad"

@@ -1,5 +1,5 @@
 """Python bindings (ctypes) for libmoas: GPT models whose attention is one scheme (MHA, GQA, MQA), a Mixture of
-Attention Schemes (MoAS) or Mixture-of-Heads (MoH).
+Attention Schemes (MoAS) or Mixture-of-Heads (MoH), and that attention block alone as a `Layer`.
 
     import moas
     with moas.Model(vocab_size=13, block_size=16, n_layer=2, n_head=4, n_embd=32, dropout=0.0,
@@ -7,22 +7,28 @@ Attention Schemes (MoAS) or Mixture-of-Heads (MoH).
         loss, aux = model.forward(tokens, targets, training=True)
         model.backward(); model.step(lr=1e-3); model.zero_grad()
 
+    with moas.Layer(n_embd=64, head_selection=moas.MixtureOfHeads(2, 4), position="cope") as layer:
+        y = layer.forward(x, training=True)           # x [batch, seq_len, 64] -> x + Attn(x)
+        dx = layer.backward(dy); layer.step(lr=1e-3, weight_decay=0.0); layer.zero_grad()
+
 The library is found through MOAS_LIBRARY (a full path), MOAS_LIBRARY_DIR, next to this package, the install
 prefix, then the system loader; it must speak ABI version `ABI_VERSION`.
 
-Thread safety: a Model is used by one thread at a time; distinct models may be used concurrently.
+Thread safety: a Model (or Layer) is used by one thread at a time; distinct ones may be used concurrently.
 """
 from ._lib import ABI_VERSION, LibraryError
 from ._lib import lib as _load
-from .config import AllHeads, Config, HeadSelection, MixtureOfHeads, StaticPruning
+from .config import AllHeads, Config, HeadSelection, LayerConfig, MixtureOfHeads, StaticPruning
 from .errors import (AbiMismatch, CheckpointConfig, CheckpointDtype, CheckpointError, CheckpointHeader,
                      CheckpointLayout, CheckpointMissingTensor, CheckpointShape, CheckpointTruncated,
                      CheckpointUnexpectedTensor, ContextFull, ContextTooLong, DeviceUnavailable, Error, FileError,
-                     IndexOutOfRange, InternalError, InvalidConfig, InvalidInput, NoForward, NonFinite, NoRouter,
-                     NullArgument, OutOfMemory, SizeMismatch, TargetOutOfRange, TokenOutOfRange, UnknownParameter)
+                     IndexOutOfRange, InternalError, InvalidArgument, InvalidConfig, InvalidInput, NoForward,
+                     NonFinite, NoRouter, NullArgument, OutOfMemory, SizeMismatch, TargetOutOfRange, TokenOutOfRange,
+                     UnknownParameter)
+from .layer import Layer
 from .model import KVCache, Model, ParameterInfo, RouterStats, adamw_defaults, checkpoint_user_metadata
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 
 def load_library():
@@ -52,11 +58,12 @@ def library_path():
 
 __all__ = [
     "ABI_VERSION", "LibraryError", "load_library", "library_version", "build_info", "abi_version", "library_path",
-    "Config", "HeadSelection", "AllHeads", "MixtureOfHeads", "StaticPruning",
-    "Model", "KVCache", "ParameterInfo", "RouterStats", "adamw_defaults", "checkpoint_user_metadata",
+    "Config", "LayerConfig", "HeadSelection", "AllHeads", "MixtureOfHeads", "StaticPruning",
+    "Model", "KVCache", "Layer", "ParameterInfo", "RouterStats", "adamw_defaults", "checkpoint_user_metadata",
     "Error", "NullArgument", "InvalidConfig", "AbiMismatch", "SizeMismatch", "InvalidInput", "TokenOutOfRange",
     "TargetOutOfRange", "ContextTooLong", "ContextFull", "NoForward", "NonFinite", "UnknownParameter",
     "CheckpointError", "FileError", "CheckpointTruncated", "CheckpointHeader", "CheckpointLayout",
     "CheckpointMissingTensor", "CheckpointUnexpectedTensor", "CheckpointShape", "CheckpointDtype",
     "CheckpointConfig", "NoRouter", "DeviceUnavailable", "OutOfMemory", "IndexOutOfRange", "InternalError",
+    "InvalidArgument",
 ]

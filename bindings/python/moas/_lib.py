@@ -1,4 +1,4 @@
-"""Loading libmoas and the ctypes mirror of include/moas.h (ABI version 1).
+"""Loading libmoas and the ctypes mirror of include/moas.h (ABI version 1, libmoas 0.3.0).
 
 Every struct and function of the header is mirrored here, in header order. tests/test_abi.py compiles a small C
 program against the header and checks every size and field offset, and that every ``MOAS_API`` function has a
@@ -19,6 +19,7 @@ MOAS_MAX_ROUTES = 64
 c_status = ctypes.c_int  # moas_status is a C enum: an int on every supported platform
 c_model_p = ctypes.c_void_p  # moas_model * (opaque)
 c_cache_p = ctypes.c_void_p  # moas_kv_cache * (opaque)
+c_layer_p = ctypes.c_void_p  # moas_layer * (opaque)
 
 
 class moas_head_selection(ctypes.Structure):
@@ -63,6 +64,9 @@ class moas_model_config(ctypes.Structure):
         ("moas_aux_weight", ctypes.c_float),
         ("head_selection", moas_head_selection),
         ("reserved1", ctypes.c_int32),
+        # Appended in libmoas 0.3.0.
+        ("cope_max_pos", ctypes.c_int32),
+        ("window_size", ctypes.c_int32),
     ]
 
 
@@ -107,11 +111,39 @@ class moas_layer_router_stats(ctypes.Structure):
     ]
 
 
+class moas_layer_config(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("abi_version", ctypes.c_uint32),
+        ("n_embd", ctypes.c_int32),
+        ("n_head", ctypes.c_int32),
+        ("n_kv_head", ctypes.c_int32),
+        ("max_seq_len", ctypes.c_int32),
+        ("attention", ctypes.c_int32),
+        ("position", ctypes.c_int32),
+        ("rope_base", ctypes.c_float),
+        ("cope_max_pos", ctypes.c_int32),
+        ("window_size", ctypes.c_int32),
+        ("residual", ctypes.c_int32),
+        ("bias", ctypes.c_int32),
+        ("dropout", ctypes.c_float),
+        ("moas_mode", ctypes.c_int32),
+        ("moas_n_branches", ctypes.c_int32),
+        ("moas_branch_kv_heads", ctypes.c_int32 * MOAS_MAX_BRANCHES),
+        ("moas_aux_weight", ctypes.c_float),
+        ("head_selection", moas_head_selection),
+        ("n_threads", ctypes.c_int32),
+        ("seed", ctypes.c_uint64),
+        ("device", ctypes.c_int32),
+        ("device_index", ctypes.c_int32),
+    ]
+
+
 #: Every struct of moas.h, by its C name.
 STRUCTS = {
     cls.__name__: cls
     for cls in (moas_head_selection, moas_model_config, moas_adamw_config, moas_parameter_info,
-                moas_layer_router_stats)
+                moas_layer_router_stats, moas_layer_config)
 }
 
 
@@ -167,6 +199,22 @@ PROTOTYPES = {
     "moas_decode_step": (c_status, [c_model_p, c_cache_p, _c_int32_p, _c_float_p, ctypes.c_size_t]),
     "moas_router_stats": (c_status, [c_model_p, ctypes.c_int32, _P(moas_layer_router_stats)]),
     "moas_router_stats_all": (c_status, [c_model_p, _P(moas_layer_router_stats), ctypes.c_size_t]),
+    "moas_layer_config_default": (c_status, [_P(moas_layer_config)]),
+    "moas_layer_create": (c_status, [_P(moas_layer_config), _P(c_layer_p)]),
+    "moas_layer_destroy": (None, [c_layer_p]),
+    "moas_layer_forward": (c_status, [c_layer_p, _c_float_p, _c_float_p, ctypes.c_size_t, ctypes.c_int32,
+                                      ctypes.c_int32, ctypes.c_int32, _c_float_p]),
+    "moas_layer_backward": (c_status, [c_layer_p, _c_float_p, _c_float_p, ctypes.c_size_t]),
+    "moas_layer_zero_grad": (c_status, [c_layer_p]),
+    "moas_layer_optimizer_step": (c_status, [c_layer_p, _P(moas_adamw_config), _c_float_p]),
+    "moas_layer_parameter_count": (c_status, [c_layer_p, _P(ctypes.c_size_t)]),
+    "moas_layer_parameter_info_at": (c_status, [c_layer_p, ctypes.c_size_t, _P(moas_parameter_info)]),
+    "moas_layer_parameter_read": (c_status, [c_layer_p, ctypes.c_char_p, _c_float_p, ctypes.c_size_t]),
+    "moas_layer_parameter_write": (c_status, [c_layer_p, ctypes.c_char_p, _c_float_p, ctypes.c_size_t]),
+    "moas_layer_gradient_read": (c_status, [c_layer_p, ctypes.c_char_p, _c_float_p, ctypes.c_size_t]),
+    "moas_layer_gradient_write": (c_status, [c_layer_p, ctypes.c_char_p, _c_float_p, ctypes.c_size_t]),
+    "moas_layer_get_router_stats": (c_status, [c_layer_p, _P(moas_layer_router_stats)]),
+    "moas_layer_gates": (c_status, [c_layer_p, _c_float_p, ctypes.c_size_t, _c_int32_p]),
 }
 
 

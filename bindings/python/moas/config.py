@@ -1,6 +1,8 @@
-"""Model configuration: `Config` and the head-selection strategies (names of RustGPT's HeadSelectionStrategy).
+"""Configurations: `Config` (a model), `LayerConfig` (a standalone attention layer) and the head-selection
+strategies (names of RustGPT's HeadSelectionStrategy).
 
-Defaults are never written down here: every field starts from what moas_model_config_default fills in.
+Defaults are never written down here: every field starts from what moas_model_config_default (or
+moas_layer_config_default) fills in.
 """
 import ctypes
 import operator
@@ -12,7 +14,7 @@ from .errors import InvalidConfig, check
 
 NORMS = {"layernorm": 0, "rmsnorm": 1}
 MLPS = {"gelu": 0, "swiglu": 1}
-POSITIONS = {"learned": 0, "rope": 1}
+POSITIONS = {"learned": 0, "rope": 1, "cope": 2}
 ATTENTIONS = {"scheme": 0, "moas": 1, "moh": 2}
 MOAS_MODES = {"static": 0, "soft": 1, "top1": 2}
 DEVICES = {"cpu": 0, "cuda": 1}
@@ -65,9 +67,9 @@ def _set_int(c_struct, attr, field, value):
         raise InvalidConfig(f"{field} = {value} does not fit in its C type", status=2)
 
 
-def _default_struct():
-    cfg = _lib.new_struct(_lib.moas_model_config)
-    check(_lib.lib().moas_model_config_default(ctypes.byref(cfg)), "moas_model_config_default")
+def _default_struct(c_struct=_lib.moas_model_config, default_fn="moas_model_config_default"):
+    cfg = _lib.new_struct(c_struct)
+    check(getattr(_lib.lib(), default_fn)(ctypes.byref(cfg)), default_fn)
     return cfg
 
 
@@ -138,37 +140,30 @@ HeadSelection.AllHeads = AllHeads
 HeadSelection.MixtureOfHeads = MixtureOfHeads
 HeadSelection.StaticPruning = StaticPruning
 
-# Python field -> how it converts: an enum table, int, float, bool, or a special case below.
-_FIELDS = {
-    "vocab_size": int, "block_size": int, "n_layer": int, "n_head": int, "n_kv_head": int, "n_embd": int,
-    "mlp_hidden": int, "norm": NORMS, "mlp": MLPS, "position": POSITIONS, "attention": ATTENTIONS, "bias": bool,
-    "dropout": float, "attn_dropout": bool, "rope_base": float, "seed": int, "n_threads": int, "device": DEVICES,
-    "device_index": int, "moas_mode": MOAS_MODES, "moas_branch_kv_heads": tuple, "moas_aux_weight": float,
-    "head_selection": HeadSelection,
-}
+class _StructConfig:
+    """What Config and LayerConfig share: one attribute per C field (`_FIELDS`: name -> an enum table, int, float,
+    bool, or a special case below), filled from the C defaults, converted to the C struct on use.
 
-
-class Config:
-    """A model configuration (moas_model_config). Fields keep the C names; enumerations are strings:
-
-    norm "layernorm" | "rmsnorm"; mlp "gelu" | "swiglu"; position "learned" | "rope";
-    attention "scheme" (one scheme: MHA, GQA, MQA by n_kv_head) | "moas" | "moh"; device "cpu" | "cuda";
-    moas_mode "static" | "soft" | "top1"; moas_branch_kv_heads: one kv-head count per MoAS branch (0 = n_head);
-    head_selection: AllHeads() | MixtureOfHeads(...) | StaticPruning(...).
-
-    Every field not given takes the library's default (moas_model_config_default). Two conveniences follow the
-    header's documented meaning of a default: n_kv_head follows n_head when only n_head is given (the default is
-    "= n_head: MHA"), and a head_selection other than AllHeads implies attention="moh" unless attention is given.
+    Every field not given takes the library's default. Two conveniences follow the header's documented meaning of
+    a default: n_kv_head follows n_head when only n_head is given and the default is "= n_head" (a model's MHA),
+    and a head_selection other than AllHeads implies attention="moh" unless attention is given.
     moas_n_branches=S (without moas_branch_kv_heads) takes the first S default branches.
     """
 
-    __slots__ = tuple(_FIELDS)
+    __slots__ = ()
+    _FIELDS = {}
+    _C_STRUCT = None
+    _C_DEFAULT = None  # the name of the library's defaults function
+
+    @classmethod
+    def _default(cls):
+        return _default_struct(cls._C_STRUCT, cls._C_DEFAULT)
 
     def __init__(self, **kwargs):
-        unknown = set(kwargs) - set(_FIELDS) - {"moas_n_branches"}
+        unknown = set(kwargs) - set(self._FIELDS) - {"moas_n_branches"}
         if unknown:
-            raise TypeError(f"unknown Config field(s): {', '.join(sorted(unknown))}")
-        default = _default_struct()
+            raise TypeError(f"unknown {type(self).__name__} field(s): {', '.join(sorted(unknown))}")
+        default = self._default()
         self._assign_from_c(default)
         n_branches = kwargs.pop("moas_n_branches", None)
         if n_branches is not None and "moas_branch_kv_heads" not in kwargs:
@@ -190,7 +185,7 @@ class Config:
         return len(self.moas_branch_kv_heads)
 
     def _assign_from_c(self, c):
-        for name, kind in _FIELDS.items():
+        for name, kind in self._FIELDS.items():
             if name == "moas_branch_kv_heads":
                 value = tuple(c.moas_branch_kv_heads[:max(0, min(c.moas_n_branches, _lib.MOAS_MAX_BRANCHES))])
             elif name == "head_selection":
@@ -212,9 +207,9 @@ class Config:
         return self
 
     def _to_c(self):
-        """A moas_model_config with struct_size set, starting from the library defaults."""
-        c = _default_struct()
-        for name, kind in _FIELDS.items():
+        """The C struct with struct_size set, starting from the library defaults."""
+        c = self._default()
+        for name, kind in self._FIELDS.items():
             value = getattr(self, name)
             if name == "moas_branch_kv_heads":
                 heads = [_int("moas_branch_kv_heads", h) for h in value]
@@ -247,17 +242,61 @@ class Config:
         return c
 
     def to_dict(self):
-        return {name: getattr(self, name) for name in _FIELDS}
+        return {name: getattr(self, name) for name in self._FIELDS}
 
     def replace(self, **changes):
         """A copy with some fields changed (no convenience rules applied)."""
-        other = Config._from_c(self._to_c())
+        other = type(self)._from_c(self._to_c())
         for name, value in changes.items():
             setattr(other, name, value)
         return other
 
     def __eq__(self, other):
-        return isinstance(other, Config) and self.to_dict() == other.to_dict()
+        return type(other) is type(self) and self.to_dict() == other.to_dict()
 
     def __repr__(self):
-        return "Config(" + ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items()) + ")"
+        return f"{type(self).__name__}(" + ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items()) + ")"
+
+
+class Config(_StructConfig):
+    """A model configuration (moas_model_config). Fields keep the C names; enumerations are strings:
+
+    norm "layernorm" | "rmsnorm"; mlp "gelu" | "swiglu"; position "learned" | "rope" | "cope" (contextual
+    positions, SPEC §7, cope_max_pos per head); window_size: query i attends to keys i - w .. i (0 = full causal);
+    attention "scheme" (one scheme: MHA, GQA, MQA by n_kv_head) | "moas" | "moh"; device "cpu" | "cuda";
+    moas_mode "static" | "soft" | "top1"; moas_branch_kv_heads: one kv-head count per MoAS branch (0 = n_head);
+    head_selection: AllHeads() | MixtureOfHeads(...) | StaticPruning(...).
+
+    Every field not given takes the library's default (moas_model_config_default); n_kv_head follows n_head when
+    only n_head is given (the default is "= n_head: MHA"). See _StructConfig for the other conveniences.
+    """
+
+    _FIELDS = {
+        "vocab_size": int, "block_size": int, "n_layer": int, "n_head": int, "n_kv_head": int, "n_embd": int,
+        "mlp_hidden": int, "norm": NORMS, "mlp": MLPS, "position": POSITIONS, "attention": ATTENTIONS,
+        "bias": bool, "dropout": float, "attn_dropout": bool, "rope_base": float, "seed": int, "n_threads": int,
+        "device": DEVICES, "device_index": int, "moas_mode": MOAS_MODES, "moas_branch_kv_heads": tuple,
+        "moas_aux_weight": float, "head_selection": HeadSelection, "cope_max_pos": int, "window_size": int,
+    }
+    __slots__ = tuple(_FIELDS)
+    _C_STRUCT = _lib.moas_model_config
+    _C_DEFAULT = "moas_model_config_default"
+
+
+class LayerConfig(_StructConfig):
+    """A standalone attention layer's configuration (moas_layer_config), with Config's conventions. Defaults
+    (moas_layer_config_default) are RustGPT's attention: n_embd 128, n_head 8 over n_kv_head 4, max_seq_len 80,
+    position "learned" (nothing inside attention: the caller's embeddings carry positions), residual=True
+    (y = x + Attn(x)), dropout 0.
+    """
+
+    _FIELDS = {
+        "n_embd": int, "n_head": int, "n_kv_head": int, "max_seq_len": int, "attention": ATTENTIONS,
+        "position": POSITIONS, "rope_base": float, "cope_max_pos": int, "window_size": int, "residual": bool,
+        "bias": bool, "dropout": float, "moas_mode": MOAS_MODES, "moas_branch_kv_heads": tuple,
+        "moas_aux_weight": float, "head_selection": HeadSelection, "n_threads": int, "seed": int, "device": DEVICES,
+        "device_index": int,
+    }
+    __slots__ = tuple(_FIELDS)
+    _C_STRUCT = _lib.moas_layer_config
+    _C_DEFAULT = "moas_layer_config_default"

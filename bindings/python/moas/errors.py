@@ -146,6 +146,11 @@ class ContextFull(Error):
     status = 25
 
 
+class InvalidArgument(Error, ValueError):
+    """Two buffers of one call overlap in a way it does not allow (e.g. a layer's x and y partly overlapping)."""
+    status = 26
+
+
 def _status_classes():
     found = {}
     stack = [Error]

@@ -1,10 +1,12 @@
-"""`Model`: one libmoas model behind a Python object.
+"""`Model`: one libmoas model behind a Python object; what it shares with `Layer` (owned handles, named
+parameters, array conversion).
 
 Thread safety: a Model is used by one thread at a time (guard it with a lock if threads share it); distinct models
 may be used concurrently from different threads (ctypes releases the GIL during every library call).
 """
 import ctypes
 import json
+import math
 import os
 from dataclasses import dataclass
 
@@ -89,6 +91,45 @@ def _shaped(owner, shape):
     return _nest(list(owner), shape) if shape else list(owner)
 
 
+def _float_array(values, what):
+    """values (any numpy array, or nested lists) as contiguous float32: (owner, shape, pointer).
+
+    A float32 C-contiguous array is used as it is (no copy), so its pointer can be compared with an output's.
+    """
+    if _np is not None:
+        try:
+            arr = _np.ascontiguousarray(values, dtype=_np.float32)
+        except ValueError as e:  # ragged nested lists
+            raise SizeMismatch(f"{what} must be a rectangular array: {e}", status=4) from None
+        return arr, arr.shape, arr.ctypes.data_as(_c_float_p)
+    shape, level = [], values
+    while isinstance(level, (list, tuple)):
+        shape.append(len(level))
+        level = level[0] if level else None
+
+    def flatten(v, depth):
+        if depth == len(shape):
+            return [float(v)]
+        if not isinstance(v, (list, tuple)) or len(v) != shape[depth]:
+            raise SizeMismatch(f"{what} must be a rectangular nested list of shape {tuple(shape)}", status=4)
+        return [x for item in v for x in flatten(item, depth + 1)]
+
+    flat = flatten(values, 0)
+    buf = (ctypes.c_float * len(flat))(*flat)
+    return buf, tuple(shape), ctypes.cast(buf, _c_float_p)
+
+
+def _adamw_config(lr=None, beta1=None, beta2=None, eps=None, weight_decay=None, grad_clip=None):
+    """A moas_adamw_config from the library defaults, with the arguments that are not None."""
+    c = _lib.new_struct(_lib.moas_adamw_config)
+    check(_lib.lib().moas_adamw_config_default(ctypes.byref(c)), "moas_adamw_config_default")
+    for name, value in (("lr", lr), ("beta1", beta1), ("beta2", beta2), ("eps", eps),
+                        ("weight_decay", weight_decay), ("grad_clip", grad_clip)):
+        if value is not None:
+            setattr(c, name, float(value))
+    return c
+
+
 @dataclass(frozen=True)
 class ParameterInfo:
     name: str
@@ -100,7 +141,7 @@ class ParameterInfo:
 class RouterStats:
     """Router statistics of one layer from the last forward (SPEC §8). Per-route tuples have n_routes entries."""
 
-    layer: int
+    layer: int  # the model's layer index; None for a standalone Layer
     attention: str  # "moas": routes are branches; "moh": routes are the routed heads
     n_routes: int
     share: tuple  # f-hat per route, sums to 1
@@ -126,8 +167,7 @@ class RouterStats:
 
 def adamw_defaults():
     """The library's AdamW defaults (moas_adamw_config_default) as a dict."""
-    c = _lib.new_struct(_lib.moas_adamw_config)
-    check(_lib.lib().moas_adamw_config_default(ctypes.byref(c)), "moas_adamw_config_default")
+    c = _adamw_config()
     return {name: _f32(getattr(c, name)) for name, _ in _lib.moas_adamw_config._fields_ if name != "struct_size"}
 
 
@@ -176,6 +216,76 @@ class _Owned:
             self.close()
         except Exception:  # interpreter shutdown may have torn down what close() needs
             pass
+
+
+class _Parameters:
+    """The named parameter tensors of a Model or a Layer, whose library functions differ only by their prefix
+    (moas_parameter_read / moas_layer_parameter_read, ...). The list is read once and cached in `_infos`."""
+
+    _prefix = "moas_"
+
+    def _fn(self, suffix):
+        name = self._prefix + suffix
+        return getattr(self._lib, name), name
+
+    def parameter_info(self):
+        """[ParameterInfo(name, shape, numel)] in checkpoint order."""
+        if self._infos is None:
+            count_fn, count_name = self._fn("parameter_count")
+            info_fn, info_name = self._fn("parameter_info_at")
+            count = ctypes.c_size_t()
+            check(count_fn(self._h, ctypes.byref(count)), count_name)
+            infos = []
+            for i in range(count.value):
+                info = _lib.new_struct(_lib.moas_parameter_info)
+                check(info_fn(self._h, i, ctypes.byref(info)), info_name)
+                infos.append(ParameterInfo(info.name.decode("utf-8"), tuple(info.shape[:info.ndim]), info.numel))
+            self._infos = infos
+        return list(self._infos)
+
+    def _info(self, name):
+        for info in self.parameter_info():
+            if info.name == name:
+                return info
+        return None
+
+    def _read(self, suffix, name):
+        fn, fn_name = self._fn(suffix)
+        info = self._info(name)
+        shape, numel = (info.shape, info.numel) if info else ((0,), 0)  # unknown: the library names the error
+        owner, ptr = _float_buffer(numel)
+        check(fn(self._h, name.encode("utf-8"), ptr, numel), fn_name)
+        return _shaped(owner, shape)
+
+    def _write(self, suffix, name, values):
+        fn, fn_name = self._fn(suffix)
+        info = self._info(name)
+        owner, shape, ptr = _float_array(values, "values")
+        if info is not None and tuple(shape) != tuple(info.shape) and tuple(shape) != (info.numel,):
+            raise SizeMismatch(f'parameter "{name}" has shape {tuple(info.shape)}, values have {tuple(shape)}',
+                               status=4, function=fn_name)
+        status = fn(self._h, name.encode("utf-8"), ptr, math.prod(shape))
+        del owner
+        check(status, fn_name)
+
+    def parameter(self, name):
+        """A copy of parameter `name` (float32, its shape)."""
+        return self._read("parameter_read", name)
+
+    def gradient(self, name):
+        """A copy of the accumulated gradient of parameter `name`."""
+        return self._read("gradient_read", name)
+
+    def parameters(self):
+        """{name: copy of the tensor} for every parameter, in checkpoint order."""
+        return {info.name: self.parameter(info.name) for info in self.parameter_info()}
+
+    def gradients(self):
+        return {info.name: self.gradient(info.name) for info in self.parameter_info()}
+
+    def set_parameter(self, name, values):
+        """Overwrites parameter `name` from values of its shape (or flat), converted to float32; all finite."""
+        self._write("parameter_write", name, values)
 
 
 class KVCache(_Owned):
@@ -227,7 +337,7 @@ class KVCache(_Owned):
         return f"<moas.KVCache batch={self.batch} capacity={self.capacity} length={self.length}>"
 
 
-class Model(_Owned):
+class Model(_Owned, _Parameters):
     """A GPT model with (mixtures of) attention schemes, owned by libmoas.
 
     Model(config) or Model(**config_fields); Model.from_file(path) for a checkpoint. Use it as a context manager
@@ -298,25 +408,6 @@ class Model(_Owned):
         n = ctypes.c_uint64()
         check(self._lib.moas_model_num_parameters(self._h, ctypes.byref(n)), "moas_model_num_parameters")
         return n.value
-
-    def parameter_info(self):
-        """[ParameterInfo(name, shape, numel)] in checkpoint order."""
-        if self._infos is None:
-            count = ctypes.c_size_t()
-            check(self._lib.moas_parameter_count(self._h, ctypes.byref(count)), "moas_parameter_count")
-            infos = []
-            for i in range(count.value):
-                info = _lib.new_struct(_lib.moas_parameter_info)
-                check(self._lib.moas_parameter_info_at(self._h, i, ctypes.byref(info)), "moas_parameter_info_at")
-                infos.append(ParameterInfo(info.name.decode("utf-8"), tuple(info.shape[:info.ndim]), info.numel))
-            self._infos = infos
-        return list(self._infos)
-
-    def _info(self, name):
-        for info in self.parameter_info():
-            if info.name == name:
-                return info
-        return None
 
     # -- training and inference -------------------------------------------------------------------------------
     def forward(self, tokens, targets=None, training=False):
@@ -407,12 +498,7 @@ class Model(_Owned):
         Arguments not given take the library defaults (moas.adamw_defaults()). A non-finite gradient skips the
         step and raises NonFinite.
         """
-        c = _lib.new_struct(_lib.moas_adamw_config)
-        check(self._lib.moas_adamw_config_default(ctypes.byref(c)), "moas_adamw_config_default")
-        for name, value in (("lr", lr), ("beta1", beta1), ("beta2", beta2), ("eps", eps),
-                            ("weight_decay", weight_decay), ("grad_clip", grad_clip)):
-            if value is not None:
-                setattr(c, name, float(value))
+        c = _adamw_config(lr, beta1, beta2, eps, weight_decay, grad_clip)
         norm = ctypes.c_float()
         check(self._lib.moas_optimizer_step(self._h, ctypes.byref(c), ctypes.byref(norm)), "moas_optimizer_step")
         return norm.value
@@ -422,48 +508,6 @@ class Model(_Owned):
         n = ctypes.c_uint64()
         check(self._lib.moas_optimizer_steps(self._h, ctypes.byref(n)), "moas_optimizer_steps")
         return n.value
-
-    # -- parameters -------------------------------------------------------------------------------------------
-    def _read(self, fn, fn_name, name):
-        info = self._info(name)
-        shape, numel = (info.shape, info.numel) if info else ((0,), 0)  # unknown: the library names the error
-        owner, ptr = _float_buffer(numel)
-        check(fn(self._h, name.encode("utf-8"), ptr, numel), fn_name)
-        return _shaped(owner, shape)
-
-    def parameter(self, name):
-        """A copy of parameter `name` (float32, its shape)."""
-        return self._read(self._lib.moas_parameter_read, "moas_parameter_read", name)
-
-    def gradient(self, name):
-        """A copy of the accumulated gradient of parameter `name`."""
-        return self._read(self._lib.moas_gradient_read, "moas_gradient_read", name)
-
-    def parameters(self):
-        """{name: copy of the tensor} for every parameter, in checkpoint order."""
-        return {info.name: self.parameter(info.name) for info in self.parameter_info()}
-
-    def gradients(self):
-        return {info.name: self.gradient(info.name) for info in self.parameter_info()}
-
-    def set_parameter(self, name, values):
-        """Overwrites parameter `name` from values of its shape (or flat), converted to float32; all finite."""
-        info = self._info(name)
-        if _np is not None:
-            arr = _np.ascontiguousarray(values, dtype=_np.float32)
-            if info is not None and arr.shape != tuple(info.shape) and arr.shape != (info.numel,):
-                raise SizeMismatch(f'parameter "{name}" has shape {tuple(info.shape)}, values have {arr.shape}',
-                                   status=4, function="moas_parameter_write")
-            owner, n, ptr = arr, arr.size, arr.ctypes.data_as(_c_float_p)
-        else:
-            flat = list(values)
-            while flat and isinstance(flat[0], (list, tuple)):
-                flat = [v for row in flat for v in row]
-            owner = (ctypes.c_float * len(flat))(*flat)
-            n, ptr = len(flat), ctypes.cast(owner, _c_float_p)
-        status = self._lib.moas_parameter_write(self._h, name.encode("utf-8"), ptr, n)
-        del owner
-        check(status, "moas_parameter_write")
 
     # -- checkpoints ------------------------------------------------------------------------------------------
     def save(self, path, user_metadata=None):

@@ -1,5 +1,5 @@
-"""An independent float64 numpy implementation of the libmoas forward pass, written from SPEC.md §1-4 (not from
-the library's sources). It reads the weights by their checkpoint names (SPEC §8) from a {name: array} dict.
+"""An independent float64 numpy implementation of the libmoas forward pass, written from SPEC.md §1-4 and §7 (not
+from the library's sources). It reads the weights by their checkpoint names (SPEC §8) from a {name: array} dict.
 
 forward() returns the logits [B, T, V], the mean cross-entropy, the unweighted auxiliary loss (mean over routed
 layers) and, per routed layer, what the router decided (for margin checks and router statistics).
@@ -14,6 +14,10 @@ _erf = np.frompyfunc(math.erf, 1, 1)
 
 def gelu(x):
     return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)).astype(np.float64))
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
 
 
 def softmax(x, axis=-1):
@@ -59,8 +63,29 @@ class Reference:
         out[..., 1::2] = even * sin + odd * cos
         return out
 
+    def visible(self, T):
+        """[T, T]: may query i attend to key j? Causal (j <= i), and with a window w only keys i - w .. i (§7)."""
+        i, j = np.arange(T)[:, None], np.arange(T)[None, :]
+        visible = j <= i
+        if self.c.window_size > 0:
+            visible &= j >= i - self.c.window_size
+        return visible
+
+    def cope(self, q, scores, visible, e):
+        """The CoPE logit term q_i . e(p_ij) of one head (§7): q [B, T, d], scores q.k/sqrt(d) [B, T, T], e [P, d]."""
+        P = e.shape[0]
+        gates = sigmoid(scores) * visible
+        # p_ij = sum of g_it for t = j..i: a cumulative sum from the right (gates past i are 0).
+        positions = np.minimum(np.flip(np.cumsum(np.flip(gates, -1), -1), -1), P - 1)
+        lower, upper = np.floor(positions).astype(int), np.ceil(positions).astype(int)
+        q_e = q @ e.T  # [B, T, P]: q_i . e[n] for every integer position n
+        frac = positions - lower
+        return (frac * np.take_along_axis(q_e, upper, axis=-1)
+                + (1.0 - frac) * np.take_along_axis(q_e, lower, axis=-1))
+
     def heads(self, prefix, x, n_kv):
-        """One attention scheme (SPEC §2) up to, not including, c_proj: per-head outputs [B, T, H, d]."""
+        """One attention scheme (SPEC §2) up to, not including, c_proj: per-head outputs [B, T, H, d]. Its CoPE
+        embeddings live under its own prefix (a MoAS branch has its own, SPEC §8)."""
         B, T, _ = x.shape
         H, d = self.H, self.d
         if prefix + ".c_attn.weight" in self.P:
@@ -75,13 +100,17 @@ class Reference:
         v = v.reshape(B, T, n_kv, d)
         if self.c.position == "rope":
             q, k = self.rope(q), self.rope(k)
+        cope = self.P[prefix + ".cope.weight"] if self.c.position == "cope" else None
         group = H // n_kv
-        mask = np.triu(np.full((T, T), -np.inf), 1)
+        visible = self.visible(T)
+        mask = np.where(visible, 0.0, -np.inf)
         out = np.empty((B, T, H, d))
         for h in range(H):
             g = h // group
-            scores = np.einsum("btd,bsd->bts", q[:, :, h], k[:, :, g]) / math.sqrt(d) + mask
-            out[:, :, h] = np.einsum("bts,bsd->btd", softmax(scores), v[:, :, g])
+            scores = np.einsum("btd,bsd->bts", q[:, :, h], k[:, :, g]) / math.sqrt(d)
+            if cope is not None:
+                scores = scores + self.cope(q[:, :, h], scores, visible, cope[h])
+            out[:, :, h] = np.einsum("bts,bsd->btd", softmax(scores + mask), v[:, :, g])
         return out
 
     def scheme(self, prefix, x, n_kv):
@@ -169,6 +198,14 @@ class Reference:
             return self.linear(prefix + ".c_proj", h / (1.0 + np.exp(-h)) * self.linear(prefix + ".c_up", x))
         return self.linear(prefix + ".c_proj", gelu(self.linear(prefix + ".c_fc", x)))
 
+    def attention(self, prefix, x, route):
+        """A block's attention on its normalised input x [B, T, C] (the layer API computes exactly this)."""
+        if self.c.attention == "moas":
+            return self.moas(prefix, x, route)
+        if self.c.attention == "moh":
+            return self.moh(prefix, x, route)
+        return self.scheme(prefix, x, self.c.n_kv_head)
+
     def forward(self, tokens, targets=None):
         tokens = np.asarray(tokens)
         B, T = tokens.shape
@@ -180,12 +217,7 @@ class Reference:
             p = f"transformer.h.{layer}"
             h = self.norm(p + ".ln_1", x)
             route = {}
-            if self.c.attention == "moas":
-                x = x + self.moas(p + ".attn", h, route)
-            elif self.c.attention == "moh":
-                x = x + self.moh(p + ".attn", h, route)
-            else:
-                x = x + self.scheme(p + ".attn", h, self.c.n_kv_head)
+            x = x + self.attention(p + ".attn", h, route)
             routes.append(route)
             x = x + self.mlp(p + ".mlp", self.norm(p + ".ln_2", x))
         logits = self.norm("transformer.ln_f", x) @ self.w("transformer.wte.weight").T

@@ -142,7 +142,7 @@ def expected_ctype(decl):
         return None
     if base == "char" and stars == 1:
         return ctypes.c_char_p
-    if base in ("moas_model", "moas_kv_cache"):  # opaque handles
+    if base in ("moas_model", "moas_kv_cache", "moas_layer"):  # opaque handles
         return ctypes.c_void_p if stars == 1 else ctypes.POINTER(ctypes.c_void_p)
     t = _lib.STRUCTS.get(base) or _SCALARS[base]
     for _ in range(stars):

@@ -1,5 +1,5 @@
 """The library's logits, loss, aux loss and router statistics against tests/reference.py, an independent float64
-numpy implementation of SPEC §1-4, fed the library's own weights through Model.parameters()."""
+numpy implementation of SPEC §1-4 and §7, fed the library's own weights through Model.parameters()."""
 import numpy as np
 import pytest
 
@@ -29,13 +29,22 @@ CASES = {
                                                                                              gate_variant="paper")),
     "static-pruning": dict(head_selection=moas.StaticPruning(2)),
     "static-pruning-gqa": dict(n_kv_head=2, head_selection=moas.StaticPruning(3)),
+    # block_size 12 > cope_max_pos 6: positions reach the P - 1 clamp.
+    "cope": dict(position="cope", cope_max_pos=6),
+    "window": dict(window_size=3),
+    "window-rope-gqa": dict(window_size=5, position="rope", n_kv_head=2),
+    "cope-window-gqa-moh": dict(position="cope", cope_max_pos=5, window_size=4, n_head=8, n_kv_head=4, n_embd=32,
+                                head_selection=moas.MixtureOfHeads(2, 4)),
+    "cope-window-moas-top1": dict(position="cope", cope_max_pos=8, window_size=6, attention="moas",
+                                  moas_mode="top1"),
 }
 
 ROUTER_GAIN = 4.0  # routers scaled up so that argmax / top-K margins dwarf float32 noise
 
 
 def randomise(model, seed):
-    """Replaces every weight by O(1)-scale random values (init weights are too small to exercise attention)."""
+    """Replaces every weight by O(1)-scale random values (init weights are too small to exercise attention; CoPE
+    embeddings start at zero)."""
     rng = np.random.default_rng(seed)
     for info in model.parameter_info():
         name, shape = info.name, info.shape

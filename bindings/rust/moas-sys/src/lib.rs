@@ -1,4 +1,4 @@
-//! Raw declarations of the libmoas C ABI (`include/moas.h`, ABI 1).
+//! Raw declarations of the libmoas C ABI (`include/moas.h`, ABI 1, libmoas 0.3.0).
 //!
 //! Written in the shape `bindgen --no-prepend-enum-name --allowlist-item 'moas_.*|MOAS_.*' include/moas.h`
 //! produces, so it can be regenerated and diffed; `tests/layout.rs` compares every struct's size and field offsets
@@ -45,6 +45,7 @@ pub const MOAS_ERR_OUT_OF_MEMORY: moas_status = 22;
 pub const MOAS_ERR_INDEX_OUT_OF_RANGE: moas_status = 23;
 pub const MOAS_ERR_INTERNAL: moas_status = 24;
 pub const MOAS_ERR_CONTEXT_FULL: moas_status = 25;
+pub const MOAS_ERR_INVALID_ARGUMENT: moas_status = 26;
 pub type moas_status = ::std::os::raw::c_uint;
 
 extern "C" {
@@ -69,6 +70,7 @@ pub const MOAS_MLP_SWIGLU: _bindgen_ty_2 = 1;
 pub type _bindgen_ty_2 = ::std::os::raw::c_uint;
 pub const MOAS_POSITION_LEARNED: _bindgen_ty_3 = 0;
 pub const MOAS_POSITION_ROPE: _bindgen_ty_3 = 1;
+pub const MOAS_POSITION_COPE: _bindgen_ty_3 = 2;
 pub type _bindgen_ty_3 = ::std::os::raw::c_uint;
 pub const MOAS_ATTENTION_SCHEME: _bindgen_ty_4 = 0;
 pub const MOAS_ATTENTION_MOAS: _bindgen_ty_4 = 1;
@@ -132,6 +134,8 @@ pub struct moas_model_config {
     pub moas_aux_weight: f32,
     pub head_selection: moas_head_selection,
     pub reserved1: i32,
+    pub cope_max_pos: i32,
+    pub window_size: i32,
 }
 
 extern "C" {
@@ -352,6 +356,123 @@ extern "C" {
     ) -> moas_status;
 }
 
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct moas_layer {
+    _unused: [u8; 0],
+}
+
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct moas_layer_config {
+    pub struct_size: u32,
+    pub abi_version: u32,
+    pub n_embd: i32,
+    pub n_head: i32,
+    pub n_kv_head: i32,
+    pub max_seq_len: i32,
+    pub attention: i32,
+    pub position: i32,
+    pub rope_base: f32,
+    pub cope_max_pos: i32,
+    pub window_size: i32,
+    pub residual: i32,
+    pub bias: i32,
+    pub dropout: f32,
+    pub moas_mode: i32,
+    pub moas_n_branches: i32,
+    pub moas_branch_kv_heads: [i32; 4usize],
+    pub moas_aux_weight: f32,
+    pub head_selection: moas_head_selection,
+    pub n_threads: i32,
+    pub seed: u64,
+    pub device: i32,
+    pub device_index: i32,
+}
+
+extern "C" {
+    pub fn moas_layer_config_default(cfg: *mut moas_layer_config) -> moas_status;
+}
+extern "C" {
+    pub fn moas_layer_create(cfg: *const moas_layer_config, out: *mut *mut moas_layer) -> moas_status;
+}
+extern "C" {
+    pub fn moas_layer_destroy(layer: *mut moas_layer);
+}
+extern "C" {
+    pub fn moas_layer_forward(
+        layer: *mut moas_layer,
+        x: *const f32,
+        y: *mut f32,
+        len: usize,
+        batch: i32,
+        seq_len: i32,
+        training: i32,
+        aux_out: *mut f32,
+    ) -> moas_status;
+}
+extern "C" {
+    pub fn moas_layer_backward(layer: *mut moas_layer, dy: *const f32, dx: *mut f32, len: usize) -> moas_status;
+}
+extern "C" {
+    pub fn moas_layer_zero_grad(layer: *mut moas_layer) -> moas_status;
+}
+extern "C" {
+    pub fn moas_layer_optimizer_step(
+        layer: *mut moas_layer,
+        cfg: *const moas_adamw_config,
+        grad_norm_out: *mut f32,
+    ) -> moas_status;
+}
+extern "C" {
+    pub fn moas_layer_parameter_count(layer: *const moas_layer, out: *mut usize) -> moas_status;
+}
+extern "C" {
+    pub fn moas_layer_parameter_info_at(
+        layer: *const moas_layer,
+        index: usize,
+        out: *mut moas_parameter_info,
+    ) -> moas_status;
+}
+extern "C" {
+    pub fn moas_layer_parameter_read(
+        layer: *const moas_layer,
+        name: *const ::std::os::raw::c_char,
+        out: *mut f32,
+        len: usize,
+    ) -> moas_status;
+}
+extern "C" {
+    pub fn moas_layer_parameter_write(
+        layer: *mut moas_layer,
+        name: *const ::std::os::raw::c_char,
+        values: *const f32,
+        len: usize,
+    ) -> moas_status;
+}
+extern "C" {
+    pub fn moas_layer_gradient_read(
+        layer: *const moas_layer,
+        name: *const ::std::os::raw::c_char,
+        out: *mut f32,
+        len: usize,
+    ) -> moas_status;
+}
+extern "C" {
+    pub fn moas_layer_gradient_write(
+        layer: *mut moas_layer,
+        name: *const ::std::os::raw::c_char,
+        values: *const f32,
+        len: usize,
+    ) -> moas_status;
+}
+extern "C" {
+    pub fn moas_layer_get_router_stats(layer: *const moas_layer, out: *mut moas_layer_router_stats) -> moas_status;
+}
+extern "C" {
+    pub fn moas_layer_gates(layer: *const moas_layer, out: *mut f32, out_len: usize, width: *mut i32) -> moas_status;
+}
+
 // All-zero structs, as bindgen's `derive_default` writes them (arrays longer than 32 have no derived Default).
 // Zero is a valid value for every field; the caller still sets `struct_size`.
 macro_rules! zeroed_default {
@@ -372,5 +493,6 @@ zeroed_default!(
     moas_model_config,
     moas_adamw_config,
     moas_parameter_info,
-    moas_layer_router_stats
+    moas_layer_router_stats,
+    moas_layer_config
 );

@@ -109,7 +109,7 @@ fn rust_constants() -> BTreeMap<String, u64> {
 #[test]
 fn every_header_function_is_declared_with_its_arity() {
     let header = header_functions(&header_text());
-    assert!(header.len() >= 29, "parsed only {} MOAS_API functions from moas.h", header.len());
+    assert!(header.len() >= 52, "parsed only {} MOAS_API functions from moas.h", header.len());
     let rust = rust_functions();
     let mut problems = Vec::new();
     for (name, arity) in &header {
@@ -175,4 +175,27 @@ fn config_default_fills_the_mirrored_struct() {
     assert_eq!(unsafe { moas_model_config_default(&mut tiny) }, MOAS_ERR_ABI_MISMATCH);
     let message = unsafe { CStr::from_ptr(moas_last_error()) }.to_string_lossy();
     assert!(message.contains("struct_size"), "{message}");
+}
+
+#[test]
+fn layer_config_default_fills_the_mirrored_struct() {
+    let mut config =
+        moas_layer_config { struct_size: std::mem::size_of::<moas_layer_config>() as u32, ..Default::default() };
+    assert_eq!(unsafe { moas_layer_config_default(&mut config) }, MOAS_OK);
+    assert_eq!(config.abi_version, MOAS_ABI_VERSION);
+    assert_eq!(config.struct_size as usize, std::mem::size_of::<moas_layer_config>());
+    // RustGPT's attention shape, and the fields after the embedded head_selection (where a stale mirror would
+    // shift them) read back as documented.
+    assert_eq!((config.n_embd, config.n_head, config.n_kv_head, config.max_seq_len), (128, 8, 4, 80));
+    assert_eq!((config.position, config.cope_max_pos, config.window_size), (MOAS_POSITION_LEARNED as i32, 64, 0));
+    assert_eq!((config.residual, config.seed, config.device), (1, 1337, MOAS_DEVICE_CPU as i32));
+
+    let mut layer = std::ptr::null_mut();
+    config.n_kv_head = 3;
+    assert_eq!(unsafe { moas_layer_create(&config, &mut layer) }, MOAS_ERR_INVALID_CONFIG);
+    assert!(layer.is_null());
+    config.n_kv_head = 4;
+    config.n_embd = 16;
+    assert_eq!(unsafe { moas_layer_create(&config, &mut layer) }, MOAS_OK);
+    unsafe { moas_layer_destroy(layer) };
 }

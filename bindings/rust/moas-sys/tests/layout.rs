@@ -47,12 +47,18 @@ fn rust_side() -> BTreeMap<String, Layout> {
             struct_size, abi_version, vocab_size, block_size, n_layer, n_head, n_kv_head, n_embd, mlp_hidden, norm,
             mlp, position, attention, bias, dropout, attn_dropout, rope_base, seed, n_threads, device, device_index,
             reserved0, moas_mode, moas_n_branches, moas_branch_kv_heads, moas_aux_weight, head_selection, reserved1,
+            cope_max_pos, window_size,
         }
         moas_adamw_config { struct_size, lr, beta1, beta2, eps, weight_decay, grad_clip }
         moas_parameter_info { struct_size, ndim, name, shape, numel }
         moas_layer_router_stats {
             struct_size, n_routes, share, mean_gate, balance, max_over_mean, collapsed, entropy, aux_loss, top_share,
             mean_shared_weight, mean_routed_weight, attention,
+        }
+        moas_layer_config {
+            struct_size, abi_version, n_embd, n_head, n_kv_head, max_seq_len, attention, position, rope_base,
+            cope_max_pos, window_size, residual, bias, dropout, moas_mode, moas_n_branches, moas_branch_kv_heads,
+            moas_aux_weight, head_selection, n_threads, seed, device, device_index,
         }
     }
 }
@@ -121,7 +127,7 @@ fn c_program(structs: &[(String, Vec<String>)]) -> String {
 fn c_side(include_dir: &Path) -> BTreeMap<String, Layout> {
     let header = std::fs::read_to_string(include_dir.join("moas.h")).expect("read moas.h");
     let structs = header_structs(&header);
-    assert!(structs.len() >= 5, "found only {} structs in moas.h", structs.len());
+    assert!(structs.len() >= 6, "found only {} structs in moas.h", structs.len());
 
     let work_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("moas-sys-layout");
     std::fs::create_dir_all(&work_dir).unwrap();
@@ -200,7 +206,9 @@ fn array_lengths_follow_the_header_constants() {
     let config = moas_model_config::default();
     let info = moas_parameter_info::default();
     let stats = moas_layer_router_stats::default();
+    let layer = moas_layer_config::default();
     assert_eq!(config.moas_branch_kv_heads.len(), MOAS_MAX_BRANCHES as usize);
+    assert_eq!(layer.moas_branch_kv_heads.len(), MOAS_MAX_BRANCHES as usize);
     assert_eq!(info.shape.len(), MOAS_MAX_DIMS as usize);
     assert_eq!(stats.share.len(), MOAS_MAX_ROUTES as usize);
     assert_eq!(stats.mean_gate.len(), MOAS_MAX_ROUTES as usize);

@@ -17,13 +17,18 @@ pub enum Mlp {
     SwiGlu,
 }
 
-/// `moas_model_config.position`.
+/// `position` (with `cope_max_pos`) of a model or layer config: RustGPT's `PositionalEncoding`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Position {
-    /// Token plus learned position embeddings (wte + wpe).
+    /// Token plus learned position embeddings (wte + wpe). For a [`LayerConfig`]: nothing inside attention, the
+    /// caller's embeddings carry positions.
     Learned,
     /// Rotary q/k, no position embeddings.
     Rope,
+    /// Contextual positions (SPEC §7): each head learns `max_pos` position embeddings indexed by a gated count of
+    /// the keys between query and key; no position embeddings. Parameter `attn.cope.weight` [heads, max_pos,
+    /// head_dim], initialised to zero.
+    Cope { max_pos: usize },
 }
 
 /// `moas_model_config.attention`: what every block's attention is.
@@ -77,6 +82,170 @@ fn to_usize(value: i32) -> usize {
     usize::try_from(value).unwrap_or(0)
 }
 
+/// The setters and getters of the fields `moas_model_config` and `moas_layer_config` share (same names, same
+/// meaning), written once for [`Config`] and [`LayerConfig`].
+macro_rules! shared_settings {
+    () => {
+        /// Width C (`n_embd`), divisible by the number of heads.
+        pub fn width(mut self, n_embd: usize) -> Self {
+            self.raw.n_embd = to_i32(n_embd);
+            self
+        }
+
+        /// How attention sees positions; [`Position::Cope`] also sets `cope_max_pos`.
+        pub fn position(mut self, position: Position) -> Self {
+            self.raw.position = match position {
+                Position::Learned => sys::MOAS_POSITION_LEARNED,
+                Position::Rope => sys::MOAS_POSITION_ROPE,
+                Position::Cope { max_pos } => {
+                    self.raw.cope_max_pos = to_i32(max_pos);
+                    sys::MOAS_POSITION_COPE
+                }
+            } as i32;
+            self
+        }
+
+        /// The position encoding, if this crate knows its value.
+        pub fn position_kind(&self) -> Option<Position> {
+            match u32::try_from(self.raw.position).ok()? {
+                sys::MOAS_POSITION_LEARNED => Some(Position::Learned),
+                sys::MOAS_POSITION_ROPE => Some(Position::Rope),
+                sys::MOAS_POSITION_COPE => Some(Position::Cope { max_pos: to_usize(self.raw.cope_max_pos) }),
+                _ => None,
+            }
+        }
+
+        /// Sliding window: `Some(w)` lets query i attend to keys i - w ..= i; `None` is full causal attention.
+        /// `Some(0)` (each token alone) has no C encoding, 0 meaning "off": it is passed as -1, which the library
+        /// refuses with a message naming window_size.
+        pub fn window_size(mut self, window: Option<usize>) -> Self {
+            self.raw.window_size = match window {
+                None => 0,
+                Some(0) => -1,
+                Some(w) => to_i32(w),
+            };
+            self
+        }
+
+        /// The sliding window, `None` for full causal attention.
+        pub fn sliding_window(&self) -> Option<usize> {
+            usize::try_from(self.raw.window_size).ok().filter(|&w| w > 0)
+        }
+
+        /// Linear (and, in a model, LayerNorm and router) biases; the reference-faithful default is none.
+        pub fn bias(mut self, bias: bool) -> Self {
+            self.raw.bias = bias as i32;
+            self
+        }
+
+        /// Dropout probability in [0, 1) at every dropout site; 0 makes training deterministic.
+        pub fn dropout(mut self, p: f32) -> Self {
+            self.raw.dropout = p;
+            self
+        }
+
+        /// Initialisation and dropout seed.
+        pub fn seed(mut self, seed: u64) -> Self {
+            self.raw.seed = seed;
+            self
+        }
+
+        /// CPU threads; 0 means all cores.
+        pub fn threads(mut self, n_threads: usize) -> Self {
+            self.raw.n_threads = to_i32(n_threads);
+            self
+        }
+
+        pub fn attention(mut self, attention: Attention) -> Self {
+            self.raw.attention = attention_to_raw(attention);
+            self
+        }
+
+        /// The attention kind, if this crate knows its value.
+        pub fn attention_kind(&self) -> Option<Attention> {
+            attention_from_raw(self.raw.attention)
+        }
+
+        /// How MoAS mixes its branches (applies with [`Attention::Moas`]).
+        pub fn moas_mode(mut self, mode: MoasMode) -> Self {
+            self.raw.moas_mode = match mode {
+                MoasMode::Static => sys::MOAS_MODE_STATIC,
+                MoasMode::Soft => sys::MOAS_MODE_SOFT,
+                MoasMode::Top1 => sys::MOAS_MODE_TOP1,
+            } as i32;
+            self
+        }
+
+        /// The MoAS branches, one kv-head count each (0 means heads, i.e. MHA); sets the number of branches too.
+        /// The library accepts 1 to `MOAS_MAX_BRANCHES` branches and reports any other count.
+        pub fn branch_kv_heads(mut self, kv_heads: &[usize]) -> Self {
+            self.raw.moas_n_branches = to_i32(kv_heads.len());
+            self.raw.moas_branch_kv_heads = [0; sys::MOAS_MAX_BRANCHES as usize];
+            for (slot, kv) in self.raw.moas_branch_kv_heads.iter_mut().zip(kv_heads) {
+                *slot = to_i32(*kv);
+            }
+            self
+        }
+
+        /// Weight lambda of the MoAS load-balance loss.
+        pub fn aux_weight(mut self, lambda: f32) -> Self {
+            self.raw.moas_aux_weight = lambda;
+            self
+        }
+
+        /// The head selection; any strategy other than `AllHeads` also selects [`Attention::Moh`].
+        pub fn head_selection(mut self, strategy: HeadSelectionStrategy) -> Self {
+            let selection = &mut self.raw.head_selection;
+            match strategy {
+                HeadSelectionStrategy::AllHeads => selection.strategy = sys::MOAS_HEADS_ALL as i32,
+                HeadSelectionStrategy::MixtureOfHeads {
+                    num_shared_heads,
+                    num_active_routed_heads,
+                    load_balance_weight,
+                } => {
+                    selection.strategy = sys::MOAS_HEADS_MIXTURE as i32;
+                    selection.num_shared_heads = to_i32(num_shared_heads);
+                    selection.num_active_routed_heads = to_i32(num_active_routed_heads);
+                    selection.load_balance_weight = load_balance_weight;
+                    self.raw.attention = sys::MOAS_ATTENTION_MOH as i32;
+                }
+                HeadSelectionStrategy::StaticPruning { num_active_heads } => {
+                    selection.strategy = sys::MOAS_HEADS_STATIC_PRUNING as i32;
+                    selection.num_active_heads = to_i32(num_active_heads);
+                    self.raw.attention = sys::MOAS_ATTENTION_MOH as i32;
+                }
+            }
+            self
+        }
+
+        /// The head selection, if this crate knows the strategy's value.
+        pub fn head_selection_strategy(&self) -> Option<HeadSelectionStrategy> {
+            let selection = &self.raw.head_selection;
+            match selection.strategy as u32 {
+                sys::MOAS_HEADS_ALL => Some(HeadSelectionStrategy::AllHeads),
+                sys::MOAS_HEADS_MIXTURE => Some(HeadSelectionStrategy::MixtureOfHeads {
+                    num_shared_heads: to_usize(selection.num_shared_heads),
+                    num_active_routed_heads: to_usize(selection.num_active_routed_heads),
+                    load_balance_weight: selection.load_balance_weight,
+                }),
+                sys::MOAS_HEADS_STATIC_PRUNING => Some(HeadSelectionStrategy::StaticPruning {
+                    num_active_heads: to_usize(selection.num_active_heads),
+                }),
+                _ => None,
+            }
+        }
+
+        /// The Mixture-of-Heads gate normalisation (recorded in checkpoints).
+        pub fn moh_gates(mut self, gates: MohGates) -> Self {
+            self.raw.head_selection.gate_variant = match gates {
+                MohGates::Reference => sys::MOAS_MOH_GATES_REFERENCE,
+                MohGates::Paper => sys::MOAS_MOH_GATES_PAPER,
+            } as i32;
+            self
+        }
+    };
+}
+
 /// A model configuration, starting from the library's defaults (`moas_model_config_default`) and edited with
 /// builder-style setters. The library validates it when a model is created.
 ///
@@ -124,11 +293,7 @@ impl Config {
         &mut self.raw
     }
 
-    /// Model width C (`n_embd`), divisible by the number of heads.
-    pub fn width(mut self, n_embd: usize) -> Self {
-        self.raw.n_embd = to_i32(n_embd);
-        self
-    }
+    shared_settings!();
 
     /// Query heads H. Until [`Config::kv_heads`] is called the kv heads follow, keeping the default MHA.
     pub fn heads(mut self, n_head: usize) -> Self {
@@ -183,124 +348,76 @@ impl Config {
         } as i32;
         self
     }
+}
 
-    pub fn position(mut self, position: Position) -> Self {
-        self.raw.position = match position {
-            Position::Learned => sys::MOAS_POSITION_LEARNED,
-            Position::Rope => sys::MOAS_POSITION_ROPE,
-        } as i32;
+/// The configuration of a standalone attention [`Layer`](crate::Layer), starting from the library's defaults
+/// (`moas_layer_config_default`: RustGPT's attention, width 128, 8 heads over 4 kv heads, sequences up to 80,
+/// learned positions left to the caller, residual inside) and edited with builder-style setters. The library
+/// validates it when the layer is created.
+///
+/// ```no_run
+/// use moas::{HeadSelectionStrategy, LayerConfig, Position};
+/// let config = LayerConfig::new().width(64).max_seq_len(32).position(Position::Cope { max_pos: 16 })
+///     .window_size(Some(8))
+///     .head_selection(HeadSelectionStrategy::MixtureOfHeads {
+///         num_shared_heads: 2, num_active_routed_heads: 4, load_balance_weight: 0.01,
+///     });
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct LayerConfig {
+    raw: sys::moas_layer_config,
+}
+
+impl Default for LayerConfig {
+    fn default() -> Self {
+        let mut raw =
+            sys::moas_layer_config { struct_size: size_of::<sys::moas_layer_config>() as u32, ..Default::default() };
+        // Fails only for a null pointer or a struct_size below 4 bytes, neither possible here.
+        let status = unsafe { sys::moas_layer_config_default(&mut raw) };
+        debug_assert_eq!(status, sys::MOAS_OK);
+        LayerConfig { raw }
+    }
+}
+
+impl LayerConfig {
+    /// The library's defaults (RustGPT's attention shape).
+    pub fn new() -> LayerConfig {
+        LayerConfig::default()
+    }
+
+    /// The C struct, for fields without a setter and for reading values back.
+    pub fn as_raw(&self) -> &sys::moas_layer_config {
+        &self.raw
+    }
+
+    /// The C struct, mutable: fields without a setter (rope_base, device).
+    pub fn as_raw_mut(&mut self) -> &mut sys::moas_layer_config {
+        &mut self.raw
+    }
+
+    shared_settings!();
+
+    /// Query heads H (the kv heads stay as set: the default 4 must divide H).
+    pub fn heads(mut self, n_head: usize) -> Self {
+        self.raw.n_head = to_i32(n_head);
         self
     }
 
-    /// Biases on Linear, LayerNorm and router layers (the reference-faithful default is none).
-    pub fn bias(mut self, bias: bool) -> Self {
-        self.raw.bias = bias as i32;
+    /// Key/value heads of the one-scheme and MoH attention; must divide `heads` (MHA: = heads, MQA: 1).
+    pub fn kv_heads(mut self, n_kv_head: usize) -> Self {
+        self.raw.n_kv_head = to_i32(n_kv_head);
         self
     }
 
-    /// Dropout probability in [0, 1) at every dropout site; 0 makes training deterministic.
-    pub fn dropout(mut self, p: f32) -> Self {
-        self.raw.dropout = p;
+    /// The longest sequence a forward accepts.
+    pub fn max_seq_len(mut self, max_seq_len: usize) -> Self {
+        self.raw.max_seq_len = to_i32(max_seq_len);
         self
     }
 
-    /// Initialisation and dropout seed.
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.raw.seed = seed;
-        self
-    }
-
-    /// CPU threads; 0 means all cores.
-    pub fn threads(mut self, n_threads: usize) -> Self {
-        self.raw.n_threads = to_i32(n_threads);
-        self
-    }
-
-    pub fn attention(mut self, attention: Attention) -> Self {
-        self.raw.attention = attention_to_raw(attention);
-        self
-    }
-
-    /// The attention kind, if this crate knows its value.
-    pub fn attention_kind(&self) -> Option<Attention> {
-        attention_from_raw(self.raw.attention)
-    }
-
-    /// How MoAS mixes its branches (applies with [`Attention::Moas`]).
-    pub fn moas_mode(mut self, mode: MoasMode) -> Self {
-        self.raw.moas_mode = match mode {
-            MoasMode::Static => sys::MOAS_MODE_STATIC,
-            MoasMode::Soft => sys::MOAS_MODE_SOFT,
-            MoasMode::Top1 => sys::MOAS_MODE_TOP1,
-        } as i32;
-        self
-    }
-
-    /// The MoAS branches, one kv-head count each (0 means heads, i.e. MHA); sets the number of branches too.
-    /// The library accepts 1 to `MOAS_MAX_BRANCHES` branches and reports any other count.
-    pub fn branch_kv_heads(mut self, kv_heads: &[usize]) -> Self {
-        self.raw.moas_n_branches = to_i32(kv_heads.len());
-        self.raw.moas_branch_kv_heads = [0; sys::MOAS_MAX_BRANCHES as usize];
-        for (slot, kv) in self.raw.moas_branch_kv_heads.iter_mut().zip(kv_heads) {
-            *slot = to_i32(*kv);
-        }
-        self
-    }
-
-    /// Weight lambda of the MoAS load-balance loss.
-    pub fn aux_weight(mut self, lambda: f32) -> Self {
-        self.raw.moas_aux_weight = lambda;
-        self
-    }
-
-    /// The head selection; any strategy other than `AllHeads` also selects [`Attention::Moh`].
-    pub fn head_selection(mut self, strategy: HeadSelectionStrategy) -> Self {
-        let selection = &mut self.raw.head_selection;
-        match strategy {
-            HeadSelectionStrategy::AllHeads => selection.strategy = sys::MOAS_HEADS_ALL as i32,
-            HeadSelectionStrategy::MixtureOfHeads {
-                num_shared_heads,
-                num_active_routed_heads,
-                load_balance_weight,
-            } => {
-                selection.strategy = sys::MOAS_HEADS_MIXTURE as i32;
-                selection.num_shared_heads = to_i32(num_shared_heads);
-                selection.num_active_routed_heads = to_i32(num_active_routed_heads);
-                selection.load_balance_weight = load_balance_weight;
-                self.raw.attention = sys::MOAS_ATTENTION_MOH as i32;
-            }
-            HeadSelectionStrategy::StaticPruning { num_active_heads } => {
-                selection.strategy = sys::MOAS_HEADS_STATIC_PRUNING as i32;
-                selection.num_active_heads = to_i32(num_active_heads);
-                self.raw.attention = sys::MOAS_ATTENTION_MOH as i32;
-            }
-        }
-        self
-    }
-
-    /// The head selection, if this crate knows the strategy's value.
-    pub fn head_selection_strategy(&self) -> Option<HeadSelectionStrategy> {
-        let selection = &self.raw.head_selection;
-        match selection.strategy as u32 {
-            sys::MOAS_HEADS_ALL => Some(HeadSelectionStrategy::AllHeads),
-            sys::MOAS_HEADS_MIXTURE => Some(HeadSelectionStrategy::MixtureOfHeads {
-                num_shared_heads: to_usize(selection.num_shared_heads),
-                num_active_routed_heads: to_usize(selection.num_active_routed_heads),
-                load_balance_weight: selection.load_balance_weight,
-            }),
-            sys::MOAS_HEADS_STATIC_PRUNING => {
-                Some(HeadSelectionStrategy::StaticPruning { num_active_heads: to_usize(selection.num_active_heads) })
-            }
-            _ => None,
-        }
-    }
-
-    /// The Mixture-of-Heads gate normalisation (recorded in checkpoints).
-    pub fn moh_gates(mut self, gates: MohGates) -> Self {
-        self.raw.head_selection.gate_variant = match gates {
-            MohGates::Reference => sys::MOAS_MOH_GATES_REFERENCE,
-            MohGates::Paper => sys::MOAS_MOH_GATES_PAPER,
-        } as i32;
+    /// `true` (the default): the layer returns x + Attn(x), as RustGPT's attention does; `false`: Attn(x).
+    pub fn residual(mut self, residual: bool) -> Self {
+        self.raw.residual = residual as i32;
         self
     }
 }

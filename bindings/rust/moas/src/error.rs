@@ -33,10 +33,12 @@ pub enum Status {
     IndexOutOfRange,
     Internal,
     ContextFull,
+    /// Two buffers of one call overlap in a way it does not allow.
+    InvalidArgument,
     Other(u32),
 }
 
-const STATUS_CODES: [(sys::moas_status, Status); 25] = [
+const STATUS_CODES: [(sys::moas_status, Status); 26] = [
     (sys::MOAS_ERR_NULL_ARGUMENT, Status::NullArgument),
     (sys::MOAS_ERR_INVALID_CONFIG, Status::InvalidConfig),
     (sys::MOAS_ERR_ABI_MISMATCH, Status::AbiMismatch),
@@ -62,6 +64,7 @@ const STATUS_CODES: [(sys::moas_status, Status); 25] = [
     (sys::MOAS_ERR_INDEX_OUT_OF_RANGE, Status::IndexOutOfRange),
     (sys::MOAS_ERR_INTERNAL, Status::Internal),
     (sys::MOAS_ERR_CONTEXT_FULL, Status::ContextFull),
+    (sys::MOAS_ERR_INVALID_ARGUMENT, Status::InvalidArgument),
 ];
 
 impl Status {

@@ -25,17 +25,29 @@
 //! Incremental decoding: a [`KvCache`] made for a model's architecture (it does not keep the model alive) feeds
 //! [`Model::prefill`] and [`Model::decode_step`], whose logits equal a full forward over the whole prefix. It is
 //! `Send` but not `Sync`, like [`Model`].
+//!
+//! The attention block alone: a [`Layer`] (configured by a [`LayerConfig`]) runs forward and backward on the
+//! caller's `[batch, seq_len, width]` activations, with its own parameters, gradients and AdamW moments, for
+//! programs that compose their own network around it (RustGPT's `Layer` trait; see `examples/rustgpt_layer.rs`).
+//! Positions may be learned by the caller, rotary, or contextual ([`Position::Cope`]), with an optional sliding
+//! window, in a model as in a layer.
 
 mod config;
 mod error;
 mod kv_cache;
+mod layer;
 mod model;
+mod parameters;
 
-pub use config::{AdamW, Attention, Config, HeadSelectionStrategy, Mlp, MoasMode, MohGates, Norm, Position};
+pub use config::{
+    AdamW, Attention, Config, HeadSelectionStrategy, LayerConfig, Mlp, MoasMode, MohGates, Norm, Position,
+};
 pub use error::{Error, Result, Status};
 pub use kv_cache::KvCache;
+pub use layer::{Gates, Layer};
 pub use moas_sys as sys;
-pub use model::{checkpoint_user_metadata, Model, ParameterInfo, RouterStats};
+pub use model::{checkpoint_user_metadata, Model, RouterStats};
+pub use parameters::ParameterInfo;
 
 /// `MOAS_ABI_VERSION` of the loaded library (models refuse to be created when it differs from moas-sys's).
 pub fn abi_version() -> u32 {

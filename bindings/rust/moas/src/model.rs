@@ -1,22 +1,15 @@
 use crate::config::{attention_from_raw, AdamW, Attention, Config};
 use crate::error::{check, Error, Result, Status};
 use crate::kv_cache::KvCache;
+use crate::parameters::{self, ParameterInfo};
 use moas_sys as sys;
 use std::ffi::{CStr, CString};
 use std::mem::size_of;
 use std::path::Path;
 use std::ptr;
 
-/// One named parameter tensor, in checkpoint order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParameterInfo {
-    /// The reference PyTorch model's name, e.g. `transformer.h.0.attn.wg.weight`.
-    pub name: String,
-    pub shape: Vec<usize>,
-    pub numel: usize,
-}
-
-/// Routing statistics of one layer from the last forward (SPEC §8).
+/// Routing statistics of one layer (of a [`Model`], or a standalone [`Layer`](crate::Layer)) from the last forward
+/// (SPEC §8).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouterStats {
     /// What the routes are: MoAS branches or MoH routed heads.
@@ -43,7 +36,7 @@ pub struct RouterStats {
 }
 
 impl RouterStats {
-    fn from_raw(raw: &sys::moas_layer_router_stats, model_attention: Attention) -> RouterStats {
+    pub(crate) fn from_raw(raw: &sys::moas_layer_router_stats, model_attention: Attention) -> RouterStats {
         let routes = usize::try_from(raw.n_routes).unwrap_or(0).min(sys::MOAS_MAX_ROUTES as usize);
         RouterStats {
             attention: attention_from_raw(raw.attention).unwrap_or(model_attention),
@@ -81,7 +74,7 @@ pub struct Model {
 // field keeps Sync from being derived.
 unsafe impl Send for Model {}
 
-fn require_abi() -> Result<()> {
+pub(crate) fn require_abi() -> Result<()> {
     let loaded = unsafe { sys::moas_abi_version() };
     if loaded != sys::MOAS_ABI_VERSION {
         return Err(Error::new(
@@ -110,12 +103,7 @@ fn path_to_c(path: &Path) -> Result<CString> {
     CString::new(bytes).map_err(|_| Error::new(Status::Io, format!("path {} contains a NUL byte", path.display())))
 }
 
-fn name_to_c(name: &str) -> Result<CString> {
-    CString::new(name)
-        .map_err(|_| Error::new(Status::UnknownParameter, format!("parameter name {name:?} contains a NUL byte")))
-}
-
-fn dim_to_i32(what: &str, value: usize) -> Result<i32> {
+pub(crate) fn dim_to_i32(what: &str, value: usize) -> Result<i32> {
     i32::try_from(value)
         .map_err(|_| Error::new(Status::SizeMismatch, format!("{what} = {value} does not fit in int32")))
 }
@@ -180,24 +168,11 @@ impl Model {
     }
 
     fn read_parameter_infos(&self) -> Result<Vec<ParameterInfo>> {
-        let mut count = 0usize;
-        check(unsafe { sys::moas_parameter_count(self.handle.as_ptr(), &mut count) })?;
-        (0..count)
-            .map(|index| {
-                let mut raw = sys::moas_parameter_info {
-                    struct_size: size_of::<sys::moas_parameter_info>() as u32,
-                    ..Default::default()
-                };
-                check(unsafe { sys::moas_parameter_info_at(self.handle.as_ptr(), index, &mut raw) })?;
-                let ndim = usize::try_from(raw.ndim).unwrap_or(0).min(sys::MOAS_MAX_DIMS as usize);
-                Ok(ParameterInfo {
-                    // Borrowed from the model, which outlives this copy.
-                    name: unsafe { CStr::from_ptr(raw.name) }.to_string_lossy().into_owned(),
-                    shape: raw.shape[..ndim].iter().map(|&d| d as usize).collect(),
-                    numel: raw.numel as usize,
-                })
-            })
-            .collect()
+        let handle = self.handle.as_ptr();
+        parameters::read_infos(
+            |count| unsafe { sys::moas_parameter_count(handle, count) },
+            |index, info| unsafe { sys::moas_parameter_info_at(handle, index, info) },
+        )
     }
 
     /// The handle, for the crate's other wrappers ([`KvCache::new`]).
@@ -358,45 +333,28 @@ impl Model {
         self.parameters.iter().map(|p| p.name.as_str()).collect()
     }
 
-    /// Elements of parameter `name`; 0 for an unknown name, so the library reports it with its own message.
-    fn numel_of(&self, name: &str) -> usize {
-        self.parameters.iter().find(|p| p.name == name).map_or(0, |p| p.numel)
-    }
-
     /// A copy of parameter `name`.
     pub fn parameter(&self, name: &str) -> Result<Vec<f32>> {
-        let c_name = name_to_c(name)?;
-        let mut values = vec![0f32; self.numel_of(name)];
-        check(unsafe {
-            sys::moas_parameter_read(self.handle.as_ptr(), c_name.as_ptr(), values.as_mut_ptr(), values.len())
-        })?;
-        Ok(values)
+        let handle = self.handle.as_ptr();
+        parameters::read(&self.parameters, name, |c_name, out, len| unsafe {
+            sys::moas_parameter_read(handle, c_name, out, len)
+        })
     }
 
     /// Overwrites parameter `name` (all values finite, exactly numel of them).
     pub fn set_parameter(&mut self, name: &str, values: &[f32]) -> Result<()> {
-        if let Some(info) = self.parameters.iter().find(|p| p.name == name) {
-            if values.len() != info.numel {
-                return Err(Error::new(
-                    Status::SizeMismatch,
-                    format!("parameter \"{name}\" has {} elements but {} values were given", info.numel, values.len()),
-                ));
-            }
-        }
-        let c_name = name_to_c(name)?;
-        check(unsafe {
-            sys::moas_parameter_write(self.handle.as_ptr(), c_name.as_ptr(), values.as_ptr(), values.len())
+        let handle = self.handle.as_ptr();
+        parameters::write(&self.parameters, name, values, |c_name, values, len| unsafe {
+            sys::moas_parameter_write(handle, c_name, values, len)
         })
     }
 
     /// A copy of the accumulated gradient of parameter `name`.
     pub fn gradient(&self, name: &str) -> Result<Vec<f32>> {
-        let c_name = name_to_c(name)?;
-        let mut values = vec![0f32; self.numel_of(name)];
-        check(unsafe {
-            sys::moas_gradient_read(self.handle.as_ptr(), c_name.as_ptr(), values.as_mut_ptr(), values.len())
-        })?;
-        Ok(values)
+        let handle = self.handle.as_ptr();
+        parameters::read(&self.parameters, name, |c_name, out, len| unsafe {
+            sys::moas_gradient_read(handle, c_name, out, len)
+        })
     }
 
     /// Writes a safetensors checkpoint (weights and config); `user_metadata` is stored verbatim, e.g. a vocabulary.

@@ -1,4 +1,4 @@
-use moas::{AdamW, Attention, Config, HeadSelectionStrategy, MoasMode, Model, Status};
+use moas::{AdamW, Attention, Config, HeadSelectionStrategy, MoasMode, Model, Position, Status};
 use std::path::PathBuf;
 
 const VOCAB: usize = 16;
@@ -65,6 +65,40 @@ fn invalid_configs_report_status_and_message() {
 
     let error = Model::new(&tiny().attention(Attention::Moas).branch_kv_heads(&[0, 2, 1, 4, 1])).unwrap_err();
     assert_eq!(error.status(), Status::InvalidConfig);
+}
+
+#[test]
+fn cope_and_window_settings_reach_the_model() {
+    let config = tiny().position(Position::Cope { max_pos: 8 }).window_size(Some(4));
+    let mut model = Model::new(&config).unwrap();
+    assert_eq!(model.config().position_kind(), Some(Position::Cope { max_pos: 8 }));
+    assert_eq!(model.config().sliding_window(), Some(4));
+    let names = model.parameter_names();
+    assert!(!names.contains(&"transformer.wpe.weight"), "CoPE has no position embeddings");
+    let cope = model.parameters().iter().find(|p| p.name == "transformer.h.1.attn.cope.weight").unwrap();
+    assert_eq!(cope.shape, vec![4, 8, 8]); // [heads, max_pos, head_dim]
+    let (tokens, targets) = batch();
+    let (loss, _) = model.forward(&tokens, Some(&targets), 2, SEQ, true).unwrap();
+    assert!(loss.is_finite());
+    model.backward().unwrap();
+
+    let error = Model::new(&tiny().position(Position::Cope { max_pos: 0 })).unwrap_err();
+    assert_eq!(error.status(), Status::InvalidConfig);
+    assert!(error.message().contains("cope_max_pos"), "{}", error.message());
+    let error = Model::new(&tiny().window_size(Some(0))).unwrap_err();
+    assert!(error.message().contains("window_size"), "{}", error.message());
+}
+
+#[test]
+fn statuses_keep_their_codes_and_names() {
+    for (status, code, name) in [
+        (Status::ContextFull, 25, "MOAS_ERR_CONTEXT_FULL"),
+        (Status::InvalidArgument, 26, "MOAS_ERR_INVALID_ARGUMENT"),
+        (Status::Other(1000), 1000, "MOAS_ERR_UNKNOWN_STATUS"),
+    ] {
+        assert_eq!(status.code(), code);
+        assert!(status.name().starts_with(name), "{} for {status:?}", status.name());
+    }
 }
 
 #[test]

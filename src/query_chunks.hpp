@@ -1,0 +1,48 @@
+// How the attention kernels (tiled and CoPE) split query rows into tasks: chunks of consecutive compact rows of one
+// listed head in one sequence, handed out heaviest first so that dynamic scheduling ends with threads balanced.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "attention.hpp"
+#include "attention_math.hpp"
+
+namespace moas {
+
+struct QueryChunk {
+  int64_t entry, b, r0, r1;  // listed head, sequence, compact rows [r0, r1)
+};
+
+// Below about a million multiply-adds, waking a thread team costs more than the work (decode steps, tests).
+inline bool worth_threads(int64_t multiply_adds) { return multiply_adds >= (int64_t(1) << 20); }
+
+// Chunks of up to `chunk_rows` rows, in decreasing cost(rows, span), span being the keys from the first row's window
+// start to the last row's position; *total_cost gets the sum.
+template <typename T, class Cost>
+std::vector<QueryChunk> query_chunks(const AttentionDims &s, const std::vector<QueryHead<T>> &heads,
+                                     int64_t chunk_rows, Cost &&cost, int64_t *total_cost) {
+  std::vector<QueryChunk> chunks;
+  std::vector<int64_t> costs;
+  *total_cost = 0;
+  for (int64_t e = 0; e < (int64_t)heads.size(); ++e) {
+    const RowSet &rows = *heads[(size_t)e].rows;
+    for (int64_t b = 0; b < s.batch; ++b)
+      for (int64_t r0 = rows.begin[(size_t)b]; r0 < rows.begin[(size_t)b + 1]; r0 += chunk_rows) {
+        const int64_t r1 = std::min(r0 + chunk_rows, rows.begin[(size_t)b + 1]);
+        const int64_t span = rows.pos[(size_t)r1 - 1] + 1 - first_visible_key(rows.pos[(size_t)r0], s.window);
+        chunks.push_back({e, b, r0, r1});
+        costs.push_back(cost(r1 - r0, span));
+        *total_cost += costs.back();
+      }
+  }
+  std::vector<size_t> order(chunks.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return costs[a] > costs[b]; });
+  std::vector<QueryChunk> sorted;
+  for (size_t i : order) sorted.push_back(chunks[i]);
+  return sorted;
+}
+
+}  // namespace moas
