@@ -57,6 +57,7 @@ void layer_forward_backward(benchmark::State &state, Shape shape, Strategy strat
   c.max_seq_len = shape.seq;
   c.attention = MOAS_ATTENTION_MOH;
   c.head_selection = strategy.selection;
+  if (const char *t = std::getenv("BENCH_THREADS")) c.n_threads = std::atoi(t);
   moas_layer *layer = nullptr;
   check(moas_layer_create(&c, &layer), state);
   if (!layer) return;

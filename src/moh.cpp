@@ -98,6 +98,23 @@ void MohAttention<T>::build_groups(int64_t N) {
   for (int64_t n = 0; n < N; n++) order[(size_t)n] = n;
   std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return key[(size_t)a] < key[(size_t)b]; });
   groups_.clear();
+  // Few tokens per head set (short sequences, RustGPT's one sequence of 80): every group would run K thin products
+  // of a handful of rows. One group per routed head instead — its tokens, that head alone — makes E products of
+  // N K / E rows each, K times fewer and larger. Those groups share tokens, so their writes to token rows serialise.
+  int64_t distinct_sets = 0;
+  for (size_t n = 0; n < order.size(); n++)
+    distinct_sets += key[(size_t)order[n]] != 0 && (n == 0 || key[(size_t)order[n]] != key[(size_t)order[n - 1]]);
+  groups_share_tokens_ = distinct_sets > 0 && N < kWideGroup * distinct_sets;
+  if (groups_share_tokens_) {
+    for (int64_t i = 0; i < E; i++) {
+      Group g;
+      for (int64_t n = 0; n < N; n++)
+        if (selected_[(size_t)(n * E + i)]) g.tokens.push_back(n);
+      g.heads.push_back(dense_heads_ + i);
+      if (!g.tokens.empty()) groups_.push_back(std::move(g));
+    }
+    return;
+  }
   for (size_t start = 0; start < order.size();) {
     size_t end = start;
     while (end < order.size() && key[(size_t)order[end]] == key[(size_t)order[start]]) end++;
@@ -128,14 +145,15 @@ void MohAttention<T>::move_group_rows(const Group &g, T *group_buffer, std::vect
 }
 
 // Groups run in parallel, each product on one thread: many small products at once instead of a thread team per
-// product. A group writes only its own tokens' rows and (token, head) slots, so no two threads touch one element.
+// product. A group writes its own (token, head) slots, and — work that adds into token rows (writes_token_rows) —
+// its tokens' rows: per-head groups share tokens, so such work runs them one after another.
 template <typename T>
 template <class Work>
-void MohAttention<T>::for_each_group(Work &&work) {
+void MohAttention<T>::for_each_group(bool writes_token_rows, Work &&work) {
   const int threads = omp_get_max_threads();
   while ((int)scratch_.size() < threads) scratch_.emplace_back(shape_.width, shape_.head_dim());
   const int64_t n_groups = (int64_t)groups_.size();
-#pragma omp parallel for schedule(dynamic) if (n_groups > 1)
+#pragma omp parallel for schedule(dynamic) if (n_groups > 1 && !(writes_token_rows && groups_share_tokens_))
   for (int64_t g = 0; g < n_groups; g++) work((size_t)g, groups_[(size_t)g], scratch_[(size_t)omp_get_thread_num()]);
 }
 
@@ -199,7 +217,7 @@ void MohAttention<T>::forward(const ParamTable<T> &params, const T *x, T *y, con
     rh.gated.resize((size_t)(m * d));
     rh.lse.resize((size_t)m);
   }
-  for_each_group([&](size_t, const Group &g, GroupScratch &sc) {  // one product per group of tokens and heads
+  for_each_group(false, [&](size_t, const Group &g, GroupScratch &sc) {  // one product per group of tokens and heads
     const int64_t m = (int64_t)g.tokens.size();
     sc.x.resize((size_t)(m * C));
     sc.h.resize((size_t)(m * (int64_t)g.heads.size() * d));
@@ -245,7 +263,7 @@ void MohAttention<T>::forward(const ParamTable<T> &params, const T *x, T *y, con
       for (int64_t c = 0; c < d; c++) rh.gated[(size_t)(r * d + c)] = g * rh.out[(size_t)(r * d + c)];
     }
   }
-  for_each_group([&](size_t, const Group &g, GroupScratch &sc) {  // each token's row of y is one group's
+  for_each_group(true, [&](size_t, const Group &g, GroupScratch &sc) {  // adds into its tokens' rows of y
     const int64_t m = (int64_t)g.tokens.size();
     sc.h.resize((size_t)(m * (int64_t)g.heads.size() * d));
     sc.rows.resize((size_t)(m * C));
@@ -296,7 +314,7 @@ void MohAttention<T>::backward(ParamTable<T> &params, const T *x, T *dy, T *dx, 
     rh.d_q.resize((size_t)(m * d));
   }
   group_dw_.resize(groups_.size());
-  for_each_group([&](size_t index, const Group &g, GroupScratch &sc) {
+  for_each_group(false, [&](size_t index, const Group &g, GroupScratch &sc) {
     const int64_t m = (int64_t)g.tokens.size(), Kd = (int64_t)g.heads.size() * d;
     sc.rows.resize((size_t)(m * C));
     sc.h.resize((size_t)(m * Kd));
@@ -368,7 +386,7 @@ void MohAttention<T>::backward(ParamTable<T> &params, const T *x, T *dy, T *dx, 
       for (int64_t i = 0; i < rows; i++) dbias[from + i] += db_dense_[(size_t)(to + i)];
   }
   group_db_.resize(groups_.size());
-  for_each_group([&](size_t index, const Group &g, GroupScratch &sc) {  // each token's row of dx is one group's
+  for_each_group(true, [&](size_t index, const Group &g, GroupScratch &sc) {  // adds into its tokens' rows of dx
     const int64_t m = (int64_t)g.tokens.size(), Kd = (int64_t)g.heads.size() * d;
     sc.x.resize((size_t)(m * C));
     sc.d.resize((size_t)(m * Kd));

@@ -3,9 +3,11 @@
 // 0 .. k-1 for every token. y_t = c_proj(concat_i gate_t,i head_i(t)).
 //
 // Inactive (token, head) pairs are not computed: each routed head keeps the rows of its tokens; tokens that chose
-// the same heads are projected together (their queries, and their heads' slice of c_proj) in one product per group;
-// attention runs for each head's rows against all keys (causal by original position). The always-active heads form a prefix and run dense. A kv head is computed when a query
-// head of its group can be active (all kv heads for MixtureOfHeads, a prefix for StaticPruning).
+// the same heads are projected together (their queries, and their heads' slice of c_proj) in one product per group
+// — or, when head sets have few tokens each, each routed head's tokens in one product per head. Attention runs for
+// each head's rows against all keys (causal by original position). The always-active heads form a prefix and run
+// dense. A kv head is computed when a query head of its group can be active (all kv heads for MixtureOfHeads, a
+// prefix for StaticPruning).
 #pragma once
 
 #include <array>
@@ -44,7 +46,7 @@ class MohAttention final : public AttentionBlock<T> {
     std::vector<T> q, out, gated, lse;   // [m, d], [m, d], [m, d], [m]
     std::vector<T> d_gated, d_out, d_q;  // backward scratch
   };
-  struct Group {  // tokens that chose the same routed heads share one projection of those heads
+  struct Group {  // tokens projected together for the same routed heads: one head set, or one head's tokens
     std::vector<int64_t> tokens;  // ascending
     std::vector<int64_t> heads;   // absolute head indices, ascending
   };
@@ -58,7 +60,7 @@ class MohAttention final : public AttentionBlock<T> {
     std::vector<T> x, h, d, rows;  // a group's gathered inputs [m, C], head rows [m, K d], their gradients, [m, C] rows
   };
   template <class Work>
-  void for_each_group(Work &&work);
+  void for_each_group(bool writes_token_rows, Work &&work);
   void compute_stats(int64_t N);
   std::vector<QueryHead<T>> query_heads(const BlockContext<T> &ctx);
   // Columns of dense_: the always-active heads' queries, then the computed kv heads' keys, then their values.
@@ -86,6 +88,7 @@ class MohAttention final : public AttentionBlock<T> {
   std::vector<T> w_dense_, b_dense_;                             // the rows of [q; k; v] dense_ needs
   std::vector<RoutedHead> routed_;
   std::vector<Group> groups_;
+  bool groups_share_tokens_ = false;  // one group per routed head (few tokens per head set), else one per set
   std::vector<int64_t> slot_;  // [N, E] token n's row among routed head i's rows (-1 if not selected)
   std::vector<GroupScratch> scratch_;
   std::vector<std::vector<T>> group_dw_, group_db_;  // per group: the gradients of its heads' weights
