@@ -3,7 +3,7 @@
 // shape (C = 128, H = 8, 4 kv heads, T = 80, one sequence) and at the paper's width and context (C = 384, T = 256,
 // B = 12; H = 8 so that 2 + 4 of 6 exists, 4 kv heads). tools/bench_layer.py prints the ratios to AllHeads.
 //
-//   build/bench/bench_layer [--benchmark_filter=rustgpt]
+//   build/bench/bench_layer [--benchmark_filter=rustgpt]     (BENCH_THREADS=n sets the layer's n_threads)
 //
 // Threads: OpenMP's (OMP_NUM_THREADS, else every core).
 #include <benchmark/benchmark.h>

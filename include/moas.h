@@ -357,9 +357,12 @@ MOAS_API moas_status moas_optimizer_load(moas_model *model, const char *path);
 typedef struct moas_kv_cache moas_kv_cache;
 
 /* Creates an empty cache for `batch` sequences of up to `capacity` positions (1 <= capacity <= block_size), laid
- * out for `model`'s architecture: per layer and per MoAS branch, only the kv heads that scheme has. The cache may
- * be used with any model of the same architecture; it does not keep `model` alive. The caller owns *out and frees
- * it with moas_kv_cache_destroy. Thread-safe. */
+ * out for `model`'s architecture: per layer and per MoAS branch, only the kv heads that scheme has. With a sliding
+ * window (window_size > 0) it keeps only the positions the window can still see, in a ring buffer of at most
+ * 2 * window_size + chunk positions per sequence (chunk: the longest seq_len given to moas_prefill), whatever
+ * `capacity`; capacity still bounds the positions in total. The cache may be used with any model of the same
+ * architecture; it does not keep `model` alive. The caller owns *out and frees it with moas_kv_cache_destroy.
+ * Thread-safe. */
 MOAS_API moas_status moas_kv_cache_create(const moas_model *model, int32_t batch, int32_t capacity,
                                           moas_kv_cache **out);
 

@@ -18,7 +18,7 @@ constexpr int64_t kTile = 64;
 }  // namespace
 
 template <typename T>
-void check_attention_dims(const AttentionDims &s, const std::vector<QueryHead<T>> &heads) {
+void check_attention_dims(const AttentionDims &s, const KeyValues<T> &kv, const std::vector<QueryHead<T>> &heads) {
   require(s.batch >= 0 && s.seq >= 0 && s.heads > 0 && s.kv_heads > 0 && s.head_dim > 0 && s.window >= 0,
           MOAS_ERR_INVALID_CONFIG, "attention: batch/seq/window must be >= 0 and heads/kv_heads/head_dim > 0");
   require(s.heads % s.kv_heads == 0, MOAS_ERR_INVALID_CONFIG,
@@ -30,13 +30,23 @@ void check_attention_dims(const AttentionDims &s, const std::vector<QueryHead<T>
             "attention: a query head's rows do not cover the batch");
     require(qh.q_stride >= s.head_dim && qh.out_stride >= s.head_dim, MOAS_ERR_SIZE_MISMATCH,
             "attention: a q/out row stride is shorter than head_dim");
+    // Rows are in position order, so each sequence's first row sees the earliest key and its last row the latest.
+    for (int64_t b = 0; b < s.batch; ++b) {
+      const int64_t rb = qh.rows->begin[(size_t)b], re = qh.rows->begin[(size_t)b + 1];
+      if (re > rb)
+        require(first_visible_key(qh.rows->pos[(size_t)rb], s.window) >= kv.first_key &&
+                    qh.rows->pos[(size_t)re - 1] < kv.first_key + kv.seq_stride,
+                MOAS_ERR_SIZE_MISMATCH, "attention: a query sees keys outside those held (keys " +
+                                            std::to_string(kv.first_key) + " .. " +
+                                            std::to_string(kv.first_key + kv.seq_stride - 1) + ")");
+    }
   }
 }
 
 template <typename T>
 void attention_forward(const AttentionDims &s, const KeyValues<T> &kv, const std::vector<QueryHead<T>> &heads,
                        const Dropout &dropout) {
-  check_attention_dims(s, heads);
+  check_attention_dims(s, kv, heads);
   const int64_t H = s.heads, d = s.head_dim, group = s.heads / s.kv_heads;
   const T scale = T(1) / std::sqrt(T(d));
   const bool drop = dropout.active();
@@ -63,10 +73,11 @@ void attention_forward(const AttentionDims &s, const KeyValues<T> &kv, const std
       std::fill(acc.begin(), acc.end(), T(0));
 
       // Rows are in position order: the first row's window starts earliest.
-      for (int64_t j0 = first_visible_key(pos[0], s.window) / kTile * kTile; j0 <= last; j0 += kTile) {
-        const int64_t nk = std::min(kTile, last + 1 - j0);
-        const T *K = kv.k + (b * kv.seq_stride + j0) * kv.k_stride + g * d;
-        const T *V = kv.v + (b * kv.seq_stride + j0) * kv.v_stride + g * d;
+      for (int64_t j0 = key_tile_start(first_visible_key(pos[0], s.window), kv.first_key, kTile); j0 <= last;
+           j0 += kTile) {
+        const int64_t nk = std::min(kTile, last + 1 - j0), key = b * kv.seq_stride + j0 - kv.first_key;
+        const T *K = kv.k + key * kv.k_stride + g * d;
+        const T *V = kv.v + key * kv.v_stride + g * d;
         gemm(Trans::No, Trans::Yes, mq, nk, d, scale, Q, qh.q_stride, K, kv.k_stride, T(0), S.data(), kTile);
         for (int64_t r = 0; r < mq; ++r) {
           T *Sr = S.data() + r * kTile;
@@ -106,8 +117,9 @@ template <typename T>
 void attention_backward(const AttentionDims &s, const KeyValues<T> &kv, const std::vector<QueryHead<T>> &heads,
                         const std::vector<QueryHeadGrad<T>> &grads, const KeyValueGrads<T> &dkv,
                         const Dropout &dropout) {
-  check_attention_dims(s, heads);
+  check_attention_dims(s, kv, heads);
   require(grads.size() == heads.size(), MOAS_ERR_SIZE_MISMATCH, "attention backward: one gradient view per head");
+  require(kv.first_key == 0, MOAS_ERR_SIZE_MISMATCH, "attention backward: the keys must start at position 0");
   const int64_t H = s.heads, Hkv = s.kv_heads, d = s.head_dim, group = H / Hkv, n = s.seq;
   const T scale = T(1) / std::sqrt(T(d));
   const bool drop = dropout.active();
@@ -166,7 +178,7 @@ void attention_backward(const AttentionDims &s, const KeyValues<T> &kv, const st
       }
 
       // Key tile outermost so K_j, V_j and their gradient rows stay in cache across the whole query group.
-      for (int64_t j0 = first / kTile * kTile; j0 <= last; j0 += kTile) {
+      for (int64_t j0 = key_tile_start(first, 0, kTile); j0 <= last; j0 += kTile) {
         const T *K = kv.k + (b * kv.seq_stride + j0) * kv.k_stride + g * d;
         const T *V = kv.v + (b * kv.seq_stride + j0) * kv.v_stride + g * d;
         T *dK = dkv.dk + (b * kv.seq_stride + j0) * dkv.dk_stride + g * d;
@@ -221,7 +233,8 @@ void attention_backward(const AttentionDims &s, const KeyValues<T> &kv, const st
 }
 
 #define MOAS_INSTANTIATE(T)                                                                                     \
-  template void check_attention_dims<T>(const AttentionDims &, const std::vector<QueryHead<T>> &);              \
+  template void check_attention_dims<T>(const AttentionDims &, const KeyValues<T> &,                            \
+                                        const std::vector<QueryHead<T>> &);                                     \
   template void attention_forward<T>(const AttentionDims &, const KeyValues<T> &,                               \
                                      const std::vector<QueryHead<T>> &, const Dropout &);                       \
   template void attention_backward<T>(const AttentionDims &, const KeyValues<T> &,                              \

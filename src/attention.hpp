@@ -20,25 +20,28 @@ namespace moas {
 
 struct AttentionDims {
   int64_t batch;     // sequences
-  int64_t seq;       // positions per sequence; keys of sequence b are its positions 0 .. seq - 1
+  int64_t seq;       // positions per sequence: every query and key position is below seq
   int64_t heads;     // H, the scheme's query heads (with kv_heads it fixes the GQA map and the dropout streams)
   int64_t kv_heads;  // Hkv, dividing H
   int64_t head_dim;  // d
   int64_t window = 0;  // sliding window w (SPEC §7): query i sees keys i - w .. i; 0 = every earlier key
 };
 
-// Key (b, j) of kv head g is at k + (b * seq_stride + j) * k_stride + g * d; values likewise.
+// Key (b, j) of kv head g is at k + (b * seq_stride + j - first_key) * k_stride + g * d; values likewise. A sequence
+// holds the keys first_key .. first_key + seq_stride - 1: all of them in a training batch, the last ones of a
+// windowed KV cache (kv_cache.hpp), whose older keys no query's window reaches.
 template <typename T>
 struct KeyValues {
   const T *k;
   int64_t k_stride;
   const T *v;
   int64_t v_stride;
-  int64_t seq_stride;  // rows from one sequence to the next (seq for a training batch)
+  int64_t seq_stride;     // rows from one sequence to the next (seq for a training batch)
+  int64_t first_key = 0;  // the position of each sequence's first row
 };
 
 template <typename T>
-struct KeyValueGrads {  // laid out like KeyValues, same seq_stride
+struct KeyValueGrads {  // laid out like KeyValues, same seq_stride (and first_key 0: every key is held)
   T *dk;
   int64_t dk_stride;
   T *dv;
@@ -77,14 +80,16 @@ void attention_forward(const AttentionDims &dims, const KeyValues<T> &kv, const 
 
 // Gradients given dout of every listed head: overwrites that head's dq rows and, for every kv head read by at least
 // one listed head, every dk/dv row of every sequence (summed over the query heads of its group, in a fixed order).
-// kv heads no listed head reads are not written. `heads` carries the forward's out and lse.
+// kv heads no listed head reads are not written. `heads` carries the forward's out and lse; kv holds every key
+// (first_key 0).
 template <typename T>
 void attention_backward(const AttentionDims &dims, const KeyValues<T> &kv, const std::vector<QueryHead<T>> &heads,
                         const std::vector<QueryHeadGrad<T>> &grads, const KeyValueGrads<T> &dkv,
                         const Dropout &dropout);
 
-// Throws moas::Error unless the dims are consistent and every listed head fits them (also CoPE's kernel's check).
+// Throws moas::Error unless the dims are consistent, every listed head fits them and kv holds every key the listed
+// rows see (also CoPE's kernel's check).
 template <typename T>
-void check_attention_dims(const AttentionDims &dims, const std::vector<QueryHead<T>> &heads);
+void check_attention_dims(const AttentionDims &dims, const KeyValues<T> &kv, const std::vector<QueryHead<T>> &heads);
 
 }  // namespace moas

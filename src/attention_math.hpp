@@ -20,6 +20,18 @@ MOAS_HD inline int64_t first_visible_key(int64_t pos, int64_t window) {
   return window > 0 && pos > window ? pos - window : 0;
 }
 
+// The most keys one query row sees among positions 0 .. seq - 1: w + 1 with a window, else all of them.
+MOAS_HD inline int64_t max_visible_keys(int64_t seq, int64_t window) {
+  return window > 0 && window < seq ? window + 1 : seq;
+}
+
+// The first key of the key tile holding `key`. Tiles are aligned to the rows of the key buffer, whose row 0 holds key
+// `first_key` (KeyValues::first_key: 0 for a training batch, the oldest key a windowed cache keeps), so a tile never
+// starts before the buffer; key >= first_key.
+MOAS_HD inline int64_t key_tile_start(int64_t key, int64_t first_key, int64_t tile) {
+  return first_key + (key - first_key) / tile * tile;
+}
+
 // The keys j0 .. j0 + tile_len - 1 of a tile that the query at sequence position `pos` may attend to
 // (first_visible_key <= j <= pos), as the column range [*lo, *hi) of the tile; empty (hi <= lo) when the whole tile
 // lies in the future or before the window.

@@ -16,7 +16,6 @@ struct BlockContext {
   const RowSet *all_rows = nullptr;  // every new token, with its absolute position
   LayerCache<T> *cache = nullptr;    // decoding: keys and values of earlier positions, extended by this forward
   int64_t past = 0;                  // positions already in the cache (the first new token's position)
-  int64_t cache_capacity = 0;
   const RopeTable<T> *rope = nullptr;  // null without RoPE
   float dropout = 0.0f;              // p of this forward (0 in eval)
   bool attn_dropout = false;         // also drop attention probabilities
@@ -25,7 +24,7 @@ struct BlockContext {
 
   Dropout site(uint32_t id) const { return Dropout::at(dropout, seed, step, layer, id); }
   int64_t tokens() const { return batch * seq; }
-  int64_t key_length() const { return past + seq; }  // keys per sequence that attention sees
+  int64_t key_length() const { return past + seq; }  // key positions per sequence so far (the cache may hold fewer)
 };
 
 }  // namespace moas

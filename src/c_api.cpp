@@ -403,7 +403,7 @@ void moas_kv_cache_destroy(moas_kv_cache *cache) { delete cache; }
 moas_status moas_kv_cache_reset(moas_kv_cache *cache) {
   return guarded([&] {
     require_arg(cache, "cache");
-    cache->cache.length = 0;
+    cache->cache.reset();
   });
 }
 

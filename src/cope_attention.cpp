@@ -54,7 +54,7 @@ template <typename T>
 Row<T> row_at(const AttentionDims &s, const KeyValues<T> &kv, const QueryHead<T> &qh, const CopeEmbeddings<T> &cope,
               int64_t b, int64_t r) {
   const int64_t d = s.head_dim, g = kv_head_of(qh.head, s.heads / s.kv_heads), pos = qh.rows->pos[(size_t)r];
-  const int64_t first = first_visible_key(pos, s.window), key = b * kv.seq_stride + first;
+  const int64_t first = first_visible_key(pos, s.window), key = b * kv.seq_stride + first - kv.first_key;
   return {qh.q + r * qh.q_stride, cope.e + qh.head * cope.max_pos * d, kv.k + key * kv.k_stride + g * d,
           kv.v + key * kv.v_stride + g * d, pos, first, pos - first + 1};
 }
@@ -77,8 +77,9 @@ int64_t row_logits(const Row<T> &row, int64_t k_stride, int64_t d, int64_t max_p
 }
 
 template <typename T>
-void check_cope(const AttentionDims &s, const std::vector<QueryHead<T>> &heads, const CopeEmbeddings<T> &cope) {
-  check_attention_dims(s, heads);
+void check_cope(const AttentionDims &s, const KeyValues<T> &kv, const std::vector<QueryHead<T>> &heads,
+                const CopeEmbeddings<T> &cope) {
+  check_attention_dims(s, kv, heads);
   require(cope.e && cope.max_pos >= 1, MOAS_ERR_INVALID_CONFIG, "CoPE attention: no position embeddings");
 }
 
@@ -87,7 +88,7 @@ void check_cope(const AttentionDims &s, const std::vector<QueryHead<T>> &heads, 
 template <typename T>
 void cope_attention_forward(const AttentionDims &s, const KeyValues<T> &kv, const std::vector<QueryHead<T>> &heads,
                             const CopeEmbeddings<T> &cope, const Dropout &dropout) {
-  check_cope(s, heads, cope);
+  check_cope(s, kv, heads, cope);
   const int64_t H = s.heads, d = s.head_dim, P = cope.max_pos;
   const T scale = T(1) / std::sqrt(T(d));
   const bool drop = dropout.active();
@@ -102,7 +103,7 @@ void cope_attention_forward(const AttentionDims &s, const KeyValues<T> &kv, cons
 
 #pragma omp parallel if (worth_threads(total_cost * d))
   {
-    RowScratch<T> sc(s.seq, P);
+    RowScratch<T> sc(max_visible_keys(s.seq, s.window), P);
 #pragma omp for schedule(dynamic)
     for (int64_t task = 0; task < n_chunks; ++task) {
       const QueryChunk &ch = chunks[(size_t)task];
@@ -143,8 +144,9 @@ template <typename T>
 void cope_attention_backward(const AttentionDims &s, const KeyValues<T> &kv, const std::vector<QueryHead<T>> &heads,
                              const std::vector<QueryHeadGrad<T>> &grads, const KeyValueGrads<T> &dkv,
                              const CopeEmbeddings<T> &cope, T *de, const Dropout &dropout) {
-  check_cope(s, heads, cope);
+  check_cope(s, kv, heads, cope);
   require(grads.size() == heads.size(), MOAS_ERR_SIZE_MISMATCH, "CoPE attention backward: one gradient view per head");
+  require(kv.first_key == 0, MOAS_ERR_SIZE_MISMATCH, "CoPE attention backward: the keys must start at position 0");
   require(de != nullptr, MOAS_ERR_INVALID_CONFIG, "CoPE attention backward: no embedding gradient");
   const int64_t H = s.heads, Hkv = s.kv_heads, d = s.head_dim, group = H / Hkv, n = s.seq, P = cope.max_pos;
   const T scale = T(1) / std::sqrt(T(d));
@@ -168,7 +170,7 @@ void cope_attention_backward(const AttentionDims &s, const KeyValues<T> &kv, con
 
 #pragma omp parallel if (worth_threads(total_rows * n * d / std::max<int64_t>(s.batch, 1)))
   {
-    RowScratch<T> sc(n, P);
+    RowScratch<T> sc(max_visible_keys(n, s.window), P);
 #pragma omp for schedule(dynamic)
     for (int64_t task = 0; task < n_tasks; ++task) {
       const int64_t b = tasks[(size_t)task] / Hkv, g = tasks[(size_t)task] % Hkv;

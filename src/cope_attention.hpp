@@ -5,10 +5,11 @@
 // code).
 //
 // A row's positions need the suffix sums of its gates over all its keys before any logit exists, so the tiled
-// online softmax of attention.cpp cannot serve: this kernel works row by row with O(T + P) scratch per thread (never
-// T x T), computing z_n = q_i . e_h[n] once per row and interpolating it. It takes the same query heads, row sets
-// (dense or routed), key/value views, sliding window and dropout mask as attention.hpp, and is deterministic in the
-// same way: bit-identical for any thread count.
+// online softmax of attention.cpp cannot serve: this kernel works row by row with O(T + P) scratch per thread
+// (O(w + P) with a window w; never T x T), computing z_n = q_i . e_h[n] once per row and interpolating it. It takes
+// the same query heads, row sets (dense or routed), key/value views (keys from first_key on, as a windowed KV cache
+// holds them), sliding window and dropout mask as attention.hpp, and is deterministic in the same way: bit-identical
+// for any thread count.
 #pragma once
 
 #include <cstdint>

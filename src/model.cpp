@@ -93,16 +93,13 @@ template <typename T>
 void Model<T>::allocate_cache(KvCache<T> *cache, int64_t batch, int64_t capacity) const {
   std::vector<std::vector<int64_t>> widths;
   for (const auto &block : attn_) widths.push_back(block->cache_widths());
-  cache->allocate(batch, capacity, widths);
+  cache->allocate(batch, capacity, config_.window, widths);
 }
 
 template <typename T>
 BlockContext<T> Model<T>::block_context(uint32_t layer, float dropout, KvCache<T> *cache) const {
   BlockContext<T> ctx;
-  if (cache) {
-    ctx.cache = &cache->layers[layer];
-    ctx.cache_capacity = cache->capacity;
-  }
+  if (cache) ctx.cache = &cache->layers[layer];
   ctx.past = past_;
   ctx.batch = B_;
   ctx.seq = Tn_;
@@ -137,6 +134,7 @@ double Model<T>::forward(const int32_t *tokens, const int32_t *targets, int64_t 
   B_ = B;
   Tn_ = Tn;
   past_ = cache ? cache->length : 0;
+  if (cache) cache->make_room(Tn);
   all_rows_.set_all(B, Tn, past_);
   tokens_.assign(tokens, tokens + N);
   if (targets) targets_.assign(targets, targets + N);

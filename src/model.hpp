@@ -29,7 +29,8 @@ class Model {
   // values are appended to it, and cache->length grows by Tn.
   double forward(const int32_t *tokens, const int32_t *targets, int64_t B, int64_t Tn, bool training,
                  KvCache<T> *cache = nullptr);
-  // Sizes a cache for this model's blocks: `batch` sequences of up to `capacity` positions.
+  // Sizes a cache for this model's blocks: `batch` sequences of up to `capacity` positions (with a window, buffers
+  // of only the rows the window needs).
   void allocate_cache(KvCache<T> *cache, int64_t batch, int64_t capacity) const;
   // Accumulates d(CE + lambda * aux)/d(params) of the last training forward into params.grads.
   void backward();

@@ -234,8 +234,8 @@ void MohAttention<T>::forward(const ParamTable<T> &params, const T *x, T *y, con
   lse_dense_.resize((size_t)(P * N));
   KeyValues<T> kv = key_values(ctx);
   if (ctx.cache) {  // decoding: append this forward's keys and values, then attend over everything cached
-    cache_write(*ctx.cache, 0, ctx.cache_capacity, kv.k, kv.k_stride, kv.v, kv.v_stride, ctx.batch, ctx.seq, ctx.past);
-    kv = cached_key_values(*ctx.cache, 0, ctx.cache_capacity);
+    cache_write(*ctx.cache, 0, kv.k, kv.k_stride, kv.v, kv.v_stride, ctx.batch, ctx.seq, ctx.past);
+    kv = cached_key_values(*ctx.cache, 0);
   }
   const AttentionDims dims{ctx.batch, ctx.key_length(), H, shape_.kv_heads, d};
   attend_forward(params, options_, dims, kv, query_heads(ctx),

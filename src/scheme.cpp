@@ -77,9 +77,8 @@ void Scheme<T>::forward(const ParamTable<T> &params, const T *x, const RowSet &r
   KeyValues<T> kv = key_values();
   kv.seq_stride = ctx.seq;
   if (ctx.cache) {  // decoding: append this forward's keys and values, then attend over everything cached
-    cache_write(*ctx.cache, branch_, ctx.cache_capacity, kv.k, kv.k_stride, kv.v, kv.v_stride, ctx.batch, ctx.seq,
-                ctx.past);
-    kv = cached_key_values(*ctx.cache, branch_, ctx.cache_capacity);
+    cache_write(*ctx.cache, branch_, kv.k, kv.k_stride, kv.v, kv.v_stride, ctx.batch, ctx.seq, ctx.past);
+    kv = cached_key_values(*ctx.cache, branch_);
   }
   const AttentionDims dims{ctx.batch, ctx.key_length(), H, Hkv, shape_.head_dim()};
   attend_forward(params, options, dims, kv, query_heads(),

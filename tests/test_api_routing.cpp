@@ -345,7 +345,9 @@ TEST_CASE("top-1 MoAS and MoH models learn the copy task", "[api][routing][learn
 }
 
 TEST_CASE("decoding through the C ABI: cache lifecycle, logits of a full forward, errors", "[api][decode]") {
-  for (moas_model_config c : {small_config(), moas_cfg(MOAS_MODE_TOP1), moh_cfg(1, 2)}) {
+  moas_model_config windowed = small_config();
+  windowed.window_size = 2;  // a ring buffer of 5 rows for 10 positions
+  for (moas_model_config c : {small_config(), moas_cfg(MOAS_MODE_TOP1), moh_cfg(1, 2), windowed}) {
     DYNAMIC_SECTION("attention " << c.attention) {
       ModelPtr model = make_model(c);
       const int32_t B = 2, Tn = 10, V = c.vocab_size;
