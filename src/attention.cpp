@@ -12,7 +12,8 @@
 namespace moas {
 namespace {
 
-// Query chunks and key tiles share one size; chunks hold up to kTile consecutive compact rows of one sequence.
+// Query chunks and key tiles share one size; a chunk holds the compact rows of one sequence in one band of kTile
+// positions (query_chunk_end).
 constexpr int64_t kTile = 64;
 
 }  // namespace
@@ -187,8 +188,9 @@ void attention_backward(const AttentionDims &s, const KeyValues<T> &kv, const st
           const QueryHead<T> &qh = heads[(size_t)entries[k]];
           const QueryHeadGrad<T> &gr = grads[(size_t)entries[k]];
           const int64_t h = qh.head, rb = qh.rows->begin[(size_t)b], re = qh.rows->begin[(size_t)b + 1];
-          for (int64_t r0 = rb; r0 < re; r0 += kTile) {
-            const int64_t mq = std::min(kTile, re - r0);
+          for (int64_t r0 = rb, r1 = rb; r0 < re; r0 = r1) {
+            r1 = query_chunk_end(qh.rows->pos.data(), r0, re, kTile);
+            const int64_t mq = r1 - r0;
             const int32_t *pos = qh.rows->pos.data() + r0;
             // The whole chunk precedes this key tile, or its windows all start after it.
             if (pos[mq - 1] < j0 || first_visible_key(pos[0], s.window) >= j0 + kTile) continue;

@@ -2,8 +2,8 @@
 // which keys of a tile a query row sees, the GQA head map, and the online-softmax update of one row over one tile.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
-#include <limits>
 
 #include "fast_math.hpp"
 #include "hd.hpp"
@@ -30,6 +30,17 @@ MOAS_HD inline int64_t max_visible_keys(int64_t seq, int64_t window) {
 // starts before the buffer; key >= first_key.
 MOAS_HD inline int64_t key_tile_start(int64_t key, int64_t first_key, int64_t tile) {
   return first_key + (key - first_key) / tile * tile;
+}
+
+// The end of the query chunk that starts at compact row r0 (rows r0 .. end - 1 of one sequence, positions
+// ascending, distinct): the rows in one tile-aligned band of positions, so at most `tile`. Dense rows give the
+// usual chunks of `tile`; routed (sparse) rows give chunks whose causal span stays within their band, so they do the
+// triangle's work of their key tiles, not the square's.
+MOAS_HD inline int64_t query_chunk_end(const int32_t *pos, int64_t r0, int64_t end, int64_t tile) {
+  const int64_t band = pos[r0] / tile;
+  int64_t r1 = r0 + 1;
+  while (r1 < end && pos[r1] / tile == band) ++r1;
+  return r1;
 }
 
 // The keys j0 .. j0 + tile_len - 1 of a tile that the query at sequence position `pos` may attend to
@@ -68,9 +79,10 @@ MOAS_HD inline T online_softmax_update(T *s, int64_t lo, int64_t hi, int64_t n, 
   return alpha;
 }
 
+// -INFINITY rather than std::numeric_limits (a constexpr host function nvcc will not call from device code).
 template <typename T>
 MOAS_HD inline T negative_infinity() {
-  return -std::numeric_limits<T>::infinity();
+  return -T(INFINITY);
 }
 
 }  // namespace moas

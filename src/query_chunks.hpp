@@ -18,7 +18,7 @@ struct QueryChunk {
 // Below about a million multiply-adds, waking a thread team costs more than the work (decode steps, tests).
 inline bool worth_threads(int64_t multiply_adds) { return multiply_adds >= (int64_t(1) << 20); }
 
-// Chunks of up to `chunk_rows` rows, in decreasing cost(rows, span), span being the keys from the first row's window
+// Chunks of up to `chunk_rows` rows within one band of positions (query_chunk_end), in decreasing cost(rows, span), span being the keys from the first row's window
 // start to the last row's position; *total_cost gets the sum.
 template <typename T, class Cost>
 std::vector<QueryChunk> query_chunks(const AttentionDims &s, const std::vector<QueryHead<T>> &heads,
@@ -29,8 +29,8 @@ std::vector<QueryChunk> query_chunks(const AttentionDims &s, const std::vector<Q
   for (int64_t e = 0; e < (int64_t)heads.size(); ++e) {
     const RowSet &rows = *heads[(size_t)e].rows;
     for (int64_t b = 0; b < s.batch; ++b)
-      for (int64_t r0 = rows.begin[(size_t)b]; r0 < rows.begin[(size_t)b + 1]; r0 += chunk_rows) {
-        const int64_t r1 = std::min(r0 + chunk_rows, rows.begin[(size_t)b + 1]);
+      for (int64_t r0 = rows.begin[(size_t)b], r1 = r0; r0 < rows.begin[(size_t)b + 1]; r0 = r1) {
+        r1 = query_chunk_end(rows.pos.data(), r0, rows.begin[(size_t)b + 1], chunk_rows);
         const int64_t span = rows.pos[(size_t)r1 - 1] + 1 - first_visible_key(rows.pos[(size_t)r0], s.window);
         chunks.push_back({e, b, r0, r1});
         costs.push_back(cost(r1 - r0, span));

@@ -257,6 +257,19 @@ TEST_CASE("routing decisions break ties toward the lower index", "[routing]") {
   REQUIRE(std::vector<uint8_t>(selected, selected + 5) == std::vector<uint8_t>{0, 0, 0, 0, 0});
 }
 
+TEST_CASE("query chunks: dense rows in tiles, routed rows split where their positions cross a tile", "[routing]") {
+  std::vector<int32_t> dense(150);
+  for (int32_t i = 0; i < 150; i++) dense[(size_t)i] = i;
+  CHECK(moas::query_chunk_end(dense.data(), 0, 150, 64) == 64);
+  CHECK(moas::query_chunk_end(dense.data(), 64, 150, 64) == 128);
+  CHECK(moas::query_chunk_end(dense.data(), 128, 150, 64) == 150);
+  // A routed head's rows: positions 3, 40, 63 | 64, 90 | 200. A chunk never spans two bands of 64 positions.
+  const std::vector<int32_t> routed{3, 40, 63, 64, 90, 200};
+  CHECK(moas::query_chunk_end(routed.data(), 0, 6, 64) == 3);
+  CHECK(moas::query_chunk_end(routed.data(), 3, 6, 64) == 5);
+  CHECK(moas::query_chunk_end(routed.data(), 5, 6, 64) == 6);
+}
+
 TEST_CASE("online softmax tile update equals a full softmax over the visible keys", "[attention][math]") {
   // Three tiles of 4 keys for a query at position 9: keys 0..9 visible, 10 and 11 masked.
   const std::vector<double> scores = moas_test::random_vector(12, 5, 3.0);
