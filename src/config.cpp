@@ -5,6 +5,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "cuda_loader.hpp"
 #include "error.hpp"
 
 namespace moas {
@@ -205,8 +206,7 @@ ModelConfig validate(const moas_model_config &caller) {
         "n_threads is " + std::to_string(in.n_threads) + ": use 0 (all cores) or a positive count");
   check(in.device == MOAS_DEVICE_CPU || in.device == MOAS_DEVICE_CUDA,
         "device is " + std::to_string(in.device) + ": use MOAS_DEVICE_CPU or MOAS_DEVICE_CUDA");
-  require(in.device == MOAS_DEVICE_CPU, MOAS_ERR_DEVICE_UNAVAILABLE,
-          "no CUDA device: this libmoas was built without the CUDA backend; use MOAS_DEVICE_CPU");
+  if (in.device == MOAS_DEVICE_CUDA) require_cuda_device(in.device_index);  // says why it cannot run
   check(in.reserved0 == 0 && in.reserved1 == 0, "reserved0 and reserved1 must be 0");
 
   ModelConfig c;

@@ -1,0 +1,128 @@
+/* The function table between libmoas.so and libmoas_cuda.so. libmoas never links CUDA: it dlopens libmoas_cuda.so
+ * (src/cuda_loader.cpp), looks up the one entry point MOAS_CUDA_BACKEND_SYMBOL and calls it for this table. Plain C
+ * so that both sides agree on the layout whatever compiled them. Internal: not installed, not the public ABI; bump
+ * MOAS_CUDA_BACKEND_VERSION (and the symbol's suffix) whenever anything below changes.
+ *
+ * Every tensor pointer is device memory, fp32, row-major; every stride counts elements. The kernel entries enqueue
+ * on `stream` (a cudaStream_t; NULL = the default stream), return 0 when the launch succeeded and 1 otherwise, with
+ * the reason in last_error() (per calling thread, valid until that thread's next failing call). They do not
+ * synchronise: errors of the kernels themselves surface at the caller's next synchronisation. */
+#ifndef MOAS_CUDA_BACKEND_H
+#define MOAS_CUDA_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MOAS_CUDA_BACKEND_VERSION 1
+#define MOAS_CUDA_BACKEND_SYMBOL "moas_cuda_backend_v1"
+
+/* As moas::AttentionDims (src/attention.hpp). */
+typedef struct moas_cuda_attention_dims {
+  int64_t batch, seq, heads, kv_heads, head_dim;
+  int64_t window; /* sliding window w (SPEC §7); 0 = every earlier key */
+} moas_cuda_attention_dims;
+
+/* As moas::KeyValues: key (b, j) of kv head g is at k + (b * seq_stride + j - first_key) * k_stride + g * head_dim;
+ * values likewise. A sequence holds keys first_key .. first_key + seq_stride - 1 (first_key > 0: a windowed KV
+ * cache, forward only). */
+typedef struct moas_cuda_key_values {
+  const float *k;
+  int64_t k_stride;
+  const float *v;
+  int64_t v_stride;
+  int64_t seq_stride;
+  int64_t first_key;
+} moas_cuda_key_values;
+
+typedef struct moas_cuda_key_value_grads { /* laid out like moas_cuda_key_values, same seq_stride, first_key 0 */
+  float *dk;
+  int64_t dk_stride;
+  float *dv;
+  int64_t dv_stride;
+} moas_cuda_key_value_grads;
+
+/* The queries of one head, as moas::QueryHead over a RowSet: compact row r (of sequence b when
+ * begin[b] <= r < begin[b + 1], in position order) sits at position pos[r]; q, out and lse are compact. */
+typedef struct moas_cuda_query_head {
+  int64_t head;         /* h in [0, heads) */
+  const int32_t *pos;   /* [rows] */
+  const int64_t *begin; /* [batch + 1] */
+  const float *q;
+  int64_t q_stride;
+  float *out;
+  int64_t out_stride;
+  float *lse; /* [rows] */
+} moas_cuda_query_head;
+
+typedef struct moas_cuda_query_head_grad { /* compact like its query head */
+  const float *dout;
+  int64_t dout_stride;
+  float *dq;
+  int64_t dq_stride;
+} moas_cuda_query_head_grad;
+
+/* As moas::MohGateSpec (src/moh_gates.hpp). */
+typedef struct moas_cuda_moh_gate_spec {
+  int64_t shared, routed, active;
+  int32_t reference; /* 1: the public MoH code's gates, 0: the paper's */
+} moas_cuda_moh_gate_spec;
+
+typedef struct moas_cuda_backend {
+  int32_t version; /* MOAS_CUDA_BACKEND_VERSION of the side that built the table */
+
+  /* The number of CUDA devices; 0 with the reason (cudaGetErrorString of cudaGetDeviceCount, or "no device") written
+   * to why[0, why_len) otherwise. Thread-safe. */
+  int32_t (*probe)(char *why, size_t why_len);
+  const char *(*last_error)(void);
+
+  /* attention_forward / attention_backward: src/attention.hpp's semantics without dropout. `heads` and `grads` are
+   * device arrays of n_heads descriptors (the model keeps them resident; their rows may change between calls).
+   * Every row must see only held keys (src/attention.cpp checks this on the host; here it is the caller's to keep).
+   * Backward needs kv->first_key == 0 and overwrites every listed head's dq and, for each kv head some listed head
+   * reads, dk/dv of every key of every sequence (summed over the group's listed heads in list order: deterministic, no
+   * atomics). */
+  int32_t (*attention_forward)(const moas_cuda_attention_dims *dims, const moas_cuda_key_values *kv,
+                               const moas_cuda_query_head *heads, int64_t n_heads, void *stream);
+  int32_t (*attention_backward)(const moas_cuda_attention_dims *dims, const moas_cuda_key_values *kv,
+                                const moas_cuda_query_head *heads, const moas_cuda_query_head_grad *grads,
+                                int64_t n_heads, const moas_cuda_key_value_grads *dkv, void *stream);
+
+  /* Router decisions per token n < N: probs[n, :width] = softmax(logits[n, :width]) (probs may be logits); then,
+   * where not NULL, choice[n] = argmax (ties to the lower index) and selected[n * width + i] = 1 for the top k (k in
+   * [1, width]; ties to the lower index), else 0. */
+  int32_t (*router_softmax)(float *probs, int64_t probs_stride, const float *logits, int64_t logits_stride, int64_t N,
+                            int64_t width, int32_t *choice, uint8_t *selected, int64_t k, void *stream);
+
+  /* MoH gates of N tokens (src/moh_gates.hpp): r, m [N, routed]; s [N, shared] or NULL (h_s <= 1); a [N, 2] or
+   * NULL (unless both head kinds exist); gate [N, gate_stride] gets columns [0, shared + routed). */
+  int32_t (*moh_gates)(const moas_cuda_moh_gate_spec *spec, const float *r, const uint8_t *m, const float *s,
+                       const float *a, float *gate, int64_t gate_stride, int64_t N, void *stream);
+  /* Overwrites dr [N, routed], ds [N, shared] (when s is not NULL) and da [N, 2] (when a is not NULL). */
+  int32_t (*moh_gates_backward)(const moas_cuda_moh_gate_spec *spec, const float *r, const uint8_t *m, const float *s,
+                                const float *a, const float *dgate, int64_t dgate_stride, float *dr, float *ds,
+                                float *da, int64_t N, void *stream);
+
+  /* A RowSet on the device (src/rows.hpp's select): the tokens n = b * seq + t with flags[n * flag_stride] != 0,
+   * in order: row [<= batch * seq], pos (= past + t) and begin [batch + 1]; begin[batch] is the count. */
+  int32_t (*select_rows)(int64_t *row, int32_t *pos, int64_t *begin, const uint8_t *flags, int64_t flag_stride,
+                         int64_t batch, int64_t seq, int64_t past, void *stream);
+  /* out[r, :width] = src[row[r], :width] for r < *count (a device value, e.g. begin + batch; capacity >= it). */
+  int32_t (*gather_rows)(float *out, int64_t out_stride, const float *src, int64_t src_stride, const int64_t *row,
+                         const int64_t *count, int64_t capacity, int64_t width, void *stream);
+  /* dst[row[r], :width] += scale[r] * src[r, :width] (scale NULL: 1) for r < *count; rows are distinct. */
+  int32_t (*scatter_add_rows)(float *dst, int64_t dst_stride, const float *src, int64_t src_stride, const int64_t *row,
+                              const float *scale, const int64_t *count, int64_t capacity, int64_t width, void *stream);
+} moas_cuda_backend;
+
+/* The type of MOAS_CUDA_BACKEND_SYMBOL: returns a table that lives as long as the library stays loaded. */
+typedef const moas_cuda_backend *(*moas_cuda_backend_entry)(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MOAS_CUDA_BACKEND_H */

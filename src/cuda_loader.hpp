@@ -1,0 +1,32 @@
+// The CUDA backend, found at run time. libmoas.so never links CUDA: when a config asks for MOAS_DEVICE_CUDA, the
+// loader dlopens libmoas_cuda.so (first beside libmoas.so, then on the default library path), takes its function
+// table (cuda_backend.h) and asks it how many devices there are. Every way this can fail becomes a message that says
+// why, for MOAS_ERR_DEVICE_UNAVAILABLE. Plain C++: no CUDA header is included here.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "cuda_backend.h"
+
+namespace moas {
+
+struct CudaBackend {
+  const moas_cuda_backend *table = nullptr;  // set once the library is loaded and its version matches
+  int32_t devices = 0;                       // what the table's probe found
+  std::string why;                           // "no CUDA device: <reason>" when devices == 0
+};
+
+// The process's backend: loaded on first use, once (thread-safe); the library then stays loaded.
+const CudaBackend &cuda_backend();
+
+// Loads the backend from `path` (a bare file name searches the default library path) and probes it; each call
+// dlopens again. What cuda_backend() does, callable with any path for the tests.
+CudaBackend load_cuda_backend(const std::string &path);
+
+// Config validation for device == MOAS_DEVICE_CUDA: throws moas::Error(MOAS_ERR_DEVICE_UNAVAILABLE) saying why the
+// device cannot be used. In this version it always throws: with a device present, the message says that the CUDA
+// model is not implemented yet (the kernels are, behind the table; the model-level port is the next step).
+void require_cuda_device(int32_t device_index);
+
+}  // namespace moas
