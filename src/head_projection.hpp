@@ -12,6 +12,7 @@
 
 #include "gemm.hpp"
 #include "linear.hpp"
+#include "parallel.hpp"
 
 namespace moas {
 
@@ -41,11 +42,12 @@ class HeadProjection {
   void queries_backward(T *dx, T *dw, T *db, const T *dq, const T *x, int64_t m, const std::vector<int64_t> &heads,
                         const T *w_q) {
     const int64_t K = (int64_t)heads.size(), Kd = K * d_;
-    std::fill_n(dw, Kd * C_, T(0));
     if (db) std::fill_n(db, Kd, T(0));
     if (m >= kWideGroup) {
       gather_query_weights(heads, w_q, nullptr);
-      linear_backward(dx, false, dw, db, dq, x, w_.data(), m, C_, Kd);
+      gemm(Trans::No, Trans::No, m, C_, Kd, T(1), dq, Kd, w_.data(), C_, T(0), dx, C_);
+      gemm(Trans::Yes, Trans::No, Kd, C_, m, T(1), dq, Kd, x, C_, T(0), dw, C_);
+      if (db) column_sum_accumulate(db, dq, m, Kd);
       return;
     }
     for (int64_t s = 0; s < K; s++) {

@@ -252,10 +252,13 @@ void MohAttention<T>::forward(const ParamTable<T> &params, const T *x, T *y, con
           gated_dense_[(size_t)((n * P + h) * d + c)] = gate_[(size_t)(n * H + h)] * out_dense_[(size_t)((n * P + h) * d + c)];
     gated_dense = gated_dense_.data();
   }
+  // The dense prefix's product writes y (beta 0) unless a bias must come first: y is not filled twice.
   const T *proj_bias = params.value_or_null(w_.proj_bias);
-  for (int64_t n = 0; n < N; n++)
-    for (int64_t c = 0; c < C; c++) y[n * C + c] = proj_bias ? proj_bias[c] : T(0);
-  if (P > 0) gemm(Trans::No, Trans::Yes, N, C, P * d, T(1), gated_dense, P * d, w_proj, C, T(1), y, C);
+  if (proj_bias || P == 0)
+    for (int64_t n = 0; n < N; n++)
+      for (int64_t c = 0; c < C; c++) y[n * C + c] = proj_bias ? proj_bias[c] : T(0);
+  if (P > 0)
+    gemm(Trans::No, Trans::Yes, N, C, P * d, T(1), gated_dense, P * d, w_proj, C, proj_bias ? T(1) : T(0), y, C);
   for (int64_t i = 0; i < spec_.routed; i++) {
     RoutedHead &rh = routed_[(size_t)i];
     for (int64_t r = 0; r < rh.rows.size(); r++) {
