@@ -121,22 +121,15 @@ void attention_backward(const AttentionDims &s, const KeyValues<T> &kv, const st
   check_attention_dims(s, kv, heads);
   require(grads.size() == heads.size(), MOAS_ERR_SIZE_MISMATCH, "attention backward: one gradient view per head");
   require(kv.first_key == 0, MOAS_ERR_SIZE_MISMATCH, "attention backward: the keys must start at position 0");
-  const int64_t H = s.heads, Hkv = s.kv_heads, d = s.head_dim, group = H / Hkv, n = s.seq;
+  const int64_t H = s.heads, Hkv = s.kv_heads, d = s.head_dim, n = s.seq;
   const T scale = T(1) / std::sqrt(T(d));
   const bool drop = dropout.active();
   const T keep_scale = drop ? T(1) / (T(1) - T(dropout.p)) : T(1);
 
-  std::vector<std::vector<int64_t>> entries_of((size_t)Hkv);  // listed heads per kv head, in list order
-  int64_t total_rows = 0;
-  for (int64_t e = 0; e < (int64_t)heads.size(); ++e) {
-    entries_of[(size_t)kv_head_of(heads[(size_t)e].head, group)].push_back(e);
-    total_rows += heads[(size_t)e].rows->size();
-  }
-  std::vector<int64_t> tasks;  // b * Hkv + g for kv heads that some listed head reads
-  for (int64_t b = 0; b < s.batch; ++b)
-    for (int64_t g = 0; g < Hkv; ++g)
-      if (!entries_of[(size_t)g].empty()) tasks.push_back(b * Hkv + g);
-  const int64_t n_tasks = (int64_t)tasks.size();
+  const KvGroupTasks plan = kv_group_tasks(s, heads);
+  const std::vector<std::vector<int64_t>> &entries_of = plan.entries_of;
+  const std::vector<int64_t> &tasks = plan.tasks;
+  const int64_t n_tasks = (int64_t)tasks.size(), total_rows = plan.total_rows;
 
 #pragma omp parallel if (worth_threads(total_rows * n * d / std::max<int64_t>(s.batch, 1)))
   {

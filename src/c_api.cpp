@@ -240,17 +240,9 @@ moas_status moas_adamw_config_default(moas_adamw_config *cfg) {
 moas_status moas_optimizer_step(moas_model *model, const moas_adamw_config *cfg, float *grad_norm_out) {
   return guarded([&] {
     require_arg(model, "model");
-    require_arg(cfg, "cfg");
-    require_struct(cfg->struct_size, sizeof(moas_adamw_config), "moas_adamw_config");
-    const moas::AdamWSettings settings = check_adamw(*cfg);
     moas::Model<float> &m = model->model;
     moas::ThreadScope threads(m.config().n_threads);
-    const double norm = moas::gradient_norm(m.params.grads);
-    if (grad_norm_out) *grad_norm_out = (float)norm;
-    moas::require(std::isfinite(norm), MOAS_ERR_NON_FINITE,
-                  "the gradient norm is not finite: the step was skipped and the weights are unchanged; "
-                  "zero the gradients and lower the learning rate or check the inputs");
-    moas::adamw_step(m.params, m.optimizer, settings, norm);
+    checked_adamw_step(m.params, m.optimizer, cfg, grad_norm_out);
     m.invalidate_activations();
   });
 }

@@ -125,17 +125,9 @@ moas_status moas_layer_zero_grad(moas_layer *layer) {
 moas_status moas_layer_optimizer_step(moas_layer *layer, const moas_adamw_config *cfg, float *grad_norm_out) {
   return guarded([&] {
     require_arg(layer, "layer");
-    require_arg(cfg, "cfg");
-    require_struct(cfg->struct_size, sizeof(moas_adamw_config), "moas_adamw_config");
-    const moas::AdamWSettings settings = check_adamw(*cfg);
     moas::AttentionLayer<float> &l = layer->layer;
     moas::ThreadScope threads(l.config().n_threads);
-    const double norm = moas::gradient_norm(l.params.grads);
-    if (grad_norm_out) *grad_norm_out = (float)norm;
-    moas::require(std::isfinite(norm), MOAS_ERR_NON_FINITE,
-                  "the gradient norm is not finite: the step was skipped and the weights are unchanged; "
-                  "zero the gradients and lower the learning rate or check the inputs");
-    moas::adamw_step(l.params, l.optimizer, settings, norm);
+    checked_adamw_step(l.params, l.optimizer, cfg, grad_norm_out);
     l.invalidate_activations();
   });
 }

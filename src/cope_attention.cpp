@@ -148,24 +148,17 @@ void cope_attention_backward(const AttentionDims &s, const KeyValues<T> &kv, con
   require(grads.size() == heads.size(), MOAS_ERR_SIZE_MISMATCH, "CoPE attention backward: one gradient view per head");
   require(kv.first_key == 0, MOAS_ERR_SIZE_MISMATCH, "CoPE attention backward: the keys must start at position 0");
   require(de != nullptr, MOAS_ERR_INVALID_CONFIG, "CoPE attention backward: no embedding gradient");
-  const int64_t H = s.heads, Hkv = s.kv_heads, d = s.head_dim, group = H / Hkv, n = s.seq, P = cope.max_pos;
+  const int64_t H = s.heads, Hkv = s.kv_heads, d = s.head_dim, n = s.seq, P = cope.max_pos;
   const T scale = T(1) / std::sqrt(T(d));
   const bool drop = dropout.active();
   const T keep_scale = drop ? T(1) / (T(1) - T(dropout.p)) : T(1);
 
-  std::vector<std::vector<int64_t>> entries_of((size_t)Hkv);  // listed heads per kv head, in list order
+  const KvGroupTasks plan = kv_group_tasks(s, heads);
+  const std::vector<std::vector<int64_t>> &entries_of = plan.entries_of;
+  const std::vector<int64_t> &tasks = plan.tasks;
+  const int64_t n_tasks = (int64_t)tasks.size(), total_rows = plan.total_rows;
   std::vector<bool> listed((size_t)H, false);
-  int64_t total_rows = 0;
-  for (int64_t e = 0; e < (int64_t)heads.size(); ++e) {
-    entries_of[(size_t)kv_head_of(heads[(size_t)e].head, group)].push_back(e);
-    listed[(size_t)heads[(size_t)e].head] = true;
-    total_rows += heads[(size_t)e].rows->size();
-  }
-  std::vector<int64_t> tasks;  // b * Hkv + g for kv heads that some listed head reads
-  for (int64_t b = 0; b < s.batch; ++b)
-    for (int64_t g = 0; g < Hkv; ++g)
-      if (!entries_of[(size_t)g].empty()) tasks.push_back(b * Hkv + g);
-  const int64_t n_tasks = (int64_t)tasks.size();
+  for (const QueryHead<T> &qh : heads) listed[(size_t)qh.head] = true;
   std::vector<T> de_per_sequence((size_t)(s.batch * H * P * d), T(0));
 
 #pragma omp parallel if (worth_threads(total_rows * n * d / std::max<int64_t>(s.batch, 1)))

@@ -1,5 +1,6 @@
-// How the attention kernels (tiled and CoPE) split query rows into tasks: chunks of consecutive compact rows of one
-// listed head in one sequence, handed out heaviest first so that dynamic scheduling ends with threads balanced.
+// How the attention kernels (tiled and CoPE) split their work into tasks. Forward: chunks of consecutive compact rows
+// of one listed head in one sequence, handed out heaviest first so that dynamic scheduling ends with threads
+// balanced. Backward: one task per (sequence, kv head) that some listed head reads.
 #pragma once
 
 #include <algorithm>
@@ -43,6 +44,28 @@ std::vector<QueryChunk> query_chunks(const AttentionDims &s, const std::vector<Q
   std::vector<QueryChunk> sorted;
   for (size_t i : order) sorted.push_back(chunks[i]);
   return sorted;
+}
+
+// The backward's tasks: b * Hkv + g for every sequence b and kv head g some listed head reads, with the listed heads
+// of each kv head (in list order, so every sum over them has one order) and the rows listed in all.
+struct KvGroupTasks {
+  std::vector<std::vector<int64_t>> entries_of;  // [Hkv]: indices into the listed heads
+  std::vector<int64_t> tasks;
+  int64_t total_rows = 0;
+};
+
+template <typename T>
+KvGroupTasks kv_group_tasks(const AttentionDims &s, const std::vector<QueryHead<T>> &heads) {
+  KvGroupTasks t;
+  t.entries_of.resize((size_t)s.kv_heads);
+  for (int64_t e = 0; e < (int64_t)heads.size(); ++e) {
+    t.entries_of[(size_t)kv_head_of(heads[(size_t)e].head, s.heads / s.kv_heads)].push_back(e);
+    t.total_rows += heads[(size_t)e].rows->size();
+  }
+  for (int64_t b = 0; b < s.batch; ++b)
+    for (int64_t g = 0; g < s.kv_heads; ++g)
+      if (!t.entries_of[(size_t)g].empty()) t.tasks.push_back(b * s.kv_heads + g);
+  return t;
 }
 
 }  // namespace moas
