@@ -85,6 +85,17 @@ TEST_CASE("layer: dx and every parameter gradient match finite differences", "[l
     c.head_selection.load_balance_weight = 0.5f;
     check_layer(c);
   }
+  SECTION("GQA + MoH + window + CoPE together") {
+    c.attention = MOAS_ATTENTION_MOH;
+    c.head_selection.strategy = MOAS_HEADS_MIXTURE;
+    c.head_selection.num_shared_heads = 1;
+    c.head_selection.num_active_routed_heads = 3;
+    c.head_selection.load_balance_weight = 0.5f;
+    c.position = MOAS_POSITION_COPE;
+    c.cope_max_pos = 5;
+    c.window_size = 3;
+    check_layer(c);
+  }
   SECTION("MoH StaticPruning: 4 of 6 heads") {
     c.attention = MOAS_ATTENTION_MOH;
     c.head_selection.strategy = MOAS_HEADS_STATIC_PRUNING;
