@@ -127,6 +127,10 @@ void MohAttention<T>::build_groups(int64_t N) {
     }
     start = end;
   }
+  // Largest first: the dynamically scheduled group loops then end with small groups, so no thread waits long for
+  // the last one. The order depends on the routing alone, so sums over groups stay deterministic.
+  std::stable_sort(groups_.begin(), groups_.end(),
+                   [](const Group &a, const Group &b) { return a.tokens.size() > b.tokens.size(); });
 }
 
 // Between a group's [m, K d] buffer (head s of the group in columns s d .. s d + d - 1) and the heads' compact rows.
