@@ -1,6 +1,5 @@
 // The attention kernels: thin __global__ wrappers that run the block functions of attention.cuh (where the
 // algorithm and its shared memory layout are described) on the device, and their launchers.
-#include <cmath>
 #include <string>
 
 #include "attention.cuh"
@@ -25,10 +24,12 @@ __global__ void __launch_bounds__(kAttentionThreads) attention_dkdv_kernel(Atten
   attention_dkdv_block(AttentionDeviceBlock{}, a, shared, blockIdx.x, blockIdx.y, blockIdx.z);
 }
 
+}  // namespace
+
 // The checks src/attention.cpp makes on its dims; the head descriptors live on the device and are the caller's to
 // keep consistent (rows sorted by position within each sequence, positions below seq, every key seen held).
-int32_t check_args(const char *what, const moas_cuda_attention_dims *dims, const moas_cuda_key_values *kv,
-                   const void *heads, int64_t n_heads) {
+int32_t check_attention_args(const char *what, const moas_cuda_attention_dims *dims, const moas_cuda_key_values *kv,
+                             const void *heads, int64_t n_heads) {
   if (!dims || !kv || (n_heads > 0 && !heads)) return fail(std::string(what) + ": a null argument");
   const moas_cuda_attention_dims &s = *dims;
   if (s.batch < 0 || s.seq < 0 || s.heads <= 0 || s.kv_heads <= 0 || s.head_dim <= 0 || s.window < 0 || n_heads < 0)
@@ -43,51 +44,30 @@ int32_t check_args(const char *what, const moas_cuda_attention_dims *dims, const
   return kOk;
 }
 
-AttentionArgs make_args(const moas_cuda_attention_dims &dims, const moas_cuda_key_values &kv,
-                        const moas_cuda_query_head *heads, const moas_cuda_query_head_grad *grads, int64_t n_heads,
-                        const moas_cuda_key_value_grads *dkv) {
-  AttentionArgs a{};
-  a.dims = dims;
-  a.kv = kv;
-  a.heads = heads;
-  a.grads = grads;
-  a.n_heads = n_heads;
-  if (dkv) a.dkv = *dkv;
-  a.scale = 1.0f / std::sqrt((float)dims.head_dim);
-  return a;
-}
-
-template <typename Kernel>
-int32_t launch(Kernel kernel, const AttentionGrid &grid, size_t shared_bytes, const AttentionArgs &a, void *stream,
-               const char *what) {
-  if (grid.x == 0 || grid.y == 0 || grid.z == 0) return kOk;
-  if (allow_shared(kernel, shared_bytes, what) != kOk) return kFailed;
-  kernel<<<dim3((unsigned)grid.x, (unsigned)grid.y, (unsigned)grid.z), kAttentionThreads, shared_bytes,
-           (cudaStream_t)stream>>>(a);
-  return launched(what);
-}
-
-}  // namespace
-
 int32_t attention_forward(const moas_cuda_attention_dims *dims, const moas_cuda_key_values *kv,
-                          const moas_cuda_query_head *heads, int64_t n_heads, void *stream) {
-  if (check_args("attention_forward", dims, kv, heads, n_heads) != kOk) return kFailed;
-  const AttentionArgs a = make_args(*dims, *kv, heads, nullptr, n_heads, nullptr);
-  return launch(attention_forward_kernel, query_grid(a), forward_shared_bytes(dims->head_dim), a, stream,
-                "attention_forward");
+                          const moas_cuda_query_head *heads, int64_t n_heads, const moas_cuda_dropout *dropout,
+                          void *stream) {
+  if (check_attention_args("attention_forward", dims, kv, heads, n_heads) != kOk ||
+      check_dropout("attention_forward", dropout) != kOk)
+    return kFailed;
+  const AttentionArgs a = attention_args(*dims, *kv, heads, nullptr, n_heads, nullptr, dropout);
+  return launch(attention_forward_kernel, query_grid(a), kAttentionThreads, forward_shared_bytes(dims->head_dim), a,
+                stream, "attention_forward");
 }
 
 int32_t attention_backward(const moas_cuda_attention_dims *dims, const moas_cuda_key_values *kv,
                            const moas_cuda_query_head *heads, const moas_cuda_query_head_grad *grads, int64_t n_heads,
-                           const moas_cuda_key_value_grads *dkv, void *stream) {
-  if (check_args("attention_backward", dims, kv, heads, n_heads) != kOk) return kFailed;
+                           const moas_cuda_key_value_grads *dkv, const moas_cuda_dropout *dropout, void *stream) {
+  if (check_attention_args("attention_backward", dims, kv, heads, n_heads) != kOk ||
+      check_dropout("attention_backward", dropout) != kOk)
+    return kFailed;
   if (!dkv || (n_heads > 0 && !grads)) return fail("attention_backward: a null argument");
   if (kv->first_key != 0) return fail("attention_backward: the keys must start at position 0 (first_key 0)");
-  const AttentionArgs a = make_args(*dims, *kv, heads, grads, n_heads, dkv);
-  if (launch(attention_dq_kernel, query_grid(a), dq_shared_bytes(dims->head_dim), a, stream,
+  const AttentionArgs a = attention_args(*dims, *kv, heads, grads, n_heads, dkv, dropout);
+  if (launch(attention_dq_kernel, query_grid(a), kAttentionThreads, dq_shared_bytes(dims->head_dim), a, stream,
              "attention_backward (dq)") != kOk)
     return kFailed;
-  return launch(attention_dkdv_kernel, key_grid(a), dkdv_shared_bytes(dims->head_dim), a, stream,
+  return launch(attention_dkdv_kernel, key_grid(a), kAttentionThreads, dkdv_shared_bytes(dims->head_dim), a, stream,
                 "attention_backward (dk, dv)");
 }
 

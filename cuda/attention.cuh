@@ -15,8 +15,8 @@
 //   dk/dv:   one block per (key tile, kv head, sequence), looping over the listed heads of that kv head in list order
 //            and over their rows in order, so each sum has one fixed order (deterministic, no atomics).
 // Keys may start at a position first_key > 0 (a windowed KV cache) in the forward; the backward needs every key.
-// Dropout on the attention probabilities is not implemented here yet (the CUDA model is the next milestone): these
-// kernels compute src/attention.cpp with an inactive Dropout.
+// Dropout on the probabilities is the CPU's: after normalisation, mask / (1 - p) from the same counter-based bits
+// (src/dropout.hpp), element ((b H + h) seq + pos) seq + key.
 #pragma once
 
 #include <cmath>
@@ -25,6 +25,7 @@
 #include "attention_math.hpp"
 #include "block.cuh"
 #include "cuda_backend.h"
+#include "dropout.hpp"
 #include "fast_math.hpp"
 
 namespace moas {
@@ -45,19 +46,43 @@ struct AttentionArgs {
   int64_t n_heads;
   moas_cuda_key_value_grads dkv;  // backward only
   float scale;                    // 1 / sqrt(head_dim), computed on the host as the CPU kernel does
+  Dropout dropout;                // on the probabilities; inactive (p = 0) without
+  float keep_scale;               // 1 / (1 - p), as the CPU computes it
 };
+
+// The arguments of a launch (grads, dkv: backward only; dropout may be null).
+inline AttentionArgs attention_args(const moas_cuda_attention_dims &dims, const moas_cuda_key_values &kv,
+                                    const moas_cuda_query_head *heads, const moas_cuda_query_head_grad *grads,
+                                    int64_t n_heads, const moas_cuda_key_value_grads *dkv,
+                                    const moas_cuda_dropout *dropout) {
+  AttentionArgs a{};
+  a.dims = dims;
+  a.kv = kv;
+  a.heads = heads;
+  a.grads = grads;
+  a.n_heads = n_heads;
+  if (dkv) a.dkv = *dkv;
+  a.scale = 1.0f / std::sqrt((float)dims.head_dim);
+  if (dropout) a.dropout = Dropout{dropout->p, dropout->key};
+  a.keep_scale = a.dropout.active() ? 1.0f / (1.0f - a.dropout.p) : 1.0f;
+  return a;
+}
+
+// The dropout element of query row `pos` of head h in sequence b against key j0 (add the key's offset from j0).
+MOAS_HD inline uint64_t attention_dropout_element(const AttentionArgs &a, int64_t b, int64_t h, int64_t pos,
+                                                  int64_t j0) {
+  return (uint64_t)(((b * a.dims.heads + h) * a.dims.seq + pos) * a.dims.seq + j0);
+}
+
+// The multiplier of a kept or dropped probability: keep_scale or 0 (1 without dropout).
+MOAS_HD inline float dropout_multiplier(const AttentionArgs &a, uint64_t element) {
+  return !a.dropout.active() || a.dropout.keep(element) ? a.keep_scale : 0.0f;
+}
 
 // Grids: forward and dq blocks are (position band, listed head, sequence), dk/dv blocks (key tile, kv head,
 // sequence).
-struct AttentionGrid {
-  int64_t x, y, z;
-};
-inline AttentionGrid query_grid(const AttentionArgs &a) {
-  return {ceil_div(a.dims.seq, kQueryTile), a.n_heads, a.dims.batch};
-}
-inline AttentionGrid key_grid(const AttentionArgs &a) {
-  return {ceil_div(a.dims.seq, kKeyTile), a.dims.kv_heads, a.dims.batch};
-}
+inline Grid query_grid(const AttentionArgs &a) { return {ceil_div(a.dims.seq, kQueryTile), a.n_heads, a.dims.batch}; }
+inline Grid key_grid(const AttentionArgs &a) { return {ceil_div(a.dims.seq, kKeyTile), a.dims.kv_heads, a.dims.batch}; }
 
 // Row-major [rows, d] blocks that one thread per row walks along are padded to d + 1 floats per row, so the 32
 // threads of a warp reading column i of their rows hit 32 different banks. Arrays that every thread reads at the same
@@ -181,15 +206,19 @@ MOAS_HD inline void load_rows(int t, int threads, const float *src, int64_t src_
 }
 
 // One query row against one key tile: its scaled scores on the visible columns [lo, hi), the online-softmax update,
-// then acc = acc * alpha + sum_c p_c v_c.
-MOAS_HD inline void forward_row_tile(const float *q, const float *k, const float *v, int64_t d, int64_t nk, int64_t lo,
-                                     int64_t hi, float scale, float *s, float &m, float &l, float *acc) {
-  for (int64_t c = lo; c < hi; ++c) s[c] = scale * dot(q, k + c * d, d);
+// dropout of the probabilities (after the normaliser took them, as on the CPU; element e0 + c), then
+// acc = acc * alpha + sum_c p_c v_c.
+MOAS_HD inline void forward_row_tile(const AttentionArgs &a, const float *q, const float *k, const float *v, int64_t d,
+                                     int64_t nk, int64_t lo, int64_t hi, uint64_t e0, float *s, float &m, float &l,
+                                     float *acc) {
+  for (int64_t c = lo; c < hi; ++c) s[c] = a.scale * dot(q, k + c * d, d);
   const float alpha = online_softmax_update(s, lo, hi, nk, m, l);
+  if (a.dropout.active())
+    for (int64_t c = lo; c < hi; ++c) s[c] *= dropout_multiplier(a, e0 + (uint64_t)c);
   for (int64_t i = 0; i < d; ++i) {
-    float a = acc[i] * alpha;
-    for (int64_t c = lo; c < hi; ++c) a += s[c] * v[c * d + i];
-    acc[i] = a;
+    float sum = acc[i] * alpha;
+    for (int64_t c = lo; c < hi; ++c) sum += s[c] * v[c * d + i];
+    acc[i] = sum;
   }
 }
 
@@ -224,7 +253,8 @@ MOAS_HD void attention_forward_block(const Block &block, const AttentionArgs &a,
       if (t >= mq) return;
       int64_t lo, hi;
       visible_keys(sh.pos[t], w, j0, nk, &lo, &hi);
-      forward_row_tile(sh.q + t * (d + 1), sh.k, sh.v, d, nk, lo, hi, a.scale, sh.s + t * (kKeyTile + 1), sh.m[t],
+      forward_row_tile(a, sh.q + t * (d + 1), sh.k, sh.v, d, nk, lo, hi,
+                       attention_dropout_element(a, b, qh.head, sh.pos[t], j0), sh.s + t * (kKeyTile + 1), sh.m[t],
                        sh.l[t], sh.acc + t * (d + 1));
     });
   }
@@ -237,9 +267,9 @@ MOAS_HD void attention_forward_block(const Block &block, const AttentionArgs &a,
   });
 }
 
-// FlashAttention-2's backward, per query row i and visible key j: p = exp(s_ij - lse_i), dp = dO_i . v_j,
-// ds = p (dp - D_i) with D_i = dO_i . O_i; then dq_i += scale ds k_j (here, per query row), dk_j += scale ds q_i and
-// dv_j += p dO_i (attention_dkdv_block, per key).
+// FlashAttention-2's backward, per query row i and visible key j: p = exp(s_ij - lse_i), dp = (dO_i . v_j) z_ij,
+// ds = p (dp - D_i) with D_i = dO_i . O_i and z the dropout multiplier; then dq_i += scale ds k_j (here, per query
+// row), dk_j += scale ds q_i and dv_j += p z dO_i (attention_dkdv_block, per key).
 template <class Block>
 MOAS_HD void attention_dq_block(const Block &block, const AttentionArgs &a, unsigned char *shared, int64_t band,
                                 int64_t entry, int64_t b) {
@@ -274,9 +304,12 @@ MOAS_HD void attention_dq_block(const Block &block, const AttentionArgs &a, unsi
       visible_keys(sh.pos[t], w, j0, nk, &lo, &hi);
       const float *q = sh.q + t * (d + 1), *dout = sh.dout + t * (d + 1);
       float *ds = sh.ds + t * (kKeyTile + 1), *dq = sh.dq + t * (d + 1);
+      const uint64_t e0 = attention_dropout_element(a, b, qh.head, sh.pos[t], j0);
       for (int64_t c = lo; c < hi; ++c) {
         const float p = fast_exp(a.scale * dot(q, sh.k + c * d, d) - sh.lse[t]);
-        ds[c] = p * (dot(dout, sh.v + c * d, d) - sh.D[t]);
+        float dp = dot(dout, sh.v + c * d, d);
+        if (a.dropout.active()) dp *= dropout_multiplier(a, e0 + (uint64_t)c);
+        ds[c] = p * (dp - sh.D[t]);
       }
       for (int64_t i = 0; i < d; ++i) {
         float sum = 0.0f;
@@ -345,9 +378,15 @@ MOAS_HD void attention_dkdv_block(const Block &block, const AttentionArgs &a, un
           if (t < lo || t >= hi) continue;
           const float *q = sh.q + r * d, *dout = sh.dout + r * d;
           const float p = fast_exp(a.scale * dot(q, k, d) - sh.lse[r]);
-          const float ds = p * (dot(dout, v, d) - sh.D[r]);
+          float dp = dot(dout, v, d), pz = p;
+          if (a.dropout.active()) {
+            const float z = dropout_multiplier(a, attention_dropout_element(a, b, qh.head, sh.pos[r], j0 + t));
+            dp *= z;
+            pz *= z;
+          }
+          const float ds = p * (dp - sh.D[r]);
           for (int64_t i = 0; i < d; ++i) {
-            dv[i] += p * dout[i];
+            dv[i] += pz * dout[i];
             dk[i] += a.scale * ds * q[i];
           }
         }
@@ -366,10 +405,15 @@ MOAS_HD void attention_dkdv_block(const Block &block, const AttentionArgs &a, un
 
 // Launchers (attention.cu): check the arguments, size the shared memory, launch, check the launch.
 int32_t attention_forward(const moas_cuda_attention_dims *dims, const moas_cuda_key_values *kv,
-                          const moas_cuda_query_head *heads, int64_t n_heads, void *stream);
+                          const moas_cuda_query_head *heads, int64_t n_heads, const moas_cuda_dropout *dropout,
+                          void *stream);
 int32_t attention_backward(const moas_cuda_attention_dims *dims, const moas_cuda_key_values *kv,
                            const moas_cuda_query_head *heads, const moas_cuda_query_head_grad *grads, int64_t n_heads,
-                           const moas_cuda_key_value_grads *dkv, void *stream);
+                           const moas_cuda_key_value_grads *dkv, const moas_cuda_dropout *dropout, void *stream);
+
+// The argument checks of attention_forward (attention.cu), shared with the CoPE launchers.
+int32_t check_attention_args(const char *what, const moas_cuda_attention_dims *dims, const moas_cuda_key_values *kv,
+                             const void *heads, int64_t n_heads);
 
 }  // namespace cuda
 }  // namespace moas

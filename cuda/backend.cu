@@ -1,12 +1,20 @@
-// The one symbol libmoas_cuda.so exports: moas_cuda_backend_v1 hands libmoas (src/cuda_loader.cpp) the function
+// The one symbol libmoas_cuda.so exports: moas_cuda_backend_v2 hands libmoas (src/cuda_loader.cpp) the function
 // table of src/cuda_backend.h. Also the device probe and the per-thread error message behind every entry.
 #include <cstdio>
 #include <string>
 
+#include "adamw.cuh"
 #include "attention.cuh"
 #include "check.cuh"
+#include "cope_attention.cuh"
 #include "cuda_backend.h"
+#include "dropout.cuh"
+#include "embedding.cuh"
+#include "loss.cuh"
+#include "mlp.cuh"
 #include "moh_gates.cuh"
+#include "norm.cuh"
+#include "rope.cuh"
 #include "routing.cuh"
 #include "rows.cuh"
 
@@ -38,7 +46,7 @@ const char *last_error() { return error_message.c_str(); }
 }  // namespace cuda
 }  // namespace moas
 
-extern "C" __attribute__((visibility("default"))) const moas_cuda_backend *moas_cuda_backend_v1(void) {
+extern "C" __attribute__((visibility("default"))) const moas_cuda_backend *moas_cuda_backend_v2(void) {
   using namespace moas::cuda;
   static const moas_cuda_backend table = {MOAS_CUDA_BACKEND_VERSION,
                                           probe,
@@ -50,6 +58,22 @@ extern "C" __attribute__((visibility("default"))) const moas_cuda_backend *moas_
                                           moh_gates_backward,
                                           select_rows,
                                           gather_rows,
-                                          scatter_add_rows};
+                                          scatter_add_rows,
+                                          embedding_forward,
+                                          embedding_backward,
+                                          norm_forward,
+                                          norm_backward,
+                                          gelu_forward,
+                                          gelu_backward,
+                                          swiglu_forward,
+                                          swiglu_backward,
+                                          cross_entropy_forward,
+                                          cross_entropy_backward,
+                                          gradient_norm,
+                                          adamw_step,
+                                          rope_rotate,
+                                          dropout_apply,
+                                          cope_attention_forward,
+                                          cope_attention_backward};
   return &table;
 }

@@ -62,5 +62,33 @@ struct SharedArena {
 MOAS_HD inline int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
 MOAS_HD inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// A launch's grid of blocks; each block function says what its x, y and z index.
+struct Grid {
+  int64_t x, y, z;
+};
+
+// part[0] = the sum of part[0, Threads), each thread having written its own entry: a tree of fixed shape (the upper
+// half added onto the lower, halving), so the same inputs give the same bits on every run and in either thread order.
+// The other entries are overwritten. A later phase reads part[0]; reductions whose results are read together use
+// separate arrays (a thread could still be reading part[0] when another starts the next reduction).
+template <class Block, typename V>
+MOAS_HD void block_sum(const Block &block, V *part) {
+  static_assert((Block::kThreads & (Block::kThreads - 1)) == 0, "block_sum needs a power-of-two block");
+  for (int half = Block::kThreads / 2; half > 0; half /= 2)
+    block.each([&](int t) {
+      if (t < half) part[t] += part[t + half];
+    });
+}
+
+// part[0] = the largest of part[0, Threads), as block_sum.
+template <class Block, typename V>
+MOAS_HD void block_max(const Block &block, V *part) {
+  static_assert((Block::kThreads & (Block::kThreads - 1)) == 0, "block_max needs a power-of-two block");
+  for (int half = Block::kThreads / 2; half > 0; half /= 2)
+    block.each([&](int t) {
+      if (t < half && part[t + half] > part[t]) part[t] = part[t + half];
+    });
+}
+
 }  // namespace cuda
 }  // namespace moas

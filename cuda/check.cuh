@@ -8,6 +8,9 @@
 #include <cstdint>
 #include <string>
 
+#include "block.cuh"
+#include "cuda_backend.h"
+
 namespace moas {
 namespace cuda {
 
@@ -36,6 +39,27 @@ int32_t allow_shared(Kernel kernel, size_t bytes, const char *what) {
   if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes) != cudaSuccess)
     return launched(what);
   return kOk;
+}
+
+// kOk when dropout is null or has p in [0, 1), else fail("<what>: ...").
+inline int32_t check_dropout(const char *what, const moas_cuda_dropout *dropout) {
+  if (!dropout || (dropout->p >= 0.0f && dropout->p < 1.0f)) return kOk;
+  return fail(std::string(what) + ": dropout p must be in [0, 1) (p " + std::to_string(dropout->p) + ")");
+}
+
+// kernel<<<grid, threads, shared_bytes, stream>>>(a), after checking the grid against CUDA's limits and letting the
+// kernel have its shared memory; an empty grid launches nothing.
+template <typename Kernel, typename Args>
+int32_t launch(Kernel kernel, const Grid &grid, int threads, size_t shared_bytes, const Args &a, void *stream,
+               const char *what) {
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0) return kOk;
+  if (grid.x > 2147483647 || grid.y > 65535 || grid.z > 65535)
+    return fail(std::string(what) + ": the grid (" + std::to_string(grid.x) + ", " + std::to_string(grid.y) + ", " +
+                std::to_string(grid.z) + ") exceeds CUDA's limits (2^31 - 1, 65535, 65535)");
+  if (allow_shared(kernel, shared_bytes, what) != kOk) return kFailed;
+  const dim3 blocks((unsigned)grid.x, (unsigned)grid.y, (unsigned)grid.z);
+  kernel<<<blocks, threads, shared_bytes, (cudaStream_t)stream>>>(a);
+  return launched(what);
 }
 
 }  // namespace cuda

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "hd.hpp"
 #include "parallel.hpp"
 #include "params.hpp"
 
@@ -39,7 +40,32 @@ double gradient_norm(const std::vector<T> &grads) {
   return std::sqrt(total);
 }
 
-// Applies one step; returns the pre-clip norm. The caller has checked the norm is finite.
+// The constants of step number `step` (1 for the first), in the parameters' type: the clip factor from the pre-clip
+// norm, the bias corrections and the decay factor of tensors that decay. Shared with the CUDA kernel (cuda/adamw.cuh).
+template <typename T>
+struct AdamWFactors {
+  T b1, b2, eps, step_size, bc2_sqrt, grad_scale, decay;
+};
+
+template <typename T>
+AdamWFactors<T> adamw_factors(const AdamWSettings &s, uint64_t step, double grad_norm) {
+  const double clip = (s.grad_clip > 0 && grad_norm > s.grad_clip) ? s.grad_clip / (grad_norm + 1e-6) : 1.0;
+  const double bc1 = 1.0 - std::pow(s.beta1, (double)step);
+  const double bc2 = 1.0 - std::pow(s.beta2, (double)step);
+  const double decay = 1.0 - s.lr * s.weight_decay;
+  return {(T)s.beta1, (T)s.beta2, (T)s.eps, (T)(s.lr / bc1), (T)std::sqrt(bc2), (T)clip, (T)decay};
+}
+
+// One element: the moments from the clipped gradient, then the (decayed) parameter.
+template <typename T>
+MOAS_HD inline void adamw_update(T *p, T *m, T *v, T g, const AdamWFactors<T> &f, bool decays) {
+  const T gi = g * f.grad_scale;
+  *m = f.b1 * *m + ((T)1 - f.b1) * gi;
+  *v = f.b2 * *v + ((T)1 - f.b2) * gi * gi;
+  *p = *p * (decays ? f.decay : (T)1) - f.step_size * *m / (std::sqrt(*v) / f.bc2_sqrt + f.eps);
+}
+
+// Applies one step. The caller has checked the norm is finite.
 template <typename T>
 void adamw_step(ParamTable<T> &params, AdamWState<T> &state, const AdamWSettings &s, double grad_norm) {
   if (state.exp_avg.size() != params.values.size()) {
@@ -47,23 +73,14 @@ void adamw_step(ParamTable<T> &params, AdamWState<T> &state, const AdamWSettings
     state.exp_avg_sq.assign(params.values.size(), T(0));
   }
   state.step++;
-  const double clip = (s.grad_clip > 0 && grad_norm > s.grad_clip) ? s.grad_clip / (grad_norm + 1e-6) : 1.0;
-  const double bc1 = 1.0 - std::pow(s.beta1, (double)state.step);
-  const double bc2 = 1.0 - std::pow(s.beta2, (double)state.step);
-  const T step_size = (T)(s.lr / bc1), bc2_sqrt = (T)std::sqrt(bc2);
-  const T b1 = (T)s.beta1, b2 = (T)s.beta2, eps = (T)s.eps, g_scale = (T)clip;
+  const AdamWFactors<T> f = adamw_factors<T>(s, state.step, grad_norm);
   for (const ParamInfo &info : params.infos()) {
-    const T decay = info.decay ? (T)(1.0 - s.lr * s.weight_decay) : (T)1;
     T *p = params.values.data() + info.offset;
     const T *g = params.grads.data() + info.offset;
     T *m = state.exp_avg.data() + info.offset, *v = state.exp_avg_sq.data() + info.offset;
+    const bool decays = info.decay;
 #pragma omp parallel for simd schedule(static) if (info.numel >= kParallelGrain)
-    for (int64_t i = 0; i < info.numel; i++) {
-      const T gi = g[i] * g_scale;
-      m[i] = b1 * m[i] + ((T)1 - b1) * gi;
-      v[i] = b2 * v[i] + ((T)1 - b2) * gi * gi;
-      p[i] = p[i] * decay - step_size * m[i] / (std::sqrt(v[i]) / bc2_sqrt + eps);
-    }
+    for (int64_t i = 0; i < info.numel; i++) adamw_update(p + i, m + i, v + i, g[i], f, decays);
   }
 }
 

@@ -1,6 +1,6 @@
 // SPEC §7's options of one attention block — a sliding window and CoPE — and the kernel they call for: the tiled
-// one of attention.hpp, or CoPE's row-wise one (cope_attention.hpp). Every block kind (one scheme, MoAS, MoH)
-// attends through here, so each option reaches all three the same way.
+// one of attention.hpp, or CoPE's (cope_attention.hpp). Every block kind (one scheme, MoAS, MoH) attends through
+// here, so each option reaches all three the same way.
 #pragma once
 
 #include <cstdint>

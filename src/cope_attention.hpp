@@ -5,11 +5,13 @@
 // code).
 //
 // A row's positions need the suffix sums of its gates over all its keys before any logit exists, so the tiled
-// online softmax of attention.cpp cannot serve: this kernel works row by row with O(T + P) scratch per thread
-// (O(w + P) with a window w; never T x T), computing z_n = q_i . e_h[n] once per row and interpolating it. It takes
-// the same query heads, row sets (dense or routed), key/value views (keys from first_key on, as a windowed KV cache
-// holds them), sliding window and dropout mask as attention.hpp, and is deterministic in the same way: bit-identical
-// for any thread count.
+// online softmax of attention.cpp cannot serve. This kernel works on chunks of a head's compact rows (one band of
+// positions, as attention.cpp's) against every key the chunk sees at once: q . k and z_n = q . e_h[n] (computed once
+// per row for the positions it can reach, then interpolated) as matrix products into O(chunk x (T + P)) scratch per
+// thread (chunk x (w + chunk + P) with a window w; never T x T), then per row the gates, positions and softmax of
+// cope_math.hpp, then A V as one more product. It takes the same query heads, row sets (dense or routed), key/value
+// views (keys from first_key on, as a windowed KV cache holds them), sliding window and dropout mask as
+// attention.hpp, and is deterministic in the same way: bit-identical for any thread count.
 #pragma once
 
 #include <cstdint>

@@ -11,11 +11,12 @@ namespace moas {
 
 // p_j = min(sum_{t=j..n-1} g_t, max_pos - 1) for the n keys a query sees, the last being its own position: how many
 // keys from j up to the query its gates count. Summed from the query backwards, so every backend adds in the same
-// order. `positions` may be `gates` itself (p_j is written after g_j is read).
+// order. `positions` may be `gates` itself (p_j is written after g_j is read). `after` is the sum of the gates of
+// keys past these n (a GPU block splits a row's keys into chunks); 0 for a whole row.
 template <typename T>
-MOAS_HD inline void cope_positions(const T *gates, int64_t n, int64_t max_pos, T *positions) {
+MOAS_HD inline void cope_positions(const T *gates, int64_t n, int64_t max_pos, T *positions, T after = T(0)) {
   const T cap = T(max_pos - 1);
-  T sum = 0;
+  T sum = after;
   for (int64_t j = n - 1; j >= 0; --j) {
     sum += gates[j];
     positions[j] = sum < cap ? sum : cap;
@@ -23,10 +24,11 @@ MOAS_HD inline void cope_positions(const T *gates, int64_t n, int64_t max_pos, T
 }
 
 // Backward of cope_positions: dL/dg_t = sum_{j <= t} dL/dp_j. The clamp needs no mask here: a clamped p_j sits on the
-// integer max_pos - 1, where cope_slope is 0, so its dL/dp_j is already 0. `d_gates` may be `d_positions`.
+// integer max_pos - 1, where cope_slope is 0, so its dL/dp_j is already 0. `d_gates` may be `d_positions`. `before`
+// is the sum of dL/dp_j of the keys before these n (0 for a whole row).
 template <typename T>
-MOAS_HD inline void cope_positions_backward(const T *d_positions, int64_t n, T *d_gates) {
-  T sum = 0;
+MOAS_HD inline void cope_positions_backward(const T *d_positions, int64_t n, T *d_gates, T before = T(0)) {
+  T sum = before;
   for (int64_t t = 0; t < n; ++t) {
     sum += d_positions[t];
     d_gates[t] = sum;

@@ -17,8 +17,8 @@
 extern "C" {
 #endif
 
-#define MOAS_CUDA_BACKEND_VERSION 1
-#define MOAS_CUDA_BACKEND_SYMBOL "moas_cuda_backend_v1"
+#define MOAS_CUDA_BACKEND_VERSION 2
+#define MOAS_CUDA_BACKEND_SYMBOL "moas_cuda_backend_v2"
 
 /* As moas::AttentionDims (src/attention.hpp). */
 typedef struct moas_cuda_attention_dims {
@@ -65,6 +65,29 @@ typedef struct moas_cuda_query_head_grad { /* compact like its query head */
   int64_t dq_stride;
 } moas_cuda_query_head_grad;
 
+/* As moas::Dropout (src/dropout.hpp): drop probability p, and the key of moas::Dropout::at(p, seed, step, layer,
+ * site), so a kernel draws the CPU's mask bits for the same element. */
+typedef struct moas_cuda_dropout {
+  float p;
+  uint64_t key;
+} moas_cuda_dropout;
+
+/* As moas::AdamWSettings (src/adamw.hpp). */
+typedef struct moas_cuda_adamw_settings {
+  double lr, beta1, beta2, eps, weight_decay, grad_clip;
+} moas_cuda_adamw_settings;
+
+/* Scratch sizes, in elements: norm_backward's partial column sums (dweight and dbias over bands of
+ * MOAS_CUDA_NORM_ROW_BAND rows) and gradient_norm's partial sums (over chunks of MOAS_CUDA_GRAD_NORM_CHUNK values). */
+#define MOAS_CUDA_NORM_ROW_BAND 256
+#define MOAS_CUDA_GRAD_NORM_CHUNK 4096
+static inline int64_t moas_cuda_norm_backward_scratch(int64_t N, int64_t C) {
+  return 2 * ((N + MOAS_CUDA_NORM_ROW_BAND - 1) / MOAS_CUDA_NORM_ROW_BAND) * C; /* floats */
+}
+static inline int64_t moas_cuda_gradient_norm_scratch(int64_t n) {
+  return (n + MOAS_CUDA_GRAD_NORM_CHUNK - 1) / MOAS_CUDA_GRAD_NORM_CHUNK; /* doubles */
+}
+
 /* As moas::MohGateSpec (src/moh_gates.hpp). */
 typedef struct moas_cuda_moh_gate_spec {
   int64_t shared, routed, active;
@@ -79,17 +102,19 @@ typedef struct moas_cuda_backend {
   int32_t (*probe)(char *why, size_t why_len);
   const char *(*last_error)(void);
 
-  /* attention_forward / attention_backward: src/attention.hpp's semantics without dropout. `heads` and `grads` are
-   * device arrays of n_heads descriptors (the model keeps them resident; their rows may change between calls).
-   * Every row must see only held keys (src/attention.cpp checks this on the host; here it is the caller's to keep).
-   * Backward needs kv->first_key == 0 and overwrites every listed head's dq and, for each kv head some listed head
-   * reads, dk/dv of every key of every sequence (summed over the group's listed heads in list order: deterministic, no
-   * atomics). */
+  /* attention_forward / attention_backward: src/attention.hpp's semantics, dropout on the probabilities included
+   * (NULL or p = 0: none). `heads` and `grads` are device arrays of n_heads descriptors (the model keeps them
+   * resident; their rows may change between calls). Every row must see only held keys (src/attention.cpp checks this
+   * on the host; here it is the caller's to keep). Backward needs kv->first_key == 0 and overwrites every listed
+   * head's dq and, for each kv head some listed head reads, dk/dv of every key of every sequence (summed over the
+   * group's listed heads in list order: deterministic, no atomics). */
   int32_t (*attention_forward)(const moas_cuda_attention_dims *dims, const moas_cuda_key_values *kv,
-                               const moas_cuda_query_head *heads, int64_t n_heads, void *stream);
+                               const moas_cuda_query_head *heads, int64_t n_heads, const moas_cuda_dropout *dropout,
+                               void *stream);
   int32_t (*attention_backward)(const moas_cuda_attention_dims *dims, const moas_cuda_key_values *kv,
                                 const moas_cuda_query_head *heads, const moas_cuda_query_head_grad *grads,
-                                int64_t n_heads, const moas_cuda_key_value_grads *dkv, void *stream);
+                                int64_t n_heads, const moas_cuda_key_value_grads *dkv,
+                                const moas_cuda_dropout *dropout, void *stream);
 
   /* Router decisions per token n < N: probs[n, :width] = softmax(logits[n, :width]) (probs may be logits); then,
    * where not NULL, choice[n] = argmax (ties to the lower index) and selected[n * width + i] = 1 for the top k (k in
@@ -116,6 +141,65 @@ typedef struct moas_cuda_backend {
   /* dst[row[r], :width] += scale[r] * src[r, :width] (scale NULL: 1) for r < *count; rows are distinct. */
   int32_t (*scatter_add_rows)(float *dst, int64_t dst_stride, const float *src, int64_t src_stride, const int64_t *row,
                               const float *scale, const int64_t *count, int64_t capacity, int64_t width, void *stream);
+
+  /* The model's other ops, each the CPU function of the same name in src/ (same arguments, outputs first, shapes as
+   * there; every reduction in a fixed order, no float atomics, so results are deterministic). */
+  /* embedding.hpp: out [B*T, C] = wte[tokens] + wpe[past + t] (wpe NULL: no positions). */
+  int32_t (*embedding_forward)(float *out, const int32_t *tokens, const float *wte, const float *wpe, int64_t B,
+                               int64_t T, int64_t C, int64_t past, void *stream);
+  /* dwte [V, C] += per token row, dwpe [T, C] += per position (NULL: none), each in token order; tokens in [0, V). */
+  int32_t (*embedding_backward)(float *dwte, float *dwpe, const float *dout, const int32_t *tokens, int64_t B,
+                                int64_t T, int64_t C, int64_t V, void *stream);
+  /* norm.hpp (rms != 0: RMSNorm): out [N, C], mean and rstd [N]; bias may be NULL. */
+  int32_t (*norm_forward)(int32_t rms, float *out, float *mean, float *rstd, const float *inp, const float *weight,
+                          const float *bias, int64_t N, int64_t C, void *stream);
+  /* dinp, dweight, dbias (may be NULL) accumulate (+=); scratch holds moas_cuda_norm_backward_scratch(N, C) floats. */
+  int32_t (*norm_backward)(int32_t rms, float *dinp, float *dweight, float *dbias, float *scratch, const float *dout,
+                           const float *inp, const float *weight, const float *mean, const float *rstd, int64_t N,
+                           int64_t C, void *stream);
+  /* mlp.hpp: GELU (exact erf) over n values; backward overwrites dinp (may be dout). */
+  int32_t (*gelu_forward)(float *out, const float *inp, int64_t n, void *stream);
+  int32_t (*gelu_backward)(float *dinp, const float *dout, const float *inp, int64_t n, void *stream);
+  /* mlp.hpp: pre [N, 2h] = [c_fc | c_up], out [N, h] = SiLU(c_fc) * c_up; backward overwrites dpre [N, 2h]. */
+  int32_t (*swiglu_forward)(float *out, const float *pre, int64_t N, int64_t h, void *stream);
+  int32_t (*swiglu_backward)(float *dpre, const float *dout, const float *pre, int64_t N, int64_t h, void *stream);
+  /* loss.hpp: lse [N]; with targets (not NULL; -1 ignores a row) also *loss, the mean over the counted rows (0 when
+   * none), and *n_counted, their number: device values, written in a fixed order of summation. */
+  int32_t (*cross_entropy_forward)(float *lse, double *loss, int64_t *n_counted, const float *logits,
+                                   const int32_t *targets, int64_t N, int64_t V, void *stream);
+  /* dlogits [N, V] (overwritten) = (softmax - onehot) * scale, 0 on ignored rows. */
+  int32_t (*cross_entropy_backward)(float *dlogits, const float *logits, const float *lse, const int32_t *targets,
+                                    int64_t N, int64_t V, float scale, void *stream);
+  /* adamw.hpp: *norm = the L2 norm of grads [n] (a device double); scratch holds
+   * moas_cuda_gradient_norm_scratch(n) doubles. */
+  int32_t (*gradient_norm)(double *norm, double *scratch, const float *grads, int64_t n, void *stream);
+  /* One AdamW step, number `step` (1 for the first), over the flat buffers [n] of the parameters, their gradients and
+   * moments, clipped by grad_norm (the pre-clip norm, a host value the caller has checked is finite). The tensors are
+   * n_segments spans: segment s covers [segment_begin[s], segment_begin[s + 1]) (device arrays; segment_begin[0] = 0,
+   * segment_begin[n_segments] = n) and decays when segment_decay[s] != 0 (rank >= 2). */
+  int32_t (*adamw_step)(const moas_cuda_adamw_settings *settings, uint64_t step, double grad_norm, float *params,
+                        const float *grads, float *exp_avg, float *exp_avg_sq, int64_t n, const int64_t *segment_begin,
+                        const uint8_t *segment_decay, int64_t n_segments, void *stream);
+  /* rope.hpp: rotates n_heads head vectors of head_dim 2 * half from column col0 of rows [0, m) of buf (row stride
+   * `stride`), row r at position pos[r]; cos, sin [positions, half] as moas::RopeTable builds them; direction +1
+   * forward, -1 backward (on the gradient). */
+  int32_t (*rope_rotate)(float *buf, int64_t stride, int64_t col0, int64_t n_heads, int64_t m, const int32_t *pos,
+                         const float *cos, const float *sin, int64_t half, int32_t direction, void *stream);
+  /* dropout.hpp: x [m, width] *= keep / (1 - p) in place, element r * width + c (dropout_apply), or, with row not
+   * NULL, row[r] * width + c (dropout_apply_rows); the same call on a gradient is the backward. */
+  int32_t (*dropout_apply)(float *x, int64_t m, int64_t width, const int64_t *row, const moas_cuda_dropout *dropout,
+                           void *stream);
+  /* cope_attention.hpp: attention_forward / attention_backward with CoPE's logits; e [heads, max_pos, head_dim]. The
+   * backward also accumulates de [heads, max_pos, head_dim] (+=) for every listed head, summed over sequences in
+   * order through scratch [batch, heads, max_pos, head_dim]. */
+  int32_t (*cope_attention_forward)(const moas_cuda_attention_dims *dims, const moas_cuda_key_values *kv,
+                                    const moas_cuda_query_head *heads, int64_t n_heads, const float *e,
+                                    int64_t max_pos, const moas_cuda_dropout *dropout, void *stream);
+  int32_t (*cope_attention_backward)(const moas_cuda_attention_dims *dims, const moas_cuda_key_values *kv,
+                                     const moas_cuda_query_head *heads, const moas_cuda_query_head_grad *grads,
+                                     int64_t n_heads, const moas_cuda_key_value_grads *dkv, const float *e,
+                                     int64_t max_pos, float *de, float *scratch, const moas_cuda_dropout *dropout,
+                                     void *stream);
 } moas_cuda_backend;
 
 /* The type of MOAS_CUDA_BACKEND_SYMBOL: returns a table that lives as long as the library stays loaded. */

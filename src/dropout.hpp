@@ -1,10 +1,11 @@
 // Counter-based dropout masks: keep(element) is a pure function of (seed, step, layer, site, element), so a mask
 // never depends on thread count, loop order, batch composition or backend, and backward regenerates it instead
-// of storing it.
+// of storing it. The mask functions are MOAS_HD: the CUDA kernels draw the same bits.
 #pragma once
 
 #include <cstdint>
 
+#include "hd.hpp"
 #include "parallel.hpp"
 
 namespace moas {
@@ -15,7 +16,7 @@ enum class DropoutSiteId : uint32_t { Embedding = 1, AttentionProbs = 2, Attenti
 inline uint32_t branch_site(DropoutSiteId site, int64_t branch) { return (uint32_t)site + 16u * (uint32_t)branch; }
 
 // splitmix64's finaliser: a bijective mix with full avalanche, cheap enough to call per element.
-inline uint64_t mix64(uint64_t x) {
+MOAS_HD inline uint64_t mix64(uint64_t x) {
   x += 0x9E3779B97F4A7C15ull;
   x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
   x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
@@ -35,15 +36,15 @@ struct Dropout {
   static Dropout at(float p, uint64_t seed, uint64_t step, uint32_t layer, DropoutSiteId site) {
     return at(p, seed, step, layer, (uint32_t)site);
   }
-  bool active() const { return p > 0.0f; }
+  MOAS_HD bool active() const { return p > 0.0f; }
   // True when `element` survives. Uses the top 24 bits as a uniform in [0, 1).
-  bool keep(uint64_t element) const {
+  MOAS_HD bool keep(uint64_t element) const {
     const uint64_t r = mix64(key ^ mix64(element));
     return (float)(r >> 40) * (1.0f / 16777216.0f) >= p;
   }
   // The multiplier applied to `element`: 0 or 1 / (1 - p).
   template <typename T>
-  T factor(uint64_t element) const {
+  MOAS_HD T factor(uint64_t element) const {
     return keep(element) ? (T)1 / (T)(1 - (T)p) : (T)0;
   }
 };

@@ -1,7 +1,7 @@
 // exp and erf written so that loops over them vectorise (glibc's expf/erff are scalar calls unless -ffast-math).
 // float: Cephes-style exp (≈1 ulp) and Abramowitz–Stegun 7.1.26 erf (|error| < 1.5e-7, below float resolution of
-// 1 + erf). double (the finite-difference build) uses the exact library functions. fast_exp is MOAS_HD: the CUDA
-// kernels evaluate the same polynomial as the CPU (the online softmax and the router softmax call it).
+// 1 + erf). double (the finite-difference build) uses the exact library functions. Both are MOAS_HD: the CUDA
+// kernels evaluate the same polynomials as the CPU (the softmaxes call fast_exp, GELU fast_erf).
 #pragma once
 
 #include <algorithm>
@@ -58,7 +58,7 @@ MOAS_HD inline float fast_exp(float x) {
 
 MOAS_HD inline double fast_exp(double x) { return std::exp(x); }
 
-inline float fast_erf(float x) {
+MOAS_HD inline float fast_erf(float x) {
   const float ax = std::fabs(x);
   const float t = 1.0f / (1.0f + 0.3275911f * ax);
   float p = 1.061405429f;
@@ -70,6 +70,6 @@ inline float fast_erf(float x) {
   return x < 0.0f ? -y : y;
 }
 
-inline double fast_erf(double x) { return std::erf(x); }
+MOAS_HD inline double fast_erf(double x) { return std::erf(x); }
 
 }  // namespace moas

@@ -6,11 +6,25 @@
 #include <cstdint>
 #include <vector>
 
+#include "hd.hpp"
 #include "parallel.hpp"
 
 namespace moas {
 
 constexpr double kNormEps = 1e-5;
+
+// The per-row arithmetic, shared with the CUDA kernels (cuda/norm.cuh), which reduce the sums in another order.
+// 1 / std from the sum of squared deviations of a row of C values.
+template <typename T>
+MOAS_HD inline T norm_rstd(T sum_sq, int64_t C) {
+  return (T)1 / std::sqrt(sum_sq / (T)C + (T)kNormEps);
+}
+
+// d/dx of one element: rs (g - mean(g) - xhat mean(g xhat)) with g = dy * weight (g_mean 0 for RMSNorm).
+template <typename T>
+MOAS_HD inline T norm_input_grad(T dy, T weight, T xhat, T rs, T g_mean, T gx_mean) {
+  return rs * (dy * weight - g_mean - xhat * gx_mean);
+}
 
 // out [N, C]; mean [N] (unused for RMSNorm); rstd [N]. bias may be null.
 template <typename T>
@@ -26,7 +40,7 @@ void norm_forward(bool rms, T *out, T *mean, T *rstd, const T *inp, const T *wei
     }
     T var = 0;
     for (int64_t c = 0; c < C; c++) var += (x[c] - mu) * (x[c] - mu);
-    const T rs = (T)1 / std::sqrt(var / (T)C + (T)kNormEps);
+    const T rs = norm_rstd(var, C);
     T *o = out + n * C;
     for (int64_t c = 0; c < C; c++) o[c] = (x[c] - mu) * rs * weight[c] + (bias ? bias[c] : (T)0);
     mean[n] = mu;
@@ -55,7 +69,7 @@ void norm_backward(bool rms, T *dinp, T *dweight, T *dbias, T *scratch, const T 
     T *dx = dinp + n * C, *prod = scratch + n * C;
     for (int64_t c = 0; c < C; c++) {
       const T xhat = (x[c] - mu) * rs;
-      dx[c] += rs * (dy[c] * weight[c] - g_mean - xhat * gx_mean);
+      dx[c] += norm_input_grad(dy[c], weight[c], xhat, rs, g_mean, gx_mean);
       prod[c] = dy[c] * xhat;
     }
   }

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "hd.hpp"
 #include "parallel.hpp"
 
 namespace moas {
@@ -28,6 +29,14 @@ struct RopeTable {
   }
 };
 
+// Rotates the pair v[0], v[1] by the angle whose cosine and sine are c and s (shared with cuda/rope.cuh).
+template <typename T>
+MOAS_HD inline void rope_rotate_pair(T *v, T c, T s) {
+  const T x0 = v[0], x1 = v[1];
+  v[0] = x0 * c - x1 * s;
+  v[1] = x0 * s + x1 * c;
+}
+
 // Rotates n_heads consecutive head vectors starting at column `col0` of rows [0, m) of buf (row stride `stride`);
 // row r sits at sequence position pos[r]. direction +1 applies the rotation (forward), -1 its inverse (backward on
 // the gradient).
@@ -40,11 +49,7 @@ void rope_rotate(T *buf, int64_t stride, int64_t col0, int64_t n_heads, int64_t 
     const T *cs = table.cos.data() + (int64_t)pos[r] * half, *sn = table.sin.data() + (int64_t)pos[r] * half;
     for (int64_t h = 0; h < n_heads; h++) {
       T *v = buf + r * stride + col0 + h * d;
-      for (int64_t i = 0; i < half; i++) {
-        const T x0 = v[2 * i], x1 = v[2 * i + 1], s = direction * sn[i];
-        v[2 * i] = x0 * cs[i] - x1 * s;
-        v[2 * i + 1] = x0 * s + x1 * cs[i];
-      }
+      for (int64_t i = 0; i < half; i++) rope_rotate_pair(v + 2 * i, cs[i], direction * sn[i]);
     }
   }
 }

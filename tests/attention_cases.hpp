@@ -1,7 +1,9 @@
 // Attention cases for the CUDA kernels' tests: the host emulation of the block functions (test_cuda_blocks.cpp)
-// and the device run (test_cuda_kernels.cpp) both compare with the CPU kernel (src/attention.cpp) on the same data.
-// A case keeps every float (q/k/v, outputs, gradients) in one arena and the positions and row starts in two more, so
-// a test runs it on host memory or copies the arenas to the device and back; descriptors are built for either.
+// and the device run (test_cuda_kernels.cpp) both compare with the CPU kernel (src/attention.cpp, or
+// src/cope_attention.cpp for a CoPE case) on the same data, with or without dropout on the probabilities.
+// A case keeps every float (q/k/v, CoPE embeddings, outputs, gradients) in one arena and the positions and row starts
+// in two more, so a test runs it on host memory or copies the arenas to the device and back; descriptors are built
+// for either.
 #pragma once
 
 #include <algorithm>
@@ -13,6 +15,7 @@
 #include <vector>
 
 #include "attention.hpp"
+#include "cope_attention.hpp"
 #include "cuda_backend.h"
 #include "dropout.hpp"
 #include "rows.hpp"
@@ -62,8 +65,12 @@ class AttentionCase {
   std::vector<int64_t> begins;     // every listed head's row starts
   std::vector<Tensor> forward_outputs, backward_outputs;
 
-  AttentionCase(const CaseSpec &spec, uint64_t seed)
-      : dims{spec.batch, spec.seq, spec.heads, spec.kv_heads, spec.head_dim, spec.window} {
+  // dropout: p on the probabilities (0: none); cope_max_pos: CoPE with this many positions per head (0: plain).
+  AttentionCase(const CaseSpec &spec, uint64_t seed, float dropout = 0.0f, int64_t cope_max_pos = 0)
+      : dims{spec.batch, spec.seq, spec.heads, spec.kv_heads, spec.head_dim, spec.window},
+        dropout_(dropout > 0.0f ? moas::Dropout::at(dropout, seed, 3, 1, moas::DropoutSiteId::AttentionProbs)
+                                : moas::Dropout{}),
+        max_pos_(cope_max_pos) {
     const int64_t H = spec.heads, Hkv = spec.kv_heads, d = spec.head_dim;
     const int64_t queries = spec.seq - spec.past, keys = spec.seq - spec.first_key;  // per sequence
     const int64_t N = spec.batch * keys;  // fused q/k/v rows: the held keys' tokens
@@ -153,6 +160,13 @@ class AttentionCase {
     }
     backward_outputs.push_back({"dk", dk_, N * dkv_stride_});
     backward_outputs.push_back({"dv", dv_, N * dkv_stride_});
+    if (max_pos_ > 0) {  // small embeddings, so position terms and scores are of a size; de accumulates onto 7
+      e_ = take(H * max_pos_ * d, 0.0f);
+      randomize(e_, H * max_pos_ * d);
+      for (int64_t i = 0; i < H * max_pos_ * d; ++i) arena[(size_t)(e_ + i)] *= 0.25f;
+      de_ = take(H * max_pos_ * d, kSentinel);
+      backward_outputs.push_back({"de", de_, H * max_pos_ * d});
+    }
   }
 
   moas_cuda_attention_dims cuda_dims() const {
@@ -167,6 +181,12 @@ class AttentionCase {
             first_key_};
   }
   bool has_backward() const { return first_key_ == 0; }  // the backward needs every key (src/attention.hpp)
+  bool cope() const { return max_pos_ > 0; }
+  int64_t max_pos() const { return max_pos_; }
+  const float *cope_e(const float *base) const { return base + e_; }  // [H, P, d]
+  float *cope_de(float *base) const { return base + de_; }
+  int64_t cope_scratch_size() const { return dims.batch * dims.heads * max_pos_ * dims.head_dim; }
+  moas_cuda_dropout cuda_dropout() const { return {dropout_.p, dropout_.key}; }
   moas_cuda_key_value_grads key_value_grads(float *base) const {
     return {base + dk_, dkv_stride_, base + dv_, dkv_stride_};
   }
@@ -186,14 +206,21 @@ class AttentionCase {
 
   // The CPU kernel on a copy of the arena: forward, then backward from its own out and lse.
   void cpu_forward(std::vector<float> &a) const {
-    moas::attention_forward(dims, cpu_key_values(a), cpu_heads(a), moas::Dropout{});
+    if (cope())
+      moas::cope_attention_forward(dims, cpu_key_values(a), cpu_heads(a),
+                                   moas::CopeEmbeddings<float>{a.data() + e_, max_pos_}, dropout_);
+    else
+      moas::attention_forward(dims, cpu_key_values(a), cpu_heads(a), dropout_);
   }
   void cpu_backward(std::vector<float> &a) const {
     std::vector<moas::QueryHeadGrad<float>> g;
     for (const Entry &e : entries_) g.push_back({a.data() + e.dout, e.dout_stride, a.data() + e.dq, e.dq_stride});
-    moas::attention_backward(dims, cpu_key_values(a), cpu_heads(a), g,
-                             moas::KeyValueGrads<float>{a.data() + dk_, dkv_stride_, a.data() + dv_, dkv_stride_},
-                             moas::Dropout{});
+    const moas::KeyValueGrads<float> dkv{a.data() + dk_, dkv_stride_, a.data() + dv_, dkv_stride_};
+    if (cope())
+      moas::cope_attention_backward(dims, cpu_key_values(a), cpu_heads(a), g, dkv,
+                                    moas::CopeEmbeddings<float>{a.data() + e_, max_pos_}, a.data() + de_, dropout_);
+    else
+      moas::attention_backward(dims, cpu_key_values(a), cpu_heads(a), g, dkv, dropout_);
   }
 
  private:
@@ -203,7 +230,10 @@ class AttentionCase {
     int64_t q, q_stride, out, out_stride, lse, dout, dout_stride, dq, dq_stride, pos, begin;  // offsets, strides
   };
   std::vector<Entry> entries_;
-  int64_t qkv_ = 0, qkv_stride_ = 0, dk_ = 0, dv_ = 0, dkv_stride_ = 0, seq_stride_ = 0, first_key_ = 0;
+  moas::Dropout dropout_;
+  int64_t max_pos_ = 0;
+  int64_t qkv_ = 0, qkv_stride_ = 0, dk_ = 0, dv_ = 0, dkv_stride_ = 0, seq_stride_ = 0, first_key_ = 0, e_ = 0,
+          de_ = 0;
 
   moas::KeyValues<float> cpu_key_values(const std::vector<float> &a) const {
     const moas_cuda_key_values kv = key_values(a.data());
@@ -217,18 +247,34 @@ class AttentionCase {
   }
 };
 
-// SPEC §9, per tensor: max|a - b| <= tol * max|b|; sentinels (untouched on both sides) compare equal.
-inline void require_close(const std::vector<float> &a, const std::vector<float> &b, const Tensor &t, double tol) {
+// SPEC §9 on the values [offset, offset + size) of a against the reference b: max|a - b| <= tol * max|b|, every value
+// of a finite.
+template <typename V>
+void require_close(const std::vector<V> &a, const std::vector<V> &b, int64_t offset, int64_t size, double tol,
+                   const std::string &what) {
+  REQUIRE(a.size() == b.size());
   double err = 0, ref = 0;
   bool finite = true;
-  for (int64_t i = t.offset; i < t.offset + t.size; ++i) {
-    finite = finite && std::isfinite(a[(size_t)i]);
+  for (int64_t i = offset; i < offset + size; ++i) {
+    finite = finite && std::isfinite((double)a[(size_t)i]);
     err = std::max(err, std::fabs((double)a[(size_t)i] - (double)b[(size_t)i]));
     ref = std::max(ref, std::fabs((double)b[(size_t)i]));
   }
-  INFO(t.name << ": max abs err " << err << ", max|ref| " << ref);
+  INFO(what << ": max abs err " << err << ", max|ref| " << ref);
   REQUIRE(finite);
   REQUIRE(err <= tol * ref);
+}
+
+// Per tensor of a case; sentinels (untouched on both sides) compare equal.
+inline void require_close(const std::vector<float> &a, const std::vector<float> &b, const Tensor &t, double tol) {
+  require_close(a, b, t.offset, t.size, tol, t.name);
+}
+
+// Whole vectors.
+template <typename V>
+void require_close(const std::vector<V> &a, const std::vector<V> &b, double tol, const std::string &what) {
+  REQUIRE(a.size() == b.size());
+  require_close(a, b, 0, (int64_t)b.size(), tol, what);
 }
 
 }  // namespace cuda_test

@@ -193,8 +193,40 @@ std::string describe(const AttentionDims &s, int64_t P) {
          " window=" + std::to_string(s.window) + " P=" + std::to_string(P);
 }
 
-// Forward against the naive reference at every computed row, then every gradient element against central
-// differences of the naive loss, with every floor(p) and clamp unchanged between the two evaluations.
+// Every gradient element the kernel gave (every one, or about max_checks per input spread over it with an odd stride,
+// so they fall on different heads and columns) against central differences of the naive loss, with every floor(p)
+// and clamp unchanged between the two evaluations.
+void require_gradients_match(CopeProblem &c, const std::vector<RowSet> &rows, const std::vector<double> &W,
+                             const Dropout &drop, const KernelRun<double> &run, const NaiveCope &ref,
+                             size_t max_checks = 0) {
+  const double eps = 1e-6, atol = 1e-5, rtol = 1e-3;
+  struct Input {
+    const char *name;
+    std::vector<double> *x;
+    const std::vector<double> *grad;
+  };
+  for (const Input &in : {Input{"q", &c.q, &run.dq}, Input{"k", &c.k, &run.dk}, Input{"v", &c.v, &run.dv},
+                          Input{"e", &c.e, &run.de}}) {
+    const size_t size = in.x->size(), stride = max_checks > 0 && size > max_checks ? (size / max_checks) | 1 : 1;
+    for (size_t i = 0; i < size; i += stride) {
+      const double saved = (*in.x)[i];
+      (*in.x)[i] = saved + eps;
+      const NaiveCope plus = naive_cope(c, drop);
+      (*in.x)[i] = saved - eps;
+      const NaiveCope minus = naive_cope(c, drop);
+      (*in.x)[i] = saved;
+      INFO(in.name << "[" << i << "]");
+      REQUIRE(plus.segments == ref.segments);  // no position crossed an integer or the clamp
+      REQUIRE(minus.segments == ref.segments);
+      const double fd = (selected_loss(c, rows, plus.out, W) - selected_loss(c, rows, minus.out, W)) / (2 * eps);
+      INFO("analytic " << (*in.grad)[i] << " numeric " << fd);
+      REQUIRE(std::fabs((*in.grad)[i] - fd) <= atol + rtol * std::fabs(fd));
+    }
+  }
+}
+
+// Forward against the naive reference, element by element at every computed row, then every gradient element
+// against central differences.
 void check_against_naive(const AttentionDims &s, int64_t P, const Dropout &drop, bool routed, uint64_t seed) {
   INFO(describe(s, P) << (routed ? " routed" : " dense") << (drop.active() ? " dropout" : ""));
   CopeProblem c = random_problem(s, P, seed);
@@ -210,29 +242,26 @@ void check_against_naive(const AttentionDims &s, int64_t P, const Dropout &drop,
       }
       REQUIRE(run.lse[(size_t)(h * c.tokens() + n)] == Approx(ref.lse[(size_t)(h * c.tokens() + n)]).epsilon(1e-12));
     }
+  require_gradients_match(c, rows, W, drop, run, ref);
+}
 
-  const double eps = 1e-6, atol = 1e-5, rtol = 1e-3;
-  struct Input {
-    const char *name;
-    std::vector<double> *x;
-    const std::vector<double> *grad;
-  };
-  for (const Input &in : {Input{"q", &c.q, &run.dq}, Input{"k", &c.k, &run.dk}, Input{"v", &c.v, &run.dv},
-                          Input{"e", &c.e, &run.de}})
-    for (size_t i = 0; i < in.x->size(); i++) {
-      const double saved = (*in.x)[i];
-      (*in.x)[i] = saved + eps;
-      const NaiveCope plus = naive_cope(c, drop);
-      (*in.x)[i] = saved - eps;
-      const NaiveCope minus = naive_cope(c, drop);
-      (*in.x)[i] = saved;
-      INFO(in.name << "[" << i << "]");
-      REQUIRE(plus.segments == ref.segments);  // no position crossed an integer or the clamp
-      REQUIRE(minus.segments == ref.segments);
-      const double fd = (selected_loss(c, rows, plus.out, W) - selected_loss(c, rows, minus.out, W)) / (2 * eps);
-      INFO("analytic " << (*in.grad)[i] << " numeric " << fd);
-      REQUIRE(std::fabs((*in.grad)[i] - fd) <= atol + rtol * std::fabs(fd));
+// The computed rows' outputs [rows, d] and log-sum-exps [rows], head after head, out of the dense layouts: what the
+// kernel and the naive reference (which computes every row) must agree on.
+struct ComputedRows {
+  std::vector<double> out, lse;
+};
+
+template <typename T>
+ComputedRows computed_rows(const CopeProblem &c, const std::vector<RowSet> &rows, const std::vector<T> &out,
+                           const std::vector<T> &lse) {
+  const int64_t d = c.s.head_dim;
+  ComputedRows r;
+  for (int64_t h = 0; h < c.s.heads; h++)
+    for (int64_t n : rows[(size_t)h].row) {
+      r.out.insert(r.out.end(), &out[(size_t)(n * c.q_width() + h * d)], &out[(size_t)(n * c.q_width() + h * d + d)]);
+      r.lse.push_back(lse[(size_t)(h * c.tokens() + n)]);
     }
+  return r;
 }
 
 }  // namespace
@@ -300,6 +329,60 @@ TEST_CASE("CoPE attention on longer sequences: double against the naive referenc
       REQUIRE(moas_test::close(f.dv, run.dv, 1e-4));
       REQUIRE(moas_test::close(f.de, run.de, 1e-4));
     }
+  }
+}
+
+// The kernel's chunks are the rows in one band of 64 positions against every key they see: T = 140 gives chunks whose
+// keys span several bands (dk, dv and de summed over chunks), windows narrower than a chunk (9) and wider (70), P
+// below the keys a row sees (16) and beyond them (200); routed rows give chunks with gaps. Float is held to 1e-4 of
+// double here: a position sums up to 140 float gates, and its rounding reaches the logit times the slope of z, which
+// these unit-scale embeddings make steep.
+TEST_CASE("CoPE attention across chunks: double against the naive reference, float against double", "[cope]") {
+  const Dropout drop = Dropout::at(0.2f, 78, 2, 1, moas::DropoutSiteId::AttentionProbs);
+  for (const AttentionDims &s :
+       {AttentionDims{1, 140, 4, 2, 8}, AttentionDims{2, 140, 2, 1, 8, 9}, AttentionDims{1, 140, 4, 4, 8, 70}}) {
+    for (const auto &[P, routed] : {std::pair<int64_t, bool>{16, false}, {64, false}, {64, true}, {200, true}}) {
+      const Dropout dropout = routed ? drop : Dropout{};
+      INFO(describe(s, P) << (routed ? " routed, dropout" : " dense"));
+      const CopeProblem c = random_problem(s, P, 7 + (uint64_t)P);
+      const std::vector<RowSet> rows = head_rows(s, routed);
+      const auto W = moas_test::random_vector((size_t)(c.tokens() * c.q_width()), 8);
+      const NaiveCope ref = naive_cope(c, dropout);
+      const KernelRun<double> run = run_kernel<double>(c, rows, W, dropout);
+      const ComputedRows got = computed_rows(c, rows, run.out, run.lse);
+      const ComputedRows want = computed_rows(c, rows, ref.out, ref.lse);
+      REQUIRE(moas_test::close(got.out, want.out, 1e-12));
+      REQUIRE(moas_test::close(got.lse, want.lse, 1e-12));
+      const KernelRun<float> f = run_kernel<float>(c, rows, W, dropout);
+      REQUIRE(moas_test::close(f.out, run.out, 1e-4));
+      REQUIRE(moas_test::close(f.lse, run.lse, 1e-4));
+      REQUIRE(moas_test::close(f.dq, run.dq, 1e-4));
+      REQUIRE(moas_test::close(f.dk, run.dk, 1e-4));
+      REQUIRE(moas_test::close(f.dv, run.dv, 1e-4));
+      REQUIRE(moas_test::close(f.de, run.de, 1e-4));
+    }
+  }
+}
+
+TEST_CASE("CoPE attention gradients across chunks match finite differences of the naive reference",
+          "[cope][gradcheck]") {
+  const Dropout drop = Dropout::at(0.2f, 79, 2, 1, moas::DropoutSiteId::AttentionProbs);
+  struct Case {
+    AttentionDims s;
+    int64_t P;
+    bool routed;
+    Dropout drop;
+  };
+  for (const Case &k : {Case{AttentionDims{1, 140, 2, 1, 4}, 64, false, Dropout{}},
+                        Case{AttentionDims{1, 140, 2, 2, 4, 70}, 200, true, drop},
+                        Case{AttentionDims{2, 140, 2, 1, 4, 9}, 16, false, drop}}) {
+    INFO(describe(k.s, k.P) << (k.routed ? " routed" : " dense") << (k.drop.active() ? " dropout" : ""));
+    CopeProblem c = random_problem(k.s, k.P, 70 + (uint64_t)k.P);
+    const std::vector<RowSet> rows = head_rows(k.s, k.routed);
+    const auto W = moas_test::random_vector((size_t)(c.tokens() * c.q_width()), 9);
+    const NaiveCope ref = naive_cope(c, k.drop);
+    const KernelRun<double> run = run_kernel<double>(c, rows, W, k.drop);
+    require_gradients_match(c, rows, W, k.drop, run, ref, 16);
   }
 }
 

@@ -2,15 +2,18 @@
 // filled with NaN, its threads one after the other in both orders, against the CPU kernels. No GPU is needed, so
 // this runs in every build, the sanitizer build included: it checks the device code's indexing, tiling, masks and
 // arithmetic where no CUDA device exists (test_cuda_kernels.cpp runs the same cases on a device when there is one).
+// Here: attention and CoPE attention, with and without dropout, row selection and the router; test_cuda_ops.cpp does
+// the same for the model's other ops.
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
-#include <memory>
 #include <random>
 #include <vector>
 
 #include "attention.cuh"
 #include "attention_cases.hpp"
+#include "block_emulation.hpp"
+#include "cope_attention.cuh"
 #include "routing.cuh"
 #include "rows.cuh"
 
@@ -18,64 +21,97 @@ namespace {
 
 using cuda_test::AttentionCase;
 using cuda_test::CaseSpec;
-
-// Runs block(shared, x, y, z) for every block of the grid, one after the other.
-template <class BlockFn>
-void run_grid(const moas::cuda::AttentionGrid &grid, size_t shared_bytes, BlockFn &&block) {
-  std::unique_ptr<unsigned char[]> shared(new unsigned char[shared_bytes]);
-  for (int64_t z = 0; z < grid.z; ++z)
-    for (int64_t y = 0; y < grid.y; ++y)
-      for (int64_t x = 0; x < grid.x; ++x) {
-        std::memset(shared.get(), 0xFF, shared_bytes);  // NaN: a read of anything not written this block shows
-        block(shared.get(), x, y, z);
-      }
-}
+using moas::cuda::AttentionHostBlock;
+using moas::cuda::CopeHostBlock;
 
 void emulate_attention(const AttentionCase &c, std::vector<float> &arena, bool reverse) {
   using namespace moas::cuda;
   const auto heads = c.heads(arena.data(), c.positions.data(), c.begins.data());
   const auto grads = c.grads(arena.data());
-  AttentionArgs a{};
-  a.dims = c.cuda_dims();
-  a.kv = c.key_values(arena.data());
-  a.heads = heads.data();
-  a.grads = grads.data();
-  a.n_heads = (int64_t)heads.size();
-  a.dkv = c.key_value_grads(arena.data());
-  a.scale = 1.0f / std::sqrt((float)a.dims.head_dim);
-  AttentionHostBlock block;
-  block.reverse = reverse;
+  const moas_cuda_key_value_grads dkv = c.key_value_grads(arena.data());
+  const moas_cuda_dropout dropout = c.cuda_dropout();
+  const AttentionArgs a = attention_args(c.cuda_dims(), c.key_values(arena.data()), heads.data(), grads.data(),
+                                         (int64_t)heads.size(), &dkv, &dropout);
   const int64_t d = a.dims.head_dim;
-  run_grid(query_grid(a), forward_shared_bytes(d), [&](unsigned char *shared, int64_t x, int64_t y, int64_t z) {
-    attention_forward_block(block, a, shared, x, y, z);
-  });
+  cuda_test::emulate<AttentionHostBlock>(
+      query_grid(a), forward_shared_bytes(d), reverse,
+      [&](const AttentionHostBlock &block, unsigned char *shared, int64_t x, int64_t y, int64_t z) {
+        attention_forward_block(block, a, shared, x, y, z);
+      });
   if (!c.has_backward()) return;
-  run_grid(query_grid(a), dq_shared_bytes(d), [&](unsigned char *shared, int64_t x, int64_t y, int64_t z) {
-    attention_dq_block(block, a, shared, x, y, z);
-  });
-  run_grid(key_grid(a), dkdv_shared_bytes(d), [&](unsigned char *shared, int64_t x, int64_t y, int64_t z) {
-    attention_dkdv_block(block, a, shared, x, y, z);
-  });
+  cuda_test::emulate<AttentionHostBlock>(query_grid(a), dq_shared_bytes(d), reverse,
+                                         [&](const AttentionHostBlock &block, unsigned char *shared, int64_t x,
+                                             int64_t y, int64_t z) { attention_dq_block(block, a, shared, x, y, z); });
+  cuda_test::emulate<AttentionHostBlock>(
+      key_grid(a), dkdv_shared_bytes(d), reverse,
+      [&](const AttentionHostBlock &block, unsigned char *shared, int64_t x, int64_t y, int64_t z) {
+        attention_dkdv_block(block, a, shared, x, y, z);
+      });
 }
 
-}  // namespace
+void emulate_cope_attention(const AttentionCase &c, std::vector<float> &arena, bool reverse) {
+  using namespace moas::cuda;
+  const auto heads = c.heads(arena.data(), c.positions.data(), c.begins.data());
+  const auto grads = c.grads(arena.data());
+  const moas_cuda_key_value_grads dkv = c.key_value_grads(arena.data());
+  const moas_cuda_dropout dropout = c.cuda_dropout();
+  std::vector<float> scratch((size_t)c.cope_scratch_size(), std::nanf(""));
+  const CopeArgs args{attention_args(c.cuda_dims(), c.key_values(arena.data()), heads.data(), grads.data(),
+                                     (int64_t)heads.size(), &dkv, &dropout),
+                      c.cope_e(arena.data()), c.max_pos(), c.cope_de(arena.data()), scratch.data()};
+  cuda_test::emulate<CopeHostBlock>(cope_forward_grid(args), cope_shared_bytes(args, false), reverse,
+                                    [&](const CopeHostBlock &block, unsigned char *shared, int64_t x, int64_t y,
+                                        int64_t z) { cope_forward_block(block, args, shared, x, y, z); });
+  if (!c.has_backward()) return;
+  cuda_test::emulate<CopeHostBlock>(cope_backward_grid(args), cope_shared_bytes(args, true), reverse,
+                                    [&](const CopeHostBlock &block, unsigned char *shared, int64_t x, int64_t y,
+                                        int64_t) { cope_backward_block(block, args, shared, x, y); });
+  cuda_test::emulate<CopeHostBlock>(cope_embedding_grad_grid(args), 0, reverse,
+                                    [&](const CopeHostBlock &block, unsigned char *, int64_t x, int64_t, int64_t) {
+                                      cope_embedding_grad_block(block, args, x);
+                                    });
+}
 
-TEST_CASE("CUDA attention blocks emulated on the host equal the CPU kernel", "[cuda][emulated][attention]") {
+// Every attention case, threads in both orders, against the CPU kernel: SPEC §9's CPU tolerance (both sides fp32 on
+// the CPU, summing in different orders).
+template <class Emulate>
+void check_attention_cases(float dropout, int64_t cope_max_pos, Emulate &&emulate) {
   for (const CaseSpec &spec : cuda_test::attention_cases())
     for (const bool reverse : {false, true}) {
       DYNAMIC_SECTION(spec.name << (reverse ? ", threads in reverse" : "")) {
-        const AttentionCase c(spec, 17);
+        const AttentionCase c(spec, 17, dropout, cope_max_pos);
         std::vector<float> ref = c.arena;
         c.cpu_forward(ref);
         if (c.has_backward()) c.cpu_backward(ref);
         std::vector<float> emulated = c.arena;
-        emulate_attention(c, emulated, reverse);
-        // Both sides are fp32 on the CPU, summing in different orders: SPEC §9's CPU tolerance.
+        emulate(c, emulated, reverse);
         for (const cuda_test::Tensor &t : c.forward_outputs) cuda_test::require_close(emulated, ref, t, 1e-5);
         if (c.has_backward())
           for (const cuda_test::Tensor &t : c.backward_outputs) cuda_test::require_close(emulated, ref, t, 1e-5);
       }
     }
+}
+
+}  // namespace
+
+TEST_CASE("CUDA attention blocks emulated on the host equal the CPU kernel", "[cuda][emulated][attention]") {
+  check_attention_cases(0.0f, 0, emulate_attention);
+}
+
+TEST_CASE("CUDA attention blocks with dropout on the probabilities draw the CPU's mask",
+          "[cuda][emulated][attention]") {
+  check_attention_cases(0.3f, 0, emulate_attention);
+}
+
+// P = 5 clamps most positions at P - 1 (the clamp and its zero slope); P = 40 keeps long rows' positions apart.
+TEST_CASE("CUDA CoPE attention blocks emulated on the host equal the CPU kernel", "[cuda][emulated][cope]") {
+  for (const int64_t max_pos : {5, 40}) DYNAMIC_SECTION("max_pos " << max_pos) {
+      check_attention_cases(0.0f, max_pos, emulate_cope_attention);
+    }
+}
+
+TEST_CASE("CUDA CoPE attention blocks with dropout draw the CPU's mask", "[cuda][emulated][cope]") {
+  check_attention_cases(0.3f, 16, emulate_cope_attention);
 }
 
 TEST_CASE("CUDA select_rows block emulated on the host builds the CPU's RowSet", "[cuda][emulated][routing]") {

@@ -1,7 +1,9 @@
 // libmoas_cuda.so's kernels on a CUDA device against the CPU functions of src/, to SPEC §9's CPU-vs-CUDA tolerance
-// (1e-4 of the largest reference value, per tensor) with routing decisions compared exactly: attention forward and
-// backward (the cases of attention_cases.hpp: dense, routed subsets, GQA 6/2, MQA, windows, T not a multiple of the
-// tile), the router softmax with argmax / top-k, MoH gates forward and backward, and the row kernels.
+// (1e-4 of the largest reference value, per tensor) with routing decisions and dropout masks compared exactly:
+// attention and CoPE attention forward and backward, with and without dropout (the cases of attention_cases.hpp:
+// dense, routed subsets, GQA 6/2, MQA, windows, T not a multiple of the tile), the router softmax with argmax / top-k,
+// MoH gates forward and backward, the row kernels, and the model's other ops (embedding, norms, GELU / SwiGLU,
+// cross-entropy, gradient norm and AdamW, RoPE, dropout).
 // Without a device each such test prints kSkipped, which ctest registers as SKIPPED (Catch2 2.13 has no skip).
 // The argument checks of the table run everywhere: they fail before touching CUDA.
 #include <cuda_runtime.h>
@@ -15,21 +17,33 @@
 #include <string>
 #include <vector>
 
+#include "adamw.hpp"
 #include "attention_cases.hpp"
 #include "cuda_backend.h"
+#include "cuda_inputs.hpp"
+#include "dropout.hpp"
+#include "embedding.hpp"
+#include "loss.hpp"
+#include "mlp.hpp"
 #include "moh_gates.hpp"
+#include "norm.hpp"
+#include "rope.hpp"
 #include "routing_math.hpp"
 #include "rows.hpp"
 #include "softmax.hpp"
 
-extern "C" const moas_cuda_backend *moas_cuda_backend_v1(void);
+extern "C" const moas_cuda_backend *moas_cuda_backend_v2(void);
 
 namespace {
+
+using cuda_test::require_close;
+using cuda_test::tokens_below;
+using cuda_test::uniform;
 
 constexpr const char *kSkipped = "MOAS_CUDA_SKIPPED";  // tests/CMakeLists.txt: SKIP_REGULAR_EXPRESSION
 constexpr double kTol = 1e-4;
 
-const moas_cuda_backend &backend() { return *moas_cuda_backend_v1(); }
+const moas_cuda_backend &backend() { return *moas_cuda_backend_v2(); }
 
 // True when a device can run the kernels; otherwise prints the skip marker with CUDA's reason.
 bool have_device() {
@@ -78,17 +92,8 @@ class DeviceArray {
   size_t n_;
 };
 
-template <typename T>
-void require_close(const std::vector<T> &a, const std::vector<T> &b, double tol, const char *what) {
-  REQUIRE(a.size() == b.size());
-  double err = 0, ref = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    err = std::max(err, std::fabs((double)a[i] - (double)b[i]));
-    ref = std::max(ref, std::fabs((double)b[i]));
-  }
-  INFO(what << ": max abs err " << err << ", max|ref| " << ref);
-  REQUIRE(err <= tol * ref);
-}
+// A device output's initial contents: NaN, so a value the kernel does not write fails the comparison.
+std::vector<float> unwritten(size_t n) { return std::vector<float>(n, std::nanf("")); }
 
 // Router logits whose top entries are at least 0.3 apart, so no decision can flip between backends.
 std::vector<float> separated_logits(int64_t N, int64_t width, uint64_t seed) {
@@ -115,47 +120,107 @@ TEST_CASE("CUDA backend table: version, probe and argument checks", "[cuda]") {
   if (devices == 0) REQUIRE(std::strlen(why) > 0);
   const moas_cuda_attention_dims dims{1, 8, 6, 4, 8, 0};  // 4 kv heads do not divide 6 heads
   const moas_cuda_key_values kv{nullptr, 0, nullptr, 0, 8, 0};
-  REQUIRE(backend().attention_forward(&dims, &kv, nullptr, 0, nullptr) == 1);
+  REQUIRE(backend().attention_forward(&dims, &kv, nullptr, 0, nullptr, nullptr) == 1);
+  REQUIRE_THAT(std::string(backend().last_error()), Catch::Matchers::Contains("multiple of kv_heads"));
+  REQUIRE(backend().cope_attention_forward(&dims, &kv, nullptr, 0, nullptr, 4, nullptr, nullptr) == 1);
   REQUIRE_THAT(std::string(backend().last_error()), Catch::Matchers::Contains("multiple of kv_heads"));
   REQUIRE(backend().router_softmax(nullptr, 3, nullptr, 3, 4, 3, nullptr, nullptr, 0, nullptr) == 1);
   REQUIRE_THAT(std::string(backend().last_error()), Catch::Matchers::Contains("null argument"));
+  REQUIRE(backend().norm_forward(0, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 4, 0, nullptr) == 1);
+  REQUIRE_THAT(std::string(backend().last_error()), Catch::Matchers::Contains("C >= 1"));
+  const moas_cuda_dropout certain{1.0f, 0};
+  REQUIRE(backend().dropout_apply(nullptr, 2, 2, nullptr, &certain, nullptr) == 1);
+  REQUIRE_THAT(std::string(backend().last_error()), Catch::Matchers::Contains("p must be in [0, 1)"));
+  const moas_cuda_adamw_settings settings{1e-3, 0.9, 0.95, 1e-8, 0.1, 1.0};
+  REQUIRE(backend().adamw_step(&settings, 0, 1.0, nullptr, nullptr, nullptr, nullptr, 4, nullptr, nullptr, 1,
+                               nullptr) == 1);
+  REQUIRE_THAT(std::string(backend().last_error()), Catch::Matchers::Contains("step >= 1"));
 }
 
 TEST_CASE("CUDA attention forward and backward equal the CPU kernel", "[cuda][device][attention]") {
   if (!have_device()) return;
-  for (const cuda_test::CaseSpec &spec : cuda_test::attention_cases()) {
-    DYNAMIC_SECTION(spec.name) {
-      const cuda_test::AttentionCase c(spec, 23);
-      std::vector<float> ref = c.arena;
-      c.cpu_forward(ref);
-      if (c.has_backward()) c.cpu_backward(ref);
+  for (const float p : {0.0f, 0.3f})
+    for (const cuda_test::CaseSpec &spec : cuda_test::attention_cases()) {
+      DYNAMIC_SECTION(spec.name << (p > 0 ? ", dropout 0.3" : "")) {
+        const cuda_test::AttentionCase c(spec, 23, p);
+        std::vector<float> ref = c.arena;
+        c.cpu_forward(ref);
+        if (c.has_backward()) c.cpu_backward(ref);
 
-      DeviceArray<float> arena(c.arena);
-      DeviceArray<int32_t> pos(c.positions);
-      DeviceArray<int64_t> begin(c.begins);
-      DeviceArray<moas_cuda_query_head> heads(c.heads(arena.get(), pos.get(), begin.get()));
-      DeviceArray<moas_cuda_query_head_grad> grads(c.grads(arena.get()));
-      const int64_t n_heads = (int64_t)c.grads(arena.get()).size();
-      const moas_cuda_attention_dims dims = c.cuda_dims();
-      const moas_cuda_key_values kv = c.key_values(arena.get());
-      const moas_cuda_key_value_grads dkv = c.key_value_grads(arena.get());
-      BACKEND_REQUIRE(backend().attention_forward(&dims, &kv, heads.get(), n_heads, nullptr));
-      if (!c.has_backward()) {
+        DeviceArray<float> arena(c.arena);
+        DeviceArray<int32_t> pos(c.positions);
+        DeviceArray<int64_t> begin(c.begins);
+        DeviceArray<moas_cuda_query_head> heads(c.heads(arena.get(), pos.get(), begin.get()));
+        DeviceArray<moas_cuda_query_head_grad> grads(c.grads(arena.get()));
+        const int64_t n_heads = (int64_t)c.grads(arena.get()).size();
+        const moas_cuda_attention_dims dims = c.cuda_dims();
+        const moas_cuda_key_values kv = c.key_values(arena.get());
+        const moas_cuda_key_value_grads dkv = c.key_value_grads(arena.get());
+        const moas_cuda_dropout dropout = c.cuda_dropout();
+        BACKEND_REQUIRE(backend().attention_forward(&dims, &kv, heads.get(), n_heads, &dropout, nullptr));
+        if (!c.has_backward()) {
+          const std::vector<float> got = arena.download();
+          for (const cuda_test::Tensor &t : c.forward_outputs) cuda_test::require_close(got, ref, t, kTol);
+          REQUIRE(backend().attention_backward(&dims, &kv, heads.get(), grads.get(), n_heads, &dkv, &dropout,
+                                               nullptr) == 1);
+          return;
+        }
+        BACKEND_REQUIRE(
+            backend().attention_backward(&dims, &kv, heads.get(), grads.get(), n_heads, &dkv, &dropout, nullptr));
         const std::vector<float> got = arena.download();
         for (const cuda_test::Tensor &t : c.forward_outputs) cuda_test::require_close(got, ref, t, kTol);
-        REQUIRE(backend().attention_backward(&dims, &kv, heads.get(), grads.get(), n_heads, &dkv, nullptr) == 1);
-        return;
-      }
-      BACKEND_REQUIRE(backend().attention_backward(&dims, &kv, heads.get(), grads.get(), n_heads, &dkv, nullptr));
-      const std::vector<float> got = arena.download();
-      for (const cuda_test::Tensor &t : c.forward_outputs) cuda_test::require_close(got, ref, t, kTol);
-      for (const cuda_test::Tensor &t : c.backward_outputs) cuda_test::require_close(got, ref, t, kTol);
+        for (const cuda_test::Tensor &t : c.backward_outputs) cuda_test::require_close(got, ref, t, kTol);
 
-      // Deterministic: a second backward gives the same bits.
-      BACKEND_REQUIRE(backend().attention_backward(&dims, &kv, heads.get(), grads.get(), n_heads, &dkv, nullptr));
-      REQUIRE(arena.download() == got);
+        // Deterministic: a second backward gives the same bits.
+        BACKEND_REQUIRE(
+            backend().attention_backward(&dims, &kv, heads.get(), grads.get(), n_heads, &dkv, &dropout, nullptr));
+        REQUIRE(arena.download() == got);
+      }
     }
-  }
+}
+
+TEST_CASE("CUDA CoPE attention forward and backward equal the CPU kernel", "[cuda][device][cope]") {
+  if (!have_device()) return;
+  for (const float p : {0.0f, 0.3f})
+    for (const cuda_test::CaseSpec &spec : cuda_test::attention_cases()) {
+      DYNAMIC_SECTION(spec.name << (p > 0 ? ", dropout 0.3" : "")) {
+        const cuda_test::AttentionCase c(spec, 29, p, 40);
+        std::vector<float> ref = c.arena;
+        c.cpu_forward(ref);
+        if (c.has_backward()) c.cpu_backward(ref);
+
+        DeviceArray<float> arena(c.arena), scratch(std::vector<float>((size_t)c.cope_scratch_size()));
+        DeviceArray<int32_t> pos(c.positions);
+        DeviceArray<int64_t> begin(c.begins);
+        DeviceArray<moas_cuda_query_head> heads(c.heads(arena.get(), pos.get(), begin.get()));
+        DeviceArray<moas_cuda_query_head_grad> grads(c.grads(arena.get()));
+        const int64_t n_heads = (int64_t)c.grads(arena.get()).size();
+        const moas_cuda_attention_dims dims = c.cuda_dims();
+        const moas_cuda_key_values kv = c.key_values(arena.get());
+        const moas_cuda_key_value_grads dkv = c.key_value_grads(arena.get());
+        const moas_cuda_dropout dropout = c.cuda_dropout();
+        const float *e = c.cope_e(arena.get());
+        BACKEND_REQUIRE(
+            backend().cope_attention_forward(&dims, &kv, heads.get(), n_heads, e, c.max_pos(), &dropout, nullptr));
+        if (c.has_backward())
+          BACKEND_REQUIRE(backend().cope_attention_backward(&dims, &kv, heads.get(), grads.get(), n_heads, &dkv, e,
+                                                            c.max_pos(), c.cope_de(arena.get()), scratch.get(),
+                                                            &dropout, nullptr));
+        const std::vector<float> got = arena.download();
+        for (const cuda_test::Tensor &t : c.forward_outputs) cuda_test::require_close(got, ref, t, kTol);
+        if (!c.has_backward()) return;
+        for (const cuda_test::Tensor &t : c.backward_outputs) cuda_test::require_close(got, ref, t, kTol);
+
+        // Deterministic: a second backward overwrites dq, dk and dv with the same bits (de accumulates again).
+        BACKEND_REQUIRE(backend().cope_attention_backward(&dims, &kv, heads.get(), grads.get(), n_heads, &dkv, e,
+                                                          c.max_pos(), c.cope_de(arena.get()), scratch.get(), &dropout,
+                                                          nullptr));
+        const std::vector<float> again = arena.download();
+        for (const cuda_test::Tensor &t : c.backward_outputs)
+          if (t.name != "de")
+            REQUIRE(std::equal(again.begin() + t.offset, again.begin() + t.offset + t.size, got.begin() + t.offset));
+      }
+    }
 }
 
 TEST_CASE("CUDA router softmax, argmax and top-k equal the CPU's", "[cuda][device][routing]") {
@@ -274,4 +339,194 @@ TEST_CASE("CUDA select, gather and scatter-add of routed rows equal the CPU's", 
       require_close(d_dst.download(), expected_dst, 1e-6, "scatter-add");
     }
   }
+}
+
+TEST_CASE("CUDA embedding forward and backward equal the CPU's", "[cuda][device][embedding]") {
+  if (!have_device()) return;
+  const int64_t B = 3, T = 33, C = 130, V = 200, past = 2, N = B * T;
+  const std::vector<int32_t> tokens = tokens_below((size_t)N, 90, 71);  // repeats within vocabulary bands
+  const std::vector<float> wte = uniform((size_t)(V * C), 72), wpe = uniform((size_t)((past + T) * C), 73);
+  const std::vector<float> dout = uniform((size_t)(N * C), 74), dwte0 = uniform((size_t)(V * C), 75),
+                           dwpe0 = uniform((size_t)(T * C), 76);
+  std::vector<float> out((size_t)(N * C)), dwte = dwte0, dwpe = dwpe0;
+  moas::embedding_forward(out.data(), tokens.data(), wte.data(), wpe.data(), B, T, C, past);
+  moas::embedding_backward(dwte.data(), dwpe.data(), dout.data(), tokens.data(), B, T, C);
+
+  DeviceArray<int32_t> d_tokens(tokens);
+  DeviceArray<float> d_wte(wte), d_wpe(wpe), d_dout(dout), d_out(unwritten(out.size())), d_dwte(dwte0), d_dwpe(dwpe0);
+  BACKEND_REQUIRE(
+      backend().embedding_forward(d_out.get(), d_tokens.get(), d_wte.get(), d_wpe.get(), B, T, C, past, nullptr));
+  BACKEND_REQUIRE(
+      backend().embedding_backward(d_dwte.get(), d_dwpe.get(), d_dout.get(), d_tokens.get(), B, T, C, V, nullptr));
+  require_close(d_out.download(), out, kTol, "out");
+  require_close(d_dwte.download(), dwte, kTol, "dwte");
+  require_close(d_dwpe.download(), dwpe, kTol, "dwpe");
+}
+
+TEST_CASE("CUDA LayerNorm and RMSNorm forward and backward equal the CPU's", "[cuda][device][norm]") {
+  if (!have_device()) return;
+  const int64_t N = 520, C = 130;
+  for (const bool rms : {false, true}) {
+    DYNAMIC_SECTION((rms ? "RMSNorm" : "LayerNorm with bias")) {
+      const std::vector<float> inp = uniform((size_t)(N * C), 81, -1.0f, 3.0f), dout = uniform((size_t)(N * C), 82);
+      const std::vector<float> weight = uniform((size_t)C, 83, 0.5f, 1.5f), bias = uniform((size_t)C, 84);
+      const std::vector<float> dinp0 = uniform((size_t)(N * C), 85), dweight0 = uniform((size_t)C, 86),
+                               dbias0 = uniform((size_t)C, 87);
+      std::vector<float> out((size_t)(N * C)), mean((size_t)N), rstd((size_t)N), scratch((size_t)(N * C));
+      std::vector<float> dinp = dinp0, dweight = dweight0, dbias = dbias0;
+      const float *bias_ptr = rms ? nullptr : bias.data();
+      moas::norm_forward(rms, out.data(), mean.data(), rstd.data(), inp.data(), weight.data(), bias_ptr, N, C);
+      moas::norm_backward(rms, dinp.data(), dweight.data(), rms ? nullptr : dbias.data(), scratch.data(), dout.data(),
+                          inp.data(), weight.data(), mean.data(), rstd.data(), N, C);
+
+      DeviceArray<float> d_inp(inp), d_dout(dout), d_weight(weight), d_bias(bias), d_out(unwritten(out.size())),
+          d_mean(unwritten(mean.size())), d_rstd(unwritten(rstd.size())), d_dinp(dinp0), d_dweight(dweight0),
+          d_dbias(dbias0), d_scratch(std::vector<float>((size_t)moas_cuda_norm_backward_scratch(N, C)));
+      BACKEND_REQUIRE(backend().norm_forward(rms, d_out.get(), d_mean.get(), d_rstd.get(), d_inp.get(), d_weight.get(),
+                                             rms ? nullptr : d_bias.get(), N, C, nullptr));
+      BACKEND_REQUIRE(backend().norm_backward(rms, d_dinp.get(), d_dweight.get(), rms ? nullptr : d_dbias.get(),
+                                              d_scratch.get(), d_dout.get(), d_inp.get(), d_weight.get(), d_mean.get(),
+                                              d_rstd.get(), N, C, nullptr));
+      require_close(d_out.download(), out, kTol, "out");
+      require_close(d_mean.download(), mean, kTol, "mean");
+      require_close(d_rstd.download(), rstd, kTol, "rstd");
+      require_close(d_dinp.download(), dinp, kTol, "dinp");
+      require_close(d_dweight.download(), dweight, kTol, "dweight");
+      require_close(d_dbias.download(), dbias, kTol, "dbias");
+    }
+  }
+}
+
+TEST_CASE("CUDA GELU and SwiGLU forward and backward equal the CPU's", "[cuda][device][mlp]") {
+  if (!have_device()) return;
+  const int64_t N = 33, h = 130, n = N * h;
+  const std::vector<float> x = uniform((size_t)n, 91, -6.0f, 6.0f), pre = uniform((size_t)(2 * n), 92, -6.0f, 6.0f),
+                           dout = uniform((size_t)n, 93);
+  std::vector<float> gelu((size_t)n), dgelu((size_t)n), swiglu((size_t)n), dpre((size_t)(2 * n));
+  moas::gelu_forward(gelu.data(), x.data(), n);
+  moas::gelu_backward(dgelu.data(), dout.data(), x.data(), n);
+  moas::swiglu_forward(swiglu.data(), pre.data(), N, h);
+  moas::swiglu_backward(dpre.data(), dout.data(), pre.data(), N, h);
+
+  DeviceArray<float> d_x(x), d_pre(pre), d_dout(dout), d_gelu(unwritten(gelu.size())), d_dgelu(unwritten(dgelu.size())),
+      d_swiglu(unwritten(swiglu.size())), d_dpre(unwritten(dpre.size()));
+  BACKEND_REQUIRE(backend().gelu_forward(d_gelu.get(), d_x.get(), n, nullptr));
+  BACKEND_REQUIRE(backend().gelu_backward(d_dgelu.get(), d_dout.get(), d_x.get(), n, nullptr));
+  BACKEND_REQUIRE(backend().swiglu_forward(d_swiglu.get(), d_pre.get(), N, h, nullptr));
+  BACKEND_REQUIRE(backend().swiglu_backward(d_dpre.get(), d_dout.get(), d_pre.get(), N, h, nullptr));
+  require_close(d_gelu.download(), gelu, kTol, "gelu");
+  require_close(d_dgelu.download(), dgelu, kTol, "gelu backward");
+  require_close(d_swiglu.download(), swiglu, kTol, "swiglu");
+  require_close(d_dpre.download(), dpre, kTol, "swiglu backward");
+}
+
+TEST_CASE("CUDA cross-entropy forward and backward equal the CPU's", "[cuda][device][loss]") {
+  if (!have_device()) return;
+  const int64_t N = 600, V = 1000;
+  const std::vector<float> logits = uniform((size_t)(N * V), 101, 20.0f, 28.0f);
+  std::vector<int32_t> targets = tokens_below((size_t)N, (int32_t)V, 102);
+  for (int64_t n = 4; n < N; n += 7) targets[(size_t)n] = -1;
+  std::vector<float> lse((size_t)N), dlogits((size_t)(N * V));
+  int64_t counted = 0;
+  const double loss = moas::cross_entropy_forward(lse.data(), logits.data(), targets.data(), N, V, &counted);
+  const float scale = 1.0f / (float)counted;
+  moas::cross_entropy_backward(dlogits.data(), logits.data(), lse.data(), targets.data(), N, V, scale);
+
+  DeviceArray<float> d_logits(logits), d_lse(unwritten(lse.size())), d_dlogits(unwritten(dlogits.size()));
+  DeviceArray<int32_t> d_targets(targets);
+  DeviceArray<double> d_loss(std::vector<double>(1, std::nan("")));
+  DeviceArray<int64_t> d_counted(std::vector<int64_t>(1, -1));
+  BACKEND_REQUIRE(backend().cross_entropy_forward(d_lse.get(), d_loss.get(), d_counted.get(), d_logits.get(),
+                                                  d_targets.get(), N, V, nullptr));
+  BACKEND_REQUIRE(backend().cross_entropy_backward(d_dlogits.get(), d_logits.get(), d_lse.get(), d_targets.get(), N, V,
+                                                   scale, nullptr));
+  require_close(d_lse.download(), lse, kTol, "lse");
+  REQUIRE(d_counted.download()[0] == counted);
+  require_close(d_loss.download(), std::vector<double>{loss}, kTol, "loss");
+  require_close(d_dlogits.download(), dlogits, kTol, "dlogits");
+}
+
+TEST_CASE("CUDA gradient norm and AdamW steps equal the CPU's", "[cuda][device][adamw]") {
+  if (!have_device()) return;
+  moas::ParamTable<float> params;
+  params.add("w", {64, 33});
+  params.add("b", {33});
+  params.add("long", {20000});
+  params.allocate();
+  const int64_t n = params.total();
+  std::vector<int64_t> segment_begin;
+  std::vector<uint8_t> segment_decay;
+  for (const moas::ParamInfo &info : params.infos()) {
+    segment_begin.push_back(info.offset);
+    segment_decay.push_back(info.decay ? 1 : 0);
+  }
+  segment_begin.push_back(n);
+  params.values = uniform((size_t)n, 111);
+  const moas::AdamWSettings s{1e-2, 0.9, 0.95, 1e-8, 0.1, 1.0};
+  const moas_cuda_adamw_settings settings{s.lr, s.beta1, s.beta2, s.eps, s.weight_decay, s.grad_clip};
+  moas::AdamWState<float> state;
+  DeviceArray<float> d_params(params.values), d_m(std::vector<float>((size_t)n, 0.0f)),
+      d_v(std::vector<float>((size_t)n, 0.0f));
+  DeviceArray<int64_t> d_begin(segment_begin);
+  DeviceArray<uint8_t> d_decay(segment_decay);
+  DeviceArray<double> d_norm(std::vector<double>(1, std::nan(""))),
+      d_scratch(std::vector<double>((size_t)moas_cuda_gradient_norm_scratch(n)));
+  for (uint64_t step = 1; step <= 3; ++step) {
+    params.grads = uniform((size_t)n, 112 + step);
+    const double norm = moas::gradient_norm(params.grads);
+    moas::adamw_step(params, state, s, norm);
+    DeviceArray<float> d_grads(params.grads);
+    BACKEND_REQUIRE(backend().gradient_norm(d_norm.get(), d_scratch.get(), d_grads.get(), n, nullptr));
+    const double device_norm = d_norm.download()[0];
+    require_close(std::vector<double>{device_norm}, std::vector<double>{norm}, 1e-12, "gradient norm");
+    BACKEND_REQUIRE(backend().adamw_step(&settings, step, device_norm, d_params.get(), d_grads.get(), d_m.get(),
+                                         d_v.get(), n, d_begin.get(), d_decay.get(), (int64_t)segment_decay.size(),
+                                         nullptr));
+  }
+  require_close(d_params.download(), params.values, kTol, "parameters");
+  require_close(d_m.download(), state.exp_avg, kTol, "exp_avg");
+  require_close(d_v.download(), state.exp_avg_sq, kTol, "exp_avg_sq");
+}
+
+TEST_CASE("CUDA RoPE rotates as the CPU, forward and backward", "[cuda][device][rope]") {
+  if (!have_device()) return;
+  const int64_t block_size = 100, d = 16, n_heads = 6, m = 150, col0 = 16, stride = 8 * d + 3;
+  moas::RopeTable<float> table;
+  table.build(block_size, d, 10000.0);
+  std::vector<int32_t> pos((size_t)m);
+  for (int64_t r = 0; r < m; ++r) pos[(size_t)r] = (int32_t)(moas::mix64((uint64_t)r) % block_size);
+  const std::vector<float> buf = uniform((size_t)(m * stride), 121);
+  DeviceArray<int32_t> d_pos(pos);
+  DeviceArray<float> d_cos(table.cos), d_sin(table.sin);
+  for (const int direction : {1, -1}) {
+    DYNAMIC_SECTION("direction " << direction) {
+      std::vector<float> ref = buf;
+      moas::rope_rotate(ref.data(), stride, col0, n_heads, m, pos.data(), table, direction);
+      DeviceArray<float> d_buf(buf);
+      BACKEND_REQUIRE(backend().rope_rotate(d_buf.get(), stride, col0, n_heads, m, d_pos.get(), d_cos.get(),
+                                            d_sin.get(), table.half, direction, nullptr));
+      require_close(d_buf.download(), ref, kTol, "rotated rows");
+    }
+  }
+}
+
+TEST_CASE("CUDA dropout draws the CPU's mask, whole tensors and routed rows", "[cuda][device][dropout]") {
+  if (!have_device()) return;
+  const moas::Dropout dropout = moas::Dropout::at(0.3f, 7, 11, 2, moas::DropoutSiteId::MlpOut);
+  const moas_cuda_dropout cuda_dropout{dropout.p, dropout.key};
+  const int64_t N = 300, width = 70;
+  std::vector<int64_t> row;
+  for (int64_t n = 0; n < N; ++n)
+    if (moas::mix64((uint64_t)n) % 3 == 0) row.push_back(n);
+  const int64_t m = (int64_t)row.size();
+  const std::vector<float> x = uniform((size_t)(N * width), 131);
+  std::vector<float> whole = x, rows(x.begin(), x.begin() + m * width);
+  moas::dropout_apply(whole.data(), N * width, dropout);
+  moas::dropout_apply_rows(rows.data(), m, width, row.data(), dropout);
+  DeviceArray<float> d_whole(x), d_rows(std::vector<float>(x.begin(), x.begin() + m * width));
+  DeviceArray<int64_t> d_row(row);
+  BACKEND_REQUIRE(backend().dropout_apply(d_whole.get(), N, width, nullptr, &cuda_dropout, nullptr));
+  BACKEND_REQUIRE(backend().dropout_apply(d_rows.get(), m, width, d_row.get(), &cuda_dropout, nullptr));
+  REQUIRE(d_whole.download() == whole);  // the same bits
+  REQUIRE(d_rows.download() == rows);
 }
