@@ -98,23 +98,12 @@ void MohAttention<T>::build_groups(int64_t N) {
   for (int64_t n = 0; n < N; n++) order[(size_t)n] = n;
   std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return key[(size_t)a] < key[(size_t)b]; });
   groups_.clear();
-  // Few tokens per head set (short sequences, RustGPT's one sequence of 80): every group would run K thin products
-  // of a handful of rows. One group per routed head instead — its tokens, that head alone — makes E products of
-  // N K / E rows each, K times fewer and larger. Those groups share tokens, so their writes to token rows serialise.
+  // Few tokens per head set (short sequences): groups would be thin products of a handful of rows each.
   int64_t distinct_sets = 0;
   for (size_t n = 0; n < order.size(); n++)
     distinct_sets += key[(size_t)order[n]] != 0 && (n == 0 || key[(size_t)order[n]] != key[(size_t)order[n - 1]]);
-  groups_share_tokens_ = distinct_sets > 0 && N < kWideGroup * distinct_sets;
-  if (groups_share_tokens_) {
-    for (int64_t i = 0; i < E; i++) {
-      Group g;
-      for (int64_t n = 0; n < N; n++)
-        if (selected_[(size_t)(n * E + i)]) g.tokens.push_back(n);
-      g.heads.push_back(dense_heads_ + i);
-      if (!g.tokens.empty()) groups_.push_back(std::move(g));
-    }
-    return;
-  }
+  whole_projections_ = distinct_sets > 0 && N < kWideGroup * distinct_sets;
+  if (whole_projections_) return;
   for (size_t start = 0; start < order.size();) {
     size_t end = start;
     while (end < order.size() && key[(size_t)order[end]] == key[(size_t)order[start]]) end++;
@@ -149,15 +138,14 @@ void MohAttention<T>::move_group_rows(const Group &g, T *group_buffer, std::vect
 }
 
 // Groups run in parallel, each product on one thread: many small products at once instead of a thread team per
-// product. A group writes its own (token, head) slots, and — work that adds into token rows (writes_token_rows) —
-// its tokens' rows: per-head groups share tokens, so such work runs them one after another.
+// product. A group writes its own (token, head) slots and its own tokens' rows.
 template <typename T>
 template <class Work>
-void MohAttention<T>::for_each_group(bool writes_token_rows, Work &&work) {
+void MohAttention<T>::for_each_group(Work &&work) {
   const int threads = omp_get_max_threads();
   while ((int)scratch_.size() < threads) scratch_.emplace_back(shape_.width, shape_.head_dim());
   const int64_t n_groups = (int64_t)groups_.size();
-#pragma omp parallel for schedule(dynamic) if (n_groups > 1 && !(writes_token_rows && groups_share_tokens_))
+#pragma omp parallel for schedule(dynamic) if (n_groups > 1)
   for (int64_t g = 0; g < n_groups; g++) work((size_t)g, groups_[(size_t)g], scratch_[(size_t)omp_get_thread_num()]);
 }
 
@@ -178,7 +166,7 @@ std::vector<QueryHead<T>> MohAttention<T>::query_heads(const BlockContext<T> &ct
 
 template <typename T>
 KeyValues<T> MohAttention<T>::key_values(const BlockContext<T> &ctx) const {
-  const int64_t d = shape_.head_dim(), k_col = dense_heads_ * d, v_col = k_col + kv_computed_ * d;
+  const int64_t d = shape_.head_dim(), k_col = query_columns(), v_col = k_col + kv_computed_ * d;
   return {dense_.data() + k_col, dense_width(), dense_.data() + v_col, dense_width(), ctx.seq};
 }
 
@@ -210,18 +198,26 @@ void MohAttention<T>::forward(const ParamTable<T> &params, const T *x, T *y, con
   const T *w_proj = params.value(w_.proj);
 
   // Projections: keys and values of the computed kv heads for every token, queries only where a head is active.
-  const int64_t F = dense_width();
-  gather_dense_weights(w, bias);
+  const int64_t F = dense_width(), QW = query_columns();
   dense_.resize((size_t)(N * F));
-  linear_forward(dense_.data(), F, x, w_dense_.data(), bias ? b_dense_.data() : nullptr, N, C, F);
-  for (RoutedHead &rh : routed_) {
+  if (whole_projections_) {
+    linear_forward(dense_.data(), F, x, w, bias, N, C, F);
+  } else {
+    gather_dense_weights(w, bias);
+    linear_forward(dense_.data(), F, x, w_dense_.data(), bias ? b_dense_.data() : nullptr, N, C, F);
+  }
+  for (int64_t i = 0; i < spec_.routed; i++) {
+    RoutedHead &rh = routed_[(size_t)i];
     const int64_t m = rh.rows.size();
     rh.q.resize((size_t)(m * d));
     rh.out.resize((size_t)(m * d));
     rh.gated.resize((size_t)(m * d));
     rh.lse.resize((size_t)m);
+    if (whole_projections_)
+      for (int64_t r = 0; r < m; r++)
+        std::copy_n(dense_.data() + rh.rows.row[(size_t)r] * F + (P + i) * d, d, rh.q.data() + r * d);
   }
-  for_each_group(false, [&](size_t, const Group &g, GroupScratch &sc) {  // one product per group of tokens and heads
+  for_each_group([&](size_t, const Group &g, GroupScratch &sc) {  // one product per group of tokens and heads
     const int64_t m = (int64_t)g.tokens.size();
     sc.x.resize((size_t)(m * C));
     sc.h.resize((size_t)(m * (int64_t)g.heads.size() * d));
@@ -230,7 +226,8 @@ void MohAttention<T>::forward(const ParamTable<T> &params, const T *x, T *y, con
     move_group_rows(g, sc.h.data(), &RoutedHead::q, true);
   });
   if (ctx.rope) {
-    rope_rotate(dense_.data(), F, 0, P + kv_computed_, N, ctx.all_rows->pos.data(), *ctx.rope, +1);
+    rope_rotate(dense_.data(), F, 0, P, N, ctx.all_rows->pos.data(), *ctx.rope, +1);
+    rope_rotate(dense_.data(), F, QW, kv_computed_, N, ctx.all_rows->pos.data(), *ctx.rope, +1);
     for (RoutedHead &rh : routed_) rope_rotate(rh.q.data(), d, 0, 1, rh.rows.size(), rh.rows.pos.data(), *ctx.rope, +1);
   }
 
@@ -245,32 +242,34 @@ void MohAttention<T>::forward(const ParamTable<T> &params, const T *x, T *y, con
   attend_forward(params, options_, dims, kv, query_heads(ctx),
                  ctx.attn_dropout ? ctx.site((uint32_t)DropoutSiteId::AttentionProbs) : Dropout{});
 
-  // y = c_proj(concat_i gate_i head_i): the dense prefix in one product, each routed head on its own rows.
+  // y = c_proj(concat_i gate_i head_i): the dense prefix (every head, with whole projections) in one product, each
+  // group's routed heads on its own rows.
   const T *gated_dense = out_dense_.data();
-  if (mixture_ && P > 0) {
-    gated_dense_.resize((size_t)(N * P * d));
+  if (mixture_ && QW > 0) {
+    gated_dense_.assign((size_t)(N * QW), T(0));
 #pragma omp parallel for schedule(static) if (N * P * d >= kParallelGrain)
     for (int64_t n = 0; n < N; n++)
       for (int64_t h = 0; h < P; h++)
         for (int64_t c = 0; c < d; c++)
-          gated_dense_[(size_t)((n * P + h) * d + c)] = gate_[(size_t)(n * H + h)] * out_dense_[(size_t)((n * P + h) * d + c)];
+          gated_dense_[(size_t)(n * QW + h * d + c)] = gate_[(size_t)(n * H + h)] * out_dense_[(size_t)((n * P + h) * d + c)];
     gated_dense = gated_dense_.data();
   }
-  // The dense prefix's product writes y (beta 0) unless a bias must come first: y is not filled twice.
-  const T *proj_bias = params.value_or_null(w_.proj_bias);
-  if (proj_bias || P == 0)
-    for (int64_t n = 0; n < N; n++)
-      for (int64_t c = 0; c < C; c++) y[n * C + c] = proj_bias ? proj_bias[c] : T(0);
-  if (P > 0)
-    gemm(Trans::No, Trans::Yes, N, C, P * d, T(1), gated_dense, P * d, w_proj, C, proj_bias ? T(1) : T(0), y, C);
   for (int64_t i = 0; i < spec_.routed; i++) {
     RoutedHead &rh = routed_[(size_t)i];
     for (int64_t r = 0; r < rh.rows.size(); r++) {
       const T g = gate_[(size_t)(rh.rows.row[(size_t)r] * H + P + i)];
-      for (int64_t c = 0; c < d; c++) rh.gated[(size_t)(r * d + c)] = g * rh.out[(size_t)(r * d + c)];
+      T *gated = whole_projections_ ? gated_dense_.data() + rh.rows.row[(size_t)r] * QW + (P + i) * d
+                                    : rh.gated.data() + r * d;
+      for (int64_t c = 0; c < d; c++) gated[c] = g * rh.out[(size_t)(r * d + c)];
     }
   }
-  for_each_group(true, [&](size_t, const Group &g, GroupScratch &sc) {  // adds into its tokens' rows of y
+  // The dense product writes y (beta 0) unless a bias must come first: y is not filled twice.
+  const T *proj_bias = params.value_or_null(w_.proj_bias);
+  if (proj_bias || QW == 0)
+    for (int64_t n = 0; n < N; n++)
+      for (int64_t c = 0; c < C; c++) y[n * C + c] = proj_bias ? proj_bias[c] : T(0);
+  if (QW > 0) gemm(Trans::No, Trans::Yes, N, C, QW, T(1), gated_dense, QW, w_proj, C, proj_bias ? T(1) : T(0), y, C);
+  for_each_group([&](size_t, const Group &g, GroupScratch &sc) {  // adds into its tokens' rows of y
     const int64_t m = (int64_t)g.tokens.size();
     sc.h.resize((size_t)(m * (int64_t)g.heads.size() * d));
     sc.rows.resize((size_t)(m * C));
@@ -279,7 +278,6 @@ void MohAttention<T>::forward(const ParamTable<T> &params, const T *x, T *y, con
     scatter_add_rows(y, C, sc.rows.data(), C, g.tokens, C, (const T *)nullptr);
   });
   dropout_apply(y, N * C, ctx.site((uint32_t)DropoutSiteId::AttentionOut));
-  compute_stats(N);
 }
 
 template <typename T>
@@ -295,17 +293,18 @@ void MohAttention<T>::backward(ParamTable<T> &params, const T *x, T *dy, T *dx, 
   d_gate_.assign((size_t)(N * H), T(0));
 
   // Through c_proj and the gates: d gated = dy W_h, d out = gate * d gated, d gate = <d gated, out>.
-  const T *gated_dense = mixture_ && P > 0 ? gated_dense_.data() : out_dense_.data();
-  d_gated_dense_.resize((size_t)(N * P * d));
+  const int64_t QW = query_columns();
+  const T *gated_dense = mixture_ && QW > 0 ? gated_dense_.data() : out_dense_.data();
+  d_gated_dense_.resize((size_t)(N * QW));
   d_out_dense_.resize((size_t)(N * P * d));
-  if (P > 0) {
-    gemm(Trans::Yes, Trans::No, C, P * d, N, T(1), dy, C, gated_dense, P * d, T(1), dw_proj, C);
-    gemm(Trans::No, Trans::No, N, P * d, C, T(1), dy, C, w_proj, C, T(0), d_gated_dense_.data(), P * d);
+  if (QW > 0) {
+    gemm(Trans::Yes, Trans::No, C, QW, N, T(1), dy, C, gated_dense, QW, T(1), dw_proj, C);
+    gemm(Trans::No, Trans::No, N, QW, C, T(1), dy, C, w_proj, C, T(0), d_gated_dense_.data(), QW);
 #pragma omp parallel for schedule(static) if (N * P * d >= kParallelGrain)
     for (int64_t n = 0; n < N; n++)
       for (int64_t h = 0; h < P; h++) {
         const T g = gate_[(size_t)(n * H + h)];
-        const T *dg = d_gated_dense_.data() + (n * P + h) * d, *o = out_dense_.data() + (n * P + h) * d;
+        const T *dg = d_gated_dense_.data() + n * QW + h * d, *o = out_dense_.data() + (n * P + h) * d;
         T *dout = d_out_dense_.data() + (n * P + h) * d, dot = 0;
         for (int64_t c = 0; c < d; c++) {
           dot += dg[c] * o[c];
@@ -314,14 +313,18 @@ void MohAttention<T>::backward(ParamTable<T> &params, const T *x, T *dy, T *dx, 
         d_gate_[(size_t)(n * H + h)] = dot;
       }
   }
-  for (RoutedHead &rh : routed_) {
+  for (int64_t i = 0; i < E; i++) {
+    RoutedHead &rh = routed_[(size_t)i];
     const int64_t m = rh.rows.size();
     rh.d_gated.resize((size_t)(m * d));
     rh.d_out.resize((size_t)(m * d));
     rh.d_q.resize((size_t)(m * d));
+    if (whole_projections_)
+      for (int64_t r = 0; r < m; r++)
+        std::copy_n(d_gated_dense_.data() + rh.rows.row[(size_t)r] * QW + (P + i) * d, d, rh.d_gated.data() + r * d);
   }
   group_dw_.resize(groups_.size());
-  for_each_group(false, [&](size_t index, const Group &g, GroupScratch &sc) {
+  for_each_group([&](size_t index, const Group &g, GroupScratch &sc) {
     const int64_t m = (int64_t)g.tokens.size(), Kd = (int64_t)g.heads.size() * d;
     sc.rows.resize((size_t)(m * C));
     sc.h.resize((size_t)(m * Kd));
@@ -365,55 +368,65 @@ void MohAttention<T>::backward(ParamTable<T> &params, const T *x, T *dy, T *dx, 
   std::vector<bool> kv_read((size_t)kv_computed_, false);
   for (const QueryHead<T> &qh : query_rows) kv_read[(size_t)kv_head_of(qh.head, H / shape_.kv_heads)] = true;
   d_dense_.resize((size_t)(N * F));
-  if (std::find(kv_read.begin(), kv_read.end(), false) != kv_read.end())
-    std::fill(d_dense_.begin(), d_dense_.end(), T(0));
+  if (whole_projections_ || std::find(kv_read.begin(), kv_read.end(), false) != kv_read.end())
+    std::fill(d_dense_.begin(), d_dense_.end(), T(0));  // whole projections: inactive queries' rows stay 0
   std::vector<QueryHeadGrad<T>> grads;
   for (int64_t h = 0; h < P; h++) grads.push_back({d_out_dense_.data() + h * d, P * d, d_dense_.data() + h * d, F});
   for (RoutedHead &rh : routed_)
     if (rh.rows.size() > 0) grads.push_back({rh.d_out.data(), d, rh.d_q.data(), d});
   const AttentionDims dims{ctx.batch, ctx.seq, H, shape_.kv_heads, d};
   attend_backward(params, options_, dims, key_values(ctx), query_rows, grads,
-                  KeyValueGrads<T>{d_dense_.data() + P * d, F, d_dense_.data() + P * d + KV, F},
+                  KeyValueGrads<T>{d_dense_.data() + QW, F, d_dense_.data() + QW + KV, F},
                   ctx.attn_dropout ? ctx.site((uint32_t)DropoutSiteId::AttentionProbs) : Dropout{});
   if (ctx.rope) {
-    rope_rotate(d_dense_.data(), F, 0, P + kv_computed_, N, ctx.all_rows->pos.data(), *ctx.rope, -1);
+    rope_rotate(d_dense_.data(), F, 0, P, N, ctx.all_rows->pos.data(), *ctx.rope, -1);
+    rope_rotate(d_dense_.data(), F, QW, kv_computed_, N, ctx.all_rows->pos.data(), *ctx.rope, -1);
     for (RoutedHead &rh : routed_)
       if (rh.rows.size() > 0) rope_rotate(rh.d_q.data(), d, 0, 1, rh.rows.size(), rh.rows.pos.data(), *ctx.rope, -1);
   }
 
-  // Projections: the dense product through the gathered weights, its gradient added back to the weights' rows.
-  gather_dense_weights(w, nullptr);
-  dw_dense_.assign((size_t)(F * C), T(0));
-  db_dense_.assign(dbias ? (size_t)F : 0, T(0));
-  linear_backward(dx, true, dw_dense_.data(), dbias ? db_dense_.data() : nullptr, d_dense_.data(), x, w_dense_.data(),
-                  N, C, F);
-  for (const auto &[from, to, rows] : dense_row_blocks()) {
-    for (int64_t i = 0; i < rows * C; i++) dw[from * C + i] += dw_dense_[(size_t)(to * C + i)];
-    if (dbias)
-      for (int64_t i = 0; i < rows; i++) dbias[from + i] += db_dense_[(size_t)(to + i)];
-  }
-  group_db_.resize(groups_.size());
-  for_each_group(true, [&](size_t index, const Group &g, GroupScratch &sc) {  // adds into its tokens' rows of dx
-    const int64_t m = (int64_t)g.tokens.size(), Kd = (int64_t)g.heads.size() * d;
-    sc.x.resize((size_t)(m * C));
-    sc.d.resize((size_t)(m * Kd));
-    sc.rows.resize((size_t)(m * C));
-    group_dw_[index].resize((size_t)(Kd * C));
-    group_db_[index].resize((size_t)Kd);
-    gather_rows(sc.x.data(), C, x, C, g.tokens, C);
-    move_group_rows(g, sc.d.data(), &RoutedHead::d_q, false);
-    sc.projection.queries_backward(sc.rows.data(), group_dw_[index].data(), dbias ? group_db_[index].data() : nullptr,
-                                   sc.d.data(), sc.x.data(), m, g.heads, w);
-    scatter_add_rows(dx, C, sc.rows.data(), C, g.tokens, C, (const T *)nullptr);
-  });
-  for (size_t index = 0; index < groups_.size(); index++) {
-    const std::vector<int64_t> &heads = groups_[index].heads;
-    for (size_t s = 0; s < heads.size(); s++) {
-      T *dst = dw + heads[s] * d * C;
-      const T *src = group_dw_[index].data() + (int64_t)s * d * C;
-      for (int64_t i = 0; i < d * C; i++) dst[i] += src[i];
+  if (whole_projections_) {
+    for (int64_t i = 0; i < E; i++) {
+      const RoutedHead &rh = routed_[(size_t)i];
+      for (int64_t r = 0; r < rh.rows.size(); r++)
+        std::copy_n(rh.d_q.data() + r * d, d, d_dense_.data() + rh.rows.row[(size_t)r] * F + (P + i) * d);
+    }
+    linear_backward(dx, true, dw, dbias, d_dense_.data(), x, w, N, C, F);
+  } else {
+    // The dense product through the gathered weights, its gradient added back to the weights' rows; then groups.
+    gather_dense_weights(w, nullptr);
+    dw_dense_.assign((size_t)(F * C), T(0));
+    db_dense_.assign(dbias ? (size_t)F : 0, T(0));
+    linear_backward(dx, true, dw_dense_.data(), dbias ? db_dense_.data() : nullptr, d_dense_.data(), x, w_dense_.data(),
+                    N, C, F);
+    for (const auto &[from, to, rows] : dense_row_blocks()) {
+      for (int64_t i = 0; i < rows * C; i++) dw[from * C + i] += dw_dense_[(size_t)(to * C + i)];
       if (dbias)
-        for (int64_t i = 0; i < d; i++) dbias[heads[s] * d + i] += group_db_[index][s * (size_t)d + (size_t)i];
+        for (int64_t i = 0; i < rows; i++) dbias[from + i] += db_dense_[(size_t)(to + i)];
+    }
+    group_db_.resize(groups_.size());
+    for_each_group([&](size_t index, const Group &g, GroupScratch &sc) {  // adds into its tokens' rows of dx
+      const int64_t m = (int64_t)g.tokens.size(), Kd = (int64_t)g.heads.size() * d;
+      sc.x.resize((size_t)(m * C));
+      sc.d.resize((size_t)(m * Kd));
+      sc.rows.resize((size_t)(m * C));
+      group_dw_[index].resize((size_t)(Kd * C));
+      group_db_[index].resize((size_t)Kd);
+      gather_rows(sc.x.data(), C, x, C, g.tokens, C);
+      move_group_rows(g, sc.d.data(), &RoutedHead::d_q, false);
+      sc.projection.queries_backward(sc.rows.data(), group_dw_[index].data(), dbias ? group_db_[index].data() : nullptr,
+                                     sc.d.data(), sc.x.data(), m, g.heads, w);
+      scatter_add_rows(dx, C, sc.rows.data(), C, g.tokens, C, (const T *)nullptr);
+    });
+    for (size_t index = 0; index < groups_.size(); index++) {
+      const std::vector<int64_t> &heads = groups_[index].heads;
+      for (size_t s = 0; s < heads.size(); s++) {
+        T *dst = dw + heads[s] * d * C;
+        const T *src = group_dw_[index].data() + (int64_t)s * d * C;
+        for (int64_t i = 0; i < d * C; i++) dst[i] += src[i];
+        if (dbias)
+          for (int64_t i = 0; i < d; i++) dbias[heads[s] * d + i] += group_db_[index][s * (size_t)d + (size_t)i];
+      }
     }
   }
   if (!mixture_) return;
@@ -441,12 +454,13 @@ void MohAttention<T>::backward(ParamTable<T> &params, const T *x, T *dy, T *dx, 
                   R);
 }
 
-// share = f_i / K over the routed heads (SPEC §8); top_share = f_i.
+// The last forward's statistics, computed when asked (a forward does not pay for them): share = f_i / K over the
+// routed heads (SPEC §8); top_share = f_i.
 template <typename T>
-void MohAttention<T>::compute_stats(int64_t N) {
-  if (!mixture_ || spec_.routed == 0 || spec_.active == 0) return;
-  const int64_t E = spec_.routed, H = shape_.heads, P = dense_heads_;
-  RouterStats &st = stats_;
+bool MohAttention<T>::router_stats(RouterStats *out) const {
+  if (!mixture_ || spec_.routed == 0 || spec_.active == 0) return false;
+  const int64_t E = spec_.routed, H = shape_.heads, P = dense_heads_, N = (int64_t)gate_.size() / H;
+  RouterStats &st = *out;
   st.attention = MOAS_ATTENTION_MOH;
   st.top_share = f_;
   st.share.resize((size_t)E);
@@ -468,12 +482,6 @@ void MohAttention<T>::compute_stats(int64_t N) {
   st.mean_shared_weight = spec_.head_type_router() ? a1 : (spec_.shared > 0 ? 1.0 : 0.0);
   st.mean_routed_weight = spec_.head_type_router() ? a2 : 1.0;
   st.aux_loss = aux_;
-}
-
-template <typename T>
-bool MohAttention<T>::router_stats(RouterStats *out) const {
-  if (!mixture_ || spec_.routed == 0 || spec_.active == 0) return false;
-  *out = stats_;
   return true;
 }
 

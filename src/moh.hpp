@@ -2,11 +2,13 @@
 // the E routed heads follow and each token activates K of them (MixtureOfHeads); StaticPruning{k} keeps heads
 // 0 .. k-1 for every token. y_t = c_proj(concat_i gate_t,i head_i(t)).
 //
-// Inactive (token, head) pairs are not computed: each routed head keeps the rows of its tokens; tokens that chose
-// the same heads are projected together (their queries, and their heads' slice of c_proj) in one product per group
-// — or, when head sets have few tokens each, each routed head's tokens in one product per head. Attention runs for
-// each head's rows against all keys (causal by original position). The always-active heads form a prefix and run
-// dense. A kv head is computed when a query head of its group can be active (all kv heads for MixtureOfHeads, a
+// Inactive (token, head) pairs are not attended: each routed head keeps the rows of its tokens, and attention runs
+// for each head's rows against all keys (causal by original position). Tokens that chose the same heads are projected
+// together (their queries, and their heads' slice of c_proj) in one product per group. When head sets have few tokens
+// each (short sequences: RustGPT's one sequence of 80), such groups would be many thin products plus the copies
+// around them, costing more than they save; then the projections are whole — every head's query for every token in
+// the one [q; k; v] product, c_proj over all heads with inactive pairs' gates 0 — and only attention is routed. The
+// always-active heads form a prefix and run dense. A kv head is computed when a query head of its group can be active (all kv heads for MixtureOfHeads, a
 // prefix for StaticPruning).
 #pragma once
 
@@ -60,11 +62,12 @@ class MohAttention final : public AttentionBlock<T> {
     std::vector<T> x, h, d, rows;  // a group's gathered inputs [m, C], head rows [m, K d], their gradients, [m, C] rows
   };
   template <class Work>
-  void for_each_group(bool writes_token_rows, Work &&work);
-  void compute_stats(int64_t N);
+  void for_each_group(Work &&work);
   std::vector<QueryHead<T>> query_heads(const BlockContext<T> &ctx);
-  // Columns of dense_: the always-active heads' queries, then the computed kv heads' keys, then their values.
-  int64_t dense_width() const { return (dense_heads_ + 2 * kv_computed_) * shape_.head_dim(); }
+  // Columns of dense_: queries (of the always-active heads, or of every head with whole projections), then the
+  // computed kv heads' keys, then their values. gated_dense_ has the queries' width.
+  int64_t query_columns() const { return (whole_projections_ ? shape_.heads : dense_heads_) * shape_.head_dim(); }
+  int64_t dense_width() const { return query_columns() + 2 * kv_computed_ * shape_.head_dim(); }
   void gather_dense_weights(const T *w, const T *bias);
   std::vector<std::array<int64_t, 3>> dense_row_blocks() const;
   KeyValues<T> key_values(const BlockContext<T> &ctx) const;
@@ -84,17 +87,16 @@ class MohAttention final : public AttentionBlock<T> {
   std::vector<T> logits_;            // [N, router_rows_]
   std::vector<T> r_, s_, a_, gate_;  // [N, E] routed softmax, [N, h_s], [N, 2], [N, H]
   std::vector<uint8_t> selected_;    // [N, E] top-K indicator
-  std::vector<T> dense_, out_dense_, gated_dense_, lse_dense_;  // [N, dense_width()], [N, P d] x2, [P N]
+  std::vector<T> dense_, out_dense_, gated_dense_, lse_dense_;  // [N, dense_width()], [N, P d], [N, query_columns()], [P N]
   std::vector<T> w_dense_, b_dense_;                             // the rows of [q; k; v] dense_ needs
   std::vector<RoutedHead> routed_;
   std::vector<Group> groups_;
-  bool groups_share_tokens_ = false;  // one group per routed head (few tokens per head set), else one per set
+  bool whole_projections_ = false;  // few tokens per head set: projections over all heads, no groups
   std::vector<int64_t> slot_;  // [N, E] token n's row among routed head i's rows (-1 if not selected)
   std::vector<GroupScratch> scratch_;
   std::vector<std::vector<T>> group_dw_, group_db_;  // per group: the gradients of its heads' weights
   double aux_ = 0;
   std::vector<double> f_, p_;  // [E] fraction of tokens selecting head i, mean routed softmax
-  RouterStats stats_;
 
   // Backward scratch.
   std::vector<T> d_gate_, d_gated_dense_, d_out_dense_, d_dense_, dw_dense_, db_dense_, d_r_, d_s_, d_a_, d_logits_;

@@ -90,6 +90,25 @@ TEST_CASE("MoH groups large enough for the gathered-weight products: gradients a
   REQUIRE(moas_test::close(mixture.run(x, B, Tn, C), all.run(x, B, Tn, C), 1e-5));
 }
 
+TEST_CASE("MoH: a sequence projected alone (whole projections) equals it inside a batch (grouped products)",
+          "[routing][invariant]") {
+  // E = 3 routed heads choose 2: at most 3 head sets. One sequence of 64 tokens has fewer than kWideGroup per set
+  // and takes the whole-projection path; 8 of them together exceed it and take the grouped products.
+  const int64_t B = 8, Tn = 64, C = 24, H = 6;
+  ModelConfig config = moas_test::moh_config(H, 3, C, 3, 2);
+  config.block_size = Tn;
+  Block moh(config);
+  const auto x = random_input(B * Tn * C, 12);
+  const std::vector<float> batch = moh.run(x, B, Tn, C);
+  for (int64_t b = 0; b < B; b++) {
+    const std::vector<float> one(x.begin() + b * Tn * C, x.begin() + (b + 1) * Tn * C);
+    const std::vector<float> alone = moh.run(one, 1, Tn, C);
+    INFO("sequence " << b);
+    REQUIRE(moas_test::close(alone, std::vector<float>(batch.begin() + b * Tn * C, batch.begin() + (b + 1) * Tn * C),
+                             1e-5));
+  }
+}
+
 TEST_CASE("MoAS soft or top1 with the router forced one-hot on branch k equals branch k alone (SPEC §6.1)",
           "[routing][invariant]") {
   const int64_t B = 2, Tn = 9, C = 16;
