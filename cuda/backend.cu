@@ -1,4 +1,4 @@
-// The one symbol libmoas_cuda.so exports: moas_cuda_backend_v2 hands libmoas (src/cuda_loader.cpp) the function
+// The one symbol libmoas_cuda.so exports: moas_cuda_backend_v3 hands libmoas (src/cuda_loader.cpp) the function
 // table of src/cuda_backend.h. Also the device probe and the per-thread error message behind every entry.
 #include <cstdio>
 #include <string>
@@ -9,8 +9,11 @@
 #include "cope_attention.cuh"
 #include "cuda_backend.h"
 #include "dropout.cuh"
+#include "elementwise.cuh"
 #include "embedding.cuh"
+#include "gemm.cuh"
 #include "loss.cuh"
+#include "memory.cuh"
 #include "mlp.cuh"
 #include "moh_gates.cuh"
 #include "norm.cuh"
@@ -46,11 +49,21 @@ const char *last_error() { return error_message.c_str(); }
 }  // namespace cuda
 }  // namespace moas
 
-extern "C" __attribute__((visibility("default"))) const moas_cuda_backend *moas_cuda_backend_v2(void) {
+extern "C" __attribute__((visibility("default"))) const moas_cuda_backend *moas_cuda_backend_v3(void) {
   using namespace moas::cuda;
   static const moas_cuda_backend table = {MOAS_CUDA_BACKEND_VERSION,
                                           probe,
                                           last_error,
+                                          set_device,
+                                          device_alloc,
+                                          device_free,
+                                          copy_memory,
+                                          zero_memory,
+                                          synchronize_stream,
+                                          gemm,
+                                          add,
+                                          fill_rows,
+                                          column_sum_accumulate,
                                           attention_forward,
                                           attention_backward,
                                           router_softmax,

@@ -25,6 +25,14 @@ inline int32_t launched(const char *what) {
   return e == cudaSuccess ? kOk : fail(std::string(what) + ": " + cudaGetErrorString(e));
 }
 
+// kOk when a runtime call returned cudaSuccess, else fail("<what>: <CUDA's message>"). The failure is also the
+// thread's last CUDA error: taken off here, where it is reported, or the next launched() would report it again.
+inline int32_t checked(cudaError_t e, const char *what) {
+  if (e == cudaSuccess) return kOk;
+  (void)cudaGetLastError();
+  return fail(std::string(what) + ": " + cudaGetErrorString(e));
+}
+
 // Lets `kernel` use `bytes` of dynamic shared memory (above 48 KiB a kernel must opt in), or says why it cannot.
 template <typename Kernel>
 int32_t allow_shared(Kernel kernel, size_t bytes, const char *what) {

@@ -181,7 +181,12 @@ typedef struct moas_head_selection {
   int32_t gate_variant;            /* MixtureOfHeads: MOAS_MOH_GATES_* (default REFERENCE) */
 } moas_head_selection;
 
-/* moas_model_config.device */
+/* moas_model_config.device. MOAS_DEVICE_CUDA loads libmoas_cuda.so on first use (beside libmoas.so, then the library
+ * path; the environment variable MOAS_CUDA_LIBRARY names another file) and runs forward, backward and the optimiser
+ * there, with the weights, gradients and optimiser state in device memory; parameter reads and writes, checkpoints
+ * and moas_logits copy between host and device. Without the library, a driver or a device: MOAS_ERR_DEVICE_UNAVAILABLE
+ * with the reason. In this version the CUDA model runs one attention scheme (MHA/GQA/MQA, any position encoding,
+ * windows); MoAS and MoH models, KV-cache decoding and the layer API on CUDA give MOAS_ERR_INVALID_CONFIG. */
 enum {
   MOAS_DEVICE_CPU = 0,
   MOAS_DEVICE_CUDA = 1

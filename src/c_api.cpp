@@ -13,6 +13,8 @@
 #include "c_api_support.hpp"
 #include "checkpoint.hpp"
 #include "config.hpp"
+#include "cuda_loader.hpp"
+#include "cuda_model.hpp"
 #include "error.hpp"
 #include "gemm.hpp"
 #include "model.hpp"
@@ -21,8 +23,17 @@
 #include "version.hpp"
 
 struct moas_model {
-  explicit moas_model(const moas::ModelConfig &config) : model(config) {}
+  explicit moas_model(const moas::ModelConfig &config) : model(config) {
+    if (config.device == MOAS_DEVICE_CUDA)
+      device = std::make_unique<moas::CudaModel>(*moas::cuda_backend().table, config.device_index, model);
+  }
+  // The model on the CPU; with device = MOAS_DEVICE_CUDA, the host mirror of `device`, which runs it (cuda_model.hpp):
+  // reads of weights, gradients and optimiser state download into the mirror first, writes upload after.
   moas::Model<float> model;
+  std::unique_ptr<moas::CudaModel> device;
+
+  int64_t last_batch() const { return device ? device->last_batch() : model.last_batch(); }
+  int64_t last_seq() const { return device ? device->last_seq() : model.last_seq(); }
 };
 
 struct moas_kv_cache {
@@ -33,6 +44,12 @@ struct moas_kv_cache {
 namespace {
 
 using namespace moas::capi;
+
+void require_cpu_decoding(const moas_model &model) {
+  moas::require(!model.device, MOAS_ERR_INVALID_CONFIG,
+                "decoding with a KV cache runs on MOAS_DEVICE_CPU in this version: save the model and create it "
+                "from the file with device = MOAS_DEVICE_CPU to generate");
+}
 
 void check_tokens(const moas::ModelConfig &c, const int32_t *tokens, const int32_t *targets, int32_t batch,
                   int32_t seq_len) {
@@ -56,12 +73,13 @@ void check_tokens(const moas::ModelConfig &c, const int32_t *tokens, const int32
                         std::to_string(c.vocab_size) + "): use -1 for positions without a target");
 }
 
-void fill_router_stats(const moas::Model<float> &m, int64_t layer, moas_layer_router_stats *out) {
+void fill_router_stats(const moas_model &model, int64_t layer, moas_layer_router_stats *out) {
+  const moas::Model<float> &m = model.model;
   require_struct(out->struct_size, kRouterStatsV1Size, "moas_layer_router_stats");
-  moas::require(m.last_batch() > 0, MOAS_ERR_NO_FORWARD,
+  moas::require(model.last_batch() > 0, MOAS_ERR_NO_FORWARD,
                 "no forward has run yet: router statistics come from the last moas_forward");
   moas::RouterStats st;
-  if (!m.router_stats(layer, &st)) {
+  if (model.device || !m.router_stats(layer, &st)) {  // the CUDA model runs one scheme
     const char *why = m.config().attention == moas::AttentionKind::Scheme
                           ? "this model uses one attention scheme (MHA/GQA/MQA)"
                           : "its head selection (AllHeads or StaticPruning) uses no router";
@@ -178,10 +196,14 @@ moas_status moas_forward(moas_model *model, const int32_t *tokens, const int32_t
     moas::require(training == 0 || training == 1, MOAS_ERR_INVALID_CONFIG,
                   "training is " + std::to_string(training) + ": use 0 (eval) or 1 (training)");
     moas::ThreadScope threads(m.config().n_threads);
-    const double loss = m.forward(tokens, targets, batch, seq_len, training == 1);
+    const double loss = model->device ? model->device->forward(tokens, targets, batch, seq_len, training == 1)
+                                      : m.forward(tokens, targets, batch, seq_len, training == 1);
     if (loss_out) *loss_out = (float)loss;
-    if (aux_out) *aux_out = (float)m.aux_loss();
-    if (!std::isfinite(loss)) m.invalidate_activations();
+    if (aux_out) *aux_out = model->device ? 0.0f : (float)m.aux_loss();
+    if (!std::isfinite(loss)) {
+      m.invalidate_activations();
+      if (model->device) model->device->invalidate_activations();
+    }
     moas::require(std::isfinite(loss), MOAS_ERR_NON_FINITE,
                   "the loss is not finite (" + std::to_string(loss) + "): the weights hold NaN/Inf or diverged; "
                   "reload a checkpoint or lower the learning rate");
@@ -193,12 +215,13 @@ moas_status moas_logits(const moas_model *model, float *out, size_t out_len) {
     require_arg(model, "model");
     require_arg(out, "out");
     const moas::Model<float> &m = model->model;
-    moas::require(m.last_batch() > 0, MOAS_ERR_NO_FORWARD, "no forward has run yet: call moas_forward first");
-    const size_t n = (size_t)(m.last_batch() * m.last_seq() * m.config().vocab_size);
+    moas::require(model->last_batch() > 0, MOAS_ERR_NO_FORWARD, "no forward has run yet: call moas_forward first");
+    const size_t n = (size_t)(model->last_batch() * model->last_seq() * m.config().vocab_size);
     moas::require(out_len == n, MOAS_ERR_SIZE_MISMATCH,
                   "out_len is " + std::to_string(out_len) + " but the last forward produced batch * seq_len * "
                   "vocab_size = " + std::to_string(n) + " logits");
-    std::memcpy(out, m.logits().data(), n * sizeof(float));
+    if (model->device) model->device->logits(out);
+    else std::memcpy(out, m.logits().data(), n * sizeof(float));
   });
 }
 
@@ -206,11 +229,12 @@ moas_status moas_backward(moas_model *model) {
   return guarded([&] {
     require_arg(model, "model");
     moas::Model<float> &m = model->model;
-    moas::require(m.can_backward(), MOAS_ERR_NO_FORWARD,
+    moas::require(model->device ? model->device->can_backward() : m.can_backward(), MOAS_ERR_NO_FORWARD,
                   "moas_backward needs a preceding moas_forward with training = 1 and targets (and no parameter "
                   "write or load since)");
     moas::ThreadScope threads(m.config().n_threads);
-    m.backward();
+    if (model->device) model->device->backward();
+    else m.backward();
   });
 }
 
@@ -218,6 +242,7 @@ moas_status moas_zero_grad(moas_model *model) {
   return guarded([&] {
     require_arg(model, "model");
     std::fill(model->model.params.grads.begin(), model->model.params.grads.end(), 0.0f);
+    if (model->device) model->device->zero_grad();
   });
 }
 
@@ -242,7 +267,12 @@ moas_status moas_optimizer_step(moas_model *model, const moas_adamw_config *cfg,
     require_arg(model, "model");
     moas::Model<float> &m = model->model;
     moas::ThreadScope threads(m.config().n_threads);
-    checked_adamw_step(m.params, m.optimizer, cfg, grad_norm_out);
+    if (moas::CudaModel *device = model->device.get())
+      checked_adamw_step(
+          cfg, grad_norm_out, [&] { return device->gradient_norm(); },
+          [&](const moas::AdamWSettings &settings, double norm) { device->adamw_step(settings, norm); });
+    else
+      checked_adamw_step(m.params, m.optimizer, cfg, grad_norm_out);
     m.invalidate_activations();
   });
 }
@@ -276,6 +306,7 @@ moas_status moas_parameter_read(const moas_model *model, const char *name, float
     require_arg(model, "model");
     require_arg(out, "out");
     const moas::ParamInfo &info = param_checked(model->model.params, name, len);
+    if (model->device) model->device->download_values();
     std::memcpy(out, model->model.params.value(info.offset), len * sizeof(float));
   });
 }
@@ -286,8 +317,10 @@ moas_status moas_parameter_write(moas_model *model, const char *name, const floa
     require_arg(values, "values");
     const moas::ParamInfo &info = param_checked(model->model.params, name, len);
     require_finite(values, len, std::string("values for \"") + name + "\": values");
+    if (model->device) model->device->download_values();  // the mirror is uploaded whole
     std::memcpy(model->model.params.value(info.offset), values, len * sizeof(float));
     model->model.invalidate_activations();
+    if (model->device) model->device->upload_values();
   });
 }
 
@@ -296,6 +329,7 @@ moas_status moas_gradient_read(const moas_model *model, const char *name, float 
     require_arg(model, "model");
     require_arg(out, "out");
     const moas::ParamInfo &info = param_checked(model->model.params, name, len);
+    if (model->device) model->device->download_grads();
     std::memcpy(out, model->model.params.grads.data() + info.offset, len * sizeof(float));
   });
 }
@@ -304,6 +338,7 @@ moas_status moas_model_save(const moas_model *model, const char *path, const cha
   return guarded([&] {
     require_arg(model, "model");
     require_arg(path, "path");
+    if (model->device) model->device->download_values();
     moas::save_model(model->model, path, user_metadata);
   });
 }
@@ -312,8 +347,10 @@ moas_status moas_model_load(moas_model *model, const char *path) {
   return guarded([&] {
     require_arg(model, "model");
     require_arg(path, "path");
+    if (model->device) model->device->download_values();  // a failed load leaves the mirror as the device has it
     moas::load_model(model->model, path);
     model->model.invalidate_activations();
+    if (model->device) model->device->upload_values();
   });
 }
 
@@ -337,6 +374,7 @@ moas_status moas_model_create_from_file(const char *path, const moas_model_confi
     moas::ThreadScope threads(config.n_threads);
     auto created = std::make_unique<moas_model>(config);
     moas::load_model(created->model, path);
+    if (created->device) created->device->upload_values();
     *out = created.release();
   });
 }
@@ -360,6 +398,7 @@ moas_status moas_optimizer_save(const moas_model *model, const char *path) {
   return guarded([&] {
     require_arg(model, "model");
     require_arg(path, "path");
+    if (model->device) model->device->download_optimizer();
     moas::save_optimizer(model->model, path);
   });
 }
@@ -368,7 +407,9 @@ moas_status moas_optimizer_load(moas_model *model, const char *path) {
   return guarded([&] {
     require_arg(model, "model");
     require_arg(path, "path");
+    if (model->device) model->device->download_optimizer();
     moas::load_optimizer(model->model, path);
+    if (model->device) model->device->upload_optimizer();
   });
 }
 
@@ -378,6 +419,7 @@ moas_status moas_kv_cache_create(const moas_model *model, int32_t batch, int32_t
     require_arg(out, "out");
     *out = nullptr;
     const moas::ModelConfig &c = model->model.config();
+    require_cpu_decoding(*model);
     moas::require(batch >= 1 && batch <= (1 << 16), MOAS_ERR_SIZE_MISMATCH,
                   "batch is " + std::to_string(batch) + ": it must be in [1, 65536]");
     moas::require(capacity >= 1 && capacity <= c.block_size, MOAS_ERR_SIZE_MISMATCH,
@@ -422,6 +464,7 @@ moas_status moas_prefill(moas_model *model, moas_kv_cache *cache, const int32_t 
     require_arg(cache, "cache");
     moas::Model<float> &m = model->model;
     const moas::ModelConfig &c = m.config();
+    require_cpu_decoding(*model);
     moas::KvCache<float> &kv = cache->cache;
     const std::string diff = moas::architecture_difference(cache->config, c);
     moas::require(diff.empty(), MOAS_ERR_SIZE_MISMATCH,
@@ -458,7 +501,7 @@ moas_status moas_router_stats(const moas_model *model, int32_t layer, moas_layer
     const int64_t n_layer = model->model.config().n_layer;
     moas::require(layer >= 0 && layer < n_layer, MOAS_ERR_INDEX_OUT_OF_RANGE,
                   "layer " + std::to_string(layer) + " is outside [0, " + std::to_string(n_layer) + ")");
-    fill_router_stats(model->model, layer, out);
+    fill_router_stats(*model, layer, out);
   });
 }
 
@@ -470,7 +513,7 @@ moas_status moas_router_stats_all(const moas_model *model, moas_layer_router_sta
     moas::require(n_layers == (size_t)n_layer, MOAS_ERR_SIZE_MISMATCH,
                   "n_layers is " + std::to_string(n_layers) + " but the model has " + std::to_string(n_layer) +
                       " layers: pass an array of n_layer structs");
-    for (int64_t l = 0; l < n_layer; l++) fill_router_stats(model->model, l, &out[l]);
+    for (int64_t l = 0; l < n_layer; l++) fill_router_stats(*model, l, &out[l]);
   });
 }
 

@@ -128,20 +128,29 @@ inline AdamWSettings check_adamw(const moas_adamw_config &cfg) {
   return {cfg.lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay, cfg.grad_clip};
 }
 
-// One AdamW step after the checks every optimiser call makes. A non-finite gradient norm skips the step and leaves
-// the weights and moments unchanged (MOAS_ERR_NON_FINITE); grad_norm_out (nullable) gets the norm either way.
-template <typename T>
-void checked_adamw_step(ParamTable<T> &params, AdamWState<T> &state, const moas_adamw_config *cfg,
-                        float *grad_norm_out) {
+// One AdamW step after the checks every optimiser call makes: norm() gives the gradients' L2 norm, step(settings,
+// norm) applies the step. A non-finite norm skips the step and leaves the weights and moments unchanged
+// (MOAS_ERR_NON_FINITE); grad_norm_out (nullable) gets the norm either way.
+template <class Norm, class Step>
+void checked_adamw_step(const moas_adamw_config *cfg, float *grad_norm_out, Norm &&norm_of, Step &&step) {
   require_arg(cfg, "cfg");
   require_struct(cfg->struct_size, sizeof(moas_adamw_config), "moas_adamw_config");
   const AdamWSettings settings = check_adamw(*cfg);
-  const double norm = gradient_norm(params.grads);
+  const double norm = norm_of();
   if (grad_norm_out) *grad_norm_out = (float)norm;
   require(std::isfinite(norm), MOAS_ERR_NON_FINITE,
           "the gradient norm is not finite: the step was skipped and the weights are unchanged; "
           "zero the gradients and lower the learning rate or check the inputs");
-  adamw_step(params, state, settings, norm);
+  step(settings, norm);
+}
+
+// The same on the CPU, over a parameter table and its optimiser state.
+template <typename T>
+void checked_adamw_step(ParamTable<T> &params, AdamWState<T> &state, const moas_adamw_config *cfg,
+                        float *grad_norm_out) {
+  checked_adamw_step(
+      cfg, grad_norm_out, [&] { return gradient_norm(params.grads); },
+      [&](const AdamWSettings &settings, double norm) { adamw_step(params, state, settings, norm); });
 }
 
 }  // namespace moas::capi

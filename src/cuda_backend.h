@@ -17,8 +17,8 @@
 extern "C" {
 #endif
 
-#define MOAS_CUDA_BACKEND_VERSION 2
-#define MOAS_CUDA_BACKEND_SYMBOL "moas_cuda_backend_v2"
+#define MOAS_CUDA_BACKEND_VERSION 3
+#define MOAS_CUDA_BACKEND_SYMBOL "moas_cuda_backend_v3"
 
 /* As moas::AttentionDims (src/attention.hpp). */
 typedef struct moas_cuda_attention_dims {
@@ -101,6 +101,33 @@ typedef struct moas_cuda_backend {
    * to why[0, why_len) otherwise. Thread-safe. */
   int32_t (*probe)(char *why, size_t why_len);
   const char *(*last_error)(void);
+
+  /* Memory of the calling thread's current device (set_device chooses it). alloc returns NULL (the reason in
+   * last_error()) when it cannot, and NULL without an error for 0 bytes; free(NULL) does nothing. copy moves `bytes`
+   * between any two of host and device memory (unified addressing) after everything enqueued on `stream`, and
+   * returns once they are there. zero sets `bytes` bytes to 0 on `stream`. synchronize waits for `stream` and returns
+   * 1, with the reason, when anything enqueued on it failed. */
+  int32_t (*set_device)(int32_t index); /* makes device `index` the calling thread's current device */
+  void *(*alloc)(size_t bytes);
+  void (*free)(void *ptr);
+  int32_t (*copy)(void *dst, const void *src, size_t bytes, void *stream);
+  int32_t (*zero)(void *dst, size_t bytes, void *stream);
+  int32_t (*synchronize)(void *stream);
+
+  /* gemm.hpp's moas::gemm on device matrices: row-major C [M, N] = alpha op(A) op(B) + beta C (trans_a / trans_b:
+   * 1 = transposed), leading dimensions in elements; M, N or K of 0 as there (K = 0 gives C = beta C). Through cuBLAS
+   * in full fp32 (no TF32), so results stay within the CPU backend's tolerance. */
+  int32_t (*gemm)(int32_t trans_a, int32_t trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                  int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc, void *stream);
+
+  /* The model's elementwise steps. add: out[i] = a[i] + b[i] for i < n (out may alias a or b). fill_rows: out[r *
+   * stride + c] = values[c] for r < N, c < width (a linear layer's bias before its product adds onto it).
+   * column_sum_accumulate: sums[c] += (the sum over r < N of x[r * stride + c], taken in row order from 0), as
+   * parallel.hpp's column_sum_accumulate does, so the bits equal the CPU's. */
+  int32_t (*add)(float *out, const float *a, const float *b, int64_t n, void *stream);
+  int32_t (*fill_rows)(float *out, int64_t stride, const float *values, int64_t N, int64_t width, void *stream);
+  int32_t (*column_sum_accumulate)(float *sums, const float *x, int64_t stride, int64_t N, int64_t width,
+                                   void *stream);
 
   /* attention_forward / attention_backward: src/attention.hpp's semantics, dropout on the probabilities included
    * (NULL or p = 0: none). `heads` and `grads` are device arrays of n_heads descriptors (the model keeps them

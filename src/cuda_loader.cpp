@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <mutex>
 
 #include "error.hpp"
@@ -61,6 +62,10 @@ const CudaBackend &cuda_backend() {
   static std::once_flag once;
   static CudaBackend backend;
   std::call_once(once, [] {
+    if (const char *chosen = std::getenv("MOAS_CUDA_LIBRARY"); chosen && *chosen) {
+      backend = load_cuda_backend(chosen);
+      return;
+    }
     const std::string beside_us = own_folder() + kLibrary;
     if (beside_us != kLibrary && access(beside_us.c_str(), F_OK) == 0) {
       backend = load_cuda_backend(beside_us);
@@ -81,8 +86,12 @@ void require_cuda_device(int32_t device_index) {
   require(device_index >= 0 && device_index < backend.devices, MOAS_ERR_DEVICE_UNAVAILABLE,
           kNoDevice + "device_index is " + std::to_string(device_index) + " but this machine has " +
               std::to_string(backend.devices) + " CUDA device(s)");
-  fail(MOAS_ERR_DEVICE_UNAVAILABLE,
-       "CUDA device found, but the CUDA model is not implemented in this version: use MOAS_DEVICE_CPU");
+}
+
+void check_cuda_support(const ModelConfig &config) {
+  require(config.attention == AttentionKind::Scheme, MOAS_ERR_INVALID_CONFIG,
+          std::string("the CUDA device runs one attention scheme (MHA, GQA, MQA) in this version; ") +
+              (config.attention == AttentionKind::Moas ? "MoAS" : "MoH") + " attention runs on MOAS_DEVICE_CPU");
 }
 
 }  // namespace moas

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "config.hpp"
 #include "cuda_backend.h"
 
 namespace moas {
@@ -17,7 +18,9 @@ struct CudaBackend {
   std::string why;                           // "no CUDA device: <reason>" when devices == 0
 };
 
-// The process's backend: loaded on first use, once (thread-safe); the library then stays loaded.
+// The process's backend: loaded on first use, once (thread-safe); the library then stays loaded. The environment
+// variable MOAS_CUDA_LIBRARY, when set, names the library to load instead (an install elsewhere, or the tests' table
+// of CPU functions).
 const CudaBackend &cuda_backend();
 
 // Loads the backend from `path` (a bare file name searches the default library path) and probes it; each call
@@ -25,8 +28,10 @@ const CudaBackend &cuda_backend();
 CudaBackend load_cuda_backend(const std::string &path);
 
 // Config validation for device == MOAS_DEVICE_CUDA: throws moas::Error(MOAS_ERR_DEVICE_UNAVAILABLE) saying why the
-// device cannot be used. In this version it always throws: with a device present, the message says that the CUDA
-// model is not implemented yet (the kernels are, behind the table; the model-level port is the next step).
+// device cannot be used (no backend library, no device, device_index out of range).
 void require_cuda_device(int32_t device_index);
+
+// Throws MOAS_ERR_INVALID_CONFIG naming what of `config` the CUDA model (cuda_model.hpp) does not run yet.
+void check_cuda_support(const ModelConfig &config);
 
 }  // namespace moas

@@ -251,7 +251,8 @@ void MohAttention<T>::forward(const ParamTable<T> &params, const T *x, T *y, con
     for (int64_t n = 0; n < N; n++)
       for (int64_t h = 0; h < P; h++)
         for (int64_t c = 0; c < d; c++)
-          gated_dense_[(size_t)(n * QW + h * d + c)] = gate_[(size_t)(n * H + h)] * out_dense_[(size_t)((n * P + h) * d + c)];
+          gated_dense_[(size_t)(n * QW + h * d + c)] =
+              gate_[(size_t)(n * H + h)] * out_dense_[(size_t)((n * P + h) * d + c)];
     gated_dense = gated_dense_.data();
   }
   for (int64_t i = 0; i < spec_.routed; i++) {

@@ -10,6 +10,7 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -275,6 +276,14 @@ template <typename V>
 void require_close(const std::vector<V> &a, const std::vector<V> &b, double tol, const std::string &what) {
   REQUIRE(a.size() == b.size());
   require_close(a, b, 0, (int64_t)b.size(), tol, what);
+}
+
+// Bit for bit (== on floats would take -0 for +0).
+template <typename V>
+void require_same_bits(const std::vector<V> &a, const std::vector<V> &b, const std::string &what) {
+  INFO(what);
+  REQUIRE(a.size() == b.size());
+  REQUIRE(std::memcmp(a.data(), b.data(), a.size() * sizeof(V)) == 0);
 }
 
 }  // namespace cuda_test

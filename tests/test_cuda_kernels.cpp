@@ -3,7 +3,8 @@
 // attention and CoPE attention forward and backward, with and without dropout (the cases of attention_cases.hpp:
 // dense, routed subsets, GQA 6/2, MQA, windows, T not a multiple of the tile), the router softmax with argmax / top-k,
 // MoH gates forward and backward, the row kernels, and the model's other ops (embedding, norms, GELU / SwiGLU,
-// cross-entropy, gradient norm and AdamW, RoPE, dropout).
+// cross-entropy, gradient norm and AdamW, RoPE, dropout). Also the table's memory entries, its cuBLAS GEMM (against
+// moas::gemm to 1e-5: both in full fp32) and its elementwise steps (the same bits as the CPU).
 // Without a device each such test prints kSkipped, which ctest registers as SKIPPED (Catch2 2.13 has no skip).
 // The argument checks of the table run everywhere: they fail before touching CUDA.
 #include <cuda_runtime.h>
@@ -23,27 +24,30 @@
 #include "cuda_inputs.hpp"
 #include "dropout.hpp"
 #include "embedding.hpp"
+#include "gemm.hpp"
 #include "loss.hpp"
 #include "mlp.hpp"
 #include "moh_gates.hpp"
 #include "norm.hpp"
+#include "parallel.hpp"
 #include "rope.hpp"
 #include "routing_math.hpp"
 #include "rows.hpp"
 #include "softmax.hpp"
 
-extern "C" const moas_cuda_backend *moas_cuda_backend_v2(void);
+extern "C" const moas_cuda_backend *moas_cuda_backend_v3(void);
 
 namespace {
 
 using cuda_test::require_close;
+using cuda_test::require_same_bits;
 using cuda_test::tokens_below;
 using cuda_test::uniform;
 
 constexpr const char *kSkipped = "MOAS_CUDA_SKIPPED";  // tests/CMakeLists.txt: SKIP_REGULAR_EXPRESSION
 constexpr double kTol = 1e-4;
 
-const moas_cuda_backend &backend() { return *moas_cuda_backend_v2(); }
+const moas_cuda_backend &backend() { return *moas_cuda_backend_v3(); }
 
 // True when a device can run the kernels; otherwise prints the skip marker with CUDA's reason.
 bool have_device() {
@@ -135,6 +139,29 @@ TEST_CASE("CUDA backend table: version, probe and argument checks", "[cuda]") {
   REQUIRE(backend().adamw_step(&settings, 0, 1.0, nullptr, nullptr, nullptr, nullptr, 4, nullptr, nullptr, 1,
                                nullptr) == 1);
   REQUIRE_THAT(std::string(backend().last_error()), Catch::Matchers::Contains("step >= 1"));
+
+  REQUIRE(backend().set_device(-1) == 1);
+  REQUIRE_THAT(std::string(backend().last_error()), Catch::Matchers::Contains("index must be >= 0"));
+  REQUIRE(backend().alloc(0) == nullptr);
+  REQUIRE(backend().copy(nullptr, nullptr, 4, nullptr) == 1);
+  REQUIRE_THAT(std::string(backend().last_error()), Catch::Matchers::Contains("null argument"));
+  float host[64] = {};  // the checks fail before reading it
+  REQUIRE(backend().gemm(0, 0, 0, 5, 3, 1.0f, nullptr, 3, nullptr, 5, 0.0f, nullptr, 5, nullptr) == 0);  // M = 0
+  REQUIRE(backend().gemm(0, 0, 4, 5, 3, 1.0f, host, 3, host, 5, 0.0f, host, 4, nullptr) == 1);
+  REQUIRE_THAT(std::string(backend().last_error()), Catch::Matchers::Contains("ldc is 4"));
+  REQUIRE(backend().gemm(1, 0, 4, 5, 3, 1.0f, host, 3, host, 5, 0.0f, host, 5, nullptr) == 1);  // A^T: lda >= M
+  REQUIRE_THAT(std::string(backend().last_error()), Catch::Matchers::Contains("lda is 3"));
+  REQUIRE(backend().gemm(0, 1, 4, 5, 3, 1.0f, host, 3, host, 2, 0.0f, host, 5, nullptr) == 1);  // B^T: ldb >= K
+  REQUIRE_THAT(std::string(backend().last_error()), Catch::Matchers::Contains("ldb is 2"));
+  const int64_t too_many = (int64_t)1 << 31;
+  REQUIRE(backend().gemm(0, 0, too_many, 1, 1, 1.0f, host, 1, host, 1, 0.0f, host, 1, nullptr) == 1);
+  REQUIRE_THAT(std::string(backend().last_error()), Catch::Matchers::Contains("exceeds cuBLAS's int"));
+  REQUIRE(backend().add(nullptr, nullptr, nullptr, -1, nullptr) == 1);
+  REQUIRE_THAT(std::string(backend().last_error()), Catch::Matchers::Contains("n must be >= 0"));
+  REQUIRE(backend().fill_rows(host, 3, host, 2, 4, nullptr) == 1);
+  REQUIRE_THAT(std::string(backend().last_error()), Catch::Matchers::Contains("stride 3 is below width 4"));
+  REQUIRE(backend().column_sum_accumulate(nullptr, host, 3, 2, 3, nullptr) == 1);
+  REQUIRE_THAT(std::string(backend().last_error()), Catch::Matchers::Contains("null argument"));
 }
 
 TEST_CASE("CUDA attention forward and backward equal the CPU kernel", "[cuda][device][attention]") {
@@ -529,4 +556,117 @@ TEST_CASE("CUDA dropout draws the CPU's mask, whole tensors and routed rows", "[
   BACKEND_REQUIRE(backend().dropout_apply(d_rows.get(), m, width, d_row.get(), &cuda_dropout, nullptr));
   REQUIRE(d_whole.download() == whole);  // the same bits
   REQUIRE(d_rows.download() == rows);
+}
+
+TEST_CASE("CUDA memory entries: set_device, alloc, copy both ways and on the device, zero, synchronize",
+          "[cuda][device][memory]") {
+  if (!have_device()) return;
+  BACKEND_REQUIRE(backend().set_device(0));
+  cudaStream_t stream = nullptr;
+  CUDA_REQUIRE(cudaStreamCreate(&stream));
+  const std::vector<float> host = uniform(1000, 141);
+  const size_t bytes = host.size() * sizeof(float);
+  float *first = static_cast<float *>(backend().alloc(bytes)), *second = static_cast<float *>(backend().alloc(bytes));
+  INFO(backend().last_error());
+  REQUIRE(first != nullptr);
+  REQUIRE(second != nullptr);
+  BACKEND_REQUIRE(backend().copy(first, host.data(), bytes, stream));
+  BACKEND_REQUIRE(backend().copy(second, first, bytes, stream));
+  std::vector<float> back(host.size(), std::nanf(""));
+  BACKEND_REQUIRE(backend().copy(back.data(), second, bytes, stream));
+  require_same_bits(back, host, "round trip");
+
+  BACKEND_REQUIRE(backend().zero(second + 100, 200 * sizeof(float), stream));
+  BACKEND_REQUIRE(backend().synchronize(stream));
+  BACKEND_REQUIRE(backend().copy(back.data(), second, bytes, stream));
+  std::vector<float> zeroed = host;
+  std::fill(zeroed.begin() + 100, zeroed.begin() + 300, 0.0f);
+  require_same_bits(back, zeroed, "after zero");
+
+  // A failed allocation says so, and leaves no stale CUDA error for the next launch to report.
+  REQUIRE(backend().alloc((size_t)1 << 62) == nullptr);
+  REQUIRE_THAT(std::string(backend().last_error()), Catch::Matchers::Contains("alloc of"));
+  BACKEND_REQUIRE(backend().add(second, second, first, (int64_t)host.size(), stream));
+  BACKEND_REQUIRE(backend().synchronize(stream));
+
+  backend().free(nullptr);
+  backend().free(first);
+  backend().free(second);
+  CUDA_REQUIRE(cudaStreamDestroy(stream));
+}
+
+TEST_CASE("CUDA gemm equals moas::gemm for every transpose, with and without beta", "[cuda][device][gemm]") {
+  if (!have_device()) return;
+  cudaStream_t stream = nullptr;
+  CUDA_REQUIRE(cudaStreamCreate(&stream));
+  const int64_t M = 37, N = 45;
+  for (const int64_t K : {29, 300})
+    for (const int32_t ta : {0, 1})
+      for (const int32_t tb : {0, 1})
+        for (const float beta : {0.0f, 0.5f}) {
+          DYNAMIC_SECTION("K " << K << (ta ? ", A^T" : "") << (tb ? ", B^T" : "") << ", beta " << beta) {
+            // Stored row-major with padded leading dimensions; C's padding must stay as it was.
+            const int64_t lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 2, ldc = N + 5;
+            const std::vector<float> A = uniform((size_t)((ta ? K : M) * lda), 151),
+                                     B = uniform((size_t)((tb ? N : K) * ldb), 152);
+            std::vector<float> c_start = uniform((size_t)(M * ldc), 153), ref = c_start;
+            if (beta == 0.0f)  // C is only written: NaN there must not reach the result
+              for (int64_t r = 0; r < M; ++r) std::fill_n(c_start.begin() + r * ldc, N, std::nanf(""));
+            moas::gemm(ta ? moas::Trans::Yes : moas::Trans::No, tb ? moas::Trans::Yes : moas::Trans::No, M, N, K, 1.5f,
+                       A.data(), lda, B.data(), ldb, beta, ref.data(), ldc);
+            DeviceArray<float> d_A(A), d_B(B), d_C(c_start);
+            BACKEND_REQUIRE(
+                backend().gemm(ta, tb, M, N, K, 1.5f, d_A.get(), lda, d_B.get(), ldb, beta, d_C.get(), ldc, stream));
+            require_close(d_C.download(), ref, 1e-5, "C");
+          }
+        }
+  SECTION("K = 0: C = beta C, without reading A or B") {
+    const int64_t ldc = N + 5;
+    for (const float beta : {0.0f, 0.5f, 1.0f}) {
+      std::vector<float> c_start = uniform((size_t)(M * ldc), 154);
+      if (beta == 0.0f) c_start[0] = std::nanf("");
+      std::vector<float> ref = c_start;
+      moas::gemm(moas::Trans::No, moas::Trans::No, M, N, 0, 1.5f, nullptr, 1, nullptr, N, beta, ref.data(), ldc);
+      DeviceArray<float> d_C(c_start);
+      BACKEND_REQUIRE(backend().gemm(0, 0, M, N, 0, 1.5f, nullptr, 1, nullptr, N, beta, d_C.get(), ldc, stream));
+      INFO("beta " << beta);
+      require_same_bits(d_C.download(), ref, "C");
+    }
+  }
+  CUDA_REQUIRE(cudaStreamDestroy(stream));
+}
+
+TEST_CASE("CUDA add, fill_rows and column sums give the CPU's bits", "[cuda][device][elementwise]") {
+  if (!have_device()) return;
+  SECTION("add, also in place") {
+    const int64_t n = 70001;
+    const std::vector<float> a = uniform((size_t)n, 161), b = uniform((size_t)n, 162);
+    std::vector<float> sum((size_t)n);
+    for (size_t i = 0; i < sum.size(); ++i) sum[i] = a[i] + b[i];
+    DeviceArray<float> d_a(a), d_b(b), d_out(unwritten(sum.size()));
+    BACKEND_REQUIRE(backend().add(d_out.get(), d_a.get(), d_b.get(), n, nullptr));
+    BACKEND_REQUIRE(backend().add(d_a.get(), d_a.get(), d_b.get(), n, nullptr));
+    require_same_bits(d_out.download(), sum, "out");
+    require_same_bits(d_a.download(), sum, "out = a");
+  }
+  const int64_t N = 1000, width = 300, stride = 310;
+  SECTION("fill_rows") {
+    const std::vector<float> values = uniform((size_t)width, 163), start = uniform((size_t)(N * stride), 164);
+    std::vector<float> ref = start;
+    for (int64_t r = 0; r < N; ++r) std::copy(values.begin(), values.end(), ref.begin() + r * stride);
+    DeviceArray<float> d_values(values), d_out(start);
+    BACKEND_REQUIRE(backend().fill_rows(d_out.get(), stride, d_values.get(), N, width, nullptr));
+    require_same_bits(d_out.download(), ref, "out");
+  }
+  SECTION("column_sum_accumulate") {
+    std::vector<float> x = uniform((size_t)(N * stride), 165);
+    for (size_t i = 0; i < x.size(); i += 3) x[i] *= 1e4f;  // mixed magnitudes: another order rounds differently
+    const std::vector<float> start = uniform((size_t)width, 166);
+    std::vector<float> compact((size_t)(N * width)), ref = start;
+    for (int64_t r = 0; r < N; ++r) std::copy_n(x.begin() + r * stride, width, compact.begin() + r * width);
+    moas::column_sum_accumulate(ref.data(), compact.data(), N, width);
+    DeviceArray<float> d_x(x), d_sums(start);
+    BACKEND_REQUIRE(backend().column_sum_accumulate(d_sums.get(), d_x.get(), stride, N, width, nullptr));
+    require_same_bits(d_sums.download(), ref, "sums");
+  }
 }

@@ -1,0 +1,112 @@
+// The model of model.hpp on a CUDA device. Parameters, gradients, AdamW moments and activations live in device
+// memory, and each step is an entry of the backend table (cuda_backend.h) — the CUDA twin of the CPU function that
+// Model<float> calls at the same point, in the same order (cuda_model.cpp reads side by side with model.cpp and
+// scheme.cpp). Plain C++: it only calls the table, so the tests run it on a table of CPU functions and compare it
+// with Model<float> step by step.
+//
+// A host Model<float> is its mirror: it holds the names, layout and initial values of the parameters, the dropout
+// step counter and the optimiser's step count. Parameter and gradient reads, writes and checkpoints go through the
+// mirror, after download() / before upload().
+//
+// This version runs one attention scheme (MHA, GQA, MQA) with learned, RoPE or CoPE positions and sliding windows,
+// LayerNorm / RMSNorm, GELU / SwiGLU, biases and every dropout site; training and evaluation forwards, backward and
+// AdamW. MoAS and MoH models, and decoding with a KV cache, are refused with a message (check_cuda_support).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "adamw.hpp"
+#include "config.hpp"
+#include "cuda_backend.h"
+#include "device_array.hpp"
+#include "model.hpp"
+
+namespace moas {
+
+class CudaModel {
+ public:
+  // Uploads the mirror's parameters to device `device_index` of the table.
+  CudaModel(const moas_cuda_backend &table, int32_t device_index, Model<float> &mirror);
+
+  // Model<float>::forward's contract (no cache); advances the mirror's dropout step after a training forward.
+  double forward(const int32_t *tokens, const int32_t *targets, int64_t B, int64_t Tn, bool training);
+  // Accumulates the gradients of the last training forward (with targets) on the device.
+  void backward();
+  bool can_backward() const { return backward_ready_; }
+  void invalidate_activations() { backward_ready_ = false; }
+  void zero_grad();
+  // The global L2 norm of the gradients (adamw.hpp's gradient_norm), then one AdamW step with it (the caller has
+  // checked it is finite), counted in the mirror's optimiser state.
+  double gradient_norm();
+  void adamw_step(const AdamWSettings &settings, double grad_norm);
+
+  // The last forward's logits [B * Tn, V] into out.
+  void logits(float *out) const;
+  int64_t last_batch() const { return B_; }
+  int64_t last_seq() const { return Tn_; }
+
+  // Mirror <-> device: parameter values, gradients, and the optimiser's moments.
+  void download_values();
+  void download_grads();
+  void download_optimizer();
+  void upload_values();
+  void upload_optimizer();
+
+ private:
+  struct LayerParams {  // offsets into the flat parameter buffer; -1 where absent
+    int64_t ln1_w, ln1_b, qkv_w, qkv_b, proj_w, proj_b, cope, ln2_w, ln2_b, fc_w, fc_b, mproj_w, mproj_b;
+  };
+  struct LayerActivations {
+    DeviceArray<float> ln1, ln1_mean, ln1_rstd, qkv, att, lse, mid, ln2, ln2_mean, ln2_rstd, fc_pre, fc_act;
+    DeviceArray<moas_cuda_query_head> heads;  // the attention's per-head views into qkv, att, lse
+  };
+
+  void find_parameters();
+  void reserve_buffers(int64_t N, bool training);
+  const float *w(int64_t offset) const { return offset < 0 ? nullptr : values_.get() + offset; }
+  float *g(int64_t offset) const { return offset < 0 ? nullptr : grads_.get() + offset; }
+  moas_cuda_dropout site(float p, uint32_t layer, uint32_t id) const;
+  moas_cuda_attention_dims attention_dims() const;
+  moas_cuda_key_values key_values(const LayerActivations &a) const;
+  void linear_forward(float *out, int64_t out_stride, const float *inp, const float *weight, const float *bias,
+                      int64_t N, int64_t n_in, int64_t n_out);
+  void linear_backward(float *dinp, bool accumulate_dinp, float *dweight, float *dbias, const float *dout,
+                       const float *inp, const float *weight, int64_t N, int64_t n_in, int64_t n_out);
+  void attention_forward(uint32_t layer, LayerActivations &a, float *z, float p);
+  void attention_backward(uint32_t layer, LayerActivations &a, float *dz, float *dx);
+
+  const moas_cuda_backend &t_;
+  Model<float> &mirror_;
+  const ModelConfig config_;
+  std::vector<LayerParams> layers_;
+  int64_t wte_ = -1, wpe_ = -1, lnf_w_ = -1, lnf_b_ = -1, n_params_ = 0;
+
+  DeviceArray<float> values_, grads_, exp_avg_, exp_avg_sq_;
+  DeviceArray<int64_t> segment_begin_;
+  DeviceArray<uint8_t> segment_decay_;
+  int64_t n_segments_ = 0;
+  DeviceArray<float> rope_cos_, rope_sin_;
+  int64_t rope_half_ = 0;
+
+  // The last forward.
+  std::vector<LayerActivations> acts_;  // every layer when training, layer 0's reused in eval
+  std::vector<DeviceArray<float>> residual_;
+  DeviceArray<float> lnf_, lnf_mean_, lnf_rstd_, logits_, ce_lse_, scratch_c_;
+  DeviceArray<int32_t> tokens_, targets_, pos_;
+  DeviceArray<int64_t> begin_;
+  DeviceArray<double> loss_;
+  DeviceArray<int64_t> n_counted_;
+  int64_t B_ = 0, Tn_ = 0, counted_ = 0;
+  uint64_t dropout_step_ = 0;
+  bool has_targets_ = false, backward_ready_ = false;
+
+  // Backward scratch.
+  DeviceArray<float> d_res_, d_c_, d_ln_, d_hidden_, d_pre_, d_logits_, norm_scratch_, d_qkv_, d_att_, cope_scratch_;
+  DeviceArray<moas_cuda_query_head_grad> head_grads_;
+  DeviceArray<double> norm_;
+  DeviceArray<double> norm_partials_;
+};
+
+}  // namespace moas

@@ -1,0 +1,17 @@
+// The CUDA backend's function table (src/cuda_backend.h) filled with the CPU backend's functions: "device" memory is
+// host memory and every entry calls the CPU function its comment in cuda_backend.h names. It lets the tests run the
+// CUDA model's orchestration (src/cuda_model.cpp) — which buffers, which steps, in which order — where no GPU exists,
+// and compare it step for step with Model<float>: both then compute with the same functions, so they must agree bit
+// for bit. (The kernels themselves are checked against the same CPU functions by the host-emulation tests.)
+//
+// Built twice: into the test executables, and as libmoas_cuda_cpu.so exporting moas_cuda_backend_v<N>, which the
+// C API tests load through MOAS_CUDA_LIBRARY to drive device = CUDA end to end.
+#pragma once
+
+#include "cuda_backend.h"
+
+namespace moas_test {
+
+const moas_cuda_backend *cpu_backend_table();
+
+}  // namespace moas_test

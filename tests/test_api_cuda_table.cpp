@@ -1,0 +1,177 @@
+// device = MOAS_DEVICE_CUDA end to end through the public ABI, where no GPU exists: MOAS_CUDA_LIBRARY points at
+// libmoas_cuda_cpu.so, the backend table filled with the CPU functions (cpu_backend_table.hpp), so the library loads
+// it as it would load libmoas_cuda.so and runs the CUDA model (cuda_model.hpp) over it. A model on that "device"
+// must then train, save, load and report exactly like the same model on the CPU; what the CUDA model does not run
+// yet is refused with a message.
+#include <catch2/catch.hpp>
+#include <stdlib.h>
+
+#include <string>
+#include <vector>
+
+#include "api_helpers.hpp"
+
+using Catch::Matchers::Contains;
+
+namespace {
+
+// Before main, so before libmoas first looks for its CUDA backend (once per process).
+const bool table_chosen = setenv("MOAS_CUDA_LIBRARY", MOAS_TEST_CPU_TABLE, 1) == 0;
+
+moas_model_config cuda_config() {
+  REQUIRE(table_chosen);
+  moas_model_config c = api_test::small_config();
+  c.device = MOAS_DEVICE_CUDA;
+  c.position = MOAS_POSITION_ROPE;
+  c.window_size = 5;
+  c.dropout = 0.1f;
+  return c;
+}
+
+moas_model_config cpu_twin(moas_model_config c) {
+  c.device = MOAS_DEVICE_CPU;
+  return c;
+}
+
+moas_adamw_config adamw_config() {
+  moas_adamw_config a;
+  a.struct_size = sizeof a;
+  REQUIRE(moas_adamw_config_default(&a) == MOAS_OK);
+  a.lr = 3e-3f;
+  return a;
+}
+
+// One training step; returns (loss, gradient norm).
+std::pair<float, float> train_step(moas_model *m, const std::vector<int32_t> &tokens,
+                                   const std::vector<int32_t> &targets, int B, int Tn) {
+  const moas_adamw_config adamw = adamw_config();
+  float loss = 0, norm = 0;
+  REQUIRE(moas_zero_grad(m) == MOAS_OK);
+  REQUIRE(moas_forward(m, tokens.data(), targets.data(), B, Tn, 1, &loss, nullptr) == MOAS_OK);
+  REQUIRE(moas_backward(m) == MOAS_OK);
+  REQUIRE(moas_optimizer_step(m, &adamw, &norm) == MOAS_OK);
+  return {loss, norm};
+}
+
+}  // namespace
+
+TEST_CASE("CUDA device (CPU table): training through the ABI equals the CPU model exactly", "[api][cuda]") {
+  const moas_model_config c = cuda_config();
+  api_test::ModelPtr device = api_test::make_model(c), cpu = api_test::make_model(cpu_twin(c));
+  const int B = 3, Tn = 12;
+  for (uint32_t step = 0; step < 3; step++) {
+    const auto tokens = api_test::sequence(B * Tn, c.vocab_size, 10 + step);
+    const auto targets = api_test::sequence(B * Tn, c.vocab_size, 20 + step);
+    REQUIRE(train_step(device.get(), tokens, targets, B, Tn) == train_step(cpu.get(), tokens, targets, B, Tn));
+    const size_t n = (size_t)(B * Tn * c.vocab_size);
+    REQUIRE(api_test::logits_of(device.get(), n) == api_test::logits_of(cpu.get(), n));
+  }
+  REQUIRE(api_test::all_params(device.get()) == api_test::all_params(cpu.get()));
+  uint64_t steps = 0;
+  REQUIRE(moas_optimizer_steps(device.get(), &steps) == MOAS_OK);
+  REQUIRE(steps == 3);
+
+  // Gradients read back, after one more forward and backward.
+  const auto tokens = api_test::sequence(B * Tn, c.vocab_size, 99);
+  for (moas_model *m : {device.get(), cpu.get()}) {
+    REQUIRE(moas_zero_grad(m) == MOAS_OK);
+    REQUIRE(moas_forward(m, tokens.data(), tokens.data(), B, Tn, 1, nullptr, nullptr) == MOAS_OK);
+    REQUIRE(moas_backward(m) == MOAS_OK);
+  }
+  for (const std::string &name : api_test::parameter_names(cpu.get())) {
+    const std::vector<float> w = api_test::read_param(cpu.get(), name.c_str());
+    std::vector<float> g_device(w.size()), g_cpu(w.size());
+    REQUIRE(moas_gradient_read(device.get(), name.c_str(), g_device.data(), w.size()) == MOAS_OK);
+    REQUIRE(moas_gradient_read(cpu.get(), name.c_str(), g_cpu.data(), w.size()) == MOAS_OK);
+    INFO(name);
+    REQUIRE(g_device == g_cpu);
+  }
+}
+
+TEST_CASE("CUDA device (CPU table): written weights, checkpoints and optimiser state move between devices",
+          "[api][cuda]") {
+  const moas_model_config c = cuda_config();
+  api_test::ModelPtr device = api_test::make_model(c), cpu = api_test::make_model(cpu_twin(c));
+  const int B = 2, Tn = 10;
+  const auto tokens = api_test::sequence(B * Tn, c.vocab_size, 3);
+  train_step(device.get(), tokens, tokens, B, Tn);
+
+  // A write reaches the device (the forward changes) and a read sees it.
+  std::vector<float> ln = api_test::read_param(device.get(), "transformer.ln_f.weight");
+  for (float &v : ln) v *= 1.5f;
+  float before = 0, after = 0;
+  REQUIRE(moas_forward(device.get(), tokens.data(), tokens.data(), B, Tn, 0, &before, nullptr) == MOAS_OK);
+  REQUIRE(moas_parameter_write(device.get(), "transformer.ln_f.weight", ln.data(), ln.size()) == MOAS_OK);
+  REQUIRE(api_test::read_param(device.get(), "transformer.ln_f.weight") == ln);
+  REQUIRE(moas_forward(device.get(), tokens.data(), tokens.data(), B, Tn, 0, &after, nullptr) == MOAS_OK);
+  REQUIRE(after != before);
+
+  // Device -> file -> CPU, weights and optimiser state; then one more step on each agrees.
+  api_test::TempDir dir;
+  REQUIRE(moas_model_save(device.get(), dir.file("m.safetensors").c_str(), nullptr) == MOAS_OK);
+  REQUIRE(moas_optimizer_save(device.get(), dir.file("opt.safetensors").c_str()) == MOAS_OK);
+  REQUIRE(moas_model_load(cpu.get(), dir.file("m.safetensors").c_str()) == MOAS_OK);
+  REQUIRE(moas_optimizer_load(cpu.get(), dir.file("opt.safetensors").c_str()) == MOAS_OK);
+  REQUIRE(api_test::all_params(cpu.get()) == api_test::all_params(device.get()));
+  const auto more = api_test::sequence(B * Tn, c.vocab_size, 4);
+  REQUIRE(train_step(device.get(), more, more, B, Tn) == train_step(cpu.get(), more, more, B, Tn));
+
+  // File -> device, by load and by create_from_file with a device override.
+  REQUIRE(moas_model_save(cpu.get(), dir.file("m2.safetensors").c_str(), nullptr) == MOAS_OK);
+  api_test::ModelPtr fresh = api_test::make_model(c);
+  REQUIRE(moas_model_load(fresh.get(), dir.file("m2.safetensors").c_str()) == MOAS_OK);
+  moas_model *created = nullptr;
+  REQUIRE(moas_model_create_from_file(dir.file("m2.safetensors").c_str(), &c, &created) == MOAS_OK);
+  api_test::ModelPtr from_file(created);
+  float l_cpu = 0, l_fresh = 0, l_created = 0;
+  REQUIRE(moas_forward(cpu.get(), tokens.data(), tokens.data(), B, Tn, 0, &l_cpu, nullptr) == MOAS_OK);
+  REQUIRE(moas_forward(fresh.get(), tokens.data(), tokens.data(), B, Tn, 0, &l_fresh, nullptr) == MOAS_OK);
+  REQUIRE(moas_forward(from_file.get(), tokens.data(), tokens.data(), B, Tn, 0, &l_created, nullptr) == MOAS_OK);
+  REQUIRE(l_fresh == l_cpu);
+  REQUIRE(l_created == l_cpu);
+}
+
+TEST_CASE("CUDA device (CPU table): what it does not run yet is refused with a message", "[api][cuda]") {
+  moas_model_config c = cuda_config();
+  api_test::ModelPtr device = api_test::make_model(c);
+  moas_kv_cache *cache = nullptr;
+  REQUIRE(moas_kv_cache_create(device.get(), 1, 8, &cache) == MOAS_ERR_INVALID_CONFIG);
+  REQUIRE_THAT(std::string(moas_last_error()), Contains("decoding with a KV cache runs on MOAS_DEVICE_CPU"));
+  REQUIRE(cache == nullptr);
+
+  // A cache made by a CPU model of the same architecture is refused too.
+  api_test::ModelPtr cpu = api_test::make_model(cpu_twin(c));
+  REQUIRE(moas_kv_cache_create(cpu.get(), 1, 8, &cache) == MOAS_OK);
+  const int32_t token = 1;
+  REQUIRE(moas_prefill(device.get(), cache, &token, 1, nullptr, 0) == MOAS_ERR_INVALID_CONFIG);
+  moas_kv_cache_destroy(cache);
+
+  moas_layer_router_stats stats;
+  stats.struct_size = sizeof stats;
+  REQUIRE(moas_router_stats(device.get(), 0, &stats) == MOAS_ERR_NO_FORWARD);
+  const auto tokens = api_test::sequence(8, c.vocab_size, 1);
+  REQUIRE(moas_forward(device.get(), tokens.data(), nullptr, 1, 8, 0, nullptr, nullptr) == MOAS_OK);
+  REQUIRE(moas_router_stats(device.get(), 0, &stats) == MOAS_ERR_NO_ROUTER);
+
+  moas_model *m = nullptr;
+  c.attention = MOAS_ATTENTION_MOH;
+  c.head_selection.strategy = MOAS_HEADS_MIXTURE;
+  c.head_selection.num_shared_heads = 1;
+  c.head_selection.num_active_routed_heads = 2;
+  REQUIRE(moas_model_create(&c, &m) == MOAS_ERR_INVALID_CONFIG);
+  REQUIRE_THAT(std::string(moas_last_error()), Contains("MoH attention runs on MOAS_DEVICE_CPU"));
+
+  moas_model_config indexed = cuda_config();
+  indexed.device_index = 1;
+  REQUIRE(moas_model_create(&indexed, &m) == MOAS_ERR_DEVICE_UNAVAILABLE);
+  REQUIRE_THAT(std::string(moas_last_error()), Contains("device_index is 1 but this machine has 1 CUDA device"));
+
+  moas_layer_config lc;
+  lc.struct_size = sizeof lc;
+  REQUIRE(moas_layer_config_default(&lc) == MOAS_OK);
+  lc.device = MOAS_DEVICE_CUDA;
+  moas_layer *layer = nullptr;
+  REQUIRE(moas_layer_create(&lc, &layer) == MOAS_ERR_INVALID_CONFIG);
+  REQUIRE_THAT(std::string(moas_last_error()), Contains("the layer API runs on MOAS_DEVICE_CPU"));
+  REQUIRE(layer == nullptr);
+}
