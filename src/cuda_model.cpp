@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "cuda_linear.hpp"
 #include "cuda_loader.hpp"
 #include "dropout.hpp"
 #include "rope.hpp"
@@ -42,31 +43,19 @@ CudaModel::CudaModel(const moas_cuda_backend &table, int32_t device_index, Model
   }
 }
 
-// The tensors by their reference names (model.cpp and scheme.cpp register them): [q; k; v] and [c_fc; c_up] are
-// contiguous, so each is one weight from its first tensor's offset.
+// The tensors by their reference names (model.cpp registers them); [c_fc; c_up] is contiguous, so one weight from
+// c_fc's offset. Each layer's attention block finds its own.
 void CudaModel::find_parameters() {
   const ParamTable<float> &params = mirror_.params;
-  auto at = [&](const std::string &name) { return params.contains(name) ? params.find(name).offset : int64_t(-1); };
-  auto first_of = [&](const std::string &a, const std::string &b) { return params.contains(a) ? at(a) : at(b); };
+  auto at = [&](const std::string &name) { return params.offset_if_present(name); };
   wte_ = at("transformer.wte.weight");
   wpe_ = at("transformer.wpe.weight");
   for (int64_t l = 0; l < config_.n_layer; l++) {
-    const std::string p = "transformer.h." + std::to_string(l) + ".", a = p + "attn.";
-    LayerParams lp;
-    lp.ln1_w = at(p + "ln_1.weight");
-    lp.ln1_b = at(p + "ln_1.bias");
-    lp.qkv_w = first_of(a + "c_attn.weight", a + "q_proj.weight");
-    lp.qkv_b = first_of(a + "c_attn.bias", a + "q_proj.bias");
-    lp.proj_w = at(a + "c_proj.weight");
-    lp.proj_b = at(a + "c_proj.bias");
-    lp.cope = at(a + "cope.weight");
-    lp.ln2_w = at(p + "ln_2.weight");
-    lp.ln2_b = at(p + "ln_2.bias");
-    lp.fc_w = at(p + "mlp.c_fc.weight");
-    lp.fc_b = at(p + "mlp.c_fc.bias");
-    lp.mproj_w = at(p + "mlp.c_proj.weight");
-    lp.mproj_b = at(p + "mlp.c_proj.bias");
-    layers_.push_back(lp);
+    const std::string p = "transformer.h." + std::to_string(l) + ".";
+    layers_.push_back({at(p + "ln_1.weight"), at(p + "ln_1.bias"), at(p + "ln_2.weight"), at(p + "ln_2.bias"),
+                       at(p + "mlp.c_fc.weight"), at(p + "mlp.c_fc.bias"), at(p + "mlp.c_proj.weight"),
+                       at(p + "mlp.c_proj.bias")});
+    attn_.push_back(make_cuda_attention(t_, config_, params, p + "attn."));
   }
   lnf_w_ = at("transformer.ln_f.weight");
   lnf_b_ = at("transformer.ln_f.bias");
@@ -74,19 +63,16 @@ void CudaModel::find_parameters() {
 
 void CudaModel::reserve_buffers(int64_t N, bool training) {
   const ModelConfig &c = config_;
-  const int64_t C = c.n_embd, H = c.n_head, W = (H + 2 * c.n_kv_head) * c.head_dim();
+  const int64_t C = c.n_embd;
   const int64_t F = c.mlp == MlpKind::SwiGlu ? 2 * c.mlp_hidden : c.mlp_hidden;
   const size_t kept = training ? (size_t)c.n_layer : 1;
   if (acts_.size() < kept) acts_.resize(kept);
   for (size_t l = 0; l < kept; l++) {
     LayerActivations &a = acts_[l];
-    for (DeviceArray<float> *buf : {&a.ln1, &a.att, &a.mid, &a.ln2}) buf->reserve(t_, N * C);
+    for (DeviceArray<float> *buf : {&a.ln1, &a.mid, &a.ln2}) buf->reserve(t_, N * C);
     for (DeviceArray<float> *buf : {&a.ln1_mean, &a.ln1_rstd, &a.ln2_mean, &a.ln2_rstd}) buf->reserve(t_, N);
-    a.qkv.reserve(t_, N * W);
-    a.lse.reserve(t_, H * N);
     a.fc_pre.reserve(t_, N * F);
     a.fc_act.reserve(t_, N * c.mlp_hidden);
-    a.heads.reserve(t_, H);
   }
   residual_.resize((size_t)c.n_layer + 1);
   for (DeviceArray<float> &r : residual_) r.reserve(t_, N * C);
@@ -100,41 +86,31 @@ void CudaModel::reserve_buffers(int64_t N, bool training) {
   n_counted_.reserve(t_, 1);
 }
 
-moas_cuda_dropout CudaModel::site(float p, uint32_t layer, uint32_t id) const {
-  const Dropout d = Dropout::at(p, config_.seed, dropout_step_, layer, id);
-  return {d.p, d.key};
+CudaContext CudaModel::context(uint32_t layer, float p) const {
+  CudaContext ctx;
+  ctx.batch = B_;
+  ctx.seq = Tn_;
+  ctx.pos = pos_.get();
+  ctx.begin = begin_.get();
+  if (rope_half_ > 0) {
+    ctx.rope_cos = rope_cos_.get();
+    ctx.rope_sin = rope_sin_.get();
+    ctx.rope_half = rope_half_;
+  }
+  ctx.dropout = p;
+  ctx.attn_dropout = config_.attn_dropout;
+  ctx.seed = config_.seed;
+  ctx.step = dropout_step_;
+  ctx.layer = layer;
+  return ctx;
 }
 
-moas_cuda_attention_dims CudaModel::attention_dims() const {
-  return {B_, Tn_, config_.n_head, config_.n_kv_head, config_.head_dim(), config_.window};
-}
-
-// Keys and values are column blocks of the fused projection, as Scheme::key_values has them.
-moas_cuda_key_values CudaModel::key_values(const LayerActivations &a) const {
-  const int64_t Q = config_.n_head * config_.head_dim(), KV = config_.n_kv_head * config_.head_dim(), W = Q + 2 * KV;
-  return {a.qkv.get() + Q, W, a.qkv.get() + Q + KV, W, Tn_, 0};
-}
-
-// linear.hpp's linear_forward / linear_backward on the device.
-void CudaModel::linear_forward(float *out, int64_t out_stride, const float *inp, const float *weight,
-                               const float *bias, int64_t N, int64_t n_in, int64_t n_out) {
-  if (bias) device_check(t_, t_.fill_rows(out, out_stride, bias, N, n_out, nullptr), "fill_rows");
-  device_check(t_,
-               t_.gemm(0, 1, N, n_out, n_in, 1.0f, inp, n_in, weight, n_in, bias ? 1.0f : 0.0f, out, out_stride,
-                       nullptr),
-               "gemm (linear forward)");
-}
-
-void CudaModel::linear_backward(float *dinp, bool accumulate_dinp, float *dweight, float *dbias, const float *dout,
-                                const float *inp, const float *weight, int64_t N, int64_t n_in, int64_t n_out) {
-  if (dinp)
-    device_check(t_,
-                 t_.gemm(0, 0, N, n_in, n_out, 1.0f, dout, n_out, weight, n_in, accumulate_dinp ? 1.0f : 0.0f, dinp,
-                         n_in, nullptr),
-                 "gemm (linear input gradient)");
-  device_check(t_, t_.gemm(1, 0, n_out, n_in, N, 1.0f, dout, n_out, inp, n_in, 1.0f, dweight, n_in, nullptr),
-               "gemm (linear weight gradient)");
-  if (dbias) device_check(t_, t_.column_sum_accumulate(dbias, dout, n_out, N, n_out, nullptr), "column sums");
+// Layers whose attention adds a load-balance loss; the model's aux is their mean (as Model::aux_layers).
+int64_t CudaModel::aux_layers() const {
+  const bool routed = (config_.attention == AttentionKind::Moas && config_.moas.mode != MoasMode::Static) ||
+                      (config_.attention == AttentionKind::Moh &&
+                       config_.heads.strategy == HeadStrategy::MixtureOfHeads);
+  return routed ? config_.n_layer : 0;
 }
 
 double CudaModel::forward(const int32_t *tokens, const int32_t *targets, int64_t B, int64_t Tn, bool training) {
@@ -161,9 +137,10 @@ double CudaModel::forward(const int32_t *tokens, const int32_t *targets, int64_t
 
   device_check(t_, t_.embedding_forward(residual_[0].get(), tokens_.get(), w(wte_), w(wpe_), B, Tn, C, 0, nullptr),
                "embedding_forward");
-  const moas_cuda_dropout embedding_drop = site(p, L, (uint32_t)DropoutSiteId::Embedding);
+  const moas_cuda_dropout embedding_drop = context(L, p).site((uint32_t)DropoutSiteId::Embedding);
   device_check(t_, t_.dropout_apply(residual_[0].get(), N, C, nullptr, &embedding_drop, nullptr), "dropout");
 
+  double aux_sum = 0;
   for (uint32_t l = 0; l < L; l++) {
     const LayerParams &lp = layers_[l];
     LayerActivations &a = acts_[training ? l : 0];
@@ -175,7 +152,8 @@ double CudaModel::forward(const int32_t *tokens, const int32_t *targets, int64_t
                  t_.norm_forward(rms, a.ln1.get(), a.ln1_mean.get(), a.ln1_rstd.get(), x, w(lp.ln1_w), w(lp.ln1_b), N,
                                  C, nullptr),
                  "norm_forward");
-    attention_forward(l, a, scratch_c_.get(), p);
+    attn_[l]->forward(values_.get(), a.ln1.get(), scratch_c_.get(), context(l, p), training);
+    aux_sum += attn_[l]->aux_loss();
     device_check(t_, t_.add(a.mid.get(), x, scratch_c_.get(), N * C, nullptr), "add");
 
     // MLP sub-block: x_next = mid + dropout(c_proj(act(c_fc(norm2(mid))))).
@@ -183,22 +161,24 @@ double CudaModel::forward(const int32_t *tokens, const int32_t *targets, int64_t
                  t_.norm_forward(rms, a.ln2.get(), a.ln2_mean.get(), a.ln2_rstd.get(), a.mid.get(), w(lp.ln2_w),
                                  w(lp.ln2_b), N, C, nullptr),
                  "norm_forward");
-    linear_forward(a.fc_pre.get(), F, a.ln2.get(), w(lp.fc_w), w(lp.fc_b), N, C, F);
+    cuda_linear_forward(t_, a.fc_pre.get(), F, a.ln2.get(), w(lp.fc_w), w(lp.fc_b), N, C, F);
     if (c.mlp == MlpKind::SwiGlu)
       device_check(t_, t_.swiglu_forward(a.fc_act.get(), a.fc_pre.get(), N, hidden, nullptr), "swiglu_forward");
     else
       device_check(t_, t_.gelu_forward(a.fc_act.get(), a.fc_pre.get(), N * hidden, nullptr), "gelu_forward");
-    linear_forward(scratch_c_.get(), C, a.fc_act.get(), w(lp.mproj_w), w(lp.mproj_b), N, hidden, C);
-    const moas_cuda_dropout mlp_drop = site(p, l, (uint32_t)DropoutSiteId::MlpOut);
+    cuda_linear_forward(t_, scratch_c_.get(), C, a.fc_act.get(), w(lp.mproj_w), w(lp.mproj_b), N, hidden, C);
+    const moas_cuda_dropout mlp_drop = context(l, p).site((uint32_t)DropoutSiteId::MlpOut);
     device_check(t_, t_.dropout_apply(scratch_c_.get(), N, C, nullptr, &mlp_drop, nullptr), "dropout");
     device_check(t_, t_.add(x_next, a.mid.get(), scratch_c_.get(), N * C, nullptr), "add");
   }
+
+  aux_ = training && aux_layers() > 0 ? aux_sum / (double)aux_layers() : 0.0;
 
   device_check(t_,
                t_.norm_forward(rms, lnf_.get(), lnf_mean_.get(), lnf_rstd_.get(), residual_[L].get(), w(lnf_w_),
                                w(lnf_b_), N, C, nullptr),
                "norm_forward");
-  linear_forward(logits_.get(), V, lnf_.get(), w(wte_), nullptr, N, C, V);
+  cuda_linear_forward(t_, logits_.get(), V, lnf_.get(), w(wte_), nullptr, N, C, V);
   device_check(t_,
                t_.cross_entropy_forward(ce_lse_.get(), loss_.get(), n_counted_.get(), logits_.get(),
                                         targets ? targets_.get() : nullptr, N, V, nullptr),
@@ -218,54 +198,19 @@ double CudaModel::forward(const int32_t *tokens, const int32_t *targets, int64_t
   return loss;
 }
 
-// Scheme::forward for every token: the fused [q; k; v] projection, RoPE, attention (CoPE's kernel with CoPE), c_proj
-// and its dropout into z [N, C].
-void CudaModel::attention_forward(uint32_t layer, LayerActivations &a, float *z, float p) {
-  const ModelConfig &c = config_;
-  const LayerParams &lp = layers_[layer];
-  const int64_t N = B_ * Tn_, C = c.n_embd, H = c.n_head, Hkv = c.n_kv_head, d = c.head_dim();
-  const int64_t W = (H + 2 * Hkv) * d;
-  linear_forward(a.qkv.get(), W, a.ln1.get(), w(lp.qkv_w), w(lp.qkv_b), N, C, W);
-  if (c.position == PositionKind::Rope)
-    device_check(t_,
-                 t_.rope_rotate(a.qkv.get(), W, 0, H + Hkv, N, pos_.get(), rope_cos_.get(), rope_sin_.get(),
-                                rope_half_, +1, nullptr),
-                 "rope_rotate");
-  std::vector<moas_cuda_query_head> heads;
-  for (int64_t h = 0; h < H; h++)
-    heads.push_back({h, pos_.get(), begin_.get(), a.qkv.get() + h * d, W, a.att.get() + h * d, C, a.lse.get() + h * N});
-  a.heads.upload(t_, heads.data(), H);
-  const moas_cuda_attention_dims dims = attention_dims();
-  const moas_cuda_key_values kv = key_values(a);
-  const moas_cuda_dropout drop =
-      c.attn_dropout ? site(p, layer, branch_site(DropoutSiteId::AttentionProbs, 0)) : moas_cuda_dropout{0.0f, 0};
-  if (lp.cope >= 0)
-    device_check(t_,
-                 t_.cope_attention_forward(&dims, &kv, a.heads.get(), H, w(lp.cope), c.cope_max_pos, &drop, nullptr),
-                 "cope_attention_forward");
-  else
-    device_check(t_, t_.attention_forward(&dims, &kv, a.heads.get(), H, &drop, nullptr), "attention_forward");
-  linear_forward(z, C, a.att.get(), w(lp.proj_w), w(lp.proj_b), N, C, C);
-  const moas_cuda_dropout out_drop = site(p, layer, branch_site(DropoutSiteId::AttentionOut, 0));
-  device_check(t_, t_.dropout_apply(z, N, C, nullptr, &out_drop, nullptr), "dropout");
-}
-
 // Model::backward in exact reverse of the forward, as there.
 void CudaModel::backward() {
   const ModelConfig &c = config_;
   const int64_t N = B_ * Tn_, C = c.n_embd, V = c.vocab_size, hidden = c.mlp_hidden;
   const int64_t F = c.mlp == MlpKind::SwiGlu ? 2 * hidden : hidden;
-  const int64_t W = (c.n_head + 2 * c.n_kv_head) * c.head_dim();
   const int32_t rms = c.norm == NormKind::RMSNorm;
   const uint32_t L = (uint32_t)c.n_layer;
-  for (DeviceArray<float> *buf : {&d_res_, &d_c_, &d_ln_, &d_att_}) buf->reserve(t_, N * C);
+  const double aux_scale = aux_layers() > 0 ? c.aux_weight() / (double)aux_layers() : 0.0;
+  for (DeviceArray<float> *buf : {&d_res_, &d_c_, &d_ln_}) buf->reserve(t_, N * C);
   norm_scratch_.reserve(t_, moas_cuda_norm_backward_scratch(N, C));
   d_hidden_.reserve(t_, N * hidden);
   d_pre_.reserve(t_, N * F);
   d_logits_.reserve(t_, N * V);
-  d_qkv_.reserve(t_, N * W);
-  head_grads_.reserve(t_, c.n_head);
-  if (c.position == PositionKind::Cope) cope_scratch_.reserve(t_, B_ * c.n_head * c.cope_max_pos * c.head_dim());
   auto norm_backward = [&](float *dw, float *db, const float *inp, const float *weight, const float *mean,
                            const float *rstd) {
     device_check(t_,
@@ -284,7 +229,7 @@ void CudaModel::backward() {
                  "cross_entropy_backward");
   else
     d_logits_.zero(N * V);
-  linear_backward(d_ln_.get(), false, g(wte_), nullptr, d_logits_.get(), lnf_.get(), w(wte_), N, C, V);
+  cuda_linear_backward(t_, d_ln_.get(), false, g(wte_), nullptr, d_logits_.get(), lnf_.get(), w(wte_), N, C, V);
   d_res_.zero(N * C);
   norm_backward(g(lnf_w_), g(lnf_b_), residual_[L].get(), w(lnf_w_), lnf_mean_.get(), lnf_rstd_.get());
 
@@ -294,9 +239,10 @@ void CudaModel::backward() {
 
     // MLP sub-block.
     copy_residual_grad();
-    const moas_cuda_dropout mlp_drop = site(c.dropout, (uint32_t)l, (uint32_t)DropoutSiteId::MlpOut);
+    const moas_cuda_dropout mlp_drop = context((uint32_t)l, c.dropout).site((uint32_t)DropoutSiteId::MlpOut);
     device_check(t_, t_.dropout_apply(d_c_.get(), N, C, nullptr, &mlp_drop, nullptr), "dropout");
-    linear_backward(d_hidden_.get(), false, g(lp.mproj_w), g(lp.mproj_b), d_c_.get(), a.fc_act.get(), w(lp.mproj_w),
+    cuda_linear_backward(t_, d_hidden_.get(), false, g(lp.mproj_w), g(lp.mproj_b), d_c_.get(), a.fc_act.get(),
+                         w(lp.mproj_w),
                     N, hidden, C);
     if (c.mlp == MlpKind::SwiGlu)
       device_check(t_, t_.swiglu_backward(d_pre_.get(), d_hidden_.get(), a.fc_pre.get(), N, hidden, nullptr),
@@ -304,57 +250,24 @@ void CudaModel::backward() {
     else
       device_check(t_, t_.gelu_backward(d_pre_.get(), d_hidden_.get(), a.fc_pre.get(), N * hidden, nullptr),
                    "gelu_backward");
-    linear_backward(d_ln_.get(), false, g(lp.fc_w), g(lp.fc_b), d_pre_.get(), a.ln2.get(), w(lp.fc_w), N, C, F);
+    cuda_linear_backward(t_, d_ln_.get(), false, g(lp.fc_w), g(lp.fc_b), d_pre_.get(), a.ln2.get(), w(lp.fc_w), N, C,
+                         F);
     norm_backward(g(lp.ln2_w), g(lp.ln2_b), a.mid.get(), w(lp.ln2_w), a.ln2_mean.get(), a.ln2_rstd.get());
 
     // Attention sub-block.
     copy_residual_grad();
     d_ln_.zero(N * C);
-    attention_backward((uint32_t)l, a, d_c_.get(), d_ln_.get());
+    attn_[(size_t)l]->backward(values_.get(), grads_.get(), a.ln1.get(), d_c_.get(), d_ln_.get(),
+                               context((uint32_t)l, c.dropout), aux_scale);
     norm_backward(g(lp.ln1_w), g(lp.ln1_b), residual_[(size_t)l].get(), w(lp.ln1_w), a.ln1_mean.get(),
                   a.ln1_rstd.get());
   }
 
-  const moas_cuda_dropout embedding_drop = site(c.dropout, L, (uint32_t)DropoutSiteId::Embedding);
+  const moas_cuda_dropout embedding_drop = context(L, c.dropout).site((uint32_t)DropoutSiteId::Embedding);
   device_check(t_, t_.dropout_apply(d_res_.get(), N, C, nullptr, &embedding_drop, nullptr), "dropout");
   device_check(t_, t_.embedding_backward(g(wte_), g(wpe_), d_res_.get(), tokens_.get(), B_, Tn_, C, V, nullptr),
                "embedding_backward");
   device_check(t_, t_.synchronize(nullptr), "backward");
-}
-
-// Scheme::backward for every token: dz [N, C] (clobbered) -> dx [N, C] (+=) and the block's parameter gradients.
-void CudaModel::attention_backward(uint32_t layer, LayerActivations &a, float *dz, float *dx) {
-  const ModelConfig &c = config_;
-  const LayerParams &lp = layers_[layer];
-  const int64_t N = B_ * Tn_, C = c.n_embd, H = c.n_head, Hkv = c.n_kv_head, d = c.head_dim();
-  const int64_t Q = H * d, KV = Hkv * d, W = Q + 2 * KV;
-  const moas_cuda_dropout out_drop = site(c.dropout, layer, branch_site(DropoutSiteId::AttentionOut, 0));
-  device_check(t_, t_.dropout_apply(dz, N, C, nullptr, &out_drop, nullptr), "dropout");
-  linear_backward(d_att_.get(), false, g(lp.proj_w), g(lp.proj_b), dz, a.att.get(), w(lp.proj_w), N, C, C);
-
-  std::vector<moas_cuda_query_head_grad> grads;
-  for (int64_t h = 0; h < H; h++) grads.push_back({d_att_.get() + h * d, C, d_qkv_.get() + h * d, W});
-  head_grads_.upload(t_, grads.data(), H);
-  const moas_cuda_key_value_grads dkv{d_qkv_.get() + Q, W, d_qkv_.get() + Q + KV, W};
-  const moas_cuda_attention_dims dims = attention_dims();
-  const moas_cuda_key_values kv = key_values(a);
-  const moas_cuda_dropout drop = c.attn_dropout
-                                     ? site(c.dropout, layer, branch_site(DropoutSiteId::AttentionProbs, 0))
-                                     : moas_cuda_dropout{0.0f, 0};
-  if (lp.cope >= 0)
-    device_check(t_,
-                 t_.cope_attention_backward(&dims, &kv, a.heads.get(), head_grads_.get(), H, &dkv, w(lp.cope),
-                                            c.cope_max_pos, g(lp.cope), cope_scratch_.get(), &drop, nullptr),
-                 "cope_attention_backward");
-  else
-    device_check(t_, t_.attention_backward(&dims, &kv, a.heads.get(), head_grads_.get(), H, &dkv, &drop, nullptr),
-                 "attention_backward");
-  if (c.position == PositionKind::Rope)
-    device_check(t_,
-                 t_.rope_rotate(d_qkv_.get(), W, 0, H + Hkv, N, pos_.get(), rope_cos_.get(), rope_sin_.get(),
-                                rope_half_, -1, nullptr),
-                 "rope_rotate");
-  linear_backward(dx, true, g(lp.qkv_w), g(lp.qkv_b), d_qkv_.get(), a.ln1.get(), w(lp.qkv_w), N, C, W);
 }
 
 void CudaModel::zero_grad() { grads_.zero(n_params_); }

@@ -1,8 +1,8 @@
 // The model of model.hpp on a CUDA device. Parameters, gradients, AdamW moments and activations live in device
 // memory, and each step is an entry of the backend table (cuda_backend.h) — the CUDA twin of the CPU function that
-// Model<float> calls at the same point, in the same order (cuda_model.cpp reads side by side with model.cpp and
-// scheme.cpp). Plain C++: it only calls the table, so the tests run it on a table of CPU functions and compare it
-// with Model<float> step by step.
+// Model<float> calls at the same point, in the same order (cuda_model.cpp reads side by side with model.cpp, each
+// layer's attention block (cuda_attention.hpp) with its CPU class). Plain C++: it only calls the table, so the tests
+// run it on a table of CPU functions and compare it with Model<float> step by step.
 //
 // A host Model<float> is its mirror: it holds the names, layout and initial values of the parameters, the dropout
 // step counter and the optimiser's step count. Parameter and gradient reads, writes and checkpoints go through the
@@ -17,8 +17,11 @@
 #include <string>
 #include <vector>
 
+#include <memory>
+
 #include "adamw.hpp"
 #include "config.hpp"
+#include "cuda_attention.hpp"
 #include "cuda_backend.h"
 #include "device_array.hpp"
 #include "model.hpp"
@@ -44,6 +47,8 @@ class CudaModel {
 
   // The last forward's logits [B * Tn, V] into out.
   void logits(float *out) const;
+  // The unweighted load-balance loss of the last training forward, mean over the routed layers.
+  double aux_loss() const { return aux_; }
   int64_t last_batch() const { return B_; }
   int64_t last_seq() const { return Tn_; }
 
@@ -55,32 +60,25 @@ class CudaModel {
   void upload_optimizer();
 
  private:
-  struct LayerParams {  // offsets into the flat parameter buffer; -1 where absent
-    int64_t ln1_w, ln1_b, qkv_w, qkv_b, proj_w, proj_b, cope, ln2_w, ln2_b, fc_w, fc_b, mproj_w, mproj_b;
+  struct LayerParams {  // offsets into the flat parameter buffer; -1 where absent (attention: attn_)
+    int64_t ln1_w, ln1_b, ln2_w, ln2_b, fc_w, fc_b, mproj_w, mproj_b;
   };
   struct LayerActivations {
-    DeviceArray<float> ln1, ln1_mean, ln1_rstd, qkv, att, lse, mid, ln2, ln2_mean, ln2_rstd, fc_pre, fc_act;
-    DeviceArray<moas_cuda_query_head> heads;  // the attention's per-head views into qkv, att, lse
+    DeviceArray<float> ln1, ln1_mean, ln1_rstd, mid, ln2, ln2_mean, ln2_rstd, fc_pre, fc_act;
   };
 
   void find_parameters();
   void reserve_buffers(int64_t N, bool training);
   const float *w(int64_t offset) const { return offset < 0 ? nullptr : values_.get() + offset; }
   float *g(int64_t offset) const { return offset < 0 ? nullptr : grads_.get() + offset; }
-  moas_cuda_dropout site(float p, uint32_t layer, uint32_t id) const;
-  moas_cuda_attention_dims attention_dims() const;
-  moas_cuda_key_values key_values(const LayerActivations &a) const;
-  void linear_forward(float *out, int64_t out_stride, const float *inp, const float *weight, const float *bias,
-                      int64_t N, int64_t n_in, int64_t n_out);
-  void linear_backward(float *dinp, bool accumulate_dinp, float *dweight, float *dbias, const float *dout,
-                       const float *inp, const float *weight, int64_t N, int64_t n_in, int64_t n_out);
-  void attention_forward(uint32_t layer, LayerActivations &a, float *z, float p);
-  void attention_backward(uint32_t layer, LayerActivations &a, float *dz, float *dx);
+  CudaContext context(uint32_t layer, float p) const;
+  int64_t aux_layers() const;
 
   const moas_cuda_backend &t_;
   Model<float> &mirror_;
   const ModelConfig config_;
   std::vector<LayerParams> layers_;
+  std::vector<std::unique_ptr<CudaAttention>> attn_;
   int64_t wte_ = -1, wpe_ = -1, lnf_w_ = -1, lnf_b_ = -1, n_params_ = 0;
 
   DeviceArray<float> values_, grads_, exp_avg_, exp_avg_sq_;
@@ -98,13 +96,13 @@ class CudaModel {
   DeviceArray<int64_t> begin_;
   DeviceArray<double> loss_;
   DeviceArray<int64_t> n_counted_;
+  double aux_ = 0;
   int64_t B_ = 0, Tn_ = 0, counted_ = 0;
   uint64_t dropout_step_ = 0;
   bool has_targets_ = false, backward_ready_ = false;
 
   // Backward scratch.
-  DeviceArray<float> d_res_, d_c_, d_ln_, d_hidden_, d_pre_, d_logits_, norm_scratch_, d_qkv_, d_att_, cope_scratch_;
-  DeviceArray<moas_cuda_query_head_grad> head_grads_;
+  DeviceArray<float> d_res_, d_c_, d_ln_, d_hidden_, d_pre_, d_logits_, norm_scratch_;
   DeviceArray<double> norm_;
   DeviceArray<double> norm_partials_;
 };

@@ -48,6 +48,8 @@ class ParamTable {
     return infos_[it->second];
   }
   bool contains(const std::string &name) const { return index_.count(name) != 0; }
+  // The offset of an optional tensor (a bias, CoPE's table): -1 when this model has none.
+  int64_t offset_if_present(const std::string &name) const { return contains(name) ? find(name).offset : -1; }
 
   T *value(int64_t offset) { return values.data() + offset; }
   const T *value(int64_t offset) const { return values.data() + offset; }
