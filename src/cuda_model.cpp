@@ -242,8 +242,7 @@ void CudaModel::backward() {
     const moas_cuda_dropout mlp_drop = context((uint32_t)l, c.dropout).site((uint32_t)DropoutSiteId::MlpOut);
     device_check(t_, t_.dropout_apply(d_c_.get(), N, C, nullptr, &mlp_drop, nullptr), "dropout");
     cuda_linear_backward(t_, d_hidden_.get(), false, g(lp.mproj_w), g(lp.mproj_b), d_c_.get(), a.fc_act.get(),
-                         w(lp.mproj_w),
-                    N, hidden, C);
+                         w(lp.mproj_w), N, hidden, C);
     if (c.mlp == MlpKind::SwiGlu)
       device_check(t_, t_.swiglu_backward(d_pre_.get(), d_hidden_.get(), a.fc_pre.get(), N, hidden, nullptr),
                    "swiglu_backward");
