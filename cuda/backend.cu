@@ -51,42 +51,49 @@ const char *last_error() { return error_message.c_str(); }
 
 extern "C" __attribute__((visibility("default"))) const moas_cuda_backend *moas_cuda_backend_v3(void) {
   using namespace moas::cuda;
-  static const moas_cuda_backend table = {MOAS_CUDA_BACKEND_VERSION,
-                                          probe,
-                                          last_error,
-                                          set_device,
-                                          device_alloc,
-                                          device_free,
-                                          copy_memory,
-                                          zero_memory,
-                                          synchronize_stream,
-                                          gemm,
-                                          add,
-                                          fill_rows,
-                                          column_sum_accumulate,
-                                          attention_forward,
-                                          attention_backward,
-                                          router_softmax,
-                                          moh_gates,
-                                          moh_gates_backward,
-                                          select_rows,
-                                          gather_rows,
-                                          scatter_add_rows,
-                                          embedding_forward,
-                                          embedding_backward,
-                                          norm_forward,
-                                          norm_backward,
-                                          gelu_forward,
-                                          gelu_backward,
-                                          swiglu_forward,
-                                          swiglu_backward,
-                                          cross_entropy_forward,
-                                          cross_entropy_backward,
-                                          gradient_norm,
-                                          adamw_step,
-                                          rope_rotate,
-                                          dropout_apply,
-                                          cope_attention_forward,
-                                          cope_attention_backward};
+  // Filled by name: the order of the entries is the header's business.
+  static const moas_cuda_backend table = [] {
+    moas_cuda_backend t{};
+    t.version = MOAS_CUDA_BACKEND_VERSION;
+    t.probe = probe;
+    t.last_error = last_error;
+    t.set_device = set_device;
+    t.alloc = device_alloc;
+    t.free = device_free;
+    t.copy = copy_memory;
+    t.zero = zero_memory;
+    t.synchronize = synchronize_stream;
+    t.gemm = gemm;
+    t.add = add;
+    t.fill_rows = fill_rows;
+    t.column_sum_accumulate = column_sum_accumulate;
+    t.attention_forward = attention_forward;
+    t.attention_backward = attention_backward;
+    t.router_softmax = router_softmax;
+    t.moh_gates = moh_gates;
+    t.moh_gates_backward = moh_gates_backward;
+    t.select_rows = select_rows;
+    t.gather_rows = gather_rows;
+    t.scatter_add_rows = scatter_add_rows;
+    t.embedding_forward = embedding_forward;
+    t.embedding_backward = embedding_backward;
+    t.norm_forward = norm_forward;
+    t.norm_backward = norm_backward;
+    t.gelu_forward = gelu_forward;
+    t.gelu_backward = gelu_backward;
+    t.swiglu_forward = swiglu_forward;
+    t.swiglu_backward = swiglu_backward;
+    t.cross_entropy_forward = cross_entropy_forward;
+    t.cross_entropy_backward = cross_entropy_backward;
+    t.gradient_norm = gradient_norm;
+    t.adamw_step = adamw_step;
+    t.rope_rotate = rope_rotate;
+    t.dropout_apply = dropout_apply;
+    t.cope_attention_forward = cope_attention_forward;
+    t.cope_attention_backward = cope_attention_backward;
+    // MoAS on the device.
+    // MoH on the device.
+    return t;
+  }();
   return &table;
 }

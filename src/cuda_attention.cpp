@@ -7,9 +7,15 @@ namespace moas {
 
 std::unique_ptr<CudaAttention> make_cuda_attention(const moas_cuda_backend &t, const ModelConfig &config,
                                                    const ParamTable<float> &params, const std::string &prefix) {
-  require(config.attention == AttentionKind::Scheme, MOAS_ERR_INTERNAL,
-          "make_cuda_attention: check_cuda_support admits only one scheme");
-  return std::make_unique<CudaScheme>(t, config, params, prefix);
+  switch (config.attention) {
+    case AttentionKind::Scheme:
+      return std::make_unique<CudaScheme>(t, config, params, prefix);
+    case AttentionKind::Moas:
+      break;
+    case AttentionKind::Moh:
+      break;
+  }
+  fail(MOAS_ERR_INTERNAL, "make_cuda_attention: check_cuda_support admits only what is ported");
 }
 
 }  // namespace moas

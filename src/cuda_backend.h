@@ -227,6 +227,10 @@ typedef struct moas_cuda_backend {
                                      int64_t n_heads, const moas_cuda_key_value_grads *dkv, const float *e,
                                      int64_t max_pos, float *de, float *scratch, const moas_cuda_dropout *dropout,
                                      void *stream);
+
+  /* MoAS on the device. */
+
+  /* MoH on the device. */
 } moas_cuda_backend;
 
 /* The type of MOAS_CUDA_BACKEND_SYMBOL: returns a table that lives as long as the library stays loaded. */

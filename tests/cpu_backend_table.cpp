@@ -14,9 +14,13 @@
 #include "gemm.hpp"
 #include "loss.hpp"
 #include "mlp.hpp"
+#include "moh_gates.hpp"
 #include "norm.hpp"
 #include "parallel.hpp"
 #include "rope.hpp"
+#include "routing_math.hpp"
+#include "rows.hpp"
+#include "softmax.hpp"
 
 namespace {
 
@@ -146,6 +150,54 @@ int32_t cope_bwd(const moas_cuda_attention_dims *dims, const moas_cuda_key_value
   });
 }
 
+int32_t router(float *probs, int64_t probs_stride, const float *logits, int64_t logits_stride, int64_t N,
+               int64_t width, int32_t *choice, uint8_t *selected, int64_t k, void *) {
+  softmax_rows(probs, probs_stride, logits, logits_stride, N, width);
+  for (int64_t n = 0; n < N; n++) {
+    if (choice) choice[n] = (int32_t)argmax_lower(probs + n * probs_stride, width);
+    if (selected) top_k_lower(probs + n * probs_stride, width, k, selected + n * width);
+  }
+  return 0;
+}
+MohGateSpec spec_of(const moas_cuda_moh_gate_spec *s) { return {s->shared, s->routed, s->active, s->reference != 0}; }
+int32_t gates(const moas_cuda_moh_gate_spec *spec, const float *r, const uint8_t *m, const float *s, const float *a,
+              float *gate, int64_t gate_stride, int64_t N, void *) {
+  const MohGateSpec g = spec_of(spec);
+  const int64_t E = g.routed, S = g.shared;
+  for (int64_t n = 0; n < N; n++)
+    moh_gates_token(g, r + n * E, m + n * E, s ? s + n * S : nullptr, a ? a + 2 * n : nullptr, gate + n * gate_stride);
+  return 0;
+}
+int32_t gates_bwd(const moas_cuda_moh_gate_spec *spec, const float *r, const uint8_t *m, const float *s,
+                  const float *a, const float *dgate, int64_t dgate_stride, float *dr, float *ds, float *da, int64_t N,
+                  void *) {
+  const MohGateSpec g = spec_of(spec);
+  const int64_t E = g.routed, S = g.shared;
+  for (int64_t n = 0; n < N; n++)
+    moh_gates_token_backward(g, r + n * E, m + n * E, s ? s + n * S : nullptr, a ? a + 2 * n : nullptr,
+                             dgate + n * dgate_stride, dr + n * E, s ? ds + n * S : nullptr, a ? da + 2 * n : nullptr);
+  return 0;
+}
+int32_t select(int64_t *row, int32_t *pos, int64_t *begin, const uint8_t *flags, int64_t flag_stride, int64_t batch,
+               int64_t seq, int64_t past, void *) {
+  RowSet rows;
+  rows.select(batch, seq, [&](int64_t n) { return flags[n * flag_stride] != 0; }, past);
+  std::copy(rows.row.begin(), rows.row.end(), row);
+  std::copy(rows.pos.begin(), rows.pos.end(), pos);
+  std::copy(rows.begin.begin(), rows.begin.end(), begin);
+  return 0;
+}
+int32_t gather(float *out, int64_t out_stride, const float *src, int64_t src_stride, const int64_t *row,
+               const int64_t *count, int64_t, int64_t width, void *) {
+  gather_rows(out, out_stride, src, src_stride, std::vector<int64_t>(row, row + *count), width);
+  return 0;
+}
+int32_t scatter(float *dst, int64_t dst_stride, const float *src, int64_t src_stride, const int64_t *row,
+                const float *scale, const int64_t *count, int64_t, int64_t width, void *) {
+  scatter_add_rows(dst, dst_stride, src, src_stride, std::vector<int64_t>(row, row + *count), width, scale);
+  return 0;
+}
+
 int32_t embedding_fwd(float *out, const int32_t *tokens, const float *wte, const float *wpe, int64_t B, int64_t T,
                       int64_t C, int64_t past, void *) {
   embedding_forward(out, tokens, wte, wpe, B, T, C, past);
@@ -245,6 +297,12 @@ moas_cuda_backend make_table() {
   t.fill_rows = fill_rows;
   t.column_sum_accumulate = column_sums;
   t.attention_forward = attention_fwd;
+  t.router_softmax = router;
+  t.moh_gates = gates;
+  t.moh_gates_backward = gates_bwd;
+  t.select_rows = select;
+  t.gather_rows = gather;
+  t.scatter_add_rows = scatter;
   t.attention_backward = attention_bwd;
   t.embedding_forward = embedding_fwd;
   t.embedding_backward = embedding_bwd;
@@ -262,7 +320,9 @@ moas_cuda_backend make_table() {
   t.dropout_apply = dropout;
   t.cope_attention_forward = cope_fwd;
   t.cope_attention_backward = cope_bwd;
-  return t;  // the routing entries stay null: the CUDA model of this version routes nothing
+  // MoAS on the device.
+  // MoH on the device.
+  return t;
 }
 
 }  // namespace
