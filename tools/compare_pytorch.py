@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Side by side in one run: training-step throughput of the paper's model (6 layers, 6 heads, 384 wide, T=256,
-B=12, vocab 65, dropout 0.2, AdamW) in libmoas and in PyTorch eager on the CPU, same threads, same shapes, for
+B=12, vocab 65, dropout 0.2, AdamW) in libmoas and in PyTorch eager, on the CPU (same threads) or on a CUDA GPU
+(--device cuda: libmoas's CUDA model against PyTorch on the same GPU, both in full fp32, TF32 off), same shapes, for
 MHA, GQA-2, MQA, MoAS (static, soft, top-1; branches MHA/GQA-2/MQA) and MoH (2 shared + 2 of 4 routed heads, and
 StaticPruning 4). PyTorch runs the independent model of tools/reference/gpt.py with explicit attention (the
 reference code's way) and with scaled_dot_product_attention; its MoAS load-balance loss comes from the same forward
 (the published MoAS code runs a second forward for it, which would make PyTorch slower still).
 
-    tools/compare_pytorch.py [--lib build/libmoas.so] [--steps 10] [--threads 2] [--only "MoAS soft" MHA]
+    tools/compare_pytorch.py [--lib build/libmoas.so] [--steps 10] [--threads 2] [--device cpu|cuda]
+                             [--only "MoAS soft" MHA]
 
 Needs torch (not installed by CI). Prints tokens/s and the libmoas / PyTorch ratios.
 """
@@ -64,7 +66,7 @@ class AdamWConfig(ctypes.Structure):
         (n, ctypes.c_float) for n in ("lr", "beta1", "beta2", "eps", "weight_decay", "grad_clip")]
 
 
-def time_libmoas(lib, edits, batch, seq, steps, threads):
+def time_libmoas(lib, edits, batch, seq, steps, threads, device):
     def check(status):
         if status != 0:
             raise RuntimeError(lib.moas_last_error().decode())
@@ -72,6 +74,7 @@ def time_libmoas(lib, edits, batch, seq, steps, threads):
     cfg = ModelConfig(struct_size=ctypes.sizeof(ModelConfig))
     check(lib.moas_model_config_default(ctypes.byref(cfg)))
     cfg.n_threads = threads
+    cfg.device = 1 if device == "cuda" else 0
     for key, value in edits.items():
         if key == "heads":
             hs = cfg.head_selection
@@ -102,13 +105,14 @@ def time_libmoas(lib, edits, batch, seq, steps, threads):
     return n * steps / elapsed
 
 
-def time_torch(kw, batch, seq, steps, sdpa):
+def time_torch(kw, batch, seq, steps, sdpa, device):
     cfg = Config(dropout=0.2, **kw)
-    model = GPT(cfg, sdpa=sdpa).float()
+    model = GPT(cfg, sdpa=sdpa).float().to(device)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
-    x = torch.randint(0, 65, (batch, seq))
-    y = torch.randint(0, 65, (batch, seq))
+    x = torch.randint(0, 65, (batch, seq), device=device)
+    y = torch.randint(0, 65, (batch, seq), device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -117,9 +121,11 @@ def time_torch(kw, batch, seq, steps, sdpa):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
     step()
+    sync()
     start = time.perf_counter()
     for _ in range(steps):
         step()
+    sync()
     return batch * seq * steps / (time.perf_counter() - start)
 
 
@@ -128,11 +134,15 @@ def main():
     parser.add_argument("--lib", default=os.path.join(os.path.dirname(HERE), "build", "libmoas.so"))
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--only", nargs="*", help="variants to run (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    torch.backends.cuda.matmul.allow_tf32 = False  # libmoas's CUDA products are full fp32
+    torch.backends.cudnn.allow_tf32 = False
     lib = ctypes.CDLL(args.lib)
-    print(f"threads {args.threads}; torch {torch.__version__}; OPENBLAS_CORETYPE="
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"threads {args.threads}"
+    print(f"{where}; torch {torch.__version__}; OPENBLAS_CORETYPE="
           f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; B=12, T=256, paper model, dropout 0.2, AdamW")
     print(f"| {'attention':<11} | {'libmoas tok/s':>13} | {'torch eager':>11} | {'torch SDPA':>10} | {'vs eager':>8} "
           f"| {'vs SDPA':>7} |")
@@ -140,9 +150,13 @@ def main():
     for name, (edits, kw) in VARIANTS.items():
         if args.only and name not in args.only:
             continue
-        ours = time_libmoas(lib, edits, 12, 256, args.steps, args.threads)
-        eager = time_torch(kw, 12, 256, args.steps, sdpa=False)
-        sdpa = time_torch(kw, 12, 256, args.steps, sdpa=True)
+        try:
+            ours = time_libmoas(lib, edits, 12, 256, args.steps, args.threads, args.device)
+        except RuntimeError as e:  # e.g. an attention kind the CUDA model does not run yet
+            print(f"| {name:<11} | not run: {e} |", flush=True)
+            continue
+        eager = time_torch(kw, 12, 256, args.steps, False, args.device)
+        sdpa = time_torch(kw, 12, 256, args.steps, True, args.device)
         print(f"| {name:<11} | {ours:>13.0f} | {eager:>11.0f} | {sdpa:>10.0f} | {ours / eager:>7.2f}x "
               f"| {ours / sdpa:>6.2f}x |", flush=True)
 

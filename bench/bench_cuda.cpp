@@ -1,0 +1,147 @@
+// The CUDA backend on a GPU: training-step throughput of the paper's model (6 layers, 6 heads, 384 wide, T=256,
+// B=12, vocab 65, dropout 0.2, AdamW) through the public ABI with device = MOAS_DEVICE_CUDA, for every attention
+// kind the CUDA model runs; and the attention kernels alone (causal, fp32, forward + backward) at T = 1k .. 16k and
+// head_dim 64 / 128 in TFLOP/s. tools/compare_pytorch.py --device cuda runs the same model in PyTorch on the same
+// GPU, and tools/bench_attention_cuda.py puts the kernels beside PyTorch's scaled_dot_product_attention (cuDNN /
+// flash) at the same shapes. Where no device is usable every benchmark reports why and is skipped.
+//
+//   build/bench/bench_cuda [--benchmark_filter=TrainStep]
+#include <benchmark/benchmark.h>
+#include <stdlib.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cuda_loader.hpp"
+#include "device_array.hpp"
+#include "moas.h"
+
+namespace {
+
+struct Variant {
+  const char *name;
+  int32_t attention, kv_heads, moas_mode, strategy, shared, routed_active, active;
+};
+
+const Variant kVariants[] = {
+    {"MHA", MOAS_ATTENTION_SCHEME, 6, 0, MOAS_HEADS_ALL, 0, 0, 0},
+    {"GQA-2", MOAS_ATTENTION_SCHEME, 2, 0, MOAS_HEADS_ALL, 0, 0, 0},
+    {"MQA", MOAS_ATTENTION_SCHEME, 1, 0, MOAS_HEADS_ALL, 0, 0, 0},
+    {"MoAS static", MOAS_ATTENTION_MOAS, 6, MOAS_MODE_STATIC, MOAS_HEADS_ALL, 0, 0, 0},
+    {"MoAS soft", MOAS_ATTENTION_MOAS, 6, MOAS_MODE_SOFT, MOAS_HEADS_ALL, 0, 0, 0},
+    {"MoAS top1", MOAS_ATTENTION_MOAS, 6, MOAS_MODE_TOP1, MOAS_HEADS_ALL, 0, 0, 0},
+    {"MoH 2+2/4", MOAS_ATTENTION_MOH, 6, 0, MOAS_HEADS_MIXTURE, 2, 2, 0},
+    {"Pruning 4", MOAS_ATTENTION_MOH, 6, 0, MOAS_HEADS_STATIC_PRUNING, 0, 0, 4},
+};
+
+void BM_TrainStep(benchmark::State &state) {
+  const Variant &v = kVariants[state.range(0)];
+  const int32_t B = 12, T = 256;
+  moas_model_config cfg;
+  cfg.struct_size = sizeof cfg;
+  moas_model_config_default(&cfg);
+  cfg.device = MOAS_DEVICE_CUDA;
+  cfg.attention = v.attention;
+  cfg.n_kv_head = v.attention == MOAS_ATTENTION_SCHEME ? v.kv_heads : cfg.n_head;
+  if (v.attention == MOAS_ATTENTION_MOAS) cfg.moas_mode = v.moas_mode;
+  cfg.head_selection.strategy = v.strategy;
+  cfg.head_selection.num_shared_heads = v.shared;
+  cfg.head_selection.num_active_routed_heads = v.routed_active;
+  cfg.head_selection.num_active_heads = v.active;
+  state.SetLabel(v.name);
+  moas_model *model = nullptr;
+  if (moas_model_create(&cfg, &model) != MOAS_OK) {
+    state.SkipWithError(moas_last_error());
+    return;
+  }
+  moas_adamw_config adamw;
+  adamw.struct_size = sizeof adamw;
+  moas_adamw_config_default(&adamw);
+  std::vector<int32_t> tokens((size_t)(B * T)), targets((size_t)(B * T));
+  for (size_t i = 0; i < tokens.size(); i++) {
+    tokens[i] = (int32_t)((i * 7919) % 65);
+    targets[i] = (int32_t)((i * 104729 + 3) % 65);
+  }
+  // The loss comes back to the host and the optimiser step synchronises: each iteration is a whole step.
+  for (auto _ : state) {
+    moas_zero_grad(model);
+    if (moas_forward(model, tokens.data(), targets.data(), B, T, 1, nullptr, nullptr) != MOAS_OK ||
+        moas_backward(model) != MOAS_OK || moas_optimizer_step(model, &adamw, nullptr) != MOAS_OK) {
+      state.SkipWithError(moas_last_error());
+      break;
+    }
+  }
+  moas_model_destroy(model);
+  state.counters["tok/s"] =
+      benchmark::Counter((double)(B * T) * (double)state.iterations(), benchmark::Counter::kIsRate);
+}
+
+// Dense causal attention, B sequences of T positions, H = 8 heads of d (MHA), fp32: forward and backward through the
+// backend table on device buffers. FLOPs counted causally: forward 2 products of T^2 / 2 * d per head, backward 5.
+void BM_Attention(benchmark::State &state) {
+  const int64_t T = state.range(0), d = state.range(1), H = 8, B = T >= 8192 ? 1 : 16384 / T, N = B * T;
+  const moas::CudaBackend &backend = moas::cuda_backend();
+  if (!backend.table || backend.devices == 0) {
+    state.SkipWithError(backend.why.c_str());
+    return;
+  }
+  const moas_cuda_backend &t = *backend.table;
+  moas::DeviceArray<float> q, k, v, out, lse, dout, dq, dk, dv;
+  for (moas::DeviceArray<float> *a : {&q, &k, &v, &out, &dout, &dq, &dk, &dv}) {
+    a->reserve(t, N * H * d);
+    a->zero(N * H * d);
+  }
+  lse.reserve(t, H * N);
+  std::vector<int32_t> pos((size_t)N);
+  std::vector<int64_t> begin((size_t)B + 1);
+  for (int64_t n = 0; n < N; n++) pos[(size_t)n] = (int32_t)(n % T);
+  for (int64_t b = 0; b <= B; b++) begin[(size_t)b] = b * T;
+  moas::DeviceArray<int32_t> pos_d;
+  moas::DeviceArray<int64_t> begin_d;
+  pos_d.upload(t, pos.data(), N);
+  begin_d.upload(t, begin.data(), B + 1);
+  std::vector<moas_cuda_query_head> heads;
+  std::vector<moas_cuda_query_head_grad> grads;
+  for (int64_t h = 0; h < H; h++) {
+    heads.push_back({h, pos_d.get(), begin_d.get(), q.get() + h * d, H * d, out.get() + h * d, H * d,
+                     lse.get() + h * N});
+    grads.push_back({dout.get() + h * d, H * d, dq.get() + h * d, H * d});
+  }
+  moas::DeviceArray<moas_cuda_query_head> heads_d;
+  moas::DeviceArray<moas_cuda_query_head_grad> grads_d;
+  heads_d.upload(t, heads.data(), H);
+  grads_d.upload(t, grads.data(), H);
+  const moas_cuda_attention_dims dims{B, T, H, H, d, 0};
+  const moas_cuda_key_values kv{k.get(), H * d, v.get(), H * d, T, 0};
+  const moas_cuda_key_value_grads dkv{dk.get(), H * d, dv.get(), H * d};
+  for (auto _ : state) {
+    if (t.attention_forward(&dims, &kv, heads_d.get(), H, nullptr, nullptr) != 0 ||
+        t.attention_backward(&dims, &kv, heads_d.get(), grads_d.get(), H, &dkv, nullptr, nullptr) != 0 ||
+        t.synchronize(nullptr) != 0) {
+      state.SkipWithError(t.last_error());
+      break;
+    }
+  }
+  const double causal_pairs = (double)B * (double)H * (double)T * (double)(T + 1) / 2;
+  const double flops = 2.0 * (2 + 5) * causal_pairs * (double)d * (double)state.iterations();
+  state.counters["TFLOP/s"] = benchmark::Counter(flops / 1e12, benchmark::Counter::kIsRate);
+  state.counters["B"] = (double)B;
+}
+
+}  // namespace
+
+BENCHMARK(BM_TrainStep)->DenseRange(0, (int)(sizeof kVariants / sizeof kVariants[0]) - 1)
+    ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(3.0);
+BENCHMARK(BM_Attention)->ArgsProduct({{1024, 2048, 4096, 8192, 16384}, {64, 128}})
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
+
+int main(int argc, char **argv) {
+  // The backend built beside this benchmark, unless the caller chose one.
+  setenv("MOAS_CUDA_LIBRARY", MOAS_BENCH_LIBMOAS_CUDA, 0);
+  benchmark::Initialize(&argc, argv);
+  benchmark::AddCustomContext("libmoas", moas_build_info());
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
