@@ -350,3 +350,39 @@ def test_cache_bytes_per_token_orders_the_schemes():
         with moas.Model(tiny(n_kv_head=kv)) as m, m.kv_cache(batch=1, capacity=4) as cache:
             sizes[name] = cache.bytes_per_token
     assert sizes["mqa"] < sizes["gqa"] < sizes["mha"]
+
+
+# -- device = "cuda" without a GPU -----------------------------------------------------------------------------------
+CUDA_TABLE_SCRIPT = """
+import numpy as np, moas
+def train(device):
+    m = moas.Model(moas.Config(vocab_size=13, block_size=12, n_layer=2, n_head=4, n_kv_head=2, n_embd=16,
+                               dropout=0.1, position="rope", n_threads=1, seed=7, device=device))
+    rng = np.random.default_rng(0)
+    losses = []
+    for _ in range(3):
+        x = rng.integers(0, 13, size=(2, 12))
+        m.zero_grad()
+        losses.append(m.forward(x, np.roll(x, -1, axis=1), training=True))
+        m.backward()
+        m.step(3e-3)
+    return losses, m.parameter("transformer.ln_f.weight")
+cuda, cpu = train("cuda"), train("cpu")
+assert cuda[0] == cpu[0] and np.array_equal(cuda[1], cpu[1]), (cuda, cpu)
+print("cuda == cpu", cuda[0])
+"""
+
+
+def test_cuda_device_through_the_cpu_table_trains_like_the_cpu():
+    """MOAS_CUDA_LIBRARY points libmoas at the test build's table of CPU functions (tests/cpu_backend_table.hpp): the
+    CUDA model's orchestration runs through the Python API and must reproduce the CPU model exactly."""
+    import os
+    import subprocess
+    import sys
+    table = os.path.join(os.path.dirname(moas.library_path()), "tests", "libmoas_cuda_cpu.so")
+    if not os.path.exists(table):
+        pytest.skip(f"{table} not built (tests off)")
+    env = dict(os.environ, MOAS_CUDA_LIBRARY=table)
+    done = subprocess.run([sys.executable, "-c", CUDA_TABLE_SCRIPT], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "cuda == cpu" in done.stdout
