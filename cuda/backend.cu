@@ -1,4 +1,4 @@
-// The one symbol libmoas_cuda.so exports: moas_cuda_backend_v3 hands libmoas (src/cuda_loader.cpp) the function
+// The one symbol libmoas_cuda.so exports: moas_cuda_backend_v4 hands libmoas (src/cuda_loader.cpp) the function
 // table of src/cuda_backend.h. Also the device probe and the per-thread error message behind every entry.
 #include <cstdio>
 #include <string>
@@ -15,7 +15,10 @@
 #include "loss.cuh"
 #include "memory.cuh"
 #include "mlp.cuh"
+#include "moas_mix.cuh"
 #include "moh_gates.cuh"
+#include "moh_heads.cuh"
+#include "moh_router.cuh"
 #include "norm.cuh"
 #include "rope.cuh"
 #include "routing.cuh"
@@ -49,7 +52,7 @@ const char *last_error() { return error_message.c_str(); }
 }  // namespace cuda
 }  // namespace moas
 
-extern "C" __attribute__((visibility("default"))) const moas_cuda_backend *moas_cuda_backend_v3(void) {
+extern "C" __attribute__((visibility("default"))) const moas_cuda_backend *moas_cuda_backend_v4(void) {
   using namespace moas::cuda;
   // Filled by name: the order of the entries is the header's business.
   static const moas_cuda_backend table = [] {
@@ -92,7 +95,11 @@ extern "C" __attribute__((visibility("default"))) const moas_cuda_backend *moas_
     t.cope_attention_forward = cope_attention_forward;
     t.cope_attention_backward = cope_attention_backward;
     // MoAS on the device.
+    t.moas_mix_backward = moas_mix_backward;
     // MoH on the device.
+    t.moh_gate_heads = moh_gate_heads;
+    t.moh_gate_heads_backward = moh_gate_heads_backward;
+    t.router_softmax_backward = router_softmax_backward;
     return t;
   }();
   return &table;

@@ -185,8 +185,9 @@ typedef struct moas_head_selection {
  * path; the environment variable MOAS_CUDA_LIBRARY names another file) and runs forward, backward and the optimiser
  * there, with the weights, gradients and optimiser state in device memory; parameter reads and writes, checkpoints
  * and moas_logits copy between host and device. Without the library, a driver or a device: MOAS_ERR_DEVICE_UNAVAILABLE
- * with the reason. In this version the CUDA model runs one attention scheme (MHA/GQA/MQA, any position encoding,
- * windows); MoAS and MoH models, KV-cache decoding and the layer API on CUDA give MOAS_ERR_INVALID_CONFIG. */
+ * with the reason. In this version the CUDA model runs every attention kind (one scheme, MoAS, MoH; aux loss and
+ * router statistics as on the CPU) with any position encoding and windows; KV-cache decoding and the layer API on
+ * CUDA give MOAS_ERR_INVALID_CONFIG. */
 enum {
   MOAS_DEVICE_CPU = 0,
   MOAS_DEVICE_CUDA = 1

@@ -22,6 +22,16 @@ double moas_balance_loss(const T *gates, int64_t N, int64_t S, std::vector<doubl
   return loss;
 }
 
+// The gradient of aux_scale times that loss, added onto d_gates [N, S]: d aux / d g_nk = 2 (mean_gate_k - 1/S) / (S N).
+template <typename T>
+void moas_balance_loss_backward(T *d_gates, int64_t N, int64_t S, const std::vector<double> &mean_gate,
+                                double aux_scale) {
+  for (int64_t k = 0; k < S; k++) {
+    const T lb = (T)(aux_scale * 2.0 * (mean_gate[(size_t)k] - 1.0 / (double)S) / ((double)S * (double)N));
+    for (int64_t n = 0; n < N; n++) d_gates[n * S + k] += lb;
+  }
+}
+
 // MoH: E sum_i P_i f_i over the routed softmax r [N, E] and its top-K indicator [N, E]; P [E] receives the mean of
 // r, f [E] the fraction of tokens selecting head i. Equals K at perfectly uniform routing.
 template <typename T>

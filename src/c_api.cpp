@@ -79,7 +79,7 @@ void fill_router_stats(const moas_model &model, int64_t layer, moas_layer_router
   moas::require(model.last_batch() > 0, MOAS_ERR_NO_FORWARD,
                 "no forward has run yet: router statistics come from the last moas_forward");
   moas::RouterStats st;
-  if (model.device || !m.router_stats(layer, &st)) {  // the CUDA model runs one scheme
+  if (!(model.device ? model.device->router_stats(layer, &st) : m.router_stats(layer, &st))) {
     const char *why = m.config().attention == moas::AttentionKind::Scheme
                           ? "this model uses one attention scheme (MHA/GQA/MQA)"
                           : "its head selection (AllHeads or StaticPruning) uses no router";
@@ -199,7 +199,7 @@ moas_status moas_forward(moas_model *model, const int32_t *tokens, const int32_t
     const double loss = model->device ? model->device->forward(tokens, targets, batch, seq_len, training == 1)
                                       : m.forward(tokens, targets, batch, seq_len, training == 1);
     if (loss_out) *loss_out = (float)loss;
-    if (aux_out) *aux_out = model->device ? 0.0f : (float)m.aux_loss();
+    if (aux_out) *aux_out = (float)(model->device ? model->device->aux_loss() : m.aux_loss());
     if (!std::isfinite(loss)) {
       m.invalidate_activations();
       if (model->device) model->device->invalidate_activations();

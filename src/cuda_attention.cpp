@@ -1,5 +1,7 @@
 #include "cuda_attention.hpp"
 
+#include "cuda_moas.hpp"
+#include "cuda_moh.hpp"
 #include "cuda_scheme.hpp"
 #include "error.hpp"
 
@@ -11,11 +13,13 @@ std::unique_ptr<CudaAttention> make_cuda_attention(const moas_cuda_backend &t, c
     case AttentionKind::Scheme:
       return std::make_unique<CudaScheme>(t, config, params, prefix);
     case AttentionKind::Moas:
-      break;
-    case AttentionKind::Moh:
-      break;
+      return std::make_unique<CudaMoas>(t, config, params, prefix);
+    case AttentionKind::Moh:  // AllHeads is one scheme (SPEC §4), as make_attention_block has it
+      if (config.heads.strategy == HeadStrategy::AllHeads)
+        return std::make_unique<CudaScheme>(t, config, params, prefix);
+      return std::make_unique<CudaMoh>(t, config, params, prefix);
   }
-  fail(MOAS_ERR_INTERNAL, "make_cuda_attention: check_cuda_support admits only what is ported");
+  fail(MOAS_ERR_INTERNAL, "make_cuda_attention: unknown attention kind");
 }
 
 }  // namespace moas

@@ -1,6 +1,6 @@
 // The attention sub-block on a CUDA device (attention_block.hpp's twin): one per layer of a CudaModel, owning its
 // device buffers, reading and writing the model's flat device parameter and gradient buffers by offset. Each kind
-// mirrors its CPU class step for step: CudaScheme (scheme.cpp); MoAS and MoH are not ported yet.
+// mirrors its CPU class step for step: CudaScheme (scheme.cpp), CudaMoas (moas.cpp), CudaMoh (moh.cpp).
 #pragma once
 
 #include <cstdint>
@@ -11,6 +11,7 @@
 #include "cuda_backend.h"
 #include "dropout.hpp"
 #include "params.hpp"
+#include "router_stats.hpp"
 
 namespace moas {
 
@@ -45,6 +46,8 @@ class CudaAttention {
                         const CudaContext &ctx, double aux_grad_scale) = 0;
   // The unweighted load-balance loss of the last training forward (0 without a router).
   virtual double aux_loss() const { return 0.0; }
+  // The router statistics of the last forward (router_stats.hpp) into *out; false for a block without a router.
+  virtual bool router_stats(RouterStats *) const { return false; }
 };
 
 // The block `config` asks for, its tensors found in `params` (the host mirror's layout) under `prefix`.

@@ -17,8 +17,8 @@
 extern "C" {
 #endif
 
-#define MOAS_CUDA_BACKEND_VERSION 3
-#define MOAS_CUDA_BACKEND_SYMBOL "moas_cuda_backend_v3"
+#define MOAS_CUDA_BACKEND_VERSION 4
+#define MOAS_CUDA_BACKEND_SYMBOL "moas_cuda_backend_v4"
 
 /* As moas::AttentionDims (src/attention.hpp). */
 typedef struct moas_cuda_attention_dims {
@@ -229,8 +229,26 @@ typedef struct moas_cuda_backend {
                                      void *stream);
 
   /* MoAS on the device. */
+  /* moas.cpp's mixing backward for branch `branch` of n_branches (y = sum_k mix[n, k] z_k): for each compact row
+   * r < *count (a device value, capacity >= it) of token row[r], with slot = row[r] * n_branches + branch,
+   * d_mix[slot] = sum_c dz[r, c] z[r, c] (summed over c in order, moas_mix_row_backward), then dz[r, :] *= mix[slot].
+   * dz, z [capacity, width]; d_mix, mix [N, n_branches]; other entries of d_mix are left as they are. */
+  int32_t (*moas_mix_backward)(float *d_mix, float *dz, const float *z, const float *mix, const int64_t *row,
+                               const int64_t *count, int64_t capacity, int64_t width, int64_t n_branches,
+                               int64_t branch, void *stream);
 
   /* MoH on the device. */
+  /* moh_gates.hpp's moh_gate_head for every (token n, head h) pair: gated [N, heads * head_dim] = gate[n, h] times
+   * head h's head_dim columns of att [N, heads * head_dim]; gate [N, heads]. moh_gate_heads_backward overwrites
+   * datt = gate times dgated and dgate [N, heads] = <dgated, att> per pair (moh_gate_head_backward: column order). */
+  int32_t (*moh_gate_heads)(float *gated, const float *gate, const float *att, int64_t N, int64_t heads,
+                            int64_t head_dim, void *stream);
+  int32_t (*moh_gate_heads_backward)(float *datt, float *dgate, const float *dgated, const float *gate,
+                                     const float *att, int64_t N, int64_t heads, int64_t head_dim, void *stream);
+  /* softmax.hpp's softmax_rows_backward: dlogits[n, :width] (row stride dlogits_stride, overwritten) from the router
+   * softmax p [N, width] and its gradient dp [N, width]. */
+  int32_t (*router_softmax_backward)(float *dlogits, int64_t dlogits_stride, const float *dp, const float *p,
+                                     int64_t N, int64_t width, void *stream);
 } moas_cuda_backend;
 
 /* The type of MOAS_CUDA_BACKEND_SYMBOL: returns a table that lives as long as the library stays loaded. */

@@ -88,10 +88,5 @@ void require_cuda_device(int32_t device_index) {
               std::to_string(backend.devices) + " CUDA device(s)");
 }
 
-void check_cuda_support(const ModelConfig &config) {
-  require(config.attention == AttentionKind::Scheme, MOAS_ERR_INVALID_CONFIG,
-          std::string("the CUDA device runs one attention scheme (MHA, GQA, MQA) in this version; ") +
-              (config.attention == AttentionKind::Moas ? "MoAS" : "MoH") + " attention runs on MOAS_DEVICE_CPU");
-}
-
+// Every attention kind (one scheme, MoAS, MoH) runs on the device now: nothing of a valid config is refused.
 }  // namespace moas

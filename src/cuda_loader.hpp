@@ -7,7 +7,6 @@
 #include <cstdint>
 #include <string>
 
-#include "config.hpp"
 #include "cuda_backend.h"
 
 namespace moas {
@@ -31,7 +30,5 @@ CudaBackend load_cuda_backend(const std::string &path);
 // device cannot be used (no backend library, no device, device_index out of range).
 void require_cuda_device(int32_t device_index);
 
-// Throws MOAS_ERR_INVALID_CONFIG naming what of `config` the CUDA model (cuda_model.hpp) does not run yet.
-void check_cuda_support(const ModelConfig &config);
 
 }  // namespace moas

@@ -12,7 +12,6 @@ namespace moas {
 
 CudaModel::CudaModel(const moas_cuda_backend &table, int32_t device_index, Model<float> &mirror)
     : t_(table), mirror_(mirror), config_(mirror.config()) {
-  check_cuda_support(config_);
   device_check(t_, t_.set_device(device_index), "set_device");
   find_parameters();
   const ParamTable<float> &params = mirror_.params;

@@ -8,9 +8,10 @@
 // step counter and the optimiser's step count. Parameter and gradient reads, writes and checkpoints go through the
 // mirror, after download() / before upload().
 //
-// This version runs one attention scheme (MHA, GQA, MQA) with learned, RoPE or CoPE positions and sliding windows,
-// LayerNorm / RMSNorm, GELU / SwiGLU, biases and every dropout site; training and evaluation forwards, backward and
-// AdamW. MoAS and MoH models, and decoding with a KV cache, are refused with a message (check_cuda_support).
+// This version runs one attention scheme (MHA, GQA, MQA), MoAS (static, soft, top-1) or MoH (every head strategy)
+// with learned, RoPE or CoPE positions and sliding windows, LayerNorm / RMSNorm, GELU / SwiGLU, biases and every
+// dropout site; training and evaluation forwards, backward and AdamW. Decoding with a KV cache is not ported yet (the C
+// ABI refuses it for CUDA models).
 #pragma once
 
 #include <cstdint>
@@ -49,6 +50,8 @@ class CudaModel {
   void logits(float *out) const;
   // The unweighted load-balance loss of the last training forward, mean over the routed layers.
   double aux_loss() const { return aux_; }
+  // Layer `layer`'s router statistics of the last forward (Model::router_stats); false without a router.
+  bool router_stats(int64_t layer, RouterStats *out) const { return attn_[(size_t)layer]->router_stats(out); }
   int64_t last_batch() const { return B_; }
   int64_t last_seq() const { return Tn_; }
 

@@ -5,10 +5,20 @@
 #include "balance_loss.hpp"
 #include "linear.hpp"
 #include "mlp.hpp"
+#include "moas_mix.hpp"
 #include "routing_math.hpp"
 #include "softmax.hpp"
 
 namespace moas {
+
+std::vector<std::string> moas_branch_prefixes(const ModelConfig &config, const std::string &prefix) {
+  static const char *const kDefaultNames[] = {"mha", "gqa", "mqa"};
+  const bool default_names = config.moas.default_branches(config.n_head);
+  std::vector<std::string> prefixes;
+  for (size_t k = 0; k < config.moas.branch_kv_heads.size(); k++)
+    prefixes.push_back(prefix + (default_names ? kDefaultNames[k] : "b" + std::to_string(k)) + ".");
+  return prefixes;
+}
 
 template <typename T>
 MoasAttention<T>::MoasAttention(const ModelConfig &config, ParamTable<T> &params, const std::string &prefix)
@@ -16,14 +26,11 @@ MoasAttention<T>::MoasAttention(const ModelConfig &config, ParamTable<T> &params
       width_(config.n_embd),
       n_branches_((int64_t)config.moas.branch_kv_heads.size()),
       router_hidden_(config.n_embd / 4) {
-  static const char *const kDefaultNames[] = {"mha", "gqa", "mqa"};
-  const bool default_names = config.moas.default_branches(config.n_head);
   branches_.reserve((size_t)n_branches_);
-  std::vector<std::string> branch_prefixes;
+  const std::vector<std::string> branch_prefixes = moas_branch_prefixes(config, prefix);
   for (int64_t k = 0; k < n_branches_; k++) {
-    branch_prefixes.push_back(prefix + (default_names ? kDefaultNames[k] : "b" + std::to_string(k)) + ".");
     const SchemeShape shape{config.n_embd, config.n_head, config.moas.branch_kv_heads[(size_t)k], config.bias};
-    branches_.emplace_back(params, branch_prefixes.back(), shape, (uint32_t)k);
+    branches_.emplace_back(params, branch_prefixes[(size_t)k], shape, (uint32_t)k);
   }
   if (routed()) {
     w1_ = params.add(prefix + "router.0.weight", {router_hidden_, width_});
@@ -107,26 +114,17 @@ void MoasAttention<T>::backward(ParamTable<T> &params, const T *x, T *dy, T *dx,
 #pragma omp parallel for schedule(static) if (m * C >= kParallelGrain)
     for (int64_t r = 0; r < m; r++) {
       const int64_t slot = rows.row[(size_t)r] * S + k;
-      T *dzr = dz_.data() + r * C;
-      const T *zr = z + r * C;
-      T dot = 0;
-      for (int64_t c = 0; c < C; c++) dot += dzr[c] * zr[c];
-      d_mix_[(size_t)slot] = dot;
-      const T w = mix_[(size_t)slot];
-      for (int64_t c = 0; c < C; c++) dzr[c] *= w;
+      d_mix_[(size_t)slot] = moas_mix_row_backward(dz_.data() + r * C, z + r * C, mix_[(size_t)slot], C);
     }
     branches_[(size_t)k].backward(params, x, dz_.data(), dx, ctx, options_[(size_t)k]);
   }
   if (!routed()) return;
 
-  // d_mix -> d_gates (through the gate dropout), plus the load-balance gradient
-  // d aux / d g_nk = 2 (mean_gate_k - 1/S) / (S N); then through the softmax and the router MLP.
+  // d_mix -> d_gates (through the gate dropout), plus the load-balance gradient; then through the softmax and the
+  // router MLP.
   T *d_gates = d_mix_.data();
   dropout_apply(d_gates, N * S, ctx.site((uint32_t)DropoutSiteId::Gates));
-  for (int64_t k = 0; k < S; k++) {
-    const T lb = (T)(aux_grad_scale * 2.0 * (mean_gate_[(size_t)k] - 1.0 / (double)S) / ((double)S * (double)N));
-    for (int64_t n = 0; n < N; n++) d_gates[n * S + k] += lb;
-  }
+  moas_balance_loss_backward(d_gates, N, S, mean_gate_, aux_grad_scale);
   softmax_rows_backward(d_gates, S, d_gates, gates_.data(), N, S);
   d_hidden_.resize((size_t)(N * F));
   linear_backward(d_hidden_.data(), false, params.grad(w2_), params.grad_or_null(b2_), d_gates, hidden_.data(),
@@ -138,22 +136,28 @@ void MoasAttention<T>::backward(ParamTable<T> &params, const T *x, T *dy, T *dx,
 
 // share = f-hat (SPEC §8): top1 the argmax shares, soft and static the mean gates.
 template <typename T>
-void MoasAttention<T>::compute_stats(int64_t N) {
-  const int64_t S = n_branches_;
-  RouterStats &st = stats_;
+RouterStats moas_router_stats(MoasMode mode, const T *gates, int64_t N, int64_t S, const std::vector<double> &mean_gate,
+                              double aux) {
+  RouterStats st;
   st.attention = MOAS_ATTENTION_MOAS;
-  st.mean_gate = mean_gate_;
-  st.top_share = mean_gate_;  // without a router there is no argmax: every branch takes every token
-  if (routed()) {
+  st.mean_gate = mean_gate;
+  st.top_share = mean_gate;  // without a router there is no argmax: every branch takes every token
+  if (mode != MoasMode::Static) {
     st.top_share.assign((size_t)S, 0.0);
-    for (int64_t n = 0; n < N; n++) st.top_share[(size_t)argmax_lower(gates_.data() + n * S, S)] += 1.0 / (double)N;
+    for (int64_t n = 0; n < N; n++) st.top_share[(size_t)argmax_lower(gates + n * S, S)] += 1.0 / (double)N;
   }
   st.entropy = 0;
   for (int64_t n = 0; n < N * S; n++)
-    if (gates_[(size_t)n] > T(0)) st.entropy -= (double)gates_[(size_t)n] * std::log((double)gates_[(size_t)n]) / (double)N;
-  st.share = mode_ == MoasMode::Top1 ? st.top_share : mean_gate_;
-  st.aux_loss = aux_;
+    if (gates[n] > T(0)) st.entropy -= (double)gates[n] * std::log((double)gates[n]) / (double)N;
+  st.share = mode == MoasMode::Top1 ? st.top_share : mean_gate;
+  st.aux_loss = aux;
   st.mean_shared_weight = st.mean_routed_weight = 0;
+  return st;
+}
+
+template <typename T>
+void MoasAttention<T>::compute_stats(int64_t N) {
+  stats_ = moas_router_stats(mode_, gates_.data(), N, n_branches_, mean_gate_, aux_);
 }
 
 template <typename T>
@@ -162,6 +166,9 @@ bool MoasAttention<T>::router_stats(RouterStats *out) const {
   return true;
 }
 
+template RouterStats moas_router_stats(MoasMode, const float *, int64_t, int64_t, const std::vector<double> &, double);
+template RouterStats moas_router_stats(MoasMode, const double *, int64_t, int64_t, const std::vector<double> &,
+                                       double);
 template class MoasAttention<float>;
 template class MoasAttention<double>;
 

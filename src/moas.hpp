@@ -16,6 +16,16 @@
 
 namespace moas {
 
+// Each branch's tensor prefix under the block's `prefix` ("...attn."): "mha.", "gqa.", "mqa." for the default
+// branches (SPEC §8), else "b0.", "b1.", ...
+std::vector<std::string> moas_branch_prefixes(const ModelConfig &config, const std::string &prefix);
+
+// SPEC §8's router statistics of a MoAS layer from one forward's (pre-dropout) gates [N, S], their means over the
+// tokens and the layer's unweighted load-balance loss; shared with the CUDA block (cuda_moas.hpp).
+template <typename T>
+RouterStats moas_router_stats(MoasMode mode, const T *gates, int64_t N, int64_t S, const std::vector<double> &mean_gate,
+                              double aux);
+
 template <typename T>
 class MoasAttention final : public AttentionBlock<T> {
  public:

@@ -250,9 +250,8 @@ void MohAttention<T>::forward(const ParamTable<T> &params, const T *x, T *y, con
 #pragma omp parallel for schedule(static) if (N * P * d >= kParallelGrain)
     for (int64_t n = 0; n < N; n++)
       for (int64_t h = 0; h < P; h++)
-        for (int64_t c = 0; c < d; c++)
-          gated_dense_[(size_t)(n * QW + h * d + c)] =
-              gate_[(size_t)(n * H + h)] * out_dense_[(size_t)((n * P + h) * d + c)];
+        moh_gate_head(gated_dense_.data() + n * QW + h * d, gate_[(size_t)(n * H + h)],
+                      out_dense_.data() + (n * P + h) * d, d);
     gated_dense = gated_dense_.data();
   }
   for (int64_t i = 0; i < spec_.routed; i++) {
@@ -261,7 +260,7 @@ void MohAttention<T>::forward(const ParamTable<T> &params, const T *x, T *y, con
       const T g = gate_[(size_t)(rh.rows.row[(size_t)r] * H + P + i)];
       T *gated = whole_projections_ ? gated_dense_.data() + rh.rows.row[(size_t)r] * QW + (P + i) * d
                                     : rh.gated.data() + r * d;
-      for (int64_t c = 0; c < d; c++) gated[c] = g * rh.out[(size_t)(r * d + c)];
+      moh_gate_head(gated, g, rh.out.data() + r * d, d);
     }
   }
   // The dense product writes y (beta 0) unless a bias must come first: y is not filled twice.
@@ -304,14 +303,9 @@ void MohAttention<T>::backward(ParamTable<T> &params, const T *x, T *dy, T *dx, 
 #pragma omp parallel for schedule(static) if (N * P * d >= kParallelGrain)
     for (int64_t n = 0; n < N; n++)
       for (int64_t h = 0; h < P; h++) {
-        const T g = gate_[(size_t)(n * H + h)];
-        const T *dg = d_gated_dense_.data() + n * QW + h * d, *o = out_dense_.data() + (n * P + h) * d;
-        T *dout = d_out_dense_.data() + (n * P + h) * d, dot = 0;
-        for (int64_t c = 0; c < d; c++) {
-          dot += dg[c] * o[c];
-          dout[c] = g * dg[c];
-        }
-        d_gate_[(size_t)(n * H + h)] = dot;
+        d_gate_[(size_t)(n * H + h)] =
+            moh_gate_head_backward(d_out_dense_.data() + (n * P + h) * d, gate_[(size_t)(n * H + h)],
+                                   d_gated_dense_.data() + n * QW + h * d, out_dense_.data() + (n * P + h) * d, d);
       }
   }
   for (int64_t i = 0; i < E; i++) {
@@ -353,12 +347,8 @@ void MohAttention<T>::backward(ParamTable<T> &params, const T *x, T *dy, T *dx, 
     const int64_t m = rh.rows.size(), h = P + i;
     for (int64_t r = 0; r < m; r++) {
       const int64_t slot = rh.rows.row[(size_t)r] * H + h;
-      T dot = 0;
-      for (int64_t c = 0; c < d; c++) {
-        dot += rh.d_gated[(size_t)(r * d + c)] * rh.out[(size_t)(r * d + c)];
-        rh.d_out[(size_t)(r * d + c)] = gate_[(size_t)slot] * rh.d_gated[(size_t)(r * d + c)];
-      }
-      d_gate_[(size_t)slot] = dot;
+      d_gate_[(size_t)slot] = moh_gate_head_backward(rh.d_out.data() + r * d, gate_[(size_t)slot],
+                                                     rh.d_gated.data() + r * d, rh.out.data() + r * d, d);
     }
   }
 
@@ -455,37 +445,50 @@ void MohAttention<T>::backward(ParamTable<T> &params, const T *x, T *dy, T *dx, 
                   R);
 }
 
-// The last forward's statistics, computed when asked (a forward does not pay for them): share = f_i / K over the
-// routed heads (SPEC §8); top_share = f_i.
+// The last forward's statistics, computed when asked (a forward does not pay for them).
 template <typename T>
 bool MohAttention<T>::router_stats(RouterStats *out) const {
   if (!mixture_ || spec_.routed == 0 || spec_.active == 0) return false;
-  const int64_t E = spec_.routed, H = shape_.heads, P = dense_heads_, N = (int64_t)gate_.size() / H;
-  RouterStats &st = *out;
+  const int64_t N = (int64_t)gate_.size() / shape_.heads;
+  *out = moh_router_stats(spec_, shape_.heads, N, r_.data(), gate_.data(),
+                          spec_.head_type_router() ? a_.data() : nullptr, f_, aux_);
+  return true;
+}
+
+// share = f_i / K over the routed heads (SPEC §8); top_share = f_i.
+template <typename T>
+RouterStats moh_router_stats(const MohGateSpec &spec, int64_t H, int64_t N, const T *r, const T *gate, const T *a,
+                             const std::vector<double> &f, double aux) {
+  const int64_t E = spec.routed, P = H - E;
+  RouterStats st;
   st.attention = MOAS_ATTENTION_MOH;
-  st.top_share = f_;
+  st.top_share = f;
   st.share.resize((size_t)E);
   st.mean_gate.assign((size_t)E, 0.0);
-  for (int64_t i = 0; i < E; i++) st.share[(size_t)i] = f_[(size_t)i] / (double)spec_.active;
+  for (int64_t i = 0; i < E; i++) st.share[(size_t)i] = f[(size_t)i] / (double)spec.active;
   st.entropy = 0;
   double a1 = 0, a2 = 0;
   for (int64_t n = 0; n < N; n++) {
     for (int64_t i = 0; i < E; i++) {
-      const double r = (double)r_[(size_t)(n * E + i)];
-      st.mean_gate[(size_t)i] += (double)gate_[(size_t)(n * H + P + i)] / (double)N;
-      if (r > 0) st.entropy -= r * std::log(r) / (double)N;
+      const double ri = (double)r[n * E + i];
+      st.mean_gate[(size_t)i] += (double)gate[n * H + P + i] / (double)N;
+      if (ri > 0) st.entropy -= ri * std::log(ri) / (double)N;
     }
-    if (spec_.head_type_router()) {
-      a1 += (double)a_[(size_t)(2 * n)] / (double)N;
-      a2 += (double)a_[(size_t)(2 * n + 1)] / (double)N;
+    if (a) {
+      a1 += (double)a[2 * n] / (double)N;
+      a2 += (double)a[2 * n + 1] / (double)N;
     }
   }
-  st.mean_shared_weight = spec_.head_type_router() ? a1 : (spec_.shared > 0 ? 1.0 : 0.0);
-  st.mean_routed_weight = spec_.head_type_router() ? a2 : 1.0;
-  st.aux_loss = aux_;
-  return true;
+  st.mean_shared_weight = a ? a1 : (spec.shared > 0 ? 1.0 : 0.0);
+  st.mean_routed_weight = a ? a2 : 1.0;
+  st.aux_loss = aux;
+  return st;
 }
 
+template RouterStats moh_router_stats<float>(const MohGateSpec &, int64_t, int64_t, const float *, const float *,
+                                             const float *, const std::vector<double> &, double);
+template RouterStats moh_router_stats<double>(const MohGateSpec &, int64_t, int64_t, const double *, const double *,
+                                              const double *, const std::vector<double> &, double);
 template class MohAttention<float>;
 template class MohAttention<double>;
 

@@ -102,6 +102,13 @@ class MohAttention final : public AttentionBlock<T> {
   std::vector<T> d_gate_, d_gated_dense_, d_out_dense_, d_dense_, dw_dense_, db_dense_, d_r_, d_s_, d_a_, d_logits_;
 };
 
+// The router statistics of one MixtureOfHeads forward (E > 0 routed heads, K > 0 active): the routed softmax r [N, E],
+// the gates [N, H] (routed heads in the last E columns), the head-type softmax a [N, 2] (null without it), the
+// fraction f [E] of tokens selecting each routed head and the load-balance loss. CudaMoh reports through it too.
+template <typename T>
+RouterStats moh_router_stats(const MohGateSpec &spec, int64_t H, int64_t N, const T *r, const T *gate, const T *a,
+                             const std::vector<double> &f, double aux);
+
 extern template class MohAttention<float>;
 extern template class MohAttention<double>;
 

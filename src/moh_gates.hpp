@@ -75,4 +75,21 @@ MOAS_HD inline void moh_gates_token_backward(const MohGateSpec &g, const T *r, c
   }
 }
 
+// y_t = c_proj(concat_i gate_t,i head_i(t)): one (token, head) pair's head_dim values through its gate.
+template <typename T>
+MOAS_HD inline void moh_gate_head(T *gated, T gate, const T *head, int64_t head_dim) {
+  for (int64_t c = 0; c < head_dim; ++c) gated[c] = gate * head[c];
+}
+
+// Its backward: dhead = gate dgated (overwritten); returns the gate's gradient <dgated, head>, summed in column order.
+template <typename T>
+MOAS_HD inline T moh_gate_head_backward(T *dhead, T gate, const T *dgated, const T *head, int64_t head_dim) {
+  T dot = 0;
+  for (int64_t c = 0; c < head_dim; ++c) {
+    dot += dgated[c] * head[c];
+    dhead[c] = gate * dgated[c];
+  }
+  return dot;
+}
+
 }  // namespace moas

@@ -14,6 +14,7 @@
 #include "gemm.hpp"
 #include "loss.hpp"
 #include "mlp.hpp"
+#include "moas_mix.hpp"
 #include "moh_gates.hpp"
 #include "norm.hpp"
 #include "parallel.hpp"
@@ -178,6 +179,24 @@ int32_t gates_bwd(const moas_cuda_moh_gate_spec *spec, const float *r, const uin
                              dgate + n * dgate_stride, dr + n * E, s ? ds + n * S : nullptr, a ? da + 2 * n : nullptr);
   return 0;
 }
+int32_t gate_heads(float *gated, const float *gate, const float *att, int64_t N, int64_t heads, int64_t head_dim,
+                   void *) {
+  for (int64_t pair = 0; pair < N * heads; pair++)
+    moh_gate_head(gated + pair * head_dim, gate[pair], att + pair * head_dim, head_dim);
+  return 0;
+}
+int32_t gate_heads_bwd(float *datt, float *dgate, const float *dgated, const float *gate, const float *att, int64_t N,
+                       int64_t heads, int64_t head_dim, void *) {
+  for (int64_t pair = 0; pair < N * heads; pair++)
+    dgate[pair] = moh_gate_head_backward(datt + pair * head_dim, gate[pair], dgated + pair * head_dim,
+                                         att + pair * head_dim, head_dim);
+  return 0;
+}
+int32_t router_bwd(float *dlogits, int64_t dlogits_stride, const float *dp, const float *p, int64_t N, int64_t width,
+                   void *) {
+  softmax_rows_backward(dlogits, dlogits_stride, dp, p, N, width);
+  return 0;
+}
 int32_t select(int64_t *row, int32_t *pos, int64_t *begin, const uint8_t *flags, int64_t flag_stride, int64_t batch,
                int64_t seq, int64_t past, void *) {
   RowSet rows;
@@ -280,6 +299,15 @@ int32_t dropout(float *x, int64_t m, int64_t width, const int64_t *row, const mo
   else dropout_apply(x, m * width, dropout_of(d));
   return 0;
 }
+// moas.cpp's per-row loop of the mixing backward.
+int32_t mix_bwd(float *d_mix, float *dz, const float *z, const float *mix, const int64_t *row, const int64_t *count,
+                int64_t, int64_t width, int64_t n_branches, int64_t branch, void *) {
+  for (int64_t r = 0; r < *count; r++) {
+    const int64_t slot = row[r] * n_branches + branch;
+    d_mix[slot] = moas_mix_row_backward(dz + r * width, z + r * width, mix[slot], width);
+  }
+  return 0;
+}
 
 moas_cuda_backend make_table() {
   moas_cuda_backend t{};
@@ -321,7 +349,11 @@ moas_cuda_backend make_table() {
   t.cope_attention_forward = cope_fwd;
   t.cope_attention_backward = cope_bwd;
   // MoAS on the device.
+  t.moas_mix_backward = mix_bwd;
   // MoH on the device.
+  t.moh_gate_heads = gate_heads;
+  t.moh_gate_heads_backward = gate_heads_bwd;
+  t.router_softmax_backward = router_bwd;
   return t;
 }
 
@@ -337,8 +369,8 @@ const moas_cuda_backend *cpu_backend_table() {
 }  // namespace moas_test
 
 #ifdef MOAS_CPU_TABLE_EXPORT
-static_assert(MOAS_CUDA_BACKEND_VERSION == 3, "export the table under the new version's symbol");
-extern "C" __attribute__((visibility("default"))) const moas_cuda_backend *moas_cuda_backend_v3(void) {
+static_assert(MOAS_CUDA_BACKEND_VERSION == 4, "export the table under the new version's symbol");
+extern "C" __attribute__((visibility("default"))) const moas_cuda_backend *moas_cuda_backend_v4(void) {
   return moas_test::cpu_backend_table();
 }
 #endif

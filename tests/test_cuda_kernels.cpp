@@ -1,10 +1,11 @@
 // libmoas_cuda.so's kernels on a CUDA device against the CPU functions of src/, to SPEC §9's CPU-vs-CUDA tolerance
 // (1e-4 of the largest reference value, per tensor) with routing decisions and dropout masks compared exactly:
 // attention and CoPE attention forward and backward, with and without dropout (the cases of attention_cases.hpp:
-// dense, routed subsets, GQA 6/2, MQA, windows, T not a multiple of the tile), the router softmax with argmax / top-k,
-// MoH gates forward and backward, the row kernels, and the model's other ops (embedding, norms, GELU / SwiGLU,
-// cross-entropy, gradient norm and AdamW, RoPE, dropout). Also the table's memory entries, its cuBLAS GEMM (against
-// moas::gemm to 1e-5: both in full fp32) and its elementwise steps (the same bits as the CPU).
+// dense, routed subsets, GQA 6/2, MQA, windows, T not a multiple of the tile), the router softmax with argmax / top-k
+// and its backward, MoH gates forward and backward (per token, and on the heads' outputs), the row kernels, and the
+// model's other ops (embedding, norms, GELU / SwiGLU, cross-entropy, gradient norm and AdamW, RoPE, dropout). Also
+// the table's memory entries, its cuBLAS GEMM (against moas::gemm to 1e-5: both in full fp32) and its elementwise
+// steps (the same bits as the CPU).
 // Without a device each such test prints kSkipped, which ctest registers as SKIPPED (Catch2 2.13 has no skip).
 // The argument checks of the table run everywhere: they fail before touching CUDA.
 #include <cuda_runtime.h>
@@ -27,6 +28,7 @@
 #include "gemm.hpp"
 #include "loss.hpp"
 #include "mlp.hpp"
+#include "moas_mix.hpp"
 #include "moh_gates.hpp"
 #include "norm.hpp"
 #include "parallel.hpp"
@@ -35,7 +37,7 @@
 #include "rows.hpp"
 #include "softmax.hpp"
 
-extern "C" const moas_cuda_backend *moas_cuda_backend_v3(void);
+extern "C" const moas_cuda_backend *moas_cuda_backend_v4(void);
 
 namespace {
 
@@ -47,7 +49,7 @@ using cuda_test::uniform;
 constexpr const char *kSkipped = "MOAS_CUDA_SKIPPED";  // tests/CMakeLists.txt: SKIP_REGULAR_EXPRESSION
 constexpr double kTol = 1e-4;
 
-const moas_cuda_backend &backend() { return *moas_cuda_backend_v3(); }
+const moas_cuda_backend &backend() { return *moas_cuda_backend_v4(); }
 
 // True when a device can run the kernels; otherwise prints the skip marker with CUDA's reason.
 bool have_device() {
@@ -668,5 +670,82 @@ TEST_CASE("CUDA add, fill_rows and column sums give the CPU's bits", "[cuda][dev
     DeviceArray<float> d_x(x), d_sums(start);
     BACKEND_REQUIRE(backend().column_sum_accumulate(d_sums.get(), d_x.get(), stride, N, width, nullptr));
     require_same_bits(d_sums.download(), ref, "sums");
+  }
+}
+
+TEST_CASE("CUDA MoAS mixing backward equals moas.cpp's per-row dot and scaling", "[cuda][device][moas]") {
+  if (!have_device()) return;
+  const int64_t N = 3000, S = 3, branch = 1, width = 200;
+  std::vector<int64_t> row;
+  for (int64_t n = 0; n < N; n += 3) row.push_back(n + 1);  // a top-1 branch's tokens
+  const int64_t m = (int64_t)row.size(), capacity = m + 7;
+  row.resize((size_t)capacity, -1);
+  const std::vector<float> z = uniform((size_t)(capacity * width), 171),
+                           mix = uniform((size_t)(N * S), 172, 0.0f, 1.5f);
+  const std::vector<float> dz = uniform((size_t)(capacity * width), 173), d_mix = uniform((size_t)(N * S), 174);
+  std::vector<float> want_dz = dz, want_d_mix = d_mix;
+  for (int64_t r = 0; r < m; ++r) {
+    const int64_t slot = row[(size_t)r] * S + branch;
+    want_d_mix[(size_t)slot] =
+        moas::moas_mix_row_backward(want_dz.data() + r * width, z.data() + r * width, mix[(size_t)slot], width);
+  }
+  DeviceArray<float> d_z(z), d_mix_in(mix), d_dz(dz), d_dmix(d_mix);
+  DeviceArray<int64_t> d_row(row), d_count(std::vector<int64_t>{m});
+  BACKEND_REQUIRE(backend().moas_mix_backward(d_dmix.get(), d_dz.get(), d_z.get(), d_mix_in.get(), d_row.get(),
+                                              d_count.get(), capacity, width, S, branch, nullptr));
+  require_same_bits(d_dz.download(), want_dz, "dz");  // one product per element: exact
+  require_close(d_dmix.download(), want_d_mix, kTol, "d_mix");  // the device may fuse the dot's multiply-adds
+  REQUIRE(backend().moas_mix_backward(d_dmix.get(), d_dz.get(), d_z.get(), d_mix_in.get(), d_row.get(),
+                                      d_count.get(), capacity, width, S, S, nullptr) != 0);
+}
+
+TEST_CASE("CUDA MoH gate-heads and router softmax backward entries check their arguments", "[cuda][moh]") {
+  float x = 0.0f;
+  REQUIRE(backend().moh_gate_heads(&x, &x, &x, -1, 1, 1, nullptr) != 0);
+  REQUIRE(std::string(backend().last_error()).find("moh_gate_heads") != std::string::npos);
+  REQUIRE(backend().moh_gate_heads(nullptr, &x, &x, 1, 1, 1, nullptr) != 0);
+  REQUIRE(backend().moh_gate_heads_backward(&x, nullptr, &x, &x, &x, 1, 1, 1, nullptr) != 0);
+  REQUIRE(backend().router_softmax_backward(&x, 1, &x, &x, 1, 2, nullptr) != 0);
+  REQUIRE(std::string(backend().last_error()).find("stride") != std::string::npos);
+  REQUIRE(backend().moh_gate_heads(nullptr, nullptr, nullptr, 0, 4, 8, nullptr) == 0);  // nothing to do
+}
+
+TEST_CASE("CUDA MoH gate-heads forward and backward, and the router softmax backward, equal the CPU's",
+          "[cuda][device][moh]") {
+  if (!have_device()) return;
+  SECTION("gates on heads") {
+    const int64_t N = 1000, H = 6, d = 16, pairs = N * H;
+    std::vector<float> gate = uniform((size_t)pairs, 171, 0.0f, 2.0f), att = uniform((size_t)(pairs * d), 172);
+    for (int64_t pair = 0; pair < pairs; pair += 3) {  // inactive pairs: gate 0, output 0
+      gate[(size_t)pair] = 0.0f;
+      std::fill_n(att.begin() + pair * d, d, 0.0f);
+    }
+    const std::vector<float> dgated = uniform((size_t)(pairs * d), 173);
+    std::vector<float> gated((size_t)(pairs * d)), datt((size_t)(pairs * d)), dgate((size_t)pairs);
+    for (int64_t pair = 0; pair < pairs; ++pair) {
+      moas::moh_gate_head(gated.data() + pair * d, gate[(size_t)pair], att.data() + pair * d, d);
+      dgate[(size_t)pair] = moas::moh_gate_head_backward(datt.data() + pair * d, gate[(size_t)pair],
+                                                         dgated.data() + pair * d, att.data() + pair * d, d);
+    }
+    DeviceArray<float> d_gate(gate), d_att(att), d_dgated(dgated), d_gated(unwritten(gated.size())),
+        d_datt(unwritten(datt.size())), d_dgate(unwritten(dgate.size()));
+    BACKEND_REQUIRE(backend().moh_gate_heads(d_gated.get(), d_gate.get(), d_att.get(), N, H, d, nullptr));
+    BACKEND_REQUIRE(backend().moh_gate_heads_backward(d_datt.get(), d_dgate.get(), d_dgated.get(), d_gate.get(),
+                                                      d_att.get(), N, H, d, nullptr));
+    require_same_bits(d_gated.download(), gated, "gated");  // one product per value
+    require_same_bits(d_datt.download(), datt, "datt");
+    require_close(d_dgate.download(), dgate, kTol, "dgate");
+  }
+  SECTION("router softmax backward into a shared logits row") {
+    const int64_t N = 777, width = 5, column = 2, stride = 9;
+    std::vector<float> p = separated_logits(N, width, 174);
+    moas::softmax_rows(p.data(), width, p.data(), width, N, width);
+    const std::vector<float> dp = uniform((size_t)(N * width), 175);
+    std::vector<float> dlogits = uniform((size_t)(N * stride), 176), ref = dlogits;
+    moas::softmax_rows_backward(ref.data() + column, stride, dp.data(), p.data(), N, width);
+    DeviceArray<float> d_p(p), d_dp(dp), d_dlogits(dlogits);
+    BACKEND_REQUIRE(backend().router_softmax_backward(d_dlogits.get() + column, stride, d_dp.get(), d_p.get(), N,
+                                                      width, nullptr));
+    require_close(d_dlogits.download(), ref, kTol, "dlogits");
   }
 }

@@ -4,6 +4,9 @@
 // wrong buffer, stride, offset, dropout site or position would show as a difference here, with no GPU needed.
 #include <catch2/catch.hpp>
 
+#include <string>
+#include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "cpu_backend_table.hpp"
@@ -27,6 +30,62 @@ std::vector<moas_test::NamedConfig> cuda_configs() {
   window.window = 2;
   window.dropout = 0.2f;
   out.push_back({"MQA RoPE window 2, dropout 0.2 with attention dropout", window});
+
+  // MoAS (CudaMoas): every mode over MHA/GQA-2/MQA branches, top-1's routed rows with each position kind and the
+  // window, and dropout on the gates and in every branch.
+  out.push_back({"MoAS static MHA/GQA-2/MQA", moas_test::moas_config(MoasMode::Static, {4, 2, 1})});
+  ModelConfig moas_soft = moas_test::moas_config(MoasMode::Soft, {4, 2, 1});
+  moas_soft.bias = true;
+  out.push_back({"MoAS soft with biases", moas_soft});
+  out.push_back({"MoAS top1 MHA/GQA-2/MQA", moas_test::moas_config(MoasMode::Top1, {4, 2, 1})});
+  ModelConfig moas_rope = moas_test::moas_config(MoasMode::Top1, {3, 1}, 6, 24);
+  moas_rope.position = PositionKind::Rope;
+  moas_rope.norm = NormKind::RMSNorm;
+  moas_rope.bias = true;
+  out.push_back({"MoAS top1 two branches RoPE RMSNorm biases", moas_rope});
+  for (const MoasMode mode : {MoasMode::Soft, MoasMode::Top1}) {
+    ModelConfig moas_cope = moas_test::moas_config(mode, {4, 2, 1});
+    moas_cope.position = PositionKind::Cope;
+    moas_cope.cope_max_pos = 5;
+    moas_cope.window = 3;
+    out.push_back({std::string("MoAS ") + (mode == MoasMode::Soft ? "soft" : "top1") + " CoPE P=5, window 3",
+                   moas_cope});
+  }
+  ModelConfig moas_drop = moas_test::moas_config(MoasMode::Top1, {4, 2, 1});
+  moas_drop.dropout = 0.3f;
+  out.push_back({"MoAS top1 dropout 0.3 (gates and branches)", moas_drop});
+  ModelConfig moas_four = moas_test::moas_config(MoasMode::Soft, {4, 4, 2, 1});
+  moas_four.dropout = 0.3f;
+  moas_four.mlp = MlpKind::SwiGlu;
+  out.push_back({"MoAS soft four branches, dropout 0.3, SwiGLU", moas_four});
+
+  // MoH (CudaMoh). 2 x 8 tokens are few per head set, so Model<float> projects whole as CudaMoh always does.
+  out.push_back({"MoH 1 shared + 2 of 3, MHA", moas_test::moh_config(4, 4, 16, 1, 2)});
+  ModelConfig routed_only = moas_test::moh_config(4, 2, 16, 0, 2);
+  routed_only.position = PositionKind::Rope;
+  out.push_back({"MoH routed only 2 of 4, GQA 4/2, RoPE", routed_only});
+  ModelConfig two_shared = moas_test::moh_config(6, 3, 24, 2, 2);
+  two_shared.bias = true;
+  two_shared.dropout = 0.3f;
+  out.push_back({"MoH 2 shared + 2 of 4, GQA 6/3, biases, dropout 0.3", two_shared});
+  ModelConfig paper = moas_test::moh_config(4, 1, 16, 1, 1);
+  paper.heads.reference_gates = false;
+  paper.norm = NormKind::RMSNorm;
+  out.push_back({"MoH paper gates 1 shared + 1 of 3, MQA, RMSNorm", paper});
+  ModelConfig moh_cope = moas_test::moh_config(4, 2, 16, 1, 2);
+  moh_cope.position = PositionKind::Cope;
+  moh_cope.cope_max_pos = 5;
+  moh_cope.window = 3;
+  out.push_back({"MoH 1 shared + 2 of 3, GQA 4/2, CoPE P=5, window 3", moh_cope});
+  ModelConfig pruned = moas_test::static_pruning_config(4, 2, 16, 3);
+  pruned.bias = true;
+  out.push_back({"StaticPruning 3 of 4, GQA 4/2, biases", pruned});
+  ModelConfig pruned_rope = moas_test::static_pruning_config(6, 3, 24, 1);
+  pruned_rope.position = PositionKind::Rope;
+  out.push_back({"StaticPruning 1 of 6, GQA 6/3, RoPE", pruned_rope});
+  ModelConfig all_heads = moas_test::moh_config(4, 2, 16, 1, 2);
+  all_heads.heads.strategy = HeadStrategy::AllHeads;  // one scheme, on both sides
+  out.push_back({"MoH AllHeads, GQA 4/2", all_heads});
   return out;
 }
 
@@ -34,6 +93,20 @@ std::vector<float> device_logits(const CudaModel &model, const ModelConfig &c) {
   std::vector<float> out((size_t)(model.last_batch() * model.last_seq() * c.vocab_size));
   model.logits(out.data());
   return out;
+}
+
+// SPEC §9: max|a - b| <= tol max|b|, per tensor of `params`' layout.
+void require_close_per_tensor(const ParamTable<float> &params, const std::vector<float> &a,
+                              const std::vector<float> &b, double tol, const char *what) {
+  for (const ParamInfo &info : params.infos()) {
+    double largest = 0, diff = 0;
+    for (int64_t i = info.offset; i < info.offset + info.numel; i++) {
+      largest = std::max(largest, (double)std::fabs(b[(size_t)i]));
+      diff = std::max(diff, (double)std::fabs(a[(size_t)i] - b[(size_t)i]));
+    }
+    INFO(what << " " << info.name << ": max |difference| " << diff << ", max |reference| " << largest);
+    REQUIRE(diff <= tol * largest);
+  }
 }
 
 }  // namespace
@@ -56,6 +129,16 @@ TEST_CASE("CUDA model on the CPU table equals Model<float> bit for bit: forwards
         REQUIRE(device.forward(tokens.data(), targets.data(), B, Tn, true) == loss);
         REQUIRE(mirror.training_forwards == cpu.training_forwards);
         REQUIRE(device_logits(device, config) == cpu.logits());
+        REQUIRE(device.aux_loss() == cpu.aux_loss());
+        for (int64_t l = 0; l < config.n_layer; l++) {
+          RouterStats want, got;
+          REQUIRE(device.router_stats(l, &got) == cpu.router_stats(l, &want));
+          REQUIRE(got.share == want.share);
+          REQUIRE(got.mean_gate == want.mean_gate);
+          REQUIRE(got.top_share == want.top_share);
+          REQUIRE(got.entropy == want.entropy);
+          REQUIRE(got.aux_loss == want.aux_loss);
+        }
         REQUIRE(device.can_backward());
         cpu.backward();
         device.backward();
@@ -88,6 +171,86 @@ TEST_CASE("CUDA model on the CPU table equals Model<float> bit for bit: forwards
   }
 }
 
+TEST_CASE("CUDA MoH with many tokens per head set, where Model<float> projects per group, equals it to 1e-5",
+          "[cuda][model]") {
+  // CudaMoh always projects whole; the CPU groups once a batch has kWideGroup (64) tokens per distinct head set:
+  // the same sums in another order. 64 x 8 tokens are enough for any routing of these configs (6 sets at most, or
+  // none: with no routed head active the CPU projects only the shared heads).
+  ModelConfig routed = moas_test::moh_config(4, 2, 16, 0, 2);
+  routed.bias = true;
+  routed.position = PositionKind::Rope;
+  ModelConfig none_active = moas_test::moh_config(4, 4, 16, 2, 0);
+  const std::vector<moas_test::NamedConfig> configs = {{"MoH routed only 2 of 4, GQA 4/2, RoPE, biases", routed},
+                                                       {"MoH 2 shared, 0 of 2 routed active", none_active}};
+  const AdamWSettings adamw{3e-3, 0.9, 0.95, 1e-8, 0.1, 1.0};
+  const double tol = 1e-5;
+  for (const auto &[name, config] : configs) {
+    DYNAMIC_SECTION(name) {
+      Model<float> cpu(config), mirror(config);
+      CudaModel device(*moas_test::cpu_backend_table(), 0, mirror);
+      const int64_t B = 64, Tn = config.block_size;
+      const auto tokens = moas_test::tokens_for(B * Tn, config.vocab_size, 8);
+      const auto targets = moas_test::tokens_for(B * Tn, config.vocab_size, 9);
+      for (int step = 0; step < 3; step++) {
+        INFO("step " << step);
+        const double loss = cpu.forward(tokens.data(), targets.data(), B, Tn, true);
+        REQUIRE(device.forward(tokens.data(), targets.data(), B, Tn, true) == Approx(loss).epsilon(tol));
+        REQUIRE(device.aux_loss() == Approx(cpu.aux_loss()).epsilon(tol));
+        const std::vector<float> logits = device_logits(device, config);
+        double largest = 0, diff = 0;
+        for (size_t i = 0; i < logits.size(); i++) {
+          largest = std::max(largest, (double)std::fabs(cpu.logits()[i]));
+          diff = std::max(diff, (double)std::fabs(logits[i] - cpu.logits()[i]));
+        }
+        REQUIRE(diff <= tol * largest);
+        cpu.backward();
+        device.backward();
+        device.download_grads();
+        require_close_per_tensor(cpu.params, mirror.params.grads, cpu.params.grads, tol, "gradient");
+        adamw_step(cpu.params, cpu.optimizer, adamw, gradient_norm(cpu.params.grads));
+        device.adamw_step(adamw, device.gradient_norm());
+        std::fill(cpu.params.grads.begin(), cpu.params.grads.end(), 0.0f);
+        device.zero_grad();
+      }
+      device.download_values();
+      require_close_per_tensor(cpu.params, mirror.params.values, cpu.params.values, tol, "weight");
+    }
+  }
+}
+
+// Top-1's edge cases: a branch that takes every token (Scheme's dense path inside a routed block) and branches that
+// take none (empty row sets through projections, attention and the mixing).
+TEST_CASE("CUDA model on the CPU table: MoAS top-1 with every token on one branch equals Model<float> bit for bit",
+          "[cuda][model]") {
+  for (const int64_t chosen : {0, 2}) {
+    DYNAMIC_SECTION("every token on branch " << chosen) {
+      ModelConfig config = moas_test::moas_config(MoasMode::Top1, {4, 2, 1});
+      config.bias = true;
+      Model<float> cpu(config);
+      for (int64_t l = 0; l < config.n_layer; l++) {
+        const ParamInfo &b2 = cpu.params.find("transformer.h." + std::to_string(l) + ".attn.router.2.bias");
+        cpu.params.values[(size_t)(b2.offset + chosen)] = 20.0f;  // its gate near 1 for every token
+      }
+      Model<float> mirror(config);
+      mirror.params.values = cpu.params.values;
+      CudaModel device(*moas_test::cpu_backend_table(), 0, mirror);
+      const int64_t B = 2, Tn = config.block_size;
+      const auto tokens = moas_test::tokens_for(B * Tn, config.vocab_size, 5);
+      const double loss = cpu.forward(tokens.data(), tokens.data(), B, Tn, true);
+      REQUIRE(device.forward(tokens.data(), tokens.data(), B, Tn, true) == loss);
+      REQUIRE(device_logits(device, config) == cpu.logits());
+      REQUIRE(device.aux_loss() == cpu.aux_loss());
+      RouterStats stats;
+      REQUIRE(device.router_stats(0, &stats));
+      REQUIRE(stats.top_share[(size_t)chosen] == Approx(1.0));
+      cpu.backward();
+      device.backward();
+      device.download_grads();
+      REQUIRE(mirror.params.grads == cpu.params.grads);
+    }
+  }
+}
+
 TEST_CASE("CUDA model: weights written on the host reach the device, and the moments of a loaded optimiser",
           "[cuda][model]") {
   const ModelConfig config = moas_test::tiny_config(4, 2, 16);
@@ -109,13 +272,7 @@ TEST_CASE("CUDA model: weights written on the host reach the device, and the mom
   REQUIRE(mirror.optimizer.exp_avg_sq == std::vector<float>(cpu.params.values.size(), 0.25f));
 }
 
-TEST_CASE("CUDA model refuses what it does not run yet, naming it", "[cuda][model]") {
-  Model<float> mixture_model(moas_test::moas_config(MoasMode::Soft, {4, 2, 1}));
-  REQUIRE_THROWS_WITH(CudaModel(*moas_test::cpu_backend_table(), 0, mixture_model),
-                      Catch::Contains("MoAS attention runs on MOAS_DEVICE_CPU"));
-  Model<float> moh_model(moas_test::moh_config(4, 2, 16, 1, 2));
-  REQUIRE_THROWS_WITH(CudaModel(*moas_test::cpu_backend_table(), 0, moh_model),
-                      Catch::Contains("MoH attention runs on MOAS_DEVICE_CPU"));
+TEST_CASE("CUDA model: a device index the backend does not have is refused, naming it", "[cuda][model]") {
   Model<float> dense(moas_test::tiny_config(4, 2, 16));
   REQUIRE_THROWS_WITH(CudaModel(*moas_test::cpu_backend_table(), 1, dense), Catch::Contains("one device"));
 }
