@@ -1,4 +1,4 @@
-// The one symbol libmoas_cuda.so exports: moas_cuda_backend_v4 hands libmoas (src/cuda_loader.cpp) the function
+// The one symbol libmoas_cuda.so exports: moas_cuda_backend_v5 hands libmoas (src/cuda_loader.cpp) the function
 // table of src/cuda_backend.h. Also the device probe and the per-thread error message behind every entry.
 #include <cstdio>
 #include <string>
@@ -52,7 +52,7 @@ const char *last_error() { return error_message.c_str(); }
 }  // namespace cuda
 }  // namespace moas
 
-extern "C" __attribute__((visibility("default"))) const moas_cuda_backend *moas_cuda_backend_v4(void) {
+extern "C" __attribute__((visibility("default"))) const moas_cuda_backend *moas_cuda_backend_v5(void) {
   using namespace moas::cuda;
   // Filled by name: the order of the entries is the header's business.
   static const moas_cuda_backend table = [] {
@@ -65,6 +65,7 @@ extern "C" __attribute__((visibility("default"))) const moas_cuda_backend *moas_
     t.free = device_free;
     t.copy = copy_memory;
     t.zero = zero_memory;
+    t.copy_rows = copy_rows;
     t.synchronize = synchronize_stream;
     t.gemm = gemm;
     t.add = add;

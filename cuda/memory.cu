@@ -40,6 +40,16 @@ int32_t zero_memory(void *dst, size_t bytes, void *stream) {
   return checked(cudaMemsetAsync(dst, 0, bytes, (cudaStream_t)stream), "zero");
 }
 
+int32_t copy_rows(float *dst, int64_t dst_stride, const float *src, int64_t src_stride, int64_t width, int64_t rows,
+                  void *stream) {
+  if (width == 0 || rows == 0) return kOk;
+  if (!dst || !src) return fail("copy_rows: a null argument");
+  const size_t f = sizeof(float);
+  return checked(cudaMemcpy2DAsync(dst, (size_t)dst_stride * f, src, (size_t)src_stride * f, (size_t)width * f,
+                                   (size_t)rows, cudaMemcpyDeviceToDevice, (cudaStream_t)stream),
+                 "copy_rows");
+}
+
 int32_t synchronize_stream(void *stream) { return checked(cudaStreamSynchronize((cudaStream_t)stream), "synchronize"); }
 
 }  // namespace cuda

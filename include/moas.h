@@ -92,7 +92,8 @@ typedef enum moas_status {
   MOAS_ERR_INTERNAL = 24,
   /* The KV cache has no room for more positions (its capacity, at most the model's block_size): reset it. */
   MOAS_ERR_CONTEXT_FULL = 25,
-  /* Two buffers of one call overlap in a way it does not allow (e.g. a layer's x and y partly overlapping). */
+  /* Two buffers of one call overlap in a way it does not allow (e.g. a layer's x and y partly overlapping), or a
+   * handle was made for another device (a KV cache of a CPU model given with a CUDA model). */
   MOAS_ERR_INVALID_ARGUMENT = 26
 } moas_status;
 
@@ -186,8 +187,8 @@ typedef struct moas_head_selection {
  * there, with the weights, gradients and optimiser state in device memory; parameter reads and writes, checkpoints
  * and moas_logits copy between host and device. Without the library, a driver or a device: MOAS_ERR_DEVICE_UNAVAILABLE
  * with the reason. In this version the CUDA model runs every attention kind (one scheme, MoAS, MoH; aux loss and
- * router statistics as on the CPU) with any position encoding and windows; KV-cache decoding and the layer API on
- * CUDA give MOAS_ERR_INVALID_CONFIG. */
+ * router statistics as on the CPU) with any position encoding and windows, and decodes with a KV cache in device
+ * memory; the layer API on CUDA gives MOAS_ERR_INVALID_CONFIG. */
 enum {
   MOAS_DEVICE_CPU = 0,
   MOAS_DEVICE_CUDA = 1
@@ -366,8 +367,9 @@ typedef struct moas_kv_cache moas_kv_cache;
  * out for `model`'s architecture: per layer and per MoAS branch, only the kv heads that scheme has. With a sliding
  * window (window_size > 0) it keeps only the positions the window can still see, in a ring buffer of at most
  * 2 * window_size + chunk positions per sequence (chunk: the longest seq_len given to moas_prefill), whatever
- * `capacity`; capacity still bounds the positions in total. The cache may be used with any model of the same
- * architecture; it does not keep `model` alive. The caller owns *out and frees it with moas_kv_cache_destroy.
+ * `capacity`; capacity still bounds the positions in total. The cache lives where `model` runs (host memory, or
+ * the CUDA device's) and may be used with any model of the same architecture on the same device; it does not keep
+ * `model` alive. The caller owns *out and frees it with moas_kv_cache_destroy.
  * Thread-safe. */
 MOAS_API moas_status moas_kv_cache_create(const moas_model *model, int32_t batch, int32_t capacity,
                                           moas_kv_cache **out);
@@ -389,7 +391,9 @@ MOAS_API moas_status moas_kv_cache_bytes_per_token(const moas_kv_cache *cache, u
  * moas_kv_cache_length), appends their keys and values to the cache, and copies the logits of each sequence's
  * last new position into last_logits [batch, vocab_size] (last_logits_len floats; NULL to skip). All new logits
  * stay readable through moas_logits. MOAS_ERR_CONTEXT_FULL when the positions would pass the cache's capacity;
- * on any failure the cache and the model are unchanged. The model and the cache are used by one thread at a time. */
+ * MOAS_ERR_INVALID_ARGUMENT when the cache was made by a model on another device (a CPU model's cache for a CUDA
+ * model, or the reverse: it is the wrong handle, not a wrong size); on any failure the cache and the model are
+ * unchanged. The model and the cache are used by one thread at a time. */
 MOAS_API moas_status moas_prefill(moas_model *model, moas_kv_cache *cache, const int32_t *tokens, int32_t seq_len,
                                   float *last_logits, size_t last_logits_len);
 

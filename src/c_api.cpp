@@ -8,6 +8,7 @@
 #include <memory>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "adamw.hpp"
 #include "c_api_support.hpp"
@@ -36,19 +37,32 @@ struct moas_model {
   int64_t last_seq() const { return device ? device->last_seq() : model.last_seq(); }
 };
 
+// A CPU model's cache in host memory, or a CUDA model's in its device memory (`device` set): config.device and
+// device_index say which, so that a cache meets only models of its kind.
 struct moas_kv_cache {
-  moas::ModelConfig config;  // the architecture it is laid out for
-  moas::KvCache<float> cache;
+  moas::ModelConfig config;  // the architecture (and device) it is laid out for
+  moas::KvCache<float> host;
+  std::unique_ptr<moas::CudaKvCache> device;
+
+  // f(the cache in use): both kinds share KvCacheOf's bookkeeping.
+  template <typename F>
+  auto visit(F &&f) const {
+    return device ? f(*device) : f(host);
+  }
+  template <typename F>
+  auto visit(F &&f) {
+    return device ? f(*device) : f(host);
+  }
 };
 
 namespace {
 
 using namespace moas::capi;
 
-void require_cpu_decoding(const moas_model &model) {
-  moas::require(!model.device, MOAS_ERR_INVALID_CONFIG,
-                "decoding with a KV cache runs on MOAS_DEVICE_CPU in this version: save the model and create it "
-                "from the file with device = MOAS_DEVICE_CPU to generate");
+// "MOAS_DEVICE_CPU" or "MOAS_DEVICE_CUDA device <index>": where a model's (and its caches') memory is.
+std::string device_name(const moas::ModelConfig &c) {
+  return c.device == MOAS_DEVICE_CUDA ? "MOAS_DEVICE_CUDA device " + std::to_string(c.device_index)
+                                      : std::string("MOAS_DEVICE_CPU");
 }
 
 void check_tokens(const moas::ModelConfig &c, const int32_t *tokens, const int32_t *targets, int32_t batch,
@@ -419,7 +433,6 @@ moas_status moas_kv_cache_create(const moas_model *model, int32_t batch, int32_t
     require_arg(out, "out");
     *out = nullptr;
     const moas::ModelConfig &c = model->model.config();
-    require_cpu_decoding(*model);
     moas::require(batch >= 1 && batch <= (1 << 16), MOAS_ERR_SIZE_MISMATCH,
                   "batch is " + std::to_string(batch) + ": it must be in [1, 65536]");
     moas::require(capacity >= 1 && capacity <= c.block_size, MOAS_ERR_SIZE_MISMATCH,
@@ -427,7 +440,12 @@ moas_status moas_kv_cache_create(const moas_model *model, int32_t batch, int32_t
                       std::to_string(c.block_size) + "]");
     auto created = std::make_unique<moas_kv_cache>();
     created->config = c;
-    model->model.allocate_cache(&created->cache, batch, capacity);
+    if (model->device) {
+      created->device = std::make_unique<moas::CudaKvCache>();
+      model->device->allocate_cache(created->device.get(), batch, capacity);
+    } else {
+      model->model.allocate_cache(&created->host, batch, capacity);
+    }
     *out = created.release();
   });
 }
@@ -437,7 +455,7 @@ void moas_kv_cache_destroy(moas_kv_cache *cache) { delete cache; }
 moas_status moas_kv_cache_reset(moas_kv_cache *cache) {
   return guarded([&] {
     require_arg(cache, "cache");
-    cache->cache.reset();
+    cache->visit([](auto &kv) { kv.reset(); });
   });
 }
 
@@ -445,7 +463,7 @@ moas_status moas_kv_cache_length(const moas_kv_cache *cache, int32_t *out) {
   return guarded([&] {
     require_arg(cache, "cache");
     require_arg(out, "out");
-    *out = (int32_t)cache->cache.length;
+    *out = (int32_t)cache->visit([](const auto &kv) { return kv.length; });
   });
 }
 
@@ -453,7 +471,7 @@ moas_status moas_kv_cache_bytes_per_token(const moas_kv_cache *cache, uint64_t *
   return guarded([&] {
     require_arg(cache, "cache");
     require_arg(out, "out");
-    *out = cache->cache.bytes_per_token();
+    *out = cache->visit([](const auto &kv) { return kv.bytes_per_token(); });
   });
 }
 
@@ -464,15 +482,20 @@ moas_status moas_prefill(moas_model *model, moas_kv_cache *cache, const int32_t 
     require_arg(cache, "cache");
     moas::Model<float> &m = model->model;
     const moas::ModelConfig &c = m.config();
-    require_cpu_decoding(*model);
-    moas::KvCache<float> &kv = cache->cache;
+    moas::require(cache->config.device == c.device && (c.device == MOAS_DEVICE_CPU ||
+                                                       cache->config.device_index == c.device_index),
+                  MOAS_ERR_INVALID_ARGUMENT,
+                  "the cache was made by a model on " + device_name(cache->config) + " and this model runs on " +
+                      device_name(c) + ": create the cache from this model");
     const std::string diff = moas::architecture_difference(cache->config, c);
     moas::require(diff.empty(), MOAS_ERR_SIZE_MISMATCH,
                   "the cache was made for another architecture (" + diff + "): create one for this model");
-    const int32_t batch = (int32_t)kv.batch;
+    const int64_t length = cache->visit([](const auto &kv) { return kv.length; });
+    const int64_t capacity = cache->visit([](const auto &kv) { return kv.capacity; });
+    const int32_t batch = (int32_t)cache->visit([](const auto &kv) { return kv.batch; });
     check_tokens(c, tokens, nullptr, batch, seq_len);
-    moas::require(kv.length + seq_len <= kv.capacity, MOAS_ERR_CONTEXT_FULL,
-                  "the cache holds " + std::to_string(kv.length) + " of " + std::to_string(kv.capacity) +
+    moas::require(length + seq_len <= capacity, MOAS_ERR_CONTEXT_FULL,
+                  "the cache holds " + std::to_string(length) + " of " + std::to_string(capacity) +
                       " positions and cannot take " + std::to_string(seq_len) + " more: reset it (or create one "
                       "with a larger capacity, up to block_size)");
     const size_t V = (size_t)c.vocab_size;
@@ -481,11 +504,22 @@ moas_status moas_prefill(moas_model *model, moas_kv_cache *cache, const int32_t 
                     "last_logits_len is " + std::to_string(last_logits_len) + " but batch * vocab_size = " +
                         std::to_string((size_t)batch * V));
     moas::ThreadScope threads(c.n_threads);
-    m.forward(tokens, nullptr, batch, seq_len, false, &kv);
+    std::vector<float> device_logits;
+    const float *logits = nullptr;
+    if (model->device) {
+      model->device->forward(tokens, nullptr, batch, seq_len, false, cache->device.get());
+      if (last_logits) {
+        device_logits.resize((size_t)batch * seq_len * V);
+        model->device->logits(device_logits.data());
+        logits = device_logits.data();
+      }
+    } else {
+      m.forward(tokens, nullptr, batch, seq_len, false, &cache->host);
+      logits = m.logits().data();
+    }
     if (last_logits)
       for (int32_t b = 0; b < batch; b++)
-        std::memcpy(last_logits + b * V, m.logits().data() + ((size_t)b * seq_len + seq_len - 1) * V,
-                    V * sizeof(float));
+        std::memcpy(last_logits + b * V, logits + ((size_t)b * seq_len + seq_len - 1) * V, V * sizeof(float));
   });
 }
 

@@ -7,14 +7,25 @@
 #include <string>
 
 #include "c_api_support.hpp"
+#include "cuda_layer.hpp"
+#include "cuda_loader.hpp"
 #include "layer.hpp"
 #include "layer_config.hpp"
 #include "moas.h"
 #include "parallel.hpp"
 
 struct moas_layer {
-  moas_layer(const moas::ModelConfig &config, bool residual) : layer(config, residual) {}
+  moas_layer(const moas::ModelConfig &config, bool residual) : layer(config, residual) {
+    if (config.device == MOAS_DEVICE_CUDA)
+      device = std::make_unique<moas::CudaLayer>(*moas::cuda_backend().table, config.device_index, layer);
+  }
+  // The layer on the CPU; with device = MOAS_DEVICE_CUDA, the host mirror of `device`, which runs it (cuda_layer.hpp):
+  // reads of weights and gradients download into the mirror first, writes upload after.
   moas::AttentionLayer<float> layer;
+  std::unique_ptr<moas::CudaLayer> device;
+
+  int64_t last_tokens() const { return device ? device->last_tokens() : layer.last_tokens(); }
+  bool can_backward() const { return device ? device->can_backward() : layer.can_backward(); }
 };
 
 namespace {
@@ -90,8 +101,10 @@ moas_status moas_layer_forward(moas_layer *layer, const float *x, float *y, size
     require_same_or_disjoint(x, y, len, "x and y");
     require_finite(x, len, "x");
     moas::ThreadScope threads(l.config().n_threads);
-    l.forward(x, y, batch, seq_len, training == 1);
-    if (aux_out) *aux_out = training == 1 ? (float)l.aux_loss() : 0.0f;
+    if (layer->device) layer->device->forward(x, y, batch, seq_len, training == 1);
+    else l.forward(x, y, batch, seq_len, training == 1);
+    const double aux = layer->device ? layer->device->aux_loss() : l.aux_loss();
+    if (aux_out) *aux_out = training == 1 ? (float)aux : 0.0f;
   });
 }
 
@@ -101,17 +114,18 @@ moas_status moas_layer_backward(moas_layer *layer, const float *dy, float *dx, s
     require_arg(dy, "dy");
     require_arg(dx, "dx");
     moas::AttentionLayer<float> &l = layer->layer;
-    moas::require(l.can_backward(), MOAS_ERR_NO_FORWARD,
+    moas::require(layer->can_backward(), MOAS_ERR_NO_FORWARD,
                   "moas_layer_backward needs a preceding moas_layer_forward with training = 1 (and no backward, "
                   "parameter write or optimiser step since)");
-    const size_t expected = (size_t)l.last_tokens() * (size_t)l.config().n_embd;
+    const size_t expected = (size_t)layer->last_tokens() * (size_t)l.config().n_embd;
     moas::require(len == expected, MOAS_ERR_SIZE_MISMATCH,
                   "len is " + std::to_string(len) + " but the last forward's activations hold " +
                       std::to_string(expected) + " floats");
     require_same_or_disjoint(dy, dx, len, "dy and dx");
     require_finite(dy, len, "dy");
     moas::ThreadScope threads(l.config().n_threads);
-    l.backward(dy, dx);
+    if (layer->device) layer->device->backward(dy, dx);
+    else l.backward(dy, dx);
   });
 }
 
@@ -119,6 +133,7 @@ moas_status moas_layer_zero_grad(moas_layer *layer) {
   return guarded([&] {
     require_arg(layer, "layer");
     std::fill(layer->layer.params.grads.begin(), layer->layer.params.grads.end(), 0.0f);
+    if (layer->device) layer->device->parameters().zero_grads();
   });
 }
 
@@ -127,7 +142,17 @@ moas_status moas_layer_optimizer_step(moas_layer *layer, const moas_adamw_config
     require_arg(layer, "layer");
     moas::AttentionLayer<float> &l = layer->layer;
     moas::ThreadScope threads(l.config().n_threads);
-    checked_adamw_step(l.params, l.optimizer, cfg, grad_norm_out);
+    if (moas::CudaLayer *device = layer->device.get()) {
+      checked_adamw_step(
+          cfg, grad_norm_out, [&] { return device->parameters().gradient_norm(); },
+          [&](const moas::AdamWSettings &settings, double norm) {
+            device->parameters().adamw_step(settings, l.optimizer.step + 1, norm);
+            l.optimizer.step++;
+          });
+      device->invalidate_activations();
+    } else {
+      checked_adamw_step(l.params, l.optimizer, cfg, grad_norm_out);
+    }
     l.invalidate_activations();
   });
 }
@@ -153,6 +178,7 @@ moas_status moas_layer_parameter_read(const moas_layer *layer, const char *name,
     const moas::AttentionLayer<float> &l = layer_of(layer);
     require_arg(out, "out");
     const moas::ParamInfo &info = param_checked(l.params, name, len);
+    if (layer->device) layer->device->download_values();
     std::memcpy(out, l.params.value(info.offset), len * sizeof(float));
   });
 }
@@ -164,8 +190,10 @@ moas_status moas_layer_parameter_write(moas_layer *layer, const char *name, cons
     moas::AttentionLayer<float> &l = layer->layer;
     const moas::ParamInfo &info = param_checked(l.params, name, len);
     require_finite(values, len, std::string("values for \"") + name + "\": values");
+    if (layer->device) layer->device->download_values();  // the mirror is uploaded whole
     std::memcpy(l.params.value(info.offset), values, len * sizeof(float));
     l.invalidate_activations();
+    if (layer->device) layer->device->upload_values();
   });
 }
 
@@ -174,6 +202,7 @@ moas_status moas_layer_gradient_read(const moas_layer *layer, const char *name, 
     const moas::AttentionLayer<float> &l = layer_of(layer);
     require_arg(out, "out");
     const moas::ParamInfo &info = param_checked(l.params, name, len);
+    if (layer->device) layer->device->download_grads();
     std::memcpy(out, l.params.grads.data() + info.offset, len * sizeof(float));
   });
 }
@@ -185,7 +214,9 @@ moas_status moas_layer_gradient_write(moas_layer *layer, const char *name, const
     moas::AttentionLayer<float> &l = layer->layer;
     const moas::ParamInfo &info = param_checked(l.params, name, len);
     require_finite(values, len, std::string("gradient values for \"") + name + "\": values");
+    if (layer->device) layer->device->download_grads();
     std::memcpy(l.params.grads.data() + info.offset, values, len * sizeof(float));
+    if (layer->device) layer->device->upload_grads();
   });
 }
 
@@ -194,10 +225,10 @@ moas_status moas_layer_get_router_stats(const moas_layer *layer, moas_layer_rout
     const moas::AttentionLayer<float> &l = layer_of(layer);
     require_arg(out, "out");
     require_struct(out->struct_size, kRouterStatsV1Size, "moas_layer_router_stats");
-    moas::require(l.last_tokens() > 0, MOAS_ERR_NO_FORWARD,
+    moas::require(layer->last_tokens() > 0, MOAS_ERR_NO_FORWARD,
                   "no forward has run yet: router statistics come from the last moas_layer_forward");
     moas::RouterStats st;
-    moas::require(l.router_stats(&st), MOAS_ERR_NO_ROUTER,
+    moas::require(layer->device ? layer->device->router_stats(&st) : l.router_stats(&st), MOAS_ERR_NO_ROUTER,
                   "this layer has no router: one attention scheme, or MoH AllHeads / StaticPruning");
     copy_router_stats(st, out);
   });
@@ -207,10 +238,10 @@ moas_status moas_layer_gates(const moas_layer *layer, float *out, size_t out_len
   return guarded([&] {
     const moas::AttentionLayer<float> &l = layer_of(layer);
     require_arg(width, "width");
-    moas::require(l.last_tokens() > 0, MOAS_ERR_NO_FORWARD,
+    moas::require(layer->last_tokens() > 0, MOAS_ERR_NO_FORWARD,
                   "no forward has run yet: gates come from the last moas_layer_forward");
     int64_t w = 0;
-    const std::vector<float> gates = l.gates(&w);
+    const std::vector<float> gates = layer->device ? layer->device->gates(&w) : l.gates(&w);
     *width = (int32_t)w;
     if (!out) return;
     moas::require(out_len == gates.size(), MOAS_ERR_SIZE_MISMATCH,

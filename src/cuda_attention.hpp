@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "config.hpp"
 #include "cuda_backend.h"
@@ -15,11 +16,15 @@
 
 namespace moas {
 
+struct DeviceLayerCache;  // cuda_kv_cache.hpp
+
 // What a block needs to know about the forward it is part of (BlockContext's device twin). Pointers are device
 // memory.
 struct CudaContext {
   int64_t batch = 0, seq = 0;
-  const int32_t *pos = nullptr;    // [batch * seq] every token's position
+  DeviceLayerCache *cache = nullptr;  // decoding: keys and values of earlier positions, extended by this forward
+  int64_t past = 0;                   // positions already in the cache (the first new token's position)
+  const int32_t *pos = nullptr;    // [batch * seq] every token's position (past + t)
   const int64_t *begin = nullptr;  // [batch + 1] b * seq: every token, as the row descriptors of dense attention
   const float *rope_cos = nullptr, *rope_sin = nullptr;  // RoPE's tables [block_size, half]; null without RoPE
   int64_t rope_half = 0;
@@ -29,6 +34,7 @@ struct CudaContext {
   uint32_t layer = 0;
 
   int64_t tokens() const { return batch * seq; }
+  int64_t key_length() const { return past + seq; }  // key positions per sequence so far (the cache may hold fewer)
   moas_cuda_dropout site(uint32_t id) const {
     const Dropout d = Dropout::at(dropout, seed, step, layer, id);
     return {d.p, d.key};
@@ -48,6 +54,11 @@ class CudaAttention {
   virtual double aux_loss() const { return 0.0; }
   // The router statistics of the last forward (router_stats.hpp) into *out; false for a block without a router.
   virtual bool router_stats(RouterStats *) const { return false; }
+  // The per-token gates of the last forward, as AttentionBlock::gates (downloaded); empty (width 0) without routing.
+  virtual std::vector<float> gates(int64_t *width) const {
+    *width = 0;
+    return {};
+  }
 };
 
 // The block `config` asks for, its tensors found in `params` (the host mirror's layout) under `prefix`.

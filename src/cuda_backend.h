@@ -17,8 +17,8 @@
 extern "C" {
 #endif
 
-#define MOAS_CUDA_BACKEND_VERSION 4
-#define MOAS_CUDA_BACKEND_SYMBOL "moas_cuda_backend_v4"
+#define MOAS_CUDA_BACKEND_VERSION 5
+#define MOAS_CUDA_BACKEND_SYMBOL "moas_cuda_backend_v5"
 
 /* As moas::AttentionDims (src/attention.hpp). */
 typedef struct moas_cuda_attention_dims {
@@ -113,6 +113,10 @@ typedef struct moas_cuda_backend {
   int32_t (*copy)(void *dst, const void *src, size_t bytes, void *stream);
   int32_t (*zero)(void *dst, size_t bytes, void *stream);
   int32_t (*synchronize)(void *stream);
+  /* dst[r * dst_stride + c] = src[r * src_stride + c] for r < rows, c < width, in floats, on `stream` (the KV cache's
+   * moves, cuda_kv_cache.cpp); the two regions must not overlap. */
+  int32_t (*copy_rows)(float *dst, int64_t dst_stride, const float *src, int64_t src_stride, int64_t width,
+                       int64_t rows, void *stream);
 
   /* gemm.hpp's moas::gemm on device matrices: row-major C [M, N] = alpha op(A) op(B) + beta C (trans_a / trans_b:
    * 1 = transposed), leading dimensions in elements; M, N or K of 0 as there (K = 0 gives C = beta C). Through cuBLAS

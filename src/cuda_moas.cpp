@@ -61,7 +61,7 @@ void CudaMoas::route(const CudaContext &ctx) {
     std::vector<int32_t> pos((size_t)(S * N));
     for (int64_t k = 0; k < S; k++) {
       RowSet &rs = routed_rows_[(size_t)k];
-      rs.select(ctx.batch, ctx.seq, [&](int64_t n) { return choice[(size_t)n] == k; });
+      rs.select(ctx.batch, ctx.seq, [&](int64_t n) { return choice[(size_t)n] == k; }, ctx.past);
       std::copy(rs.row.begin(), rs.row.end(), row.begin() + k * N);
       std::copy(rs.pos.begin(), rs.pos.end(), pos.begin() + k * N);
       std::copy(rs.begin.begin(), rs.begin.end(), begin.begin() + k * (B + 1));

@@ -27,6 +27,10 @@ class CudaMoas final : public CudaAttention {
                 double aux_grad_scale) override;
   double aux_loss() const override { return aux_; }
   bool router_stats(RouterStats *out) const override;
+  std::vector<float> gates(int64_t *width) const override {
+    *width = n_branches_;
+    return gates_;
+  }
 
  private:
   bool routed() const { return mode_ != MoasMode::Static; }

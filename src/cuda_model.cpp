@@ -85,10 +85,12 @@ void CudaModel::reserve_buffers(int64_t N, bool training) {
   n_counted_.reserve(t_, 1);
 }
 
-CudaContext CudaModel::context(uint32_t layer, float p) const {
+CudaContext CudaModel::context(uint32_t layer, float p, CudaKvCache *cache) const {
   CudaContext ctx;
   ctx.batch = B_;
   ctx.seq = Tn_;
+  if (cache) ctx.cache = &cache->layers[layer];
+  ctx.past = past_;
   ctx.pos = pos_.get();
   ctx.begin = begin_.get();
   if (rope_half_ > 0) {
@@ -112,7 +114,12 @@ int64_t CudaModel::aux_layers() const {
   return routed ? config_.n_layer : 0;
 }
 
-double CudaModel::forward(const int32_t *tokens, const int32_t *targets, int64_t B, int64_t Tn, bool training) {
+void CudaModel::allocate_cache(CudaKvCache *cache, int64_t batch, int64_t capacity) const {
+  cache->allocate(batch, capacity, config_.window, mirror_.cache_widths(), t_);
+}
+
+double CudaModel::forward(const int32_t *tokens, const int32_t *targets, int64_t B, int64_t Tn, bool training,
+                          CudaKvCache *cache) {
   const ModelConfig &c = config_;
   const int64_t N = B * Tn, C = c.n_embd, V = c.vocab_size, hidden = c.mlp_hidden;
   const int64_t F = c.mlp == MlpKind::SwiGlu ? 2 * hidden : hidden;
@@ -123,18 +130,20 @@ double CudaModel::forward(const int32_t *tokens, const int32_t *targets, int64_t
   reserve_buffers(N, training);
   B_ = B;
   Tn_ = Tn;
+  past_ = cache ? cache->length : 0;
+  if (cache) cache->make_room(Tn);
   dropout_step_ = mirror_.training_forwards;
   tokens_.upload(t_, tokens, N);
   has_targets_ = targets != nullptr;
   if (targets) targets_.upload(t_, targets, N);
   std::vector<int32_t> pos((size_t)N);
   std::vector<int64_t> begin((size_t)B + 1);
-  for (int64_t n = 0; n < N; n++) pos[(size_t)n] = (int32_t)(n % Tn);
+  for (int64_t n = 0; n < N; n++) pos[(size_t)n] = (int32_t)(past_ + n % Tn);
   for (int64_t b = 0; b <= B; b++) begin[(size_t)b] = b * Tn;
   pos_.upload(t_, pos.data(), N);
   begin_.upload(t_, begin.data(), B + 1);
 
-  device_check(t_, t_.embedding_forward(residual_[0].get(), tokens_.get(), w(wte_), w(wpe_), B, Tn, C, 0, nullptr),
+  device_check(t_, t_.embedding_forward(residual_[0].get(), tokens_.get(), w(wte_), w(wpe_), B, Tn, C, past_, nullptr),
                "embedding_forward");
   const moas_cuda_dropout embedding_drop = context(L, p).site((uint32_t)DropoutSiteId::Embedding);
   device_check(t_, t_.dropout_apply(residual_[0].get(), N, C, nullptr, &embedding_drop, nullptr), "dropout");
@@ -151,7 +160,7 @@ double CudaModel::forward(const int32_t *tokens, const int32_t *targets, int64_t
                  t_.norm_forward(rms, a.ln1.get(), a.ln1_mean.get(), a.ln1_rstd.get(), x, w(lp.ln1_w), w(lp.ln1_b), N,
                                  C, nullptr),
                  "norm_forward");
-    attn_[l]->forward(values_.get(), a.ln1.get(), scratch_c_.get(), context(l, p), training);
+    attn_[l]->forward(values_.get(), a.ln1.get(), scratch_c_.get(), context(l, p, cache), training);
     aux_sum += attn_[l]->aux_loss();
     device_check(t_, t_.add(a.mid.get(), x, scratch_c_.get(), N * C, nullptr), "add");
 
@@ -194,6 +203,7 @@ double CudaModel::forward(const int32_t *tokens, const int32_t *targets, int64_t
     mirror_.training_forwards++;
     backward_ready_ = targets != nullptr;
   }
+  if (cache) cache->length += Tn;
   return loss;
 }
 

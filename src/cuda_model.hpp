@@ -10,8 +10,8 @@
 //
 // This version runs one attention scheme (MHA, GQA, MQA), MoAS (static, soft, top-1) or MoH (every head strategy)
 // with learned, RoPE or CoPE positions and sliding windows, LayerNorm / RMSNorm, GELU / SwiGLU, biases and every
-// dropout site; training and evaluation forwards, backward and AdamW. Decoding with a KV cache is not ported yet (the C
-// ABI refuses it for CUDA models).
+// dropout site; training and evaluation forwards, backward and AdamW; decoding with a KV cache in device memory
+// (cuda_kv_cache.hpp).
 #pragma once
 
 #include <cstdint>
@@ -24,6 +24,7 @@
 #include "config.hpp"
 #include "cuda_attention.hpp"
 #include "cuda_backend.h"
+#include "cuda_kv_cache.hpp"
 #include "device_array.hpp"
 #include "model.hpp"
 
@@ -34,8 +35,12 @@ class CudaModel {
   // Uploads the mirror's parameters to device `device_index` of the table.
   CudaModel(const moas_cuda_backend &table, int32_t device_index, Model<float> &mirror);
 
-  // Model<float>::forward's contract (no cache); advances the mirror's dropout step after a training forward.
-  double forward(const int32_t *tokens, const int32_t *targets, int64_t B, int64_t Tn, bool training);
+  // Model<float>::forward's contract; advances the mirror's dropout step after a training forward. With a cache
+  // (eval), the tokens continue its sequences at position cache->length and their keys and values join it.
+  double forward(const int32_t *tokens, const int32_t *targets, int64_t B, int64_t Tn, bool training,
+                 CudaKvCache *cache = nullptr);
+  // Model::allocate_cache's layout (the mirror's slot widths) in this model's device memory.
+  void allocate_cache(CudaKvCache *cache, int64_t batch, int64_t capacity) const;
   // Accumulates the gradients of the last training forward (with targets) on the device.
   void backward();
   bool can_backward() const { return backward_ready_; }
@@ -74,7 +79,7 @@ class CudaModel {
   void reserve_buffers(int64_t N, bool training);
   const float *w(int64_t offset) const { return offset < 0 ? nullptr : values_.get() + offset; }
   float *g(int64_t offset) const { return offset < 0 ? nullptr : grads_.get() + offset; }
-  CudaContext context(uint32_t layer, float p) const;
+  CudaContext context(uint32_t layer, float p, CudaKvCache *cache = nullptr) const;
   int64_t aux_layers() const;
 
   const moas_cuda_backend &t_;
@@ -100,7 +105,7 @@ class CudaModel {
   DeviceArray<double> loss_;
   DeviceArray<int64_t> n_counted_;
   double aux_ = 0;
-  int64_t B_ = 0, Tn_ = 0, counted_ = 0;
+  int64_t B_ = 0, Tn_ = 0, past_ = 0, counted_ = 0;
   uint64_t dropout_step_ = 0;
   bool has_targets_ = false, backward_ready_ = false;
 

@@ -1,6 +1,7 @@
 #include "cuda_moh.hpp"
 
 #include "balance_loss.hpp"
+#include "cuda_kv_cache.hpp"
 #include "cuda_linear.hpp"
 #include "dropout.hpp"
 #include "moh.hpp"
@@ -50,7 +51,7 @@ std::vector<std::array<int64_t, 3>> CudaMoh::dense_row_blocks() const {
 }
 
 moas_cuda_attention_dims CudaMoh::dims(const CudaContext &ctx) const {
-  return {ctx.batch, ctx.seq, shape_.heads, shape_.kv_heads, shape_.head_dim(), window_};
+  return {ctx.batch, ctx.key_length(), shape_.heads, shape_.kv_heads, shape_.head_dim(), window_};
 }
 
 moas_cuda_key_values CudaMoh::key_values(const CudaContext &ctx) const {
@@ -68,7 +69,6 @@ void CudaMoh::route(const float *values, const float *x, const CudaContext &ctx,
   const int64_t N = ctx.tokens(), C = shape_.width, H = shape_.heads, E = spec_.routed, S = spec_.shared;
   const int64_t R = router_rows_, type_column = E, shared_column = E + (spec_.head_type_router() ? 2 : 0);
   aux_ = 0;
-  tokens_ = N;
   logits_.reserve(t_, N * R);
   r_.reserve(t_, N * E);
   selected_.reserve(t_, N * E);
@@ -99,7 +99,7 @@ void CudaMoh::route(const float *values, const float *x, const CudaContext &ctx,
   for (int64_t i = 0; i < E; i++)
     device_check(t_,
                  t_.select_rows(routed_row(i, N), routed_pos(i, N), routed_begin(i, ctx.batch), selected_.get() + i, E,
-                                ctx.batch, ctx.seq, 0, nullptr),
+                                ctx.batch, ctx.seq, ctx.past, nullptr),
                  "select_rows");
   if (training && E > 0) {
     std::vector<float> r;
@@ -131,10 +131,22 @@ bool CudaMoh::router_stats(RouterStats *out) const {
   return true;
 }
 
+// MohAttention::gates: MixtureOfHeads' per-token gates downloaded; StaticPruning's are 1 on its heads, 0 elsewhere.
+std::vector<float> CudaMoh::gates(int64_t *width) const {
+  const int64_t N = tokens_, H = shape_.heads;
+  *width = H;
+  std::vector<float> gate((size_t)(N * H), 0.0f);
+  if (mixture_) gate_.download(gate.data(), N * H);
+  else
+    for (int64_t n = 0; n < N; n++) std::fill_n(gate.data() + n * H, dense_heads_, 1.0f);
+  return gate;
+}
+
 void CudaMoh::forward(const float *values, const float *x, float *y, const CudaContext &ctx, bool training) {
   const int64_t N = ctx.tokens(), C = shape_.width, H = shape_.heads, d = shape_.head_dim(), P = dense_heads_;
   const int64_t E = spec_.routed, F = dense_width(), QW = query_columns();
   const float *w = values + qkv_w_, *bias = qkv_b_ < 0 ? nullptr : values + qkv_b_;
+  tokens_ = N;
   if (mixture_) route(values, x, ctx, training);
 
   // Projections: MixtureOfHeads every head's query (whole projections), StaticPruning its prefix's.
@@ -180,8 +192,12 @@ void CudaMoh::forward(const float *values, const float *x, float *y, const CudaC
                      routed_out_.get() + i * N * d, d, lse_.get() + (P + i) * N});
   n_heads_ = (int64_t)heads.size();
   heads_.upload(t_, heads.data(), n_heads_);
+  moas_cuda_key_values kv = key_values(ctx);
+  if (ctx.cache) {  // decoding: append this forward's keys and values, then attend over everything cached
+    cache_write(*ctx.cache, 0, kv.k, kv.k_stride, kv.v, kv.v_stride, ctx.batch, ctx.seq, ctx.past);
+    kv = cached_key_values(*ctx.cache, 0);
+  }
   const moas_cuda_attention_dims dm = dims(ctx);
-  const moas_cuda_key_values kv = key_values(ctx);
   const moas_cuda_dropout drop = attention_dropout(ctx);
   if (cope_ >= 0)
     device_check(t_,

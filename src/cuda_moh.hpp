@@ -33,6 +33,7 @@ class CudaMoh final : public CudaAttention {
                 double aux_grad_scale) override;
   double aux_loss() const override { return aux_; }
   bool router_stats(RouterStats *out) const override;
+  std::vector<float> gates(int64_t *width) const override;
 
  private:
   void route(const float *values, const float *x, const CudaContext &ctx, bool training);

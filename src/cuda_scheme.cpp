@@ -2,6 +2,7 @@
 
 #include <vector>
 
+#include "cuda_kv_cache.hpp"
 #include "cuda_linear.hpp"
 
 namespace moas {
@@ -27,7 +28,7 @@ CudaScheme::CudaScheme(const moas_cuda_backend &t, const ModelConfig &config, co
 }
 
 moas_cuda_attention_dims CudaScheme::dims(const CudaContext &ctx) const {
-  return {ctx.batch, ctx.seq, shape_.heads, shape_.kv_heads, shape_.head_dim(), window_};
+  return {ctx.batch, ctx.key_length(), shape_.heads, shape_.kv_heads, shape_.head_dim(), window_};
 }
 
 // Keys and values are column blocks of the fused projection, or of kv_ for routed rows, as Scheme::key_values.
@@ -88,8 +89,12 @@ void CudaScheme::forward_rows(const float *values, const float *x, const CudaRow
   for (int64_t h = 0; h < H; h++)
     heads.push_back({h, rows.pos, rows.begin, qkv_.get() + h * d, q_stride, att_.get() + h * d, C, lse_.get() + h * m});
   heads_.upload(t_, heads.data(), H);
+  moas_cuda_key_values kv = key_values(ctx);
+  if (ctx.cache) {  // decoding: append this forward's keys and values, then attend over everything cached
+    cache_write(*ctx.cache, branch_, kv.k, kv.k_stride, kv.v, kv.v_stride, ctx.batch, ctx.seq, ctx.past);
+    kv = cached_key_values(*ctx.cache, branch_);
+  }
   const moas_cuda_attention_dims dm = dims(ctx);
-  const moas_cuda_key_values kv = key_values(ctx);
   const moas_cuda_dropout drop = probs_dropout(ctx);
   if (cope_ >= 0)
     device_check(t_,

@@ -22,8 +22,10 @@
 
 namespace moas {
 
+// One layer's buffers in host memory (KvCacheOf's Layer; cuda_kv_cache.hpp holds the device twin).
 template <typename T>
 struct LayerCache {
+  using Scalar = T;
   std::vector<int64_t> width;        // [slot] kv heads x head_dim
   std::vector<std::vector<T>> k, v;  // [slot][batch, rows, width]
   int64_t batch = 0;
@@ -45,6 +47,13 @@ struct LayerCache {
     first_key = length - kept;
   }
 
+  // In place: the `kept` positions before `length` to rows 0 .. kept - 1 (first_key = length - kept).
+  void move_to_front(int64_t length, int64_t kept) {
+    move_to_front(k, v, rows, length, kept);
+    first_key = length - kept;
+  }
+
+ private:
   // Copies positions length - kept .. length - 1 of every sequence to rows 0 .. kept - 1 of `k_to`, `v_to` (which
   // may be k and v themselves: the source rows never lie before the destination rows).
   void move_to_front(std::vector<std::vector<T>> &k_to, std::vector<std::vector<T>> &v_to, int64_t rows_to,
@@ -61,32 +70,40 @@ struct LayerCache {
   }
 };
 
-template <typename T>
-struct KvCache {
+// The positions and ring rules of a cache whose layers are `Layer`s (LayerCache<T> here, DeviceLayerCache in
+// cuda_kv_cache.hpp): written once, so host and device caches hold the same positions in the same rows.
+template <typename Layer>
+struct KvCacheOf {
+  using T = typename Layer::Scalar;
   int64_t batch = 0, capacity = 0;  // capacity: positions per sequence in total (at most block_size)
   int64_t window = 0;               // the model's sliding window; 0 = every position stays
   int64_t length = 0;               // positions filled (the same for every sequence)
-  std::vector<LayerCache<T>> layers;
+  std::vector<Layer> layers;
 
-  // An empty cache for `batch` sequences of up to `capacity` positions; slot widths come from the model's blocks.
-  // With a window it starts with the rows a decode step needs (2 w + 1); a longer prefill grows it.
-  void allocate(int64_t batch_, int64_t capacity_, int64_t window_, const std::vector<std::vector<int64_t>> &widths) {
+  // An empty cache for `batch` sequences of up to `capacity` positions; slot widths come from the model's blocks,
+  // each layer is made from `layer_args`. With a window it starts with the rows a decode step needs (2 w + 1); a
+  // longer prefill grows it.
+  template <typename... LayerArgs>
+  void allocate(int64_t batch_, int64_t capacity_, int64_t window_, const std::vector<std::vector<int64_t>> &widths,
+                const LayerArgs &...layer_args) {
     batch = batch_;
     capacity = capacity_;
     window = window_;
     length = 0;
-    layers.assign(widths.size(), LayerCache<T>{});
-    for (size_t l = 0; l < widths.size(); l++) {
-      layers[l].width = widths[l];
-      layers[l].batch = batch;
-      layers[l].rebuild(rows_for(1), 0, 0);
+    layers.clear();
+    layers.reserve(widths.size());
+    for (const std::vector<int64_t> &width : widths) {
+      Layer &layer = layers.emplace_back(layer_args...);
+      layer.width = width;
+      layer.batch = batch;
+      layer.rebuild(rows_for(1), 0, 0);
     }
   }
 
   // Forgets every position; the memory stays allocated.
   void reset() {
     length = 0;
-    for (LayerCache<T> &lc : layers) lc.first_key = 0;
+    for (Layer &lc : layers) lc.first_key = 0;
   }
 
   // Before a forward appends n_new positions per sequence: makes every layer hold the positions their queries can
@@ -97,21 +114,17 @@ struct KvCache {
             "the cache holds " + std::to_string(length) + " of " + std::to_string(capacity) +
                 " positions and cannot take " + std::to_string(n_new) + " more");
     const int64_t kept = window > 0 ? std::min(length, window) : length;
-    for (LayerCache<T> &lc : layers) {
+    for (Layer &lc : layers) {
       if (length + n_new <= lc.first_key + lc.rows) continue;  // fits after what is there
-      if (kept + n_new > lc.rows) {
-        lc.rebuild(rows_for(n_new), length, kept);
-      } else {
-        lc.move_to_front(lc.k, lc.v, lc.rows, length, kept);
-        lc.first_key = length - kept;
-      }
+      if (kept + n_new > lc.rows) lc.rebuild(rows_for(n_new), length, kept);
+      else lc.move_to_front(length, kept);
     }
   }
 
   // Bytes of keys and values one position costs, over every layer and slot (per sequence).
   uint64_t bytes_per_token() const {
     uint64_t total = 0;
-    for (const LayerCache<T> &lc : layers)
+    for (const Layer &lc : layers)
       for (int64_t w : lc.width) total += 2 * (uint64_t)w * sizeof(T);
     return total;
   }
@@ -119,8 +132,8 @@ struct KvCache {
   // Bytes the buffers occupy: batch x rows x bytes_per_token, rows O(w + chunk) with a window, else capacity.
   uint64_t allocated_bytes() const {
     uint64_t total = 0;
-    for (const LayerCache<T> &lc : layers)
-      for (size_t s = 0; s < lc.width.size(); s++) total += (uint64_t)(lc.k[s].size() + lc.v[s].size()) * sizeof(T);
+    for (const Layer &lc : layers)
+      for (int64_t w : lc.width) total += 2 * (uint64_t)(lc.batch * lc.rows * w) * sizeof(T);
     return total;
   }
 
@@ -129,6 +142,9 @@ struct KvCache {
   // w + chunk positions apart. Never more than capacity (a buffer of capacity rows never has to move).
   int64_t rows_for(int64_t chunk) const { return window > 0 ? std::min(capacity, 2 * window + chunk) : capacity; }
 };
+
+template <typename T>
+using KvCache = KvCacheOf<LayerCache<T>>;
 
 // Copies the keys and values of n_new positions per sequence (rows b * n_new + t of k and v, row strides k_stride,
 // v_stride) into slot `slot` at positions past .. past + n_new - 1 (KvCache::make_room has made room for them).

@@ -74,10 +74,7 @@ ModelConfig validate_layer(const moas_layer_config &in) {
   m.head_selection = in.head_selection;
   m.cope_max_pos = in.cope_max_pos;
   m.window_size = in.window_size;
-  ModelConfig config = validate(m);  // the device checks first: without CUDA, that is the reason to report
-  require(config.device == MOAS_DEVICE_CPU, MOAS_ERR_INVALID_CONFIG,
-          "the layer API runs on MOAS_DEVICE_CPU in this version (the CUDA device runs whole models)");
-  return config;
+  return validate(m);
 }
 
 }  // namespace moas

@@ -90,10 +90,15 @@ void Model<T>::resize_buffers(int64_t N, bool training) {
 }
 
 template <typename T>
-void Model<T>::allocate_cache(KvCache<T> *cache, int64_t batch, int64_t capacity) const {
+std::vector<std::vector<int64_t>> Model<T>::cache_widths() const {
   std::vector<std::vector<int64_t>> widths;
   for (const auto &block : attn_) widths.push_back(block->cache_widths());
-  cache->allocate(batch, capacity, config_.window, widths);
+  return widths;
+}
+
+template <typename T>
+void Model<T>::allocate_cache(KvCache<T> *cache, int64_t batch, int64_t capacity) const {
+  cache->allocate(batch, capacity, config_.window, cache_widths());
 }
 
 template <typename T>

@@ -32,6 +32,8 @@ class Model {
   // Sizes a cache for this model's blocks: `batch` sequences of up to `capacity` positions (with a window, buffers
   // of only the rows the window needs).
   void allocate_cache(KvCache<T> *cache, int64_t batch, int64_t capacity) const;
+  // Per layer, the width of each cache slot (AttentionBlock::cache_widths): a CUDA model's cache takes the same.
+  std::vector<std::vector<int64_t>> cache_widths() const;
   // Accumulates d(CE + lambda * aux)/d(params) of the last training forward into params.grads.
   void backward();
   bool can_backward() const { return backward_ready_; }

@@ -91,6 +91,12 @@ int32_t zero(void *dst, size_t bytes, void *) {
   std::memset(dst, 0, bytes);
   return 0;
 }
+int32_t copy_rows(float *dst, int64_t dst_stride, const float *src, int64_t src_stride, int64_t width, int64_t rows,
+                  void *) {
+  for (int64_t r = 0; r < rows; r++)
+    std::memcpy(dst + r * dst_stride, src + r * src_stride, (size_t)width * sizeof(float));
+  return 0;
+}
 int32_t synchronize(void *) { return 0; }
 
 int32_t gemm_entry(int32_t ta, int32_t tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
@@ -319,6 +325,7 @@ moas_cuda_backend make_table() {
   t.free = release;
   t.copy = copy;
   t.zero = zero;
+  t.copy_rows = copy_rows;
   t.synchronize = synchronize;
   t.gemm = gemm_entry;
   t.add = add;
@@ -369,8 +376,8 @@ const moas_cuda_backend *cpu_backend_table() {
 }  // namespace moas_test
 
 #ifdef MOAS_CPU_TABLE_EXPORT
-static_assert(MOAS_CUDA_BACKEND_VERSION == 4, "export the table under the new version's symbol");
-extern "C" __attribute__((visibility("default"))) const moas_cuda_backend *moas_cuda_backend_v4(void) {
+static_assert(MOAS_CUDA_BACKEND_VERSION == 5, "export the table under the new version's symbol");
+extern "C" __attribute__((visibility("default"))) const moas_cuda_backend *moas_cuda_backend_v5(void) {
   return moas_test::cpu_backend_table();
 }
 #endif

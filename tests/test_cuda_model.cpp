@@ -13,6 +13,7 @@
 #include "cuda_model.hpp"
 #include "model.hpp"
 #include "model_fixtures.hpp"
+#include "model_gradcheck.hpp"
 
 using namespace moas;
 
@@ -109,7 +110,128 @@ void require_close_per_tensor(const ParamTable<float> &params, const std::vector
   }
 }
 
+// Decoding's configurations: every block kind, each position kind, and windows far shorter than the 24 positions
+// decoded, so that the ring buffer wraps.
+std::vector<moas_test::NamedConfig> decode_configs() {
+  auto longer = [](ModelConfig c, int64_t window) {
+    c.block_size = 24;
+    c.window = window;
+    return c;
+  };
+  ModelConfig rope = moas_test::tiny_config(4, 2, 16);
+  rope.position = PositionKind::Rope;
+  ModelConfig cope = moas_test::tiny_config(4, 2, 16);
+  cope.position = PositionKind::Cope;
+  cope.cope_max_pos = 5;
+  ModelConfig moas_rope = moas_test::moas_config(MoasMode::Top1, {4, 2, 1});
+  moas_rope.position = PositionKind::Rope;
+  ModelConfig moh_cope = moas_test::moh_config(4, 2, 16, 1, 2);
+  moh_cope.position = PositionKind::Cope;
+  moh_cope.cope_max_pos = 4;
+  return {
+      {"GQA 4/2 RoPE", longer(rope, 0)},
+      {"MHA learned positions", longer(moas_test::tiny_config(4, 4, 16), 0)},
+      {"GQA 4/2 CoPE P=5, window 3", longer(cope, 3)},
+      {"MoAS soft MHA/GQA-2/MQA", longer(moas_test::moas_config(MoasMode::Soft, {4, 2, 1}), 0)},
+      {"MoAS top1 MHA/GQA-2/MQA", longer(moas_test::moas_config(MoasMode::Top1, {4, 2, 1}), 0)},
+      {"MoH 1 shared + 2 of 3, GQA 4/2", longer(moas_test::moh_config(4, 2, 16, 1, 2), 0)},
+      {"StaticPruning 3 of 4, GQA 4/2", longer(moas_test::static_pruning_config(4, 2, 16, 3), 0)},
+      {"MQA learned positions, window 1", longer(moas_test::tiny_config(4, 1, 16), 1)},
+      {"MoAS top1 RoPE, window 2", longer(moas_rope, 2)},
+      {"MoAS soft, window 2", longer(moas_test::moas_config(MoasMode::Soft, {4, 2, 1}), 2)},
+      {"MoH CoPE P=4, window 2", longer(moh_cope, 2)},
+      {"StaticPruning 1 of 4, window 2", longer(moas_test::static_pruning_config(4, 2, 16, 1), 2)},
+  };
+}
+
+// Rows [t0, t1) of every sequence of a [B, Tn] token matrix.
+std::vector<int32_t> columns(const std::vector<int32_t> &tokens, int64_t B, int64_t Tn, int64_t t0, int64_t t1) {
+  std::vector<int32_t> out;
+  for (int64_t b = 0; b < B; b++) out.insert(out.end(), tokens.begin() + b * Tn + t0, tokens.begin() + b * Tn + t1);
+  return out;
+}
+
 }  // namespace
+
+TEST_CASE("CUDA model on the CPU table: KV-cache decoding equals Model<float>'s bit for bit, and the full forward",
+          "[cuda][model][decode]") {
+  // Forwards of chunks[0], chunks[1], ... positions (the last size repeating, the last forward cut to what is left).
+  // Chunks of 3 with window 2 and of 4 with window 3 move the kept rows onto rows they overlap (the device copies
+  // them in steps); the uneven ones also grow the buffer while it holds positions.
+  const std::vector<std::vector<int64_t>> schedules = {{3, 1}, {3, 1, 5, 2, 1, 4, 2}, {1}, {3}, {4}};
+  for (const auto &[name, config] : decode_configs()) {
+    DYNAMIC_SECTION(name) {
+      Model<float> cpu(config);
+      moas_test::randomise_cope_embeddings(cpu.params);
+      for (const ParamInfo &info : cpu.params.infos())  // decisions far from ties, the same in both forwards
+        if (moas_test::is_router_weight(info.name))
+          for (int64_t i = 0; i < info.numel; i++) cpu.params.values[(size_t)(info.offset + i)] *= 40.0f;
+      Model<float> mirror(config);
+      mirror.params.values = cpu.params.values;
+      CudaModel device(*moas_test::cpu_backend_table(), 0, mirror);
+      const int64_t B = 2, Tn = config.block_size, V = config.vocab_size;
+      const auto tokens = moas_test::tokens_for(B * Tn, V, 17);
+      device.forward(tokens.data(), nullptr, B, Tn, false);
+      const std::vector<float> full = device_logits(device, config);
+
+      for (const std::vector<int64_t> &chunks : schedules) {
+        INFO("chunks from " << chunks[0] << ", " << chunks.size() << " sizes");
+        KvCache<float> host;
+        CudaKvCache on_device;
+        cpu.allocate_cache(&host, B, Tn);
+        device.allocate_cache(&on_device, B, Tn);
+        REQUIRE(on_device.bytes_per_token() == host.bytes_per_token());
+        std::vector<float> decoded((size_t)(B * Tn * V));
+        int64_t moves = 0;
+        for (int64_t t = 0, c = 0; t < Tn; c++) {
+          INFO("positions " << t << " onwards");
+          const int64_t n = std::min(chunks[std::min((size_t)c, chunks.size() - 1)], Tn - t);
+          const int64_t first_key = on_device.layers[0].first_key;
+          const auto step = columns(tokens, B, Tn, t, t + n);
+          cpu.forward(step.data(), nullptr, B, n, false, &host);
+          device.forward(step.data(), nullptr, B, n, false, &on_device);
+          const std::vector<float> logits = device_logits(device, config);
+          REQUIRE(logits == cpu.logits());
+          REQUIRE(on_device.length == host.length);
+          for (size_t l = 0; l < host.layers.size(); l++) {  // the same rows hold the same positions
+            REQUIRE(on_device.layers[l].rows == host.layers[l].rows);
+            REQUIRE(on_device.layers[l].first_key == host.layers[l].first_key);
+          }
+          for (int64_t b = 0; b < B; b++)
+            std::copy_n(logits.begin() + b * n * V, n * V, decoded.begin() + (b * Tn + t) * V);
+          moves += on_device.layers[0].first_key != first_key;
+          t += n;
+        }
+        REQUIRE(moas_test::close(decoded, full, 1e-5));  // SPEC §9's fp32 tolerance (test_decode's 1e-9 is double's)
+        REQUIRE(on_device.allocated_bytes() == host.allocated_bytes());
+        if (config.window > 0) REQUIRE(moves >= 2);  // the ring buffer wrapped
+
+        // After a reset the device cache starts from position 0 again, as the host one does.
+        on_device.reset();
+        host.reset();
+        device.forward(tokens.data(), nullptr, B, 4, false, &on_device);
+        cpu.forward(tokens.data(), nullptr, B, 4, false, &host);
+        REQUIRE(device_logits(device, config) == cpu.logits());
+      }
+    }
+  }
+}
+
+TEST_CASE("CUDA model on the CPU table: a full device cache refuses more positions and stays as it was",
+          "[cuda][model][decode]") {
+  ModelConfig config = moas_test::tiny_config(4, 2, 16);
+  config.window = 2;
+  Model<float> mirror(config);
+  CudaModel device(*moas_test::cpu_backend_table(), 0, mirror);
+  CudaKvCache cache;
+  device.allocate_cache(&cache, 1, 5);
+  const auto tokens = moas_test::tokens_for(6, config.vocab_size, 3);
+  device.forward(tokens.data(), nullptr, 1, 4, false, &cache);
+  REQUIRE_THROWS_AS(device.forward(tokens.data(), nullptr, 1, 2, false, &cache), moas::Error);
+  REQUIRE(cache.length == 4);
+  device.forward(tokens.data(), nullptr, 1, 1, false, &cache);
+  REQUIRE(cache.length == 5);
+}
 
 TEST_CASE("CUDA model on the CPU table equals Model<float> bit for bit: forwards, backward, AdamW steps",
           "[cuda][model]") {

@@ -147,7 +147,8 @@ class ContextFull(Error):
 
 
 class InvalidArgument(Error, ValueError):
-    """Two buffers of one call overlap in a way it does not allow (e.g. a layer's x and y partly overlapping)."""
+    """Two buffers of one call overlap in a way it does not allow, or a handle was made for another device (a KV
+    cache of a CPU model given with a CUDA model)."""
     status = 26
 
 
