@@ -5,41 +5,20 @@
 
 #include "cuda_linear.hpp"
 #include "cuda_loader.hpp"
+#include "cuda_positions.hpp"
 #include "dropout.hpp"
-#include "rope.hpp"
 
 namespace moas {
 
 CudaModel::CudaModel(const moas_cuda_backend &table, int32_t device_index, Model<float> &mirror)
-    : t_(table), mirror_(mirror), config_(mirror.config()) {
-  device_check(t_, t_.set_device(device_index), "set_device");
+    : t_(table),
+      mirror_(mirror),
+      config_(mirror.config()),
+      // The device is chosen before the first allocation.
+      params_((device_check(table, table.set_device(device_index), "set_device"), table), mirror.params,
+              mirror.optimizer) {
   find_parameters();
-  const ParamTable<float> &params = mirror_.params;
-  n_params_ = params.total();
-  values_.upload(t_, params.values.data(), n_params_);
-  grads_.reserve(t_, n_params_);
-  grads_.zero(n_params_);
-  upload_optimizer();
-
-  // AdamW's segments: one per tensor, decaying when its rank is >= 2 (ParamInfo::decay).
-  std::vector<int64_t> begin;
-  std::vector<uint8_t> decay;
-  for (const ParamInfo &info : params.infos()) {
-    begin.push_back(info.offset);
-    decay.push_back(info.decay ? 1 : 0);
-  }
-  n_segments_ = (int64_t)decay.size();
-  begin.push_back(n_params_);
-  segment_begin_.upload(t_, begin.data(), (int64_t)begin.size());
-  segment_decay_.upload(t_, decay.data(), n_segments_);
-
-  if (config_.position == PositionKind::Rope) {
-    RopeTable<float> rope;
-    rope.build(config_.block_size, config_.head_dim(), config_.rope_base);
-    rope_half_ = rope.half;
-    rope_cos_.upload(t_, rope.cos.data(), (int64_t)rope.cos.size());
-    rope_sin_.upload(t_, rope.sin.data(), (int64_t)rope.sin.size());
-  }
+  rope_.build(t_, config_);
 }
 
 // The tensors by their reference names (model.cpp registers them); [c_fc; c_up] is contiguous, so one weight from
@@ -93,11 +72,7 @@ CudaContext CudaModel::context(uint32_t layer, float p, CudaKvCache *cache) cons
   ctx.past = past_;
   ctx.pos = pos_.get();
   ctx.begin = begin_.get();
-  if (rope_half_ > 0) {
-    ctx.rope_cos = rope_cos_.get();
-    ctx.rope_sin = rope_sin_.get();
-    ctx.rope_half = rope_half_;
-  }
+  rope_.fill(&ctx);
   ctx.dropout = p;
   ctx.attn_dropout = config_.attn_dropout;
   ctx.seed = config_.seed;
@@ -136,12 +111,7 @@ double CudaModel::forward(const int32_t *tokens, const int32_t *targets, int64_t
   tokens_.upload(t_, tokens, N);
   has_targets_ = targets != nullptr;
   if (targets) targets_.upload(t_, targets, N);
-  std::vector<int32_t> pos((size_t)N);
-  std::vector<int64_t> begin((size_t)B + 1);
-  for (int64_t n = 0; n < N; n++) pos[(size_t)n] = (int32_t)(past_ + n % Tn);
-  for (int64_t b = 0; b <= B; b++) begin[(size_t)b] = b * Tn;
-  pos_.upload(t_, pos.data(), N);
-  begin_.upload(t_, begin.data(), B + 1);
+  upload_positions(t_, B, Tn, past_, &pos_, &begin_);
 
   device_check(t_, t_.embedding_forward(residual_[0].get(), tokens_.get(), w(wte_), w(wpe_), B, Tn, C, past_, nullptr),
                "embedding_forward");
@@ -160,7 +130,7 @@ double CudaModel::forward(const int32_t *tokens, const int32_t *targets, int64_t
                  t_.norm_forward(rms, a.ln1.get(), a.ln1_mean.get(), a.ln1_rstd.get(), x, w(lp.ln1_w), w(lp.ln1_b), N,
                                  C, nullptr),
                  "norm_forward");
-    attn_[l]->forward(values_.get(), a.ln1.get(), scratch_c_.get(), context(l, p, cache), training);
+    attn_[l]->forward(params_.values(), a.ln1.get(), scratch_c_.get(), context(l, p, cache), training);
     aux_sum += attn_[l]->aux_loss();
     device_check(t_, t_.add(a.mid.get(), x, scratch_c_.get(), N * C, nullptr), "add");
 
@@ -265,7 +235,7 @@ void CudaModel::backward() {
     // Attention sub-block.
     copy_residual_grad();
     d_ln_.zero(N * C);
-    attn_[(size_t)l]->backward(values_.get(), grads_.get(), a.ln1.get(), d_c_.get(), d_ln_.get(),
+    attn_[(size_t)l]->backward(params_.values(), params_.grads(), a.ln1.get(), d_c_.get(), d_ln_.get(),
                                context((uint32_t)l, c.dropout), aux_scale);
     norm_backward(g(lp.ln1_w), g(lp.ln1_b), residual_[(size_t)l].get(), w(lp.ln1_w), a.ln1_mean.get(),
                   a.ln1_rstd.get());
@@ -278,59 +248,12 @@ void CudaModel::backward() {
   device_check(t_, t_.synchronize(nullptr), "backward");
 }
 
-void CudaModel::zero_grad() { grads_.zero(n_params_); }
-
-double CudaModel::gradient_norm() {
-  norm_.reserve(t_, 1);
-  norm_partials_.reserve(t_, moas_cuda_gradient_norm_scratch(n_params_));
-  device_check(t_, t_.gradient_norm(norm_.get(), norm_partials_.get(), grads_.get(), n_params_, nullptr),
-               "gradient_norm");
-  double norm = 0;
-  norm_.download(&norm, 1);
-  return norm;
-}
-
-void CudaModel::adamw_step(const AdamWSettings &s, double grad_norm) {
-  const moas_cuda_adamw_settings settings{s.lr, s.beta1, s.beta2, s.eps, s.weight_decay, s.grad_clip};
-  device_check(t_,
-               t_.adamw_step(&settings, mirror_.optimizer.step + 1, grad_norm, values_.get(), grads_.get(),
-                             exp_avg_.get(), exp_avg_sq_.get(), n_params_, segment_begin_.get(), segment_decay_.get(),
-                             n_segments_, nullptr),
-               "adamw_step");
-  device_check(t_, t_.synchronize(nullptr), "adamw_step");
+void CudaModel::adamw_step(const AdamWSettings &settings, double grad_norm) {
+  params_.adamw_step(settings, mirror_.optimizer.step + 1, grad_norm);
   mirror_.optimizer.step++;
   backward_ready_ = false;
 }
 
 void CudaModel::logits(float *out) const { logits_.download(out, B_ * Tn_ * config_.vocab_size); }
-
-void CudaModel::download_values() { values_.download(mirror_.params.values.data(), n_params_); }
-void CudaModel::download_grads() { grads_.download(mirror_.params.grads.data(), n_params_); }
-void CudaModel::upload_values() {
-  values_.upload(t_, mirror_.params.values.data(), n_params_);
-  backward_ready_ = false;
-}
-
-void CudaModel::download_optimizer() {
-  AdamWState<float> &state = mirror_.optimizer;
-  state.exp_avg.resize((size_t)n_params_);
-  state.exp_avg_sq.resize((size_t)n_params_);
-  exp_avg_.download(state.exp_avg.data(), n_params_);
-  exp_avg_sq_.download(state.exp_avg_sq.data(), n_params_);
-}
-
-// The mirror's moments when it has them (a loaded optimiser state), else zeros, as the CPU's first step starts.
-void CudaModel::upload_optimizer() {
-  const AdamWState<float> &state = mirror_.optimizer;
-  exp_avg_.reserve(t_, n_params_);
-  exp_avg_sq_.reserve(t_, n_params_);
-  if ((int64_t)state.exp_avg.size() == n_params_) {
-    exp_avg_.upload(t_, state.exp_avg.data(), n_params_);
-    exp_avg_sq_.upload(t_, state.exp_avg_sq.data(), n_params_);
-  } else {
-    exp_avg_.zero(n_params_);
-    exp_avg_sq_.zero(n_params_);
-  }
-}
 
 }  // namespace moas

@@ -25,7 +25,9 @@
 #include "cuda_attention.hpp"
 #include "cuda_backend.h"
 #include "cuda_kv_cache.hpp"
+#include "cuda_positions.hpp"
 #include "device_array.hpp"
+#include "device_parameters.hpp"
 #include "model.hpp"
 
 namespace moas {
@@ -45,10 +47,10 @@ class CudaModel {
   void backward();
   bool can_backward() const { return backward_ready_; }
   void invalidate_activations() { backward_ready_ = false; }
-  void zero_grad();
+  void zero_grad() { params_.zero_grads(); }
   // The global L2 norm of the gradients (adamw.hpp's gradient_norm), then one AdamW step with it (the caller has
   // checked it is finite), counted in the mirror's optimiser state.
-  double gradient_norm();
+  double gradient_norm() { return params_.gradient_norm(); }
   void adamw_step(const AdamWSettings &settings, double grad_norm);
 
   // The last forward's logits [B * Tn, V] into out.
@@ -61,11 +63,14 @@ class CudaModel {
   int64_t last_seq() const { return Tn_; }
 
   // Mirror <-> device: parameter values, gradients, and the optimiser's moments.
-  void download_values();
-  void download_grads();
-  void download_optimizer();
-  void upload_values();
-  void upload_optimizer();
+  void download_values() { params_.download_values(mirror_.params); }
+  void download_grads() { params_.download_grads(mirror_.params); }
+  void download_optimizer() { params_.download_optimizer(mirror_.optimizer); }
+  void upload_values() {
+    params_.upload_values(mirror_.params);
+    backward_ready_ = false;
+  }
+  void upload_optimizer() { params_.upload_optimizer(mirror_.optimizer); }
 
  private:
   struct LayerParams {  // offsets into the flat parameter buffer; -1 where absent (attention: attn_)
@@ -77,8 +82,8 @@ class CudaModel {
 
   void find_parameters();
   void reserve_buffers(int64_t N, bool training);
-  const float *w(int64_t offset) const { return offset < 0 ? nullptr : values_.get() + offset; }
-  float *g(int64_t offset) const { return offset < 0 ? nullptr : grads_.get() + offset; }
+  const float *w(int64_t offset) const { return offset < 0 ? nullptr : params_.values() + offset; }
+  float *g(int64_t offset) const { return offset < 0 ? nullptr : params_.grads() + offset; }
   CudaContext context(uint32_t layer, float p, CudaKvCache *cache = nullptr) const;
   int64_t aux_layers() const;
 
@@ -87,14 +92,9 @@ class CudaModel {
   const ModelConfig config_;
   std::vector<LayerParams> layers_;
   std::vector<std::unique_ptr<CudaAttention>> attn_;
-  int64_t wte_ = -1, wpe_ = -1, lnf_w_ = -1, lnf_b_ = -1, n_params_ = 0;
-
-  DeviceArray<float> values_, grads_, exp_avg_, exp_avg_sq_;
-  DeviceArray<int64_t> segment_begin_;
-  DeviceArray<uint8_t> segment_decay_;
-  int64_t n_segments_ = 0;
-  DeviceArray<float> rope_cos_, rope_sin_;
-  int64_t rope_half_ = 0;
+  int64_t wte_ = -1, wpe_ = -1, lnf_w_ = -1, lnf_b_ = -1;
+  DeviceParameters params_;
+  DeviceRope rope_;
 
   // The last forward.
   std::vector<LayerActivations> acts_;  // every layer when training, layer 0's reused in eval
@@ -111,8 +111,6 @@ class CudaModel {
 
   // Backward scratch.
   DeviceArray<float> d_res_, d_c_, d_ln_, d_hidden_, d_pre_, d_logits_, norm_scratch_;
-  DeviceArray<double> norm_;
-  DeviceArray<double> norm_partials_;
 };
 
 }  // namespace moas
