@@ -13,26 +13,17 @@ CudaMoh::CudaMoh(const moas_cuda_backend &t, const ModelConfig &config, const Pa
     : t_(t),
       shape_{config.n_embd, config.n_head, config.n_kv_head, config.bias},
       mixture_(config.heads.strategy == HeadStrategy::MixtureOfHeads),
-      window_(config.window),
-      cope_max_pos_(config.cope_max_pos) {
-  const int64_t H = config.n_head;
-  if (mixture_) {
-    const int64_t shared = config.heads.num_shared_heads;
-    spec_ = {shared, H - shared, config.heads.num_active_routed_heads, config.heads.reference_gates};
-    dense_heads_ = shared;
-    kv_computed_ = config.n_kv_head;
-  } else {
-    spec_ = {0, 0, 0, true};
-    dense_heads_ = config.heads.num_active_heads;
-    kv_computed_ = (dense_heads_ - 1) / (H / config.n_kv_head) + 1;
-  }
+      attend_(config, params, prefix) {
+  const MohLayout layout = moh_layout(config);
+  spec_ = layout.spec;
+  dense_heads_ = layout.dense_heads;
+  kv_computed_ = layout.kv_computed;
   // [q; k; v] is c_attn (MHA) or q_proj, k_proj, v_proj back to back: one weight from its first tensor.
   const bool fused = params.contains(prefix + "c_attn.weight");
   qkv_w_ = params.find(prefix + (fused ? "c_attn.weight" : "q_proj.weight")).offset;
   qkv_b_ = params.offset_if_present(prefix + (fused ? "c_attn.bias" : "q_proj.bias"));
   proj_w_ = params.find(prefix + "c_proj.weight").offset;
   proj_b_ = params.offset_if_present(prefix + "c_proj.bias");
-  cope_ = params.offset_if_present(prefix + "cope.weight");
   for (const char *router : {"wg.weight", "wg_0.weight", "wg_1.weight"}) {
     const int64_t offset = params.offset_if_present(prefix + router);
     if (offset < 0) continue;
@@ -51,7 +42,7 @@ std::vector<std::array<int64_t, 3>> CudaMoh::dense_row_blocks() const {
 }
 
 moas_cuda_attention_dims CudaMoh::dims(const CudaContext &ctx) const {
-  return {ctx.batch, ctx.key_length(), shape_.heads, shape_.kv_heads, shape_.head_dim(), window_};
+  return {ctx.batch, ctx.key_length(), shape_.heads, shape_.kv_heads, shape_.head_dim(), 0};
 }
 
 moas_cuda_key_values CudaMoh::key_values(const CudaContext &ctx) const {
@@ -199,13 +190,7 @@ void CudaMoh::forward(const float *values, const float *x, float *y, const CudaC
   }
   const moas_cuda_attention_dims dm = dims(ctx);
   const moas_cuda_dropout drop = attention_dropout(ctx);
-  if (cope_ >= 0)
-    device_check(t_,
-                 t_.cope_attention_forward(&dm, &kv, heads_.get(), n_heads_, values + cope_, cope_max_pos_, &drop,
-                                           nullptr),
-                 "cope_attention_forward");
-  else
-    device_check(t_, t_.attention_forward(&dm, &kv, heads_.get(), n_heads_, &drop, nullptr), "attention_forward");
+  attend_.forward(t_, values, dm, kv, heads_.get(), n_heads_, drop);
   for (int64_t i = 0; i < E; i++)
     device_check(t_,
                  t_.scatter_add_rows(att_.get() + (P + i) * d, QW, routed_out_.get() + i * N * d, d, routed_row(i, N),
@@ -277,16 +262,7 @@ void CudaMoh::backward(const float *values, float *grads, const float *x, float 
   const moas_cuda_attention_dims dm = dims(ctx);
   const moas_cuda_key_values kv = key_values(ctx);
   const moas_cuda_dropout drop = attention_dropout(ctx);
-  if (cope_ >= 0) {
-    cope_scratch_.reserve(t_, ctx.batch * H * cope_max_pos_ * d);
-    device_check(t_,
-                 t_.cope_attention_backward(&dm, &kv, heads_.get(), head_grads_.get(), n_heads_, &dkv, values + cope_,
-                                            cope_max_pos_, grads + cope_, cope_scratch_.get(), &drop, nullptr),
-                 "cope_attention_backward");
-  } else {
-    device_check(t_, t_.attention_backward(&dm, &kv, heads_.get(), head_grads_.get(), n_heads_, &dkv, &drop, nullptr),
-                 "attention_backward");
-  }
+  attend_.backward(t_, values, grads, dm, kv, heads_.get(), head_grads_.get(), n_heads_, dkv, drop);
   for (int64_t i = 0; i < E; i++)
     device_check(t_,
                  t_.scatter_add_rows(d_dense_.get() + (P + i) * d, F, routed_dq_.get() + i * N * d, d,

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda_attend.hpp"
 #include "cuda_attention.hpp"
 #include "device_array.hpp"
 #include "moh_gates.hpp"
@@ -64,8 +65,8 @@ class CudaMoh final : public CudaAttention {
   bool mixture_;         // MixtureOfHeads (else StaticPruning)
   int64_t dense_heads_;  // P: heads 0 .. P-1 run for every token (h_s, or k for StaticPruning)
   int64_t kv_computed_;  // kv heads 0 .. kv_computed_-1 are projected
-  int64_t window_, cope_max_pos_;
-  int64_t qkv_w_, qkv_b_, proj_w_, proj_b_, cope_;  // offsets; -1 where absent
+  CudaAttend attend_;
+  int64_t qkv_w_, qkv_b_, proj_w_, proj_b_;  // offsets; -1 where absent
   // wg, wg_0 and wg_1, those that exist, back to back: one [router_rows_, C] weight (MohAttention's layout).
   int64_t routers_ = -1, router_rows_ = 0;
   int64_t tokens_ = 0;      // N of the last forward
@@ -84,7 +85,7 @@ class CudaMoh final : public CudaAttention {
   int64_t n_heads_ = 0;  // descriptors in heads_
   // Backward scratch.
   DeviceArray<float> d_gated_, d_att_, d_gate_, routed_dout_, routed_dq_, d_dense_, dw_dense_, db_dense_;
-  DeviceArray<float> cope_scratch_, d_r_, d_s_, d_a_, balance_grad_, balance_rows_, d_logits_;
+  DeviceArray<float> d_r_, d_s_, d_a_, balance_grad_, balance_rows_, d_logits_;
   DeviceArray<moas_cuda_query_head_grad> head_grads_;
 };
 

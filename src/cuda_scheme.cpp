@@ -17,18 +17,16 @@ CudaScheme::CudaScheme(const moas_cuda_backend &t, const ModelConfig &config, co
     : t_(t),
       shape_{config.n_embd, config.n_head, kv_heads, config.bias},
       branch_(dropout_branch),
-      window_(config.window),
-      cope_max_pos_(config.cope_max_pos) {
+      attend_(config, params, prefix) {
   const bool fused = params.contains(prefix + "c_attn.weight");
   qkv_w_ = params.find(prefix + (fused ? "c_attn.weight" : "q_proj.weight")).offset;
   qkv_b_ = params.offset_if_present(prefix + (fused ? "c_attn.bias" : "q_proj.bias"));
   proj_w_ = params.find(prefix + "c_proj.weight").offset;
   proj_b_ = params.offset_if_present(prefix + "c_proj.bias");
-  cope_ = params.offset_if_present(prefix + "cope.weight");
 }
 
 moas_cuda_attention_dims CudaScheme::dims(const CudaContext &ctx) const {
-  return {ctx.batch, ctx.key_length(), shape_.heads, shape_.kv_heads, shape_.head_dim(), window_};
+  return {ctx.batch, ctx.key_length(), shape_.heads, shape_.kv_heads, shape_.head_dim(), 0};
 }
 
 // Keys and values are column blocks of the fused projection, or of kv_ for routed rows, as Scheme::key_values.
@@ -96,12 +94,7 @@ void CudaScheme::forward_rows(const float *values, const float *x, const CudaRow
   }
   const moas_cuda_attention_dims dm = dims(ctx);
   const moas_cuda_dropout drop = probs_dropout(ctx);
-  if (cope_ >= 0)
-    device_check(t_,
-                 t_.cope_attention_forward(&dm, &kv, heads_.get(), H, values + cope_, cope_max_pos_, &drop, nullptr),
-                 "cope_attention_forward");
-  else
-    device_check(t_, t_.attention_forward(&dm, &kv, heads_.get(), H, &drop, nullptr), "attention_forward");
+  attend_.forward(t_, values, dm, kv, heads_.get(), H, drop);
   cuda_linear_forward(t_, z, C, att_.get(), values + proj_w_, proj_b_ < 0 ? nullptr : values + proj_b_, m, C, C);
   const moas_cuda_dropout out_drop = ctx.site(branch_site(DropoutSiteId::AttentionOut, branch_));
   device_check(t_, t_.dropout_apply(z, m, C, rows.all ? nullptr : rows.row, &out_drop, nullptr), "dropout");
@@ -140,16 +133,7 @@ void CudaScheme::backward_rows(const float *values, float *grads, const float *x
   const moas_cuda_attention_dims dm = dims(ctx);
   const moas_cuda_key_values kv = key_values(ctx);
   const moas_cuda_dropout drop = probs_dropout(ctx);
-  if (cope_ >= 0) {
-    cope_scratch_.reserve(t_, ctx.batch * H * cope_max_pos_ * d);
-    device_check(t_,
-                 t_.cope_attention_backward(&dm, &kv, heads_.get(), head_grads_.get(), H, &dkv, values + cope_,
-                                            cope_max_pos_, grads + cope_, cope_scratch_.get(), &drop, nullptr),
-                 "cope_attention_backward");
-  } else {
-    device_check(t_, t_.attention_backward(&dm, &kv, heads_.get(), head_grads_.get(), H, &dkv, &drop, nullptr),
-                 "attention_backward");
-  }
+  attend_.backward(t_, values, grads, dm, kv, heads_.get(), head_grads_.get(), H, dkv, drop);
 
   if (rows.all) {
     rope(dq, W, H + Hkv, N, rows.pos, ctx, -1);

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "cuda_attend.hpp"
 #include "cuda_attention.hpp"
 #include "device_array.hpp"
 #include "scheme.hpp"
@@ -52,8 +53,8 @@ class CudaScheme final : public CudaAttention {
   const moas_cuda_backend &t_;
   SchemeShape shape_;
   uint32_t branch_;
-  int64_t window_, cope_max_pos_;
-  int64_t qkv_w_, qkv_b_, proj_w_, proj_b_, cope_;  // offsets; -1 where absent
+  CudaAttend attend_;
+  int64_t qkv_w_, qkv_b_, proj_w_, proj_b_;  // offsets; -1 where absent
 
   // Last forward. All rows: qkv_ is the fused [N, W] projection. Routed: qkv_ holds q [m, H d] of the query tokens
   // and kv_ [N, 2 Hkv d] every token's keys and values; x_rows_ [m, C] the query tokens' inputs.
@@ -61,7 +62,7 @@ class CudaScheme final : public CudaAttention {
   DeviceArray<float> qkv_, kv_, x_rows_, att_, lse_;  // att_ [m, C], lse_ [H, m]
   DeviceArray<moas_cuda_query_head> heads_;           // per head: views into qkv_, att_, lse_
   // Backward scratch (d_qkv_ and d_kv_ laid out like qkv_ and kv_).
-  DeviceArray<float> d_att_, d_qkv_, d_kv_, d_x_rows_, cope_scratch_;
+  DeviceArray<float> d_att_, d_qkv_, d_kv_, d_x_rows_;
   DeviceArray<moas_cuda_query_head_grad> head_grads_;
 };
 

@@ -15,21 +15,26 @@
 
 namespace moas {
 
+MohLayout moh_layout(const ModelConfig &config) {
+  const int64_t H = config.n_head;
+  if (config.heads.strategy == HeadStrategy::MixtureOfHeads) {
+    const int64_t shared = config.heads.num_shared_heads;
+    return {{shared, H - shared, config.heads.num_active_routed_heads, config.heads.reference_gates}, shared,
+            config.n_kv_head};
+  }
+  const int64_t k = config.heads.num_active_heads;
+  return {{0, 0, 0, true}, k, (k - 1) / (H / config.n_kv_head) + 1};
+}
+
 template <typename T>
 MohAttention<T>::MohAttention(const ModelConfig &config, ParamTable<T> &params, const std::string &prefix)
     : shape_{config.n_embd, config.n_head, config.n_kv_head, config.bias},
       mixture_(config.heads.strategy == HeadStrategy::MixtureOfHeads) {
-  const int64_t H = config.n_head, C = config.n_embd;
-  if (mixture_) {
-    const int64_t shared = config.heads.num_shared_heads;
-    spec_ = {shared, H - shared, config.heads.num_active_routed_heads, config.heads.reference_gates};
-    dense_heads_ = shared;
-    kv_computed_ = config.n_kv_head;
-  } else {
-    spec_ = {0, 0, 0, true};
-    dense_heads_ = config.heads.num_active_heads;
-    kv_computed_ = (dense_heads_ - 1) / (H / config.n_kv_head) + 1;
-  }
+  const int64_t C = config.n_embd;
+  const MohLayout layout = moh_layout(config);
+  spec_ = layout.spec;
+  dense_heads_ = layout.dense_heads;
+  kv_computed_ = layout.kv_computed;
   w_ = register_scheme_weights(params, prefix, shape_);
   if (mixture_) {
     // Registered back to back: the three routers are one [R, C] weight and one product.

@@ -25,6 +25,15 @@
 
 namespace moas {
 
+// Which heads a MoH block computes for every token and which it routes: the gate spec (no routed heads for
+// StaticPruning), the always-active prefix P (h_s, or k for StaticPruning) and the kv heads to project (those some
+// query head that can be active reads: all for MixtureOfHeads, a prefix for StaticPruning). Shared with CudaMoh.
+struct MohLayout {
+  MohGateSpec spec;
+  int64_t dense_heads, kv_computed;
+};
+MohLayout moh_layout(const ModelConfig &config);
+
 template <typename T>
 class MohAttention final : public AttentionBlock<T> {
  public:
