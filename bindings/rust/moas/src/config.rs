@@ -17,6 +17,15 @@ pub enum Mlp {
     SwiGlu,
 }
 
+/// `device` (with `device_index`) of a model or layer config. `Cuda` loads libmoas_cuda.so on first use (or the file
+/// the environment variable MOAS_CUDA_LIBRARY names); without it, a driver or a device, creating the model or layer
+/// fails with [`Status::DeviceUnavailable`](crate::Status) and the reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Cuda { index: usize },
+}
+
 /// `position` (with `cope_max_pos`) of a model or layer config: RustGPT's `PositionalEncoding`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Position {
@@ -156,6 +165,26 @@ macro_rules! shared_settings {
             self
         }
 
+        /// Where forward, backward and the optimiser run (the default: the CPU).
+        pub fn device(mut self, device: Device) -> Self {
+            let (kind, index) = match device {
+                Device::Cpu => (sys::MOAS_DEVICE_CPU, 0),
+                Device::Cuda { index } => (sys::MOAS_DEVICE_CUDA, index),
+            };
+            self.raw.device = kind as i32;
+            self.raw.device_index = to_i32(index);
+            self
+        }
+
+        /// The device, if this crate knows its value.
+        pub fn device_kind(&self) -> Option<Device> {
+            match u32::try_from(self.raw.device).ok()? {
+                sys::MOAS_DEVICE_CPU => Some(Device::Cpu),
+                sys::MOAS_DEVICE_CUDA => Some(Device::Cuda { index: to_usize(self.raw.device_index) }),
+                _ => None,
+            }
+        }
+
         pub fn attention(mut self, attention: Attention) -> Self {
             self.raw.attention = attention_to_raw(attention);
             self
@@ -288,7 +317,7 @@ impl Config {
         &self.raw
     }
 
-    /// The C struct, mutable: fields without a setter (rope_base, attn_dropout, device).
+    /// The C struct, mutable: fields without a setter (rope_base, attn_dropout).
     pub fn as_raw_mut(&mut self) -> &mut sys::moas_model_config {
         &mut self.raw
     }
@@ -390,7 +419,7 @@ impl LayerConfig {
         &self.raw
     }
 
-    /// The C struct, mutable: fields without a setter (rope_base, device).
+    /// The C struct, mutable: fields without a setter (rope_base).
     pub fn as_raw_mut(&mut self) -> &mut sys::moas_layer_config {
         &mut self.raw
     }
