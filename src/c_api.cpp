@@ -33,6 +33,11 @@ struct moas_model {
   moas::Model<float> model;
   std::unique_ptr<moas::CudaModel> device;
 
+  // The CUDA model (null on the CPU), its device made current for the calling thread.
+  moas::CudaModel *on_device() const {
+    if (device) device->use_device();
+    return device.get();
+  }
   int64_t last_batch() const { return device ? device->last_batch() : model.last_batch(); }
   int64_t last_seq() const { return device ? device->last_seq() : model.last_seq(); }
 };
@@ -93,7 +98,7 @@ void fill_router_stats(const moas_model &model, int64_t layer, moas_layer_router
   moas::require(model.last_batch() > 0, MOAS_ERR_NO_FORWARD,
                 "no forward has run yet: router statistics come from the last moas_forward");
   moas::RouterStats st;
-  if (!(model.device ? model.device->router_stats(layer, &st) : m.router_stats(layer, &st))) {
+  if (!(model.device ? model.on_device()->router_stats(layer, &st) : m.router_stats(layer, &st))) {
     const char *why = m.config().attention == moas::AttentionKind::Scheme
                           ? "this model uses one attention scheme (MHA/GQA/MQA)"
                           : "its head selection (AllHeads or StaticPruning) uses no router";
@@ -210,13 +215,13 @@ moas_status moas_forward(moas_model *model, const int32_t *tokens, const int32_t
     moas::require(training == 0 || training == 1, MOAS_ERR_INVALID_CONFIG,
                   "training is " + std::to_string(training) + ": use 0 (eval) or 1 (training)");
     moas::ThreadScope threads(m.config().n_threads);
-    const double loss = model->device ? model->device->forward(tokens, targets, batch, seq_len, training == 1)
+    const double loss = model->device ? model->on_device()->forward(tokens, targets, batch, seq_len, training == 1)
                                       : m.forward(tokens, targets, batch, seq_len, training == 1);
     if (loss_out) *loss_out = (float)loss;
-    if (aux_out) *aux_out = (float)(model->device ? model->device->aux_loss() : m.aux_loss());
+    if (aux_out) *aux_out = (float)(model->device ? model->on_device()->aux_loss() : m.aux_loss());
     if (!std::isfinite(loss)) {
       m.invalidate_activations();
-      if (model->device) model->device->invalidate_activations();
+      if (model->device) model->on_device()->invalidate_activations();
     }
     moas::require(std::isfinite(loss), MOAS_ERR_NON_FINITE,
                   "the loss is not finite (" + std::to_string(loss) + "): the weights hold NaN/Inf or diverged; "
@@ -234,7 +239,7 @@ moas_status moas_logits(const moas_model *model, float *out, size_t out_len) {
     moas::require(out_len == n, MOAS_ERR_SIZE_MISMATCH,
                   "out_len is " + std::to_string(out_len) + " but the last forward produced batch * seq_len * "
                   "vocab_size = " + std::to_string(n) + " logits");
-    if (model->device) model->device->logits(out);
+    if (model->device) model->on_device()->logits(out);
     else std::memcpy(out, m.logits().data(), n * sizeof(float));
   });
 }
@@ -243,11 +248,11 @@ moas_status moas_backward(moas_model *model) {
   return guarded([&] {
     require_arg(model, "model");
     moas::Model<float> &m = model->model;
-    moas::require(model->device ? model->device->can_backward() : m.can_backward(), MOAS_ERR_NO_FORWARD,
+    moas::require(model->device ? model->on_device()->can_backward() : m.can_backward(), MOAS_ERR_NO_FORWARD,
                   "moas_backward needs a preceding moas_forward with training = 1 and targets (and no parameter "
                   "write or load since)");
     moas::ThreadScope threads(m.config().n_threads);
-    if (model->device) model->device->backward();
+    if (model->device) model->on_device()->backward();
     else m.backward();
   });
 }
@@ -256,7 +261,7 @@ moas_status moas_zero_grad(moas_model *model) {
   return guarded([&] {
     require_arg(model, "model");
     std::fill(model->model.params.grads.begin(), model->model.params.grads.end(), 0.0f);
-    if (model->device) model->device->zero_grad();
+    if (model->device) model->on_device()->zero_grad();
   });
 }
 
@@ -281,7 +286,7 @@ moas_status moas_optimizer_step(moas_model *model, const moas_adamw_config *cfg,
     require_arg(model, "model");
     moas::Model<float> &m = model->model;
     moas::ThreadScope threads(m.config().n_threads);
-    if (moas::CudaModel *device = model->device.get())
+    if (moas::CudaModel *device = model->on_device())
       checked_adamw_step(
           cfg, grad_norm_out, [&] { return device->gradient_norm(); },
           [&](const moas::AdamWSettings &settings, double norm) { device->adamw_step(settings, norm); });
@@ -320,7 +325,7 @@ moas_status moas_parameter_read(const moas_model *model, const char *name, float
     require_arg(model, "model");
     require_arg(out, "out");
     const moas::ParamInfo &info = param_checked(model->model.params, name, len);
-    if (model->device) model->device->download_values();
+    if (model->device) model->on_device()->download_values();
     std::memcpy(out, model->model.params.value(info.offset), len * sizeof(float));
   });
 }
@@ -331,10 +336,10 @@ moas_status moas_parameter_write(moas_model *model, const char *name, const floa
     require_arg(values, "values");
     const moas::ParamInfo &info = param_checked(model->model.params, name, len);
     require_finite(values, len, std::string("values for \"") + name + "\": values");
-    if (model->device) model->device->download_values();  // the mirror is uploaded whole
+    if (model->device) model->on_device()->download_values();  // the mirror is uploaded whole
     std::memcpy(model->model.params.value(info.offset), values, len * sizeof(float));
     model->model.invalidate_activations();
-    if (model->device) model->device->upload_values();
+    if (model->device) model->on_device()->upload_values();
   });
 }
 
@@ -343,7 +348,7 @@ moas_status moas_gradient_read(const moas_model *model, const char *name, float 
     require_arg(model, "model");
     require_arg(out, "out");
     const moas::ParamInfo &info = param_checked(model->model.params, name, len);
-    if (model->device) model->device->download_grads();
+    if (model->device) model->on_device()->download_grads();
     std::memcpy(out, model->model.params.grads.data() + info.offset, len * sizeof(float));
   });
 }
@@ -352,7 +357,7 @@ moas_status moas_model_save(const moas_model *model, const char *path, const cha
   return guarded([&] {
     require_arg(model, "model");
     require_arg(path, "path");
-    if (model->device) model->device->download_values();
+    if (model->device) model->on_device()->download_values();
     moas::save_model(model->model, path, user_metadata);
   });
 }
@@ -361,10 +366,10 @@ moas_status moas_model_load(moas_model *model, const char *path) {
   return guarded([&] {
     require_arg(model, "model");
     require_arg(path, "path");
-    if (model->device) model->device->download_values();  // a failed load leaves the mirror as the device has it
+    if (model->device) model->on_device()->download_values();  // a failed load leaves the mirror as the device has it
     moas::load_model(model->model, path);
     model->model.invalidate_activations();
-    if (model->device) model->device->upload_values();
+    if (model->device) model->on_device()->upload_values();
   });
 }
 
@@ -388,7 +393,7 @@ moas_status moas_model_create_from_file(const char *path, const moas_model_confi
     moas::ThreadScope threads(config.n_threads);
     auto created = std::make_unique<moas_model>(config);
     moas::load_model(created->model, path);
-    if (created->device) created->device->upload_values();
+    if (created->device) created->on_device()->upload_values();
     *out = created.release();
   });
 }
@@ -412,7 +417,7 @@ moas_status moas_optimizer_save(const moas_model *model, const char *path) {
   return guarded([&] {
     require_arg(model, "model");
     require_arg(path, "path");
-    if (model->device) model->device->download_optimizer();
+    if (model->device) model->on_device()->download_optimizer();
     moas::save_optimizer(model->model, path);
   });
 }
@@ -421,9 +426,9 @@ moas_status moas_optimizer_load(moas_model *model, const char *path) {
   return guarded([&] {
     require_arg(model, "model");
     require_arg(path, "path");
-    if (model->device) model->device->download_optimizer();
+    if (model->device) model->on_device()->download_optimizer();
     moas::load_optimizer(model->model, path);
-    if (model->device) model->device->upload_optimizer();
+    if (model->device) model->on_device()->upload_optimizer();
   });
 }
 
@@ -442,7 +447,7 @@ moas_status moas_kv_cache_create(const moas_model *model, int32_t batch, int32_t
     created->config = c;
     if (model->device) {
       created->device = std::make_unique<moas::CudaKvCache>();
-      model->device->allocate_cache(created->device.get(), batch, capacity);
+      model->on_device()->allocate_cache(created->device.get(), batch, capacity);
     } else {
       model->model.allocate_cache(&created->host, batch, capacity);
     }
@@ -507,10 +512,10 @@ moas_status moas_prefill(moas_model *model, moas_kv_cache *cache, const int32_t 
     std::vector<float> device_logits;
     const float *logits = nullptr;
     if (model->device) {
-      model->device->forward(tokens, nullptr, batch, seq_len, false, cache->device.get());
+      model->on_device()->forward(tokens, nullptr, batch, seq_len, false, cache->device.get());
       if (last_logits) {
         device_logits.resize((size_t)batch * seq_len * V);
-        model->device->logits(device_logits.data());
+        model->on_device()->logits(device_logits.data());
         logits = device_logits.data();
       }
     } else {

@@ -24,6 +24,11 @@ struct moas_layer {
   moas::AttentionLayer<float> layer;
   std::unique_ptr<moas::CudaLayer> device;
 
+  // The CUDA layer (null on the CPU), its device made current for the calling thread.
+  moas::CudaLayer *on_device() const {
+    if (device) device->use_device();
+    return device.get();
+  }
   int64_t last_tokens() const { return device ? device->last_tokens() : layer.last_tokens(); }
   bool can_backward() const { return device ? device->can_backward() : layer.can_backward(); }
 };
@@ -101,9 +106,9 @@ moas_status moas_layer_forward(moas_layer *layer, const float *x, float *y, size
     require_same_or_disjoint(x, y, len, "x and y");
     require_finite(x, len, "x");
     moas::ThreadScope threads(l.config().n_threads);
-    if (layer->device) layer->device->forward(x, y, batch, seq_len, training == 1);
+    if (layer->device) layer->on_device()->forward(x, y, batch, seq_len, training == 1);
     else l.forward(x, y, batch, seq_len, training == 1);
-    const double aux = layer->device ? layer->device->aux_loss() : l.aux_loss();
+    const double aux = layer->device ? layer->on_device()->aux_loss() : l.aux_loss();
     if (aux_out) *aux_out = training == 1 ? (float)aux : 0.0f;
   });
 }
@@ -124,7 +129,7 @@ moas_status moas_layer_backward(moas_layer *layer, const float *dy, float *dx, s
     require_same_or_disjoint(dy, dx, len, "dy and dx");
     require_finite(dy, len, "dy");
     moas::ThreadScope threads(l.config().n_threads);
-    if (layer->device) layer->device->backward(dy, dx);
+    if (layer->device) layer->on_device()->backward(dy, dx);
     else l.backward(dy, dx);
   });
 }
@@ -133,7 +138,7 @@ moas_status moas_layer_zero_grad(moas_layer *layer) {
   return guarded([&] {
     require_arg(layer, "layer");
     std::fill(layer->layer.params.grads.begin(), layer->layer.params.grads.end(), 0.0f);
-    if (layer->device) layer->device->parameters().zero_grads();
+    if (layer->device) layer->on_device()->parameters().zero_grads();
   });
 }
 
@@ -142,7 +147,7 @@ moas_status moas_layer_optimizer_step(moas_layer *layer, const moas_adamw_config
     require_arg(layer, "layer");
     moas::AttentionLayer<float> &l = layer->layer;
     moas::ThreadScope threads(l.config().n_threads);
-    if (moas::CudaLayer *device = layer->device.get()) {
+    if (moas::CudaLayer *device = layer->on_device()) {
       checked_adamw_step(
           cfg, grad_norm_out, [&] { return device->parameters().gradient_norm(); },
           [&](const moas::AdamWSettings &settings, double norm) {
@@ -178,7 +183,7 @@ moas_status moas_layer_parameter_read(const moas_layer *layer, const char *name,
     const moas::AttentionLayer<float> &l = layer_of(layer);
     require_arg(out, "out");
     const moas::ParamInfo &info = param_checked(l.params, name, len);
-    if (layer->device) layer->device->download_values();
+    if (layer->device) layer->on_device()->download_values();
     std::memcpy(out, l.params.value(info.offset), len * sizeof(float));
   });
 }
@@ -190,10 +195,10 @@ moas_status moas_layer_parameter_write(moas_layer *layer, const char *name, cons
     moas::AttentionLayer<float> &l = layer->layer;
     const moas::ParamInfo &info = param_checked(l.params, name, len);
     require_finite(values, len, std::string("values for \"") + name + "\": values");
-    if (layer->device) layer->device->download_values();  // the mirror is uploaded whole
+    if (layer->device) layer->on_device()->download_values();  // the mirror is uploaded whole
     std::memcpy(l.params.value(info.offset), values, len * sizeof(float));
     l.invalidate_activations();
-    if (layer->device) layer->device->upload_values();
+    if (layer->device) layer->on_device()->upload_values();
   });
 }
 
@@ -202,7 +207,7 @@ moas_status moas_layer_gradient_read(const moas_layer *layer, const char *name, 
     const moas::AttentionLayer<float> &l = layer_of(layer);
     require_arg(out, "out");
     const moas::ParamInfo &info = param_checked(l.params, name, len);
-    if (layer->device) layer->device->download_grads();
+    if (layer->device) layer->on_device()->download_grads();
     std::memcpy(out, l.params.grads.data() + info.offset, len * sizeof(float));
   });
 }
@@ -214,9 +219,9 @@ moas_status moas_layer_gradient_write(moas_layer *layer, const char *name, const
     moas::AttentionLayer<float> &l = layer->layer;
     const moas::ParamInfo &info = param_checked(l.params, name, len);
     require_finite(values, len, std::string("gradient values for \"") + name + "\": values");
-    if (layer->device) layer->device->download_grads();
+    if (layer->device) layer->on_device()->download_grads();
     std::memcpy(l.params.grads.data() + info.offset, values, len * sizeof(float));
-    if (layer->device) layer->device->upload_grads();
+    if (layer->device) layer->on_device()->upload_grads();
   });
 }
 
@@ -228,7 +233,7 @@ moas_status moas_layer_get_router_stats(const moas_layer *layer, moas_layer_rout
     moas::require(layer->last_tokens() > 0, MOAS_ERR_NO_FORWARD,
                   "no forward has run yet: router statistics come from the last moas_layer_forward");
     moas::RouterStats st;
-    moas::require(layer->device ? layer->device->router_stats(&st) : l.router_stats(&st), MOAS_ERR_NO_ROUTER,
+    moas::require(layer->device ? layer->on_device()->router_stats(&st) : l.router_stats(&st), MOAS_ERR_NO_ROUTER,
                   "this layer has no router: one attention scheme, or MoH AllHeads / StaticPruning");
     copy_router_stats(st, out);
   });
@@ -241,7 +246,7 @@ moas_status moas_layer_gates(const moas_layer *layer, float *out, size_t out_len
     moas::require(layer->last_tokens() > 0, MOAS_ERR_NO_FORWARD,
                   "no forward has run yet: gates come from the last moas_layer_forward");
     int64_t w = 0;
-    const std::vector<float> gates = layer->device ? layer->device->gates(&w) : l.gates(&w);
+    const std::vector<float> gates = layer->device ? layer->on_device()->gates(&w) : l.gates(&w);
     *width = (int32_t)w;
     if (!out) return;
     moas::require(out_len == gates.size(), MOAS_ERR_SIZE_MISMATCH,

@@ -4,6 +4,7 @@ namespace moas {
 
 CudaLayer::CudaLayer(const moas_cuda_backend &t, int32_t device_index, AttentionLayer<float> &mirror)
     : t_(t),
+      device_index_(device_index),
       mirror_(mirror),
       config_(mirror.config()),
       // The device is chosen before anything is allocated.

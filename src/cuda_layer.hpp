@@ -18,6 +18,9 @@ class CudaLayer {
  public:
   CudaLayer(const moas_cuda_backend &t, int32_t device_index, AttentionLayer<float> &mirror);
 
+  // Makes this layer's device the calling thread's current one (see CudaModel::use_device).
+  void use_device() const { device_check(t_, t_.set_device(device_index_), "set_device"); }
+
   // AttentionLayer's forward and backward, on host buffers.
   void forward(const float *x, float *y, int64_t B, int64_t Tn, bool training);
   void backward(const float *dy, float *dx);
@@ -42,6 +45,7 @@ class CudaLayer {
   CudaContext context(float dropout) const;
 
   const moas_cuda_backend &t_;
+  int32_t device_index_;
   AttentionLayer<float> &mirror_;
   const ModelConfig config_;
   std::unique_ptr<CudaAttention> block_;

@@ -12,6 +12,7 @@ namespace moas {
 
 CudaModel::CudaModel(const moas_cuda_backend &table, int32_t device_index, Model<float> &mirror)
     : t_(table),
+      device_index_(device_index),
       mirror_(mirror),
       config_(mirror.config()),
       // The device is chosen before the first allocation.

@@ -37,6 +37,10 @@ class CudaModel {
   // Uploads the mirror's parameters to device `device_index` of the table.
   CudaModel(const moas_cuda_backend &table, int32_t device_index, Model<float> &mirror);
 
+  // Makes this model's device the calling thread's current one: CUDA's current device is per thread, and a model
+  // may be called from any thread. The C ABI does this at every entry.
+  void use_device() const { device_check(t_, t_.set_device(device_index_), "set_device"); }
+
   // Model<float>::forward's contract; advances the mirror's dropout step after a training forward. With a cache
   // (eval), the tokens continue its sequences at position cache->length and their keys and values join it.
   double forward(const int32_t *tokens, const int32_t *targets, int64_t B, int64_t Tn, bool training,
@@ -88,6 +92,7 @@ class CudaModel {
   int64_t aux_layers() const;
 
   const moas_cuda_backend &t_;
+  int32_t device_index_;
   Model<float> &mirror_;
   const ModelConfig config_;
   std::vector<LayerParams> layers_;
