@@ -1,6 +1,6 @@
 // attention_options.hpp on the device: a block's SPEC §7 options — its sliding window and CoPE table — and the
-// kernel they call for (the tiled one, or CoPE's, whose backward also accumulates the table's gradient). Every CUDA block
-// kind attends through here, as every CPU block attends through attend_forward / attend_backward.
+// kernel they call for (the tiled one, or CoPE's, whose backward also accumulates the table's gradient). Every CUDA
+// block kind attends through here, as every CPU block attends through attend_forward / attend_backward.
 #pragma once
 
 #include <cstdint>

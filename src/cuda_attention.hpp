@@ -25,6 +25,7 @@ struct CudaContext {
   DeviceLayerCache *cache = nullptr;  // decoding: keys and values of earlier positions, extended by this forward
   int64_t past = 0;                   // positions already in the cache (the first new token's position)
   const int32_t *pos = nullptr;    // [batch * seq] every token's position (past + t)
+  const int64_t *rows = nullptr;   // [batch * seq] every token's row index n (a dense branch's rows)
   const int64_t *begin = nullptr;  // [batch + 1] b * seq: every token, as the row descriptors of dense attention
   const float *rope_cos = nullptr, *rope_sin = nullptr;  // RoPE's tables [block_size, half]; null without RoPE
   int64_t rope_half = 0;

@@ -29,7 +29,7 @@ class CudaLayer {
   double aux_loss() const { return block_->aux_loss(); }
   bool router_stats(RouterStats *out) const { return block_->router_stats(out); }
   std::vector<float> gates(int64_t *width) const { return block_->gates(width); }
-  int64_t last_tokens() const { return B_ * Tn_; }
+  int64_t last_tokens() const { return positions_.batch() * positions_.seq(); }
 
   DeviceParameters &parameters() { return params_; }
   // Mirror <-> device (the C ABI's reads and writes by name go through the mirror).
@@ -42,19 +42,14 @@ class CudaLayer {
   void upload_grads() { params_.upload_grads(mirror_.params); }
 
  private:
-  CudaContext context(float dropout) const;
-
   const moas_cuda_backend &t_;
   int32_t device_index_;
   AttentionLayer<float> &mirror_;
   const ModelConfig config_;
   std::unique_ptr<CudaAttention> block_;
   DeviceParameters params_;
-  DeviceRope rope_;
-  DeviceArray<int32_t> pos_;
-  DeviceArray<int64_t> begin_;
+  DevicePositions positions_;  // of the last forward
   DeviceArray<float> x_, out_, d_out_, dx_;  // the kept input, the block's output, its gradient, dx
-  int64_t B_ = 0, Tn_ = 0;
   uint64_t training_forwards_ = 0, dropout_step_ = 0;
   bool backward_ready_ = false;
 };

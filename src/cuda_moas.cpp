@@ -51,9 +51,6 @@ void CudaMoas::route(const CudaContext &ctx) {
   }
   mix_d_.upload(t_, mix_.data(), N * S);
 
-  std::vector<int64_t> all_row((size_t)N);
-  for (int64_t n = 0; n < N; n++) all_row[(size_t)n] = n;
-  all_row_.upload(t_, all_row.data(), N);
   if (mode_ == MoasMode::Top1) {
     std::vector<int32_t> choice((size_t)N);
     for (int64_t n = 0; n < N; n++) choice[(size_t)n] = (int32_t)argmax_lower(gates_.data() + n * S, S);
@@ -77,7 +74,7 @@ void CudaMoas::route(const CudaContext &ctx) {
     const RowSet *routed = mode_ == MoasMode::Top1 ? &routed_rows_[(size_t)k] : nullptr;
     CudaRows &rows = rows_[(size_t)k];
     if (!routed || routed->all)
-      rows = CudaRows{N, all_row_.get(), ctx.pos, ctx.begin, true};
+      rows = CudaRows{N, ctx.rows, ctx.pos, ctx.begin, true};
     else
       rows = CudaRows{routed->size(), routed_row_.get() + k * N, routed_pos_.get() + k * N,
                       routed_begin_.get() + k * (B + 1), false};

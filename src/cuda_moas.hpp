@@ -53,7 +53,7 @@ class CudaMoas final : public CudaAttention {
   // index [N] (the rows of a branch that takes every token); the top-1 row sets packed per branch ([S, N] rows and
   // positions, [S, batch + 1] bounds); per branch the compact rows' weights [S, N] and its output z [m_k, C].
   DeviceArray<float> hidden_pre_, hidden_, gates_d_, mix_d_, scale_;
-  DeviceArray<int64_t> all_row_, routed_row_, routed_begin_;
+  DeviceArray<int64_t> routed_row_, routed_begin_;
   DeviceArray<int32_t> routed_pos_;
   std::vector<CudaRows> rows_;  // [S] each branch's query tokens
   std::vector<DeviceArray<float>> z_;

@@ -17,9 +17,9 @@ CudaModel::CudaModel(const moas_cuda_backend &table, int32_t device_index, Model
       config_(mirror.config()),
       // The device is chosen before the first allocation.
       params_((device_check(table, table.set_device(device_index), "set_device"), table), mirror.params,
-              mirror.optimizer) {
+              mirror.optimizer),
+      positions_(table, config_) {
   find_parameters();
-  rope_.build(t_, config_);
 }
 
 // The tensors by their reference names (model.cpp registers them); [c_fc; c_up] is contiguous, so one weight from
@@ -66,19 +66,8 @@ void CudaModel::reserve_buffers(int64_t N, bool training) {
 }
 
 CudaContext CudaModel::context(uint32_t layer, float p, CudaKvCache *cache) const {
-  CudaContext ctx;
-  ctx.batch = B_;
-  ctx.seq = Tn_;
+  CudaContext ctx = positions_.context(config_, p, dropout_step_, layer);
   if (cache) ctx.cache = &cache->layers[layer];
-  ctx.past = past_;
-  ctx.pos = pos_.get();
-  ctx.begin = begin_.get();
-  rope_.fill(&ctx);
-  ctx.dropout = p;
-  ctx.attn_dropout = config_.attn_dropout;
-  ctx.seed = config_.seed;
-  ctx.step = dropout_step_;
-  ctx.layer = layer;
   return ctx;
 }
 
@@ -104,17 +93,15 @@ double CudaModel::forward(const int32_t *tokens, const int32_t *targets, int64_t
   const uint32_t L = (uint32_t)c.n_layer;
   backward_ready_ = false;
   reserve_buffers(N, training);
-  B_ = B;
-  Tn_ = Tn;
-  past_ = cache ? cache->length : 0;
+  const int64_t past = cache ? cache->length : 0;
   if (cache) cache->make_room(Tn);
   dropout_step_ = mirror_.training_forwards;
   tokens_.upload(t_, tokens, N);
   has_targets_ = targets != nullptr;
   if (targets) targets_.upload(t_, targets, N);
-  upload_positions(t_, B, Tn, past_, &pos_, &begin_);
+  positions_.set(B, Tn, past);
 
-  device_check(t_, t_.embedding_forward(residual_[0].get(), tokens_.get(), w(wte_), w(wpe_), B, Tn, C, past_, nullptr),
+  device_check(t_, t_.embedding_forward(residual_[0].get(), tokens_.get(), w(wte_), w(wpe_), B, Tn, C, past, nullptr),
                "embedding_forward");
   const moas_cuda_dropout embedding_drop = context(L, p).site((uint32_t)DropoutSiteId::Embedding);
   device_check(t_, t_.dropout_apply(residual_[0].get(), N, C, nullptr, &embedding_drop, nullptr), "dropout");
@@ -181,7 +168,7 @@ double CudaModel::forward(const int32_t *tokens, const int32_t *targets, int64_t
 // Model::backward in exact reverse of the forward, as there.
 void CudaModel::backward() {
   const ModelConfig &c = config_;
-  const int64_t N = B_ * Tn_, C = c.n_embd, V = c.vocab_size, hidden = c.mlp_hidden;
+  const int64_t N = positions_.batch() * positions_.seq(), C = c.n_embd, V = c.vocab_size, hidden = c.mlp_hidden;
   const int64_t F = c.mlp == MlpKind::SwiGlu ? 2 * hidden : hidden;
   const int32_t rms = c.norm == NormKind::RMSNorm;
   const uint32_t L = (uint32_t)c.n_layer;
@@ -244,7 +231,9 @@ void CudaModel::backward() {
 
   const moas_cuda_dropout embedding_drop = context(L, c.dropout).site((uint32_t)DropoutSiteId::Embedding);
   device_check(t_, t_.dropout_apply(d_res_.get(), N, C, nullptr, &embedding_drop, nullptr), "dropout");
-  device_check(t_, t_.embedding_backward(g(wte_), g(wpe_), d_res_.get(), tokens_.get(), B_, Tn_, C, V, nullptr),
+  device_check(t_,
+               t_.embedding_backward(g(wte_), g(wpe_), d_res_.get(), tokens_.get(), positions_.batch(),
+                                     positions_.seq(), C, V, nullptr),
                "embedding_backward");
   device_check(t_, t_.synchronize(nullptr), "backward");
 }
@@ -255,6 +244,8 @@ void CudaModel::adamw_step(const AdamWSettings &settings, double grad_norm) {
   backward_ready_ = false;
 }
 
-void CudaModel::logits(float *out) const { logits_.download(out, B_ * Tn_ * config_.vocab_size); }
+void CudaModel::logits(float *out) const {
+  logits_.download(out, positions_.batch() * positions_.seq() * config_.vocab_size);
+}
 
 }  // namespace moas

@@ -63,8 +63,8 @@ class CudaModel {
   double aux_loss() const { return aux_; }
   // Layer `layer`'s router statistics of the last forward (Model::router_stats); false without a router.
   bool router_stats(int64_t layer, RouterStats *out) const { return attn_[(size_t)layer]->router_stats(out); }
-  int64_t last_batch() const { return B_; }
-  int64_t last_seq() const { return Tn_; }
+  int64_t last_batch() const { return positions_.batch(); }
+  int64_t last_seq() const { return positions_.seq(); }
 
   // Mirror <-> device: parameter values, gradients, and the optimiser's moments.
   void download_values() { params_.download_values(mirror_.params); }
@@ -99,18 +99,17 @@ class CudaModel {
   std::vector<std::unique_ptr<CudaAttention>> attn_;
   int64_t wte_ = -1, wpe_ = -1, lnf_w_ = -1, lnf_b_ = -1;
   DeviceParameters params_;
-  DeviceRope rope_;
+  DevicePositions positions_;  // of the last forward
 
   // The last forward.
   std::vector<LayerActivations> acts_;  // every layer when training, layer 0's reused in eval
   std::vector<DeviceArray<float>> residual_;
   DeviceArray<float> lnf_, lnf_mean_, lnf_rstd_, logits_, ce_lse_, scratch_c_;
-  DeviceArray<int32_t> tokens_, targets_, pos_;
-  DeviceArray<int64_t> begin_;
+  DeviceArray<int32_t> tokens_, targets_;
   DeviceArray<double> loss_;
   DeviceArray<int64_t> n_counted_;
   double aux_ = 0;
-  int64_t B_ = 0, Tn_ = 0, past_ = 0, counted_ = 0;
+  int64_t counted_ = 0;
   uint64_t dropout_step_ = 0;
   bool has_targets_ = false, backward_ready_ = false;
 
