@@ -1,14 +1,16 @@
 // The CUDA backend on a GPU: training-step throughput of the paper's model (6 layers, 6 heads, 384 wide, T=256,
 // B=12, vocab 65, dropout 0.2, AdamW) through the public ABI with device = MOAS_DEVICE_CUDA, for every attention
-// kind the CUDA model runs; and the attention kernels alone (causal, fp32, forward + backward) at T = 1k .. 16k and
-// head_dim 64 / 128 in TFLOP/s. tools/compare_pytorch.py --device cuda runs the same model in PyTorch on the same
-// GPU, and tools/bench_attention_cuda.py puts the kernels beside PyTorch's scaled_dot_product_attention (cuDNN /
-// flash) at the same shapes. Where no device is usable every benchmark reports why and is skipped.
+// kind the CUDA model runs, with fp32, TF32 and BF16 matrix products (matmul_precision); decoding tokens/s of the same model through its KV cache, 1 and 8 sequences; and the
+// attention kernels alone (causal, fp32, forward + backward) at T = 1k .. 16k and head_dim 64 / 128 in TFLOP/s.
+// tools/compare_pytorch.py --device cuda runs the same model in PyTorch on the same GPU, and
+// tools/bench_attention_cuda.py puts the kernels beside PyTorch's scaled_dot_product_attention (default backend,
+// cuDNN and flash forced) at the same shapes. Where no device is usable every benchmark reports why and is skipped.
 //
-//   build/bench/bench_cuda [--benchmark_filter=TrainStep]
+//   build/bench/bench_cuda [--benchmark_filter=TrainStep|Decode|Attention]
 #include <benchmark/benchmark.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -34,14 +36,14 @@ const Variant kVariants[] = {
     {"MoH 2+2/4", MOAS_ATTENTION_MOH, 6, 0, MOAS_HEADS_MIXTURE, 2, 2, 0},
     {"Pruning 4", MOAS_ATTENTION_MOH, 6, 0, MOAS_HEADS_STATIC_PRUNING, 0, 0, 4},
 };
+const int kVariantCount = (int)(sizeof kVariants / sizeof kVariants[0]);
 
-void BM_TrainStep(benchmark::State &state) {
-  const Variant &v = kVariants[state.range(0)];
-  const int32_t B = 12, T = 256;
+moas_model_config paper_config_on_gpu(const Variant &v, int32_t matmul_precision = MOAS_MATMUL_FP32) {
   moas_model_config cfg;
   cfg.struct_size = sizeof cfg;
   moas_model_config_default(&cfg);
   cfg.device = MOAS_DEVICE_CUDA;
+  cfg.matmul_precision = matmul_precision;
   cfg.attention = v.attention;
   cfg.n_kv_head = v.attention == MOAS_ATTENTION_SCHEME ? v.kv_heads : cfg.n_head;
   if (v.attention == MOAS_ATTENTION_MOAS) cfg.moas_mode = v.moas_mode;
@@ -49,7 +51,16 @@ void BM_TrainStep(benchmark::State &state) {
   cfg.head_selection.num_shared_heads = v.shared;
   cfg.head_selection.num_active_routed_heads = v.routed_active;
   cfg.head_selection.num_active_heads = v.active;
-  state.SetLabel(v.name);
+  return cfg;
+}
+
+void BM_TrainStep(benchmark::State &state) {
+  const Variant &v = kVariants[state.range(0)];
+  const int32_t B = 12, T = 256, precision = (int32_t)state.range(1);
+  const moas_model_config cfg = paper_config_on_gpu(v, precision);
+  state.SetLabel(std::string(v.name) + (precision == MOAS_MATMUL_TF32   ? ", TF32"
+                                        : precision == MOAS_MATMUL_BF16 ? ", BF16"
+                                                                         : ""));
   moas_model *model = nullptr;
   if (moas_model_create(&cfg, &model) != MOAS_OK) {
     state.SkipWithError(moas_last_error());
@@ -75,6 +86,62 @@ void BM_TrainStep(benchmark::State &state) {
   moas_model_destroy(model);
   state.counters["tok/s"] =
       benchmark::Counter((double)(B * T) * (double)state.iterations(), benchmark::Counter::kIsRate);
+}
+
+// Every sequence starts over with the prompt [batch, prompt_len]; the last position's logits land in `logits`.
+bool prefill_prompt(moas_model *model, moas_kv_cache *cache, const std::vector<int32_t> &prompt, int32_t prompt_len,
+                    std::vector<float> &logits) {
+  return moas_kv_cache_reset(cache) == MOAS_OK &&
+         moas_prefill(model, cache, prompt.data(), prompt_len, logits.data(), logits.size()) == MOAS_OK;
+}
+
+// Greedy rather than sampled, since sampling is not what is measured; but each token still comes from the previous
+// step's logits, so every step waits for the one before it, as in a real decoder.
+bool decode_greedy(moas_model *model, moas_kv_cache *cache, int32_t steps, int32_t vocab, std::vector<float> &logits,
+                   std::vector<int32_t> &next) {
+  for (int32_t s = 0; s < steps; s++) {
+    for (size_t b = 0; b < next.size(); b++) {
+      const float *row = logits.data() + b * (size_t)vocab;
+      next[b] = (int32_t)(std::max_element(row, row + vocab) - row);
+    }
+    if (moas_decode_step(model, cache, next.data(), logits.data(), logits.size()) != MOAS_OK) return false;
+  }
+  return true;
+}
+
+// KV-cache decoding of the paper's model: each iteration prefills a 64-token prompt per sequence (not timed, it is
+// not decoding) and then decodes one token per step up to the full context, so every iteration covers the same
+// cache lengths. tok/s counts the decoded tokens of all sequences.
+void BM_Decode(benchmark::State &state) {
+  const Variant &v = kVariants[state.range(0)];
+  const int32_t batch = (int32_t)state.range(1), prompt_len = 64;
+  const moas_model_config cfg = paper_config_on_gpu(v);
+  const int32_t steps = cfg.block_size - prompt_len;
+  state.SetLabel(v.name);
+  moas_model *model = nullptr;
+  moas_kv_cache *cache = nullptr;
+  if (moas_model_create(&cfg, &model) != MOAS_OK ||
+      moas_kv_cache_create(model, batch, cfg.block_size, &cache) != MOAS_OK) {
+    state.SkipWithError(moas_last_error());
+    moas_model_destroy(model);
+    return;
+  }
+  std::vector<int32_t> prompt((size_t)(batch * prompt_len)), next((size_t)batch);
+  for (size_t i = 0; i < prompt.size(); i++) prompt[i] = (int32_t)((i * 7919) % (size_t)cfg.vocab_size);
+  std::vector<float> logits((size_t)(batch * cfg.vocab_size));
+  for (auto _ : state) {
+    state.PauseTiming();
+    const bool prefilled = prefill_prompt(model, cache, prompt, prompt_len, logits);
+    state.ResumeTiming();
+    if (!prefilled || !decode_greedy(model, cache, steps, cfg.vocab_size, logits, next)) {
+      state.SkipWithError(moas_last_error());
+      break;
+    }
+  }
+  moas_kv_cache_destroy(cache);
+  moas_model_destroy(model);
+  state.counters["tok/s"] =
+      benchmark::Counter((double)(batch * steps) * (double)state.iterations(), benchmark::Counter::kIsRate);
 }
 
 // Dense causal attention, B sequences of T positions, H = 8 heads of d (MHA), fp32: forward and backward through the
@@ -131,8 +198,12 @@ void BM_Attention(benchmark::State &state) {
 
 }  // namespace
 
-BENCHMARK(BM_TrainStep)->DenseRange(0, (int)(sizeof kVariants / sizeof kVariants[0]) - 1)
-    ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(3.0);
+BENCHMARK(BM_TrainStep)
+    ->ArgsProduct({benchmark::CreateDenseRange(0, kVariantCount - 1, 1),
+                   {MOAS_MATMUL_FP32, MOAS_MATMUL_TF32, MOAS_MATMUL_BF16}})
+    ->ArgNames({"variant", "matmul"})->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(3.0);
+BENCHMARK(BM_Decode)->ArgsProduct({benchmark::CreateDenseRange(0, kVariantCount - 1, 1), {1, 8}})
+    ->ArgNames({"variant", "batch"})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Attention)->ArgsProduct({{1024, 2048, 4096, 8192, 16384}, {64, 128}})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 

@@ -1,4 +1,4 @@
-// The one symbol libmoas_cuda.so exports: moas_cuda_backend_v5 hands libmoas (src/cuda_loader.cpp) the function
+// The one symbol libmoas_cuda.so exports: moas_cuda_backend_v6 hands libmoas (src/cuda_loader.cpp) the function
 // table of src/cuda_backend.h. Also the device probe and the per-thread error message behind every entry.
 #include <cstdio>
 #include <string>
@@ -52,7 +52,7 @@ const char *last_error() { return error_message.c_str(); }
 }  // namespace cuda
 }  // namespace moas
 
-extern "C" __attribute__((visibility("default"))) const moas_cuda_backend *moas_cuda_backend_v5(void) {
+extern "C" __attribute__((visibility("default"))) const moas_cuda_backend *moas_cuda_backend_v6(void) {
   using namespace moas::cuda;
   // Filled by name: the order of the entries is the header's business.
   static const moas_cuda_backend table = [] {
@@ -68,6 +68,7 @@ extern "C" __attribute__((visibility("default"))) const moas_cuda_backend *moas_
     t.copy_rows = copy_rows;
     t.synchronize = synchronize_stream;
     t.gemm = gemm;
+    t.set_matmul_precision = set_matmul_precision;
     t.add = add;
     t.fill_rows = fill_rows;
     t.column_sum_accumulate = column_sum_accumulate;

@@ -1,7 +1,9 @@
 // Row-major GEMM through cuBLAS, which is column-major: a row-major matrix read column-major is its transpose, so
 // row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, cublasSgemm with the operands swapped (B first)
 // and the sizes (N, M, K). Each thread has its own cuBLAS handle per device: a handle belongs to the device current
-// when it was made, and the stream every call sets on it would race between threads sharing it.
+// when it was made, and the stream every call sets on it would race between threads sharing it. The precision is
+// per thread too: full fp32 through cublasSgemm, or cublasGemmEx with fp32 matrices and a compute type that lets
+// tensor cores round the inputs (TF32, or bfloat16/TF32) and accumulate in fp32 — fp32 weights, no copies.
 #include <cublas_v2.h>
 
 #include <climits>
@@ -11,6 +13,7 @@
 #include "check.cuh"
 #include "elementwise.cuh"
 #include "gemm.cuh"
+#include "moas.h"
 
 namespace moas {
 namespace cuda {
@@ -49,11 +52,25 @@ class ThreadHandles {
 };
 
 thread_local ThreadHandles handles;
+thread_local int32_t precision = MOAS_MATMUL_FP32;
 
 int32_t check_leading(const char *name, int64_t ld, int64_t least) {
   if (ld >= (least > 1 ? least : 1)) return kOk;
   return fail(std::string("gemm: ") + name + " is " + std::to_string(ld) + ", below its row length " +
               std::to_string(least));
+}
+
+// Row-major C = op(A) op(B) as the column-major C^T = op(B)^T op(A)^T, in the thread's precision.
+cublasStatus_t column_major_product(cublasHandle_t h, int32_t trans_a, int32_t trans_b, int64_t M, int64_t N, int64_t K,
+                                    float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                                    float *C, int64_t ldc) {
+  const cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  if (precision == MOAS_MATMUL_FP32)
+    return cublasSgemm(h, op_b, op_a, (int)N, (int)M, (int)K, &alpha, B, (int)ldb, A, (int)lda, &beta, C, (int)ldc);
+  const cublasComputeType_t compute =
+      precision == MOAS_MATMUL_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F_FAST_16BF;
+  return cublasGemmEx(h, op_b, op_a, (int)N, (int)M, (int)K, &alpha, B, CUDA_R_32F, (int)ldb, A, CUDA_R_32F, (int)lda,
+                      &beta, C, CUDA_R_32F, (int)ldc, compute, CUBLAS_GEMM_DEFAULT);
 }
 
 }  // namespace
@@ -78,9 +95,15 @@ int32_t gemm(int32_t trans_a, int32_t trans_b, int64_t M, int64_t N, int64_t K, 
   if (!h) return kFailed;
   cublasStatus_t s = cublasSetStream(h, (cudaStream_t)stream);
   if (s == CUBLAS_STATUS_SUCCESS)
-    s = cublasSgemm(h, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, (int)N, (int)M, (int)K,
-                    &alpha, B, (int)ldb, A, (int)lda, &beta, C, (int)ldc);
+    s = column_major_product(h, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   return s == CUBLAS_STATUS_SUCCESS ? kOk : fail(std::string("gemm: cuBLAS: ") + cublasGetStatusString(s));
+}
+
+int32_t set_matmul_precision(int32_t p) {
+  if (p != MOAS_MATMUL_FP32 && p != MOAS_MATMUL_TF32 && p != MOAS_MATMUL_BF16)
+    return fail("set_matmul_precision: " + std::to_string(p) + " is not a MOAS_MATMUL_* value");
+  precision = p;
+  return kOk;
 }
 
 }  // namespace cuda

@@ -188,10 +188,21 @@ typedef struct moas_head_selection {
  * and moas_logits copy between host and device. Without the library, a driver or a device: MOAS_ERR_DEVICE_UNAVAILABLE
  * with the reason. In this version the CUDA model runs every attention kind (one scheme, MoAS, MoH; aux loss and
  * router statistics as on the CPU) with any position encoding and windows, and decodes with a KV cache in device
- * memory; the layer API on CUDA gives MOAS_ERR_INVALID_CONFIG. */
+ * memory; the layer API runs on CUDA too (moas_layer_config.device). */
 enum {
   MOAS_DEVICE_CPU = 0,
   MOAS_DEVICE_CUDA = 1
+};
+
+/* moas_model_config.matmul_precision and moas_layer_config.matmul_precision: how a CUDA device computes the matrix
+ * products (projections, MLP, LM head, router); the weights, gradients and optimiser state stay fp32 and every sum
+ * accumulates in fp32. The attention kernels and the CPU backend always compute in fp32, so one config serves both
+ * devices. */
+enum {
+  MOAS_MATMUL_FP32 = 0, /* full fp32 (default): the CPU backend's results to 1e-4 (SPEC §6.7) */
+  MOAS_MATMUL_TF32 = 1, /* tensor cores with the inputs rounded to TF32 (10-bit mantissas) */
+  MOAS_MATMUL_BF16 = 2  /* tensor cores with the inputs rounded to bfloat16 (7-bit mantissas) or TF32, as cuBLAS
+                           chooses per product: fastest, least exact */
 };
 
 typedef struct moas_model_config {
@@ -230,6 +241,9 @@ typedef struct moas_model_config {
                            MOAS_POSITION_COPE. Checkpoint name attn.cope.weight [n_head, P, head_dim]; a MoAS
                            branch has its own, attn.{branch}.cope.weight */
   int32_t window_size;  /* sliding window w: query i attends to keys i-w .. i; 0 = full causal (default 0) */
+  /* Appended in libmoas 0.5.0. */
+  int32_t matmul_precision; /* MOAS_MATMUL_* (default MOAS_MATMUL_FP32); a run-time choice, not saved in checkpoints */
+  int32_t reserved2;        /* keep 0 */
 } moas_model_config;
 
 /* Fills every field within cfg->struct_size with the defaults above (the paper's model).
@@ -342,8 +356,9 @@ MOAS_API moas_status moas_model_save(const moas_model *model, const char *path, 
  * the model is unchanged. */
 MOAS_API moas_status moas_model_load(moas_model *model, const char *path);
 
-/* Creates a model from the config stored in a checkpoint and loads its weights. device, n_threads and seed
- * come from `overrides` when it is non-NULL (its other fields are ignored). */
+/* Creates a model from the config stored in a checkpoint and loads its weights. device, device_index, n_threads,
+ * seed and (when its struct_size reaches it) matmul_precision come from `overrides` when it is non-NULL (its other
+ * fields are ignored). */
 MOAS_API moas_status moas_model_create_from_file(const char *path, const moas_model_config *overrides,
                                                  moas_model **out);
 
@@ -466,6 +481,9 @@ typedef struct moas_layer_config {
   uint64_t seed;         /* initialisation and dropout seed (default 1337) */
   int32_t device;        /* MOAS_DEVICE_* (default CPU) */
   int32_t device_index;
+  /* Appended in libmoas 0.5.0. */
+  int32_t matmul_precision; /* MOAS_MATMUL_* (default MOAS_MATMUL_FP32) */
+  int32_t reserved0;        /* keep 0 */
 } moas_layer_config;
 
 /* Fills every field within cfg->struct_size with the defaults above (RustGPT's attention shape). Thread-safe. */

@@ -388,6 +388,8 @@ moas_status moas_model_create_from_file(const char *path, const moas_model_confi
       merged.device_index = overrides->device_index;
       merged.n_threads = overrides->n_threads;
       merged.seed = overrides->seed;
+      if (overrides->struct_size >= offsetof(moas_model_config, reserved2))
+        merged.matmul_precision = overrides->matmul_precision;
       config = moas::validate(merged);
     }
     moas::ThreadScope threads(config.n_threads);
@@ -509,22 +511,16 @@ moas_status moas_prefill(moas_model *model, moas_kv_cache *cache, const int32_t 
                     "last_logits_len is " + std::to_string(last_logits_len) + " but batch * vocab_size = " +
                         std::to_string((size_t)batch * V));
     moas::ThreadScope threads(c.n_threads);
-    std::vector<float> device_logits;
-    const float *logits = nullptr;
     if (model->device) {
       model->on_device()->forward(tokens, nullptr, batch, seq_len, false, cache->device.get());
-      if (last_logits) {
-        device_logits.resize((size_t)batch * seq_len * V);
-        model->on_device()->logits(device_logits.data());
-        logits = device_logits.data();
-      }
+      if (last_logits) model->on_device()->last_logits(last_logits);
     } else {
       m.forward(tokens, nullptr, batch, seq_len, false, &cache->host);
-      logits = m.logits().data();
+      if (last_logits)
+        for (int32_t b = 0; b < batch; b++)
+          std::memcpy(last_logits + b * V, m.logits().data() + ((size_t)b * seq_len + seq_len - 1) * V,
+                      V * sizeof(float));
     }
-    if (last_logits)
-      for (int32_t b = 0; b < batch; b++)
-        std::memcpy(last_logits + b * V, logits + ((size_t)b * seq_len + seq_len - 1) * V, V * sizeof(float));
   });
 }
 

@@ -84,7 +84,7 @@ moas_status moas_layer_create(const moas_layer_config *cfg, moas_layer **out) {
     require_arg(cfg, "cfg");
     require_arg(out, "out");
     *out = nullptr;
-    require_struct(cfg->struct_size, sizeof(moas_layer_config), "moas_layer_config");
+    require_struct(cfg->struct_size, moas::kLayerConfigV1Size, "moas_layer_config");
     const moas::ModelConfig config = moas::validate_layer(*cfg);
     moas::ThreadScope threads(config.n_threads);
     *out = new moas_layer(config, cfg->residual == 1);

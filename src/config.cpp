@@ -52,6 +52,7 @@ moas_model_config defaults() {
   c.head_selection.gate_variant = MOAS_MOH_GATES_REFERENCE;
   c.cope_max_pos = 64;
   c.window_size = 0;
+  c.matmul_precision = MOAS_MATMUL_FP32;
   return c;
 }
 
@@ -207,7 +208,11 @@ ModelConfig validate(const moas_model_config &caller) {
   check(in.device == MOAS_DEVICE_CPU || in.device == MOAS_DEVICE_CUDA,
         "device is " + std::to_string(in.device) + ": use MOAS_DEVICE_CPU or MOAS_DEVICE_CUDA");
   if (in.device == MOAS_DEVICE_CUDA) require_cuda_device(in.device_index);  // says why it cannot run
-  check(in.reserved0 == 0 && in.reserved1 == 0, "reserved0 and reserved1 must be 0");
+  check(in.matmul_precision == MOAS_MATMUL_FP32 || in.matmul_precision == MOAS_MATMUL_TF32 ||
+            in.matmul_precision == MOAS_MATMUL_BF16,
+        "matmul_precision is " + std::to_string(in.matmul_precision) +
+            ": use MOAS_MATMUL_FP32, MOAS_MATMUL_TF32 or MOAS_MATMUL_BF16");
+  check(in.reserved0 == 0 && in.reserved1 == 0 && in.reserved2 == 0, "reserved0, reserved1 and reserved2 must be 0");
 
   ModelConfig c;
   c.vocab_size = in.vocab_size;
@@ -231,6 +236,7 @@ ModelConfig validate(const moas_model_config &caller) {
   c.n_threads = in.n_threads;
   c.device = in.device;
   c.device_index = in.device_index;
+  c.matmul_precision = in.matmul_precision;
   c.attention = (AttentionKind)in.attention;
   if (c.attention == AttentionKind::Moas) c.moas = validate_moas(in);
   if (c.attention == AttentionKind::Moh) c.heads = validate_heads(in);
@@ -269,6 +275,7 @@ void to_c(const ModelConfig &c, moas_model_config *out) {
   full.n_threads = c.n_threads;
   full.device = c.device;
   full.device_index = c.device_index;
+  full.matmul_precision = c.matmul_precision;
   full.attention = (int32_t)c.attention;
   if (c.attention == AttentionKind::Moas) {
     full.moas_mode = (int32_t)c.moas.mode;

@@ -58,6 +58,7 @@ struct ModelConfig {
   int n_threads = 0;
   int device = MOAS_DEVICE_CPU;
   int device_index = 0;
+  int matmul_precision = MOAS_MATMUL_FP32;  // MOAS_MATMUL_*: how a CUDA device runs the matrix products
   AttentionKind attention = AttentionKind::Scheme;
   MoasSettings moas;
   HeadSelection heads;

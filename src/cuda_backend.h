@@ -17,8 +17,8 @@
 extern "C" {
 #endif
 
-#define MOAS_CUDA_BACKEND_VERSION 5
-#define MOAS_CUDA_BACKEND_SYMBOL "moas_cuda_backend_v5"
+#define MOAS_CUDA_BACKEND_VERSION 6
+#define MOAS_CUDA_BACKEND_SYMBOL "moas_cuda_backend_v6"
 
 /* As moas::AttentionDims (src/attention.hpp). */
 typedef struct moas_cuda_attention_dims {
@@ -120,9 +120,13 @@ typedef struct moas_cuda_backend {
 
   /* gemm.hpp's moas::gemm on device matrices: row-major C [M, N] = alpha op(A) op(B) + beta C (trans_a / trans_b:
    * 1 = transposed), leading dimensions in elements; M, N or K of 0 as there (K = 0 gives C = beta C). Through cuBLAS
-   * in full fp32 (no TF32), so results stay within the CPU backend's tolerance. */
+   * in the calling thread's matmul precision: MOAS_MATMUL_FP32 (moas.h; the default) keeps every product in fp32,
+   * within the CPU backend's tolerance; TF32 / BF16 let tensor cores round the inputs, accumulating in fp32. */
   int32_t (*gemm)(int32_t trans_a, int32_t trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                   int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc, void *stream);
+  /* Sets the calling thread's matmul precision (a MOAS_MATMUL_* value) for its later gemm calls; per thread, as the
+   * current device is, so a model sets it with its device at every entry. */
+  int32_t (*set_matmul_precision)(int32_t precision);
 
   /* The model's elementwise steps. add: out[i] = a[i] + b[i] for i < n (out may alias a or b). fill_rows: out[r *
    * stride + c] = values[c] for r < N, c < width (a linear layer's bias before its product adds onto it).

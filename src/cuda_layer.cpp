@@ -8,7 +8,7 @@ CudaLayer::CudaLayer(const moas_cuda_backend &t, int32_t device_index, Attention
       mirror_(mirror),
       config_(mirror.config()),
       // The device is chosen before anything is allocated.
-      block_((device_check(t, t.set_device(device_index), "set_device"),
+      block_((bind_device(t, device_index, config_.matmul_precision),
               make_cuda_attention(t, config_, mirror.params, "attn."))),
       params_(t, mirror.params, mirror.optimizer),
       positions_(t, config_) {}

@@ -18,8 +18,8 @@ class CudaLayer {
  public:
   CudaLayer(const moas_cuda_backend &t, int32_t device_index, AttentionLayer<float> &mirror);
 
-  // Makes this layer's device the calling thread's current one (see CudaModel::use_device).
-  void use_device() const { device_check(t_, t_.set_device(device_index_), "set_device"); }
+  // Makes this layer's device and matmul precision the calling thread's (bind_device).
+  void use_device() const { bind_device(t_, device_index_, config_.matmul_precision); }
 
   // AttentionLayer's forward and backward, on host buffers.
   void forward(const float *x, float *y, int64_t B, int64_t Tn, bool training);

@@ -16,7 +16,7 @@ CudaModel::CudaModel(const moas_cuda_backend &table, int32_t device_index, Model
       mirror_(mirror),
       config_(mirror.config()),
       // The device is chosen before the first allocation.
-      params_((device_check(table, table.set_device(device_index), "set_device"), table), mirror.params,
+      params_((bind_device(table, device_index, config_.matmul_precision), table), mirror.params,
               mirror.optimizer),
       positions_(table, config_) {
   find_parameters();
@@ -246,6 +246,14 @@ void CudaModel::adamw_step(const AdamWSettings &settings, double grad_norm) {
 
 void CudaModel::logits(float *out) const {
   logits_.download(out, positions_.batch() * positions_.seq() * config_.vocab_size);
+}
+
+void CudaModel::last_logits(float *out) {
+  const int64_t B = positions_.batch(), Tn = positions_.seq(), V = config_.vocab_size;
+  last_logits_.reserve(t_, B * V);
+  device_check(t_, t_.copy_rows(last_logits_.get(), V, logits_.get() + (Tn - 1) * V, Tn * V, V, B, nullptr),
+               "copy_rows");
+  last_logits_.download(out, B * V);
 }
 
 }  // namespace moas

@@ -37,9 +37,9 @@ class CudaModel {
   // Uploads the mirror's parameters to device `device_index` of the table.
   CudaModel(const moas_cuda_backend &table, int32_t device_index, Model<float> &mirror);
 
-  // Makes this model's device the calling thread's current one: CUDA's current device is per thread, and a model
-  // may be called from any thread. The C ABI does this at every entry.
-  void use_device() const { device_check(t_, t_.set_device(device_index_), "set_device"); }
+  // Makes this model's device and matmul precision the calling thread's (bind_device). The C ABI does this at every
+  // entry.
+  void use_device() const { bind_device(t_, device_index_, config_.matmul_precision); }
 
   // Model<float>::forward's contract; advances the mirror's dropout step after a training forward. With a cache
   // (eval), the tokens continue its sequences at position cache->length and their keys and values join it.
@@ -59,6 +59,9 @@ class CudaModel {
 
   // The last forward's logits [B * Tn, V] into out.
   void logits(float *out) const;
+  // The last position's logits of each sequence of the last forward, [B, V] into out: what decoding samples from,
+  // gathered on the device so that only these rows are downloaded.
+  void last_logits(float *out);
   // The unweighted load-balance loss of the last training forward, mean over the routed layers.
   double aux_loss() const { return aux_; }
   // Layer `layer`'s router statistics of the last forward (Model::router_stats); false without a router.
@@ -104,7 +107,7 @@ class CudaModel {
   // The last forward.
   std::vector<LayerActivations> acts_;  // every layer when training, layer 0's reused in eval
   std::vector<DeviceArray<float>> residual_;
-  DeviceArray<float> lnf_, lnf_mean_, lnf_rstd_, logits_, ce_lse_, scratch_c_;
+  DeviceArray<float> lnf_, lnf_mean_, lnf_rstd_, logits_, ce_lse_, scratch_c_, last_logits_;
   DeviceArray<int32_t> tokens_, targets_;
   DeviceArray<double> loss_;
   DeviceArray<int64_t> n_counted_;

@@ -18,6 +18,13 @@ inline void device_check(const moas_cuda_backend &table, int32_t status, const c
   if (status != 0) fail(MOAS_ERR_INTERNAL, std::string("CUDA backend: ") + what + ": " + table.last_error());
 }
 
+// Makes device `index` and matmul `precision` (MOAS_MATMUL_*) the calling thread's: both are per-thread state of
+// CUDA and the backend, and a model or layer may be called from any thread, so its every entry binds them.
+inline void bind_device(const moas_cuda_backend &table, int32_t index, int32_t precision) {
+  device_check(table, table.set_device(index), "set_device");
+  device_check(table, table.set_matmul_precision(precision), "set_matmul_precision");
+}
+
 template <typename T>
 class DeviceArray {
  public:

@@ -1,5 +1,6 @@
 #include "layer_config.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 
@@ -7,7 +8,9 @@
 
 namespace moas {
 
-void fill_layer_default(moas_layer_config *cfg) {
+namespace {
+
+moas_layer_config layer_defaults() {
   moas_layer_config d;
   std::memset(&d, 0, sizeof d);
   d.abi_version = MOAS_ABI_VERSION;
@@ -34,17 +37,33 @@ void fill_layer_default(moas_layer_config *cfg) {
   d.n_threads = 0;
   d.seed = 1337;
   d.device = MOAS_DEVICE_CPU;
+  d.matmul_precision = MOAS_MATMUL_FP32;
+  return d;
+}
+
+}  // namespace
+
+void fill_layer_default(moas_layer_config *cfg) {
+  const moas_layer_config d = layer_defaults();
   const uint32_t caller_size = cfg->struct_size;
   std::memcpy(cfg, &d, caller_size < sizeof d ? caller_size : sizeof d);
   cfg->struct_size = caller_size;
 }
 
-ModelConfig validate_layer(const moas_layer_config &in) {
+ModelConfig validate_layer(const moas_layer_config &caller) {
+  require(caller.struct_size >= kLayerConfigV1Size, MOAS_ERR_ABI_MISMATCH,
+          "moas_layer_config.struct_size is " + std::to_string(caller.struct_size) + ", expected at least " +
+              std::to_string(kLayerConfigV1Size) + ": set struct_size = sizeof(moas_layer_config) and call "
+              "moas_layer_config_default first");
+  // Never read past the caller's struct: an older caller's missing fields keep their defaults.
+  moas_layer_config in = layer_defaults();
+  std::memcpy(&in, &caller, std::min<size_t>(caller.struct_size, sizeof in));
   require(in.abi_version == MOAS_ABI_VERSION, MOAS_ERR_ABI_MISMATCH,
           "moas_layer_config.abi_version is " + std::to_string(in.abi_version) + " but this library has ABI " +
               std::to_string(MOAS_ABI_VERSION) + ": fill the struct with moas_layer_config_default");
   require(in.max_seq_len >= 1 && in.max_seq_len <= (1 << 20), MOAS_ERR_INVALID_CONFIG,
           "max_seq_len is " + std::to_string(in.max_seq_len) + ": it must be in [1, 2^20]");
+  require(in.reserved0 == 0, MOAS_ERR_INVALID_CONFIG, "reserved0 must be 0");
   require(in.residual == 0 || in.residual == 1, MOAS_ERR_INVALID_CONFIG,
           "residual is " + std::to_string(in.residual) + ": use 1 (y = x + Attn(x)) or 0 (y = Attn(x))");
   moas_model_config m;
@@ -67,6 +86,7 @@ ModelConfig validate_layer(const moas_layer_config &in) {
   m.n_threads = in.n_threads;
   m.device = in.device;
   m.device_index = in.device_index;
+  m.matmul_precision = in.matmul_precision;
   m.moas_mode = in.moas_mode;
   m.moas_n_branches = in.moas_n_branches;
   std::memcpy(m.moas_branch_kv_heads, in.moas_branch_kv_heads, sizeof m.moas_branch_kv_heads);

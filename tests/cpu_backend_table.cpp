@@ -99,10 +99,35 @@ int32_t copy_rows(float *dst, int64_t dst_stride, const float *src, int64_t src_
 }
 int32_t synchronize(void *) { return 0; }
 
+thread_local int32_t matmul_precision = MOAS_MATMUL_FP32;
+
+// A tensor core's view of a row-major fp32 matrix [rows, cols] of stride ld: each element rounded to `kept` mantissa
+// bits (the gaps between rows too, which the product never reads).
+std::vector<float> rounded(const float *m, int64_t rows, int64_t cols, int64_t ld, int kept) {
+  std::vector<float> out(m, m + (rows - 1) * ld + cols);
+  for (float &x : out) x = moas_test::round_mantissa(x, kept);
+  return out;
+}
+
+// TF32 and BF16 as the GPU's tensor cores compute them, for the tests of those modes: the inputs rounded (to
+// bfloat16 for BF16, the coarser of cuBLAS's two choices there), the products and sums in fp32.
 int32_t gemm_entry(int32_t ta, int32_t tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                    const float *B, int64_t ldb, float beta, float *C, int64_t ldc, void *) {
   return guarded([&] {
-    gemm(ta ? Trans::Yes : Trans::No, tb ? Trans::Yes : Trans::No, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    const Trans trans_a = ta ? Trans::Yes : Trans::No, trans_b = tb ? Trans::Yes : Trans::No;
+    if (matmul_precision == MOAS_MATMUL_FP32 || M == 0 || N == 0 || K == 0)
+      return gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    const int kept = matmul_precision == MOAS_MATMUL_TF32 ? 10 : 7;
+    const std::vector<float> a = rounded(A, ta ? K : M, ta ? M : K, lda, kept);
+    const std::vector<float> b = rounded(B, tb ? N : K, tb ? K : N, ldb, kept);
+    gemm(trans_a, trans_b, M, N, K, alpha, a.data(), lda, b.data(), ldb, beta, C, ldc);
+  });
+}
+int32_t set_matmul_precision(int32_t precision) {
+  return guarded([&] {
+    require(precision >= MOAS_MATMUL_FP32 && precision <= MOAS_MATMUL_BF16, MOAS_ERR_INTERNAL,
+            "set_matmul_precision: not a MOAS_MATMUL_* value");
+    matmul_precision = precision;
   });
 }
 
@@ -328,6 +353,7 @@ moas_cuda_backend make_table() {
   t.copy_rows = copy_rows;
   t.synchronize = synchronize;
   t.gemm = gemm_entry;
+  t.set_matmul_precision = set_matmul_precision;
   t.add = add;
   t.fill_rows = fill_rows;
   t.column_sum_accumulate = column_sums;
@@ -376,8 +402,8 @@ const moas_cuda_backend *cpu_backend_table() {
 }  // namespace moas_test
 
 #ifdef MOAS_CPU_TABLE_EXPORT
-static_assert(MOAS_CUDA_BACKEND_VERSION == 5, "export the table under the new version's symbol");
-extern "C" __attribute__((visibility("default"))) const moas_cuda_backend *moas_cuda_backend_v5(void) {
+static_assert(MOAS_CUDA_BACKEND_VERSION == 6, "export the table under the new version's symbol");
+extern "C" __attribute__((visibility("default"))) const moas_cuda_backend *moas_cuda_backend_v6(void) {
   return moas_test::cpu_backend_table();
 }
 #endif

@@ -8,9 +8,26 @@
 // C API tests load through MOAS_CUDA_LIBRARY to drive device = CUDA end to end.
 #pragma once
 
+#include <cstdint>
+#include <cstring>
+
 #include "cuda_backend.h"
 
 namespace moas_test {
+
+// x rounded to nearest (ties to even) with `kept` of its 23 mantissa bits: TF32 keeps 10, bfloat16 7. Infinities and
+// NaNs pass unchanged; a carry out of the mantissa rounds up into the exponent, as it should.
+inline float round_mantissa(float x, int kept) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  if ((u & 0x7f800000u) == 0x7f800000u) return x;
+  const int dropped = 23 - kept;
+  const uint32_t lowest_kept = (u >> dropped) & 1u;
+  u += (1u << (dropped - 1)) - 1u + lowest_kept;
+  u &= ~((1u << dropped) - 1u);
+  std::memcpy(&x, &u, sizeof x);
+  return x;
+}
 
 const moas_cuda_backend *cpu_backend_table();
 

@@ -5,7 +5,7 @@
 
 #include "moas.h"
 
-_Static_assert(sizeof(moas_model_config) == 160, "moas_model_config layout changed");
+_Static_assert(sizeof(moas_model_config) == 168, "moas_model_config layout changed");
 _Static_assert(offsetof(moas_model_config, vocab_size) == 8, "moas_model_config layout changed");
 _Static_assert(offsetof(moas_model_config, dropout) == 56, "moas_model_config layout changed");
 _Static_assert(offsetof(moas_model_config, seed) == 72, "moas_model_config layout changed");
@@ -19,13 +19,19 @@ _Static_assert(offsetof(moas_model_config, reserved1) == 148, "moas_model_config
 /* appended in 0.3.0 */
 _Static_assert(offsetof(moas_model_config, cope_max_pos) == 152, "moas_model_config layout changed");
 _Static_assert(offsetof(moas_model_config, window_size) == 156, "moas_model_config layout changed");
-_Static_assert(sizeof(moas_layer_config) == 128, "moas_layer_config layout changed");
+/* appended in 0.5.0 */
+_Static_assert(offsetof(moas_model_config, matmul_precision) == 160, "moas_model_config layout changed");
+_Static_assert(offsetof(moas_model_config, reserved2) == 164, "moas_model_config layout changed");
+_Static_assert(sizeof(moas_layer_config) == 136, "moas_layer_config layout changed");
 _Static_assert(offsetof(moas_layer_config, n_embd) == 8, "moas_layer_config layout changed");
 _Static_assert(offsetof(moas_layer_config, dropout) == 52, "moas_layer_config layout changed");
 _Static_assert(offsetof(moas_layer_config, moas_branch_kv_heads) == 64, "moas_layer_config layout changed");
 _Static_assert(offsetof(moas_layer_config, head_selection) == 84, "moas_layer_config layout changed");
 _Static_assert(offsetof(moas_layer_config, seed) == 112, "moas_layer_config layout changed");
 _Static_assert(offsetof(moas_layer_config, device_index) == 124, "moas_layer_config layout changed");
+/* appended in 0.5.0 */
+_Static_assert(offsetof(moas_layer_config, matmul_precision) == 128, "moas_layer_config layout changed");
+_Static_assert(offsetof(moas_layer_config, reserved0) == 132, "moas_layer_config layout changed");
 _Static_assert(sizeof(moas_head_selection) == 24, "moas_head_selection layout changed");
 _Static_assert(offsetof(moas_head_selection, load_balance_weight) == 16, "moas_head_selection layout changed");
 _Static_assert(sizeof(moas_adamw_config) == 28, "moas_adamw_config layout changed");

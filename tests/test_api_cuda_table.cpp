@@ -304,3 +304,40 @@ TEST_CASE("CUDA device (CPU table): no router statistics for one scheme, and no 
   REQUIRE(moas_layer_create(&lc, &layer) == MOAS_ERR_DEVICE_UNAVAILABLE);
   REQUIRE(layer == nullptr);
 }
+
+TEST_CASE("CUDA device (CPU table): matmul_precision reaches the device's products, per model, through every entry",
+          "[api][cuda][precision]") {
+  moas_model_config c = cuda_config();
+  c.dropout = 0.0f;
+  moas_model_config tf32 = c;
+  tf32.matmul_precision = MOAS_MATMUL_TF32;
+  api_test::ModelPtr fp32_model = api_test::make_model(c), tf32_model = api_test::make_model(tf32),
+                     cpu = api_test::make_model(cpu_twin(tf32));  // the CPU ignores the setting
+  const int B = 2, Tn = 10;
+  const auto tokens = api_test::sequence(B * Tn, c.vocab_size, 5);
+  float l_fp32 = 0, l_tf32 = 0, l_cpu = 0;
+  REQUIRE(moas_forward(tf32_model.get(), tokens.data(), tokens.data(), B, Tn, 0, &l_tf32, nullptr) == MOAS_OK);
+  REQUIRE(moas_forward(fp32_model.get(), tokens.data(), tokens.data(), B, Tn, 0, &l_fp32, nullptr) == MOAS_OK);
+  REQUIRE(moas_forward(cpu.get(), tokens.data(), tokens.data(), B, Tn, 0, &l_cpu, nullptr) == MOAS_OK);
+  REQUIRE(l_fp32 == l_cpu);  // the TF32 model's entry just before did not leave its precision behind
+  REQUIRE(l_tf32 != l_fp32);
+  REQUIRE(l_tf32 == Approx(l_fp32).epsilon(1e-4));
+
+  // A checkpoint does not carry the precision; create_from_file takes it from the overrides.
+  api_test::TempDir dir;
+  REQUIRE(moas_model_save(tf32_model.get(), dir.file("m.safetensors").c_str(), nullptr) == MOAS_OK);
+  moas_model *created = nullptr;
+  REQUIRE(moas_model_create_from_file(dir.file("m.safetensors").c_str(), &c, &created) == MOAS_OK);
+  api_test::ModelPtr as_fp32(created);
+  REQUIRE(moas_model_create_from_file(dir.file("m.safetensors").c_str(), &tf32, &created) == MOAS_OK);
+  api_test::ModelPtr as_tf32(created);
+  moas_model_config got;
+  got.struct_size = sizeof got;
+  REQUIRE(moas_model_get_config(as_tf32.get(), &got) == MOAS_OK);
+  REQUIRE(got.matmul_precision == MOAS_MATMUL_TF32);
+  float l_as_fp32 = 0, l_as_tf32 = 0;
+  REQUIRE(moas_forward(as_fp32.get(), tokens.data(), tokens.data(), B, Tn, 0, &l_as_fp32, nullptr) == MOAS_OK);
+  REQUIRE(moas_forward(as_tf32.get(), tokens.data(), tokens.data(), B, Tn, 0, &l_as_tf32, nullptr) == MOAS_OK);
+  REQUIRE(l_as_fp32 == l_fp32);
+  REQUIRE(l_as_tf32 == l_tf32);
+}

@@ -154,6 +154,46 @@ TEST_CASE("CoPE and window settings: bad values name their field, older callers 
   REQUIRE(got.window_size == 0);
 }
 
+TEST_CASE("matmul_precision: bad values name the field, older callers get fp32, the CPU computes in fp32 anyway",
+          "[api][config]") {
+  for (const int32_t bad : {-1, 3}) {
+    moas_model_config c = small_config();
+    c.matmul_precision = bad;
+    REQUIRE(create_status(c) == MOAS_ERR_INVALID_CONFIG);
+    REQUIRE(std::string(moas_last_error()).find("matmul_precision") != std::string::npos);
+  }
+  moas_model_config reserved = small_config();
+  reserved.reserved2 = 1;
+  REQUIRE(create_status(reserved) == MOAS_ERR_INVALID_CONFIG);
+  REQUIRE(std::string(moas_last_error()).find("reserved2") != std::string::npos);
+
+  // A 0.4.0 caller's struct ends before matmul_precision: the bytes beyond (-1 here) are never read.
+  unsigned char buffer[sizeof(moas_model_config)];
+  std::memset(buffer, 0xFF, sizeof buffer);
+  moas_model_config older = small_config();
+  older.struct_size = offsetof(moas_model_config, matmul_precision);
+  std::memcpy(buffer, &older, older.struct_size);
+  moas_model *m = nullptr;
+  REQUIRE(moas_model_create(reinterpret_cast<const moas_model_config *>(buffer), &m) == MOAS_OK);
+  ModelPtr model(m);
+  moas_model_config got;
+  got.struct_size = sizeof got;
+  REQUIRE(moas_model_get_config(model.get(), &got) == MOAS_OK);
+  REQUIRE(got.matmul_precision == MOAS_MATMUL_FP32);
+
+  // The setting is kept (a config moves between devices unchanged), and the CPU's products stay fp32.
+  moas_model_config bf16 = small_config();
+  bf16.matmul_precision = MOAS_MATMUL_BF16;
+  ModelPtr cpu_bf16 = make_model(bf16), cpu_fp32 = make_model(small_config());
+  REQUIRE(moas_model_get_config(cpu_bf16.get(), &got) == MOAS_OK);
+  REQUIRE(got.matmul_precision == MOAS_MATMUL_BF16);
+  const auto tokens = sequence(2 * 8, 13, 1);
+  float loss_bf16 = 0, loss_fp32 = 1;
+  REQUIRE(moas_forward(cpu_bf16.get(), tokens.data(), tokens.data(), 2, 8, 0, &loss_bf16, nullptr) == MOAS_OK);
+  REQUIRE(moas_forward(cpu_fp32.get(), tokens.data(), tokens.data(), 2, 8, 0, &loss_fp32, nullptr) == MOAS_OK);
+  REQUIRE(loss_bf16 == loss_fp32);
+}
+
 TEST_CASE("bad forward inputs return their status and leave the model usable", "[api][errors]") {
   ModelPtr model = make_model(small_config());
   auto tokens = sequence(2 * 8, 13, 3);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -440,6 +441,21 @@ TEST_CASE("layer API: bad configs are refused with the field to fix", "[api][lay
   c = layer_config();
   c.struct_size = 16;
   refused(c, MOAS_ERR_ABI_MISMATCH, "struct_size");
+  c = layer_config();
+  c.matmul_precision = 3;
+  refused(c, MOAS_ERR_INVALID_CONFIG, "matmul_precision");
+  c = layer_config();
+  c.reserved0 = 1;
+  refused(c, MOAS_ERR_INVALID_CONFIG, "reserved0");
+  // A 0.4.0 caller's struct ends before matmul_precision: the bytes beyond (-1 here) are never read.
+  unsigned char buffer[sizeof(moas_layer_config)];
+  std::memset(buffer, 0xFF, sizeof buffer);
+  c = layer_config();
+  c.struct_size = offsetof(moas_layer_config, matmul_precision);
+  std::memcpy(buffer, &c, c.struct_size);
+  REQUIRE(moas_layer_create(reinterpret_cast<const moas_layer_config *>(buffer), &l) == MOAS_OK);
+  moas_layer_destroy(l);
+  l = nullptr;
   REQUIRE(moas_layer_create(nullptr, &l) == MOAS_ERR_NULL_ARGUMENT);
   moas_layer_destroy(nullptr);
 }

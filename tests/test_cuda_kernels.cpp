@@ -37,7 +37,7 @@
 #include "rows.hpp"
 #include "softmax.hpp"
 
-extern "C" const moas_cuda_backend *moas_cuda_backend_v5(void);
+extern "C" const moas_cuda_backend *moas_cuda_backend_v6(void);
 
 namespace {
 
@@ -49,7 +49,7 @@ using cuda_test::uniform;
 constexpr const char *kSkipped = "MOAS_CUDA_SKIPPED";  // tests/CMakeLists.txt: SKIP_REGULAR_EXPRESSION
 constexpr double kTol = 1e-4;
 
-const moas_cuda_backend &backend() { return *moas_cuda_backend_v5(); }
+const moas_cuda_backend &backend() { return *moas_cuda_backend_v6(); }
 
 // True when a device can run the kernels; otherwise prints the skip marker with CUDA's reason.
 bool have_device() {

@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Side by side in one run: training-step throughput of the paper's model (6 layers, 6 heads, 384 wide, T=256,
 B=12, vocab 65, dropout 0.2, AdamW) in libmoas and in PyTorch eager, on the CPU (same threads) or on a CUDA GPU
-(--device cuda: libmoas's CUDA model against PyTorch on the same GPU, both in full fp32, TF32 off), same shapes, for
+(--device cuda: libmoas's CUDA model against PyTorch on the same GPU, both in full fp32 with TF32 off, or with
+--precision tf32 / bf16: libmoas's matmul_precision against PyTorch's TF32 matmuls / bf16 autocast), same shapes, for
 MHA, GQA-2, MQA, MoAS (static, soft, top-1; branches MHA/GQA-2/MQA) and MoH (2 shared + 2 of 4 routed heads, and
 StaticPruning 4). PyTorch runs the independent model of tools/reference/gpt.py with explicit attention (the
 reference code's way) and with scaled_dot_product_attention; its MoAS load-balance loss comes from the same forward
 (the published MoAS code runs a second forward for it, which would make PyTorch slower still).
 
     tools/compare_pytorch.py [--lib build/libmoas.so] [--steps 10] [--threads 2] [--device cpu|cuda]
-                             [--only "MoAS soft" MHA]
+                             [--precision fp32|tf32|bf16] [--only "MoAS soft" MHA]
 
 Needs torch (not installed by CI). Prints tokens/s and the libmoas / PyTorch ratios.
 """
@@ -39,7 +40,11 @@ class ModelConfig(ctypes.Structure):  # mirrors moas_model_config for this scrip
         ("seed", ctypes.c_uint64), ("n_threads", ctypes.c_int32), ("device", ctypes.c_int32),
         ("device_index", ctypes.c_int32), ("reserved0", ctypes.c_int32), ("moas_mode", ctypes.c_int32),
         ("moas_n_branches", ctypes.c_int32), ("moas_branch_kv_heads", ctypes.c_int32 * 4),
-        ("moas_aux_weight", ctypes.c_float), ("head_selection", HeadSelection), ("reserved1", ctypes.c_int32)]
+        ("moas_aux_weight", ctypes.c_float), ("head_selection", HeadSelection), ("reserved1", ctypes.c_int32),
+        ("cope_max_pos", ctypes.c_int32), ("window_size", ctypes.c_int32), ("matmul_precision", ctypes.c_int32),
+        ("reserved2", ctypes.c_int32)]
+
+PRECISIONS = {"fp32": 0, "tf32": 1, "bf16": 2}  # MOAS_MATMUL_*
 
 
 # name: (libmoas config edits, gpt.py Config keywords)
@@ -66,7 +71,7 @@ class AdamWConfig(ctypes.Structure):
         (n, ctypes.c_float) for n in ("lr", "beta1", "beta2", "eps", "weight_decay", "grad_clip")]
 
 
-def time_libmoas(lib, edits, batch, seq, steps, threads, device):
+def time_libmoas(lib, edits, batch, seq, steps, threads, device, precision):
     def check(status):
         if status != 0:
             raise RuntimeError(lib.moas_last_error().decode())
@@ -75,6 +80,7 @@ def time_libmoas(lib, edits, batch, seq, steps, threads, device):
     check(lib.moas_model_config_default(ctypes.byref(cfg)))
     cfg.n_threads = threads
     cfg.device = 1 if device == "cuda" else 0
+    cfg.matmul_precision = PRECISIONS[precision]
     for key, value in edits.items():
         if key == "heads":
             hs = cfg.head_selection
@@ -105,7 +111,7 @@ def time_libmoas(lib, edits, batch, seq, steps, threads, device):
     return n * steps / elapsed
 
 
-def time_torch(kw, batch, seq, steps, sdpa, device):
+def time_torch(kw, batch, seq, steps, sdpa, device, precision):
     cfg = Config(dropout=0.2, **kw)
     model = GPT(cfg, sdpa=sdpa).float().to(device)
     model.train()
@@ -116,7 +122,8 @@ def time_torch(kw, batch, seq, steps, sdpa, device):
 
     def step():
         opt.zero_grad(set_to_none=True)
-        _, loss = model(x, y)
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            _, loss = model(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -135,15 +142,21 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32",
+                        help="CUDA only: libmoas's matmul_precision; PyTorch's TF32 matmuls or bf16 autocast")
     parser.add_argument("--only", nargs="*", help="variants to run (default: all)")
     args = parser.parse_args()
+    if args.precision != "fp32" and args.device != "cuda":
+        parser.error("--precision tf32 / bf16 is for --device cuda (the CPU computes in fp32)")
     torch.set_num_threads(args.threads)
-    torch.backends.cuda.matmul.allow_tf32 = False  # libmoas's CUDA products are full fp32
-    torch.backends.cudnn.allow_tf32 = False
+    # fp32: both sides keep every product in fp32 (TF32 off); tf32: both let tensor cores round the inputs.
+    torch.backends.cuda.matmul.allow_tf32 = args.precision == "tf32"
+    torch.backends.cudnn.allow_tf32 = args.precision == "tf32"
     lib = ctypes.CDLL(args.lib)
     where = torch.cuda.get_device_name() if args.device == "cuda" else f"threads {args.threads}"
     print(f"{where}; torch {torch.__version__}; OPENBLAS_CORETYPE="
-          f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; B=12, T=256, paper model, dropout 0.2, AdamW")
+          f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; B=12, T=256, paper model, dropout 0.2, AdamW; "
+          f"{args.precision} products")
     print(f"| {'attention':<11} | {'libmoas tok/s':>13} | {'torch eager':>11} | {'torch SDPA':>10} | {'vs eager':>8} "
           f"| {'vs SDPA':>7} |")
     print("|" + "|".join("-" * w for w in (13, 15, 13, 12, 10, 9)) + "|")
@@ -151,12 +164,12 @@ def main():
         if args.only and name not in args.only:
             continue
         try:
-            ours = time_libmoas(lib, edits, 12, 256, args.steps, args.threads, args.device)
+            ours = time_libmoas(lib, edits, 12, 256, args.steps, args.threads, args.device, args.precision)
         except RuntimeError as e:  # e.g. an attention kind the CUDA model does not run yet
             print(f"| {name:<11} | not run: {e} |", flush=True)
             continue
-        eager = time_torch(kw, 12, 256, args.steps, False, args.device)
-        sdpa = time_torch(kw, 12, 256, args.steps, True, args.device)
+        eager = time_torch(kw, 12, 256, args.steps, False, args.device, args.precision)
+        sdpa = time_torch(kw, 12, 256, args.steps, True, args.device, args.precision)
         print(f"| {name:<11} | {ours:>13.0f} | {eager:>11.0f} | {sdpa:>10.0f} | {ours / eager:>7.2f}x "
               f"| {ours / sdpa:>6.2f}x |", flush=True)
 

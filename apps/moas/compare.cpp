@@ -152,8 +152,8 @@ int run_compare_command(int argc, char **argv) {
     create_model(configs.back());
   }
 
-  std::printf("moas compare: %s; training %zu variants on %d threads\n", moas_build_info(), variants.size(),
-              effective_threads(base.threads));
+  std::printf("moas compare: %s; training %zu variants on %s\n", moas_build_info(), variants.size(),
+              describe_device(base).c_str());
   std::printf("%s\n", describe_training(base, corpus).c_str());
   std::fflush(stdout);
 

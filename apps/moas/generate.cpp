@@ -27,6 +27,7 @@ struct GenerateOptions {
   int top_k = 0;
   uint64_t seed = 1337;
   int threads = 0;
+  bool cuda = false;
 };
 
 const char kUsage[] =
@@ -38,7 +39,8 @@ const char kUsage[] =
     "  --temperature T       softmax temperature; 0 picks the most likely token [0.8]\n"
     "  --top-k K             sample among the K most likely tokens; 0 for all [0]\n"
     "  --seed S              sampling seed [1337]\n"
-    "  --threads N           CPU threads (0: all cores) [0]\n";
+    "  --threads N           CPU threads (0: all cores) [0]\n"
+    "  --device cpu|cuda     where the model decodes (cuda: GPU 0) [cpu]\n";
 
 double parse_number(const std::string &flag, const std::string &value, double low, double high) {
   char *end = nullptr;
@@ -65,7 +67,7 @@ bool parse_generate_arguments(int argc, char **argv, GenerateOptions *o) {
     const size_t equals = arg.find('=');
     const std::string flag = arg.substr(0, equals);
     if (flag != "--checkpoint" && flag != "--prompt" && flag != "--tokens" && flag != "--temperature" &&
-        flag != "--top-k" && flag != "--seed" && flag != "--threads")
+        flag != "--top-k" && flag != "--seed" && flag != "--threads" && flag != "--device")
       throw UsageError("unknown " + std::string(arg.rfind("--", 0) == 0 ? "flag " : "argument ") + flag +
                        " for moas generate (see moas generate --help)");
     std::string value;
@@ -78,6 +80,10 @@ bool parse_generate_arguments(int argc, char **argv, GenerateOptions *o) {
     else if (flag == "--temperature") o->temperature = parse_number(flag, value, 0, 100);
     else if (flag == "--top-k") o->top_k = parse_count(flag, value, 0, 1 << 30);
     else if (flag == "--threads") o->threads = parse_count(flag, value, 0, 4096);
+    else if (flag == "--device") {
+      if (value != "cpu" && value != "cuda") throw UsageError("--device: '" + value + "' is not cpu or cuda");
+      o->cuda = value == "cuda";
+    }
     else {
       char *end = nullptr;
       o->seed = std::strtoull(value.c_str(), &end, 10);
@@ -138,6 +144,7 @@ int run_generate_command(int argc, char **argv) {
   overrides.struct_size = sizeof overrides;
   check_status(moas_model_config_default(&overrides), "moas_model_config_default");
   overrides.n_threads = o.threads;
+  overrides.device = o.cuda ? MOAS_DEVICE_CUDA : MOAS_DEVICE_CPU;
   moas_model *raw = nullptr;
   check_status(moas_model_create_from_file(path.c_str(), &overrides, &raw), "loading " + path);
   const ModelPtr model(raw);

@@ -114,6 +114,9 @@ const std::vector<OptionSpec> &option_table() {
     t.back().allows_empty = true;
     t.push_back(toggle("bytes", S::Data, &O::bytes, "byte vocabulary (256) instead of the text's characters"));
     t.push_back(number("threads", S::Run, &O::threads, 0, 4096, "CPU threads (0: all cores)"));
+    t.push_back(text("device", S::Run, &O::device, {"cpu", "cuda"}, "where training runs: cpu or cuda (GPU 0)"));
+    t.push_back(text("matmul-precision", S::Run, &O::matmul_precision, {"fp32", "tf32", "bf16"},
+                     "fp32, or tf32 / bf16 tensor cores for a CUDA device's matrix products"));
     t.push_back(number("eval-every", S::Run, &O::eval_every, 1, kBig, "steps between validations (auto: steps/10)",
                         true));
     t.push_back(number("eval-batches", S::Run, &O::eval_batches, 1, 1e6, "validation batches (fixed windows)"));
@@ -326,6 +329,8 @@ const char *const kModeNames[] = {"static", "soft", "top1"};
 const char *const kNormNames[] = {"layernorm", "rmsnorm"};
 const char *const kMlpNames[] = {"gelu", "swiglu"};
 const char *const kPositionNames[] = {"learned", "rope", "cope"};
+const char *const kDeviceNames[] = {"cpu", "cuda"};
+const char *const kPrecisionNames[] = {"fp32", "tf32", "bf16"};
 
 int index_of(const char *const *names, int count, const std::string &name) {
   for (int i = 0; i < count; i++)
@@ -484,6 +489,8 @@ moas_model_config make_model_config(const TrainOptions &o, int vocab_size) {
   c.dropout = (float)o.dropout;
   c.seed = o.seed;
   c.n_threads = o.threads;
+  c.device = index_of(kDeviceNames, 2, o.device);
+  c.matmul_precision = index_of(kPrecisionNames, 3, o.matmul_precision);
   c.norm = index_of(kNormNames, 2, o.norm);
   c.mlp = index_of(kMlpNames, 2, o.mlp);
   c.position = index_of(kPositionNames, 3, o.position);
@@ -532,6 +539,11 @@ moas_adamw_config make_adamw_config(const TrainOptions &o) {
 
 int effective_threads(int requested) { return requested > 0 ? requested : cores_available(); }
 
+std::string describe_device(const TrainOptions &o) {
+  if (o.device == "cuda") return "CUDA device 0, " + o.matmul_precision + " products";
+  return std::to_string(effective_threads(o.threads)) + " CPU threads";
+}
+
 std::string train_help(bool for_compare) {
   const TrainOptions defaults = default_train_options(for_compare ? "runs/compare" : "runs/train");
   std::ostringstream help;
@@ -549,7 +561,7 @@ std::string train_help(bool for_compare) {
     if (for_compare && !spec.for_compare) continue;
     const bool is_switch = std::holds_alternative<bool TrainOptions::*>(spec.field);
     std::string left = flag(spec) + (is_switch ? "" : " VALUE");
-    if (left.size() < 24) left.resize(24, ' ');
+    left.resize(std::max<size_t>(24, left.size() + 1), ' ');
     help << "  " << left << spec.help;
     const std::string value = get_value(defaults, spec);
     if (!is_switch && !value.empty()) help << " [" << value << "]";

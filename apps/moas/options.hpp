@@ -54,6 +54,8 @@ struct TrainOptions {
   bool bytes = false;
   // The run itself: these may change when a run is resumed.
   int threads = 0;
+  std::string device = "cpu";
+  std::string matmul_precision = "fp32";
   int eval_every = kAuto;  // auto: steps / 10
   int eval_batches = 8;
   int log_every = kAuto;   // auto: steps / 10
@@ -107,6 +109,8 @@ moas_adamw_config make_adamw_config(const TrainOptions &options);
 
 // Threads a model created with these settings will use (0 means every core available to this process).
 int effective_threads(int requested);
+// Where a run trains, for its first line: "2 CPU threads" or "CUDA device 0, fp32 products".
+std::string describe_device(const TrainOptions &options);
 
 // The flag table as help text.
 std::string train_help(bool for_compare);

@@ -120,7 +120,7 @@ int run_train(TrainOptions options, const ParsedOptions &parsed, const TrainOpti
   ModelPtr model = create_model(config);
   if (options.resume) restore_checkpoint(model.get(), files, start_step);
 
-  std::printf("moas train: %s; training on %d threads\n", moas_build_info(), effective_threads(options.threads));
+  std::printf("moas train: %s; training on %s\n", moas_build_info(), describe_device(options).c_str());
   std::printf("%s\n%s\n", describe_model(config, parameter_count(model.get())).c_str(),
               describe_training(options, corpus).c_str());
   if (options.resume) std::printf("resuming %s at step %d\n", files.model.c_str(), start_step);

@@ -100,6 +100,8 @@ bad_input)
     "2|train --attention sideways --out bad"
     "2|train --position cope --cope-max-pos 0 --out bad"
     "2|train --window -1 --out bad"
+    "2|train --device tpu --out bad"
+    "2|train --matmul-precision fp16 --out bad"
     "2|train --width 30 --heads 4 --out bad"
     "2|train --config broken.json --out bad"
     "2|compare --attention moas --out bad"
@@ -109,6 +111,7 @@ bad_input)
     "2|generate --checkpoint good --prompt ABC"
     "1|generate --checkpoint missing.safetensors"
     "1|generate --checkpoint empty.txt"
+    "2|generate --checkpoint good --device tpu"
   )
   before=$(cksum good/model.safetensors)
   for entry in "${cases[@]}"; do

@@ -28,7 +28,7 @@ from .errors import (AbiMismatch, CheckpointConfig, CheckpointDtype, CheckpointE
 from .layer import Layer
 from .model import KVCache, Model, ParameterInfo, RouterStats, adamw_defaults, checkpoint_user_metadata
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 
 def load_library():

@@ -1,4 +1,4 @@
-"""Loading libmoas and the ctypes mirror of include/moas.h (ABI version 1, libmoas 0.4.0).
+"""Loading libmoas and the ctypes mirror of include/moas.h (ABI version 1, libmoas 0.5.0).
 
 Every struct and function of the header is mirrored here, in header order. tests/test_abi.py compiles a small C
 program against the header and checks every size and field offset, and that every ``MOAS_API`` function has a
@@ -67,6 +67,9 @@ class moas_model_config(ctypes.Structure):
         # Appended in libmoas 0.3.0.
         ("cope_max_pos", ctypes.c_int32),
         ("window_size", ctypes.c_int32),
+        # Appended in libmoas 0.5.0.
+        ("matmul_precision", ctypes.c_int32),
+        ("reserved2", ctypes.c_int32),
     ]
 
 
@@ -136,6 +139,9 @@ class moas_layer_config(ctypes.Structure):
         ("seed", ctypes.c_uint64),
         ("device", ctypes.c_int32),
         ("device_index", ctypes.c_int32),
+        # Appended in libmoas 0.5.0.
+        ("matmul_precision", ctypes.c_int32),
+        ("reserved0", ctypes.c_int32),
     ]
 
 

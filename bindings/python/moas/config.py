@@ -18,6 +18,7 @@ POSITIONS = {"learned": 0, "rope": 1, "cope": 2}
 ATTENTIONS = {"scheme": 0, "moas": 1, "moh": 2}
 MOAS_MODES = {"static": 0, "soft": 1, "top1": 2}
 DEVICES = {"cpu": 0, "cuda": 1}
+MATMUL_PRECISIONS = {"fp32": 0, "tf32": 1, "bf16": 2}
 GATE_VARIANTS = {"reference": 0, "paper": 1}
 _STRATEGY_ALL, _STRATEGY_MIXTURE, _STRATEGY_PRUNING = 0, 1, 2
 
@@ -264,6 +265,7 @@ class Config(_StructConfig):
     norm "layernorm" | "rmsnorm"; mlp "gelu" | "swiglu"; position "learned" | "rope" | "cope" (contextual
     positions, SPEC §7, cope_max_pos per head); window_size: query i attends to keys i - w .. i (0 = full causal);
     attention "scheme" (one scheme: MHA, GQA, MQA by n_kv_head) | "moas" | "moh"; device "cpu" | "cuda";
+    matmul_precision "fp32" | "tf32" | "bf16" (how a CUDA device runs the matrix products; the CPU is always fp32);
     moas_mode "static" | "soft" | "top1"; moas_branch_kv_heads: one kv-head count per MoAS branch (0 = n_head);
     head_selection: AllHeads() | MixtureOfHeads(...) | StaticPruning(...).
 
@@ -277,6 +279,7 @@ class Config(_StructConfig):
         "bias": bool, "dropout": float, "attn_dropout": bool, "rope_base": float, "seed": int, "n_threads": int,
         "device": DEVICES, "device_index": int, "moas_mode": MOAS_MODES, "moas_branch_kv_heads": tuple,
         "moas_aux_weight": float, "head_selection": HeadSelection, "cope_max_pos": int, "window_size": int,
+        "matmul_precision": MATMUL_PRECISIONS,
     }
     __slots__ = tuple(_FIELDS)
     _C_STRUCT = _lib.moas_model_config
@@ -295,7 +298,7 @@ class LayerConfig(_StructConfig):
         "position": POSITIONS, "rope_base": float, "cope_max_pos": int, "window_size": int, "residual": bool,
         "bias": bool, "dropout": float, "moas_mode": MOAS_MODES, "moas_branch_kv_heads": tuple,
         "moas_aux_weight": float, "head_selection": HeadSelection, "n_threads": int, "seed": int, "device": DEVICES,
-        "device_index": int,
+        "device_index": int, "matmul_precision": MATMUL_PRECISIONS,
     }
     __slots__ = tuple(_FIELDS)
     _C_STRUCT = _lib.moas_layer_config

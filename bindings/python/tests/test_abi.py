@@ -110,7 +110,7 @@ def test_constants_and_enumerations_match_the_header(tmp_path):
         assert getattr(_lib, n) == c[n]
     tables = {"MOAS_NORM_": config.NORMS, "MOAS_MLP_": config.MLPS, "MOAS_POSITION_": config.POSITIONS,
               "MOAS_ATTENTION_": config.ATTENTIONS, "MOAS_MODE_": config.MOAS_MODES, "MOAS_DEVICE_": config.DEVICES,
-              "MOAS_MOH_GATES_": config.GATE_VARIANTS}
+              "MOAS_MOH_GATES_": config.GATE_VARIANTS, "MOAS_MATMUL_": config.MATMUL_PRECISIONS}
     strategies = {"MOAS_HEADS_ALL": config._STRATEGY_ALL, "MOAS_HEADS_MIXTURE": config._STRATEGY_MIXTURE,
                   "MOAS_HEADS_STATIC_PRUNING": config._STRATEGY_PRUNING}
     for name in header_constants():

@@ -58,6 +58,7 @@ def assert_same_config(got, want):
 
 def test_config_round_trips_through_the_library():
     for config in (tiny(), tiny(attention="moas", moas_mode="top1", moas_branch_kv_heads=(1, 0)),
+                   tiny(matmul_precision="bf16"),
                    tiny(head_selection=moas.MixtureOfHeads(1, 2, load_balance_weight=0.05, gate_variant="paper")),
                    tiny(head_selection=moas.StaticPruning(3), norm="rmsnorm", mlp="swiglu", position="rope")):
         with moas.Model(config) as m:
@@ -78,6 +79,9 @@ def test_config_conveniences_and_validation():
         moas.Model(tiny(norm="batchnorm"))
     with pytest.raises(moas.InvalidConfig, match="does not fit"):
         moas.Model(tiny(vocab_size=2 ** 40))
+    assert moas.Config().matmul_precision == "fp32"
+    with pytest.raises(moas.InvalidConfig, match='matmul_precision must be one of "fp32", "tf32", "bf16"'):
+        moas.Model(tiny(matmul_precision="fp16"))
 
 
 # -- errors ------------------------------------------------------------------------------------------------------------
@@ -355,9 +359,10 @@ def test_cache_bytes_per_token_orders_the_schemes():
 # -- device = "cuda" without a GPU -----------------------------------------------------------------------------------
 CUDA_TABLE_SCRIPT = """
 import numpy as np, moas
-def train(device):
+def train(device, matmul_precision="fp32"):
     m = moas.Model(moas.Config(vocab_size=13, block_size=12, n_layer=2, n_head=4, n_kv_head=2, n_embd=16,
-                               dropout=0.1, position="rope", n_threads=1, seed=7, device=device))
+                               dropout=0.1, position="rope", n_threads=1, seed=7, device=device,
+                               matmul_precision=matmul_precision))
     rng = np.random.default_rng(0)
     losses = []
     for _ in range(3):
@@ -370,6 +375,11 @@ def train(device):
 cuda, cpu = train("cuda"), train("cpu")
 assert cuda[0] == cpu[0] and np.array_equal(cuda[1], cpu[1]), (cuda, cpu)
 print("cuda == cpu", cuda[0])
+# The table rounds TF32 products' inputs as tensor cores do: close to fp32, not equal; the CPU ignores the setting.
+tf32 = train("cuda", "tf32")
+assert tf32[0] != cuda[0] and np.allclose(tf32[0], cuda[0], rtol=1e-3), (tf32, cuda)
+assert train("cpu", "tf32")[0] == cpu[0]
+print("tf32 close to fp32")
 """
 
 
@@ -385,4 +395,4 @@ def test_cuda_device_through_the_cpu_table_trains_like_the_cpu():
     env = dict(os.environ, MOAS_CUDA_LIBRARY=table)
     done = subprocess.run([sys.executable, "-c", CUDA_TABLE_SCRIPT], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "cuda == cpu" in done.stdout
+    assert "cuda == cpu" in done.stdout and "tf32 close to fp32" in done.stdout

@@ -1,4 +1,4 @@
-//! Raw declarations of the libmoas C ABI (`include/moas.h`, ABI 1, libmoas 0.3.0).
+//! Raw declarations of the libmoas C ABI (`include/moas.h`, ABI 1, libmoas 0.5.0).
 //!
 //! Written in the shape `bindgen --no-prepend-enum-name --allowlist-item 'moas_.*|MOAS_.*' include/moas.h`
 //! produces, so it can be regenerated and diffed; `tests/layout.rs` compares every struct's size and field offsets
@@ -103,6 +103,11 @@ pub const MOAS_DEVICE_CPU: _bindgen_ty_8 = 0;
 pub const MOAS_DEVICE_CUDA: _bindgen_ty_8 = 1;
 pub type _bindgen_ty_8 = ::std::os::raw::c_uint;
 
+pub const MOAS_MATMUL_FP32: _bindgen_ty_9 = 0;
+pub const MOAS_MATMUL_TF32: _bindgen_ty_9 = 1;
+pub const MOAS_MATMUL_BF16: _bindgen_ty_9 = 2;
+pub type _bindgen_ty_9 = ::std::os::raw::c_uint;
+
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct moas_model_config {
@@ -136,6 +141,8 @@ pub struct moas_model_config {
     pub reserved1: i32,
     pub cope_max_pos: i32,
     pub window_size: i32,
+    pub matmul_precision: i32,
+    pub reserved2: i32,
 }
 
 extern "C" {
@@ -388,6 +395,8 @@ pub struct moas_layer_config {
     pub seed: u64,
     pub device: i32,
     pub device_index: i32,
+    pub matmul_precision: i32,
+    pub reserved0: i32,
 }
 
 extern "C" {

@@ -47,7 +47,7 @@ fn rust_side() -> BTreeMap<String, Layout> {
             struct_size, abi_version, vocab_size, block_size, n_layer, n_head, n_kv_head, n_embd, mlp_hidden, norm,
             mlp, position, attention, bias, dropout, attn_dropout, rope_base, seed, n_threads, device, device_index,
             reserved0, moas_mode, moas_n_branches, moas_branch_kv_heads, moas_aux_weight, head_selection, reserved1,
-            cope_max_pos, window_size,
+            cope_max_pos, window_size, matmul_precision, reserved2,
         }
         moas_adamw_config { struct_size, lr, beta1, beta2, eps, weight_decay, grad_clip }
         moas_parameter_info { struct_size, ndim, name, shape, numel }
@@ -58,7 +58,7 @@ fn rust_side() -> BTreeMap<String, Layout> {
         moas_layer_config {
             struct_size, abi_version, n_embd, n_head, n_kv_head, max_seq_len, attention, position, rope_base,
             cope_max_pos, window_size, residual, bias, dropout, moas_mode, moas_n_branches, moas_branch_kv_heads,
-            moas_aux_weight, head_selection, n_threads, seed, device, device_index,
+            moas_aux_weight, head_selection, n_threads, seed, device, device_index, matmul_precision, reserved0,
         }
     }
 }

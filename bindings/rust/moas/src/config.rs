@@ -26,6 +26,19 @@ pub enum Device {
     Cuda { index: usize },
 }
 
+/// `matmul_precision` of a model or layer config: how a CUDA device computes the matrix products (projections, MLP,
+/// LM head, routers). Weights, gradients and optimiser state stay fp32 and every sum accumulates in fp32; the
+/// attention kernels and the CPU backend always compute in fp32, so one config serves both devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatmulPrecision {
+    /// Full fp32 (the default): the CPU backend's results to 1e-4.
+    Fp32,
+    /// Tensor cores with the inputs rounded to TF32 (10-bit mantissas).
+    Tf32,
+    /// Tensor cores with the inputs rounded to bfloat16 (or TF32, as cuBLAS chooses): fastest, least exact.
+    Bf16,
+}
+
 /// `position` (with `cope_max_pos`) of a model or layer config: RustGPT's `PositionalEncoding`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Position {
@@ -181,6 +194,26 @@ macro_rules! shared_settings {
             match u32::try_from(self.raw.device).ok()? {
                 sys::MOAS_DEVICE_CPU => Some(Device::Cpu),
                 sys::MOAS_DEVICE_CUDA => Some(Device::Cuda { index: to_usize(self.raw.device_index) }),
+                _ => None,
+            }
+        }
+
+        /// How a CUDA device runs the matrix products (the default: [`MatmulPrecision::Fp32`]).
+        pub fn matmul_precision(mut self, precision: MatmulPrecision) -> Self {
+            self.raw.matmul_precision = match precision {
+                MatmulPrecision::Fp32 => sys::MOAS_MATMUL_FP32,
+                MatmulPrecision::Tf32 => sys::MOAS_MATMUL_TF32,
+                MatmulPrecision::Bf16 => sys::MOAS_MATMUL_BF16,
+            } as i32;
+            self
+        }
+
+        /// The matmul precision, if this crate knows its value.
+        pub fn matmul_precision_kind(&self) -> Option<MatmulPrecision> {
+            match u32::try_from(self.raw.matmul_precision).ok()? {
+                sys::MOAS_MATMUL_FP32 => Some(MatmulPrecision::Fp32),
+                sys::MOAS_MATMUL_TF32 => Some(MatmulPrecision::Tf32),
+                sys::MOAS_MATMUL_BF16 => Some(MatmulPrecision::Bf16),
                 _ => None,
             }
         }

@@ -40,7 +40,8 @@ mod model;
 mod parameters;
 
 pub use config::{
-    AdamW, Attention, Config, Device, HeadSelectionStrategy, LayerConfig, Mlp, MoasMode, MohGates, Norm, Position,
+    AdamW, Attention, Config, Device, HeadSelectionStrategy, LayerConfig, MatmulPrecision, Mlp, MoasMode, MohGates,
+    Norm, Position,
 };
 pub use error::{Error, Result, Status};
 pub use kv_cache::KvCache;

@@ -1,7 +1,7 @@
 //! `Device::Cuda` where no GPU exists: MOAS_CUDA_LIBRARY points libmoas at the test build's table of CPU functions
 //! (tests/cpu_backend_table.hpp), so the CUDA layer and model run their device orchestration over the CPU kernels
 //! and must reproduce the CPU exactly. Its own test binary: the library picks its CUDA backend once per process.
-use moas::{AdamW, Config, Device, HeadSelectionStrategy, Layer, LayerConfig, Model, Position};
+use moas::{AdamW, Config, Device, HeadSelectionStrategy, Layer, LayerConfig, MatmulPrecision, Model, Position};
 use std::path::PathBuf;
 
 fn cpu_table() -> Option<PathBuf> {
@@ -58,7 +58,7 @@ fn cuda_layer_and_model_over_the_cpu_table_equal_the_cpu() {
     let tokens: Vec<i32> = (0..24).map(|i| (i * 7 % 13) as i32).collect();
     let targets: Vec<i32> = (0..24).map(|i| (i * 5 % 13) as i32).collect();
     for _ in 0..3 {
-        let mut step = |m: &mut Model| {
+        let step = |m: &mut Model| {
             m.zero_grad().unwrap();
             let losses = m.forward(&tokens, Some(&targets), 2, 12, true).unwrap();
             m.backward().unwrap();
@@ -67,4 +67,14 @@ fn cuda_layer_and_model_over_the_cpu_table_equal_the_cpu() {
         assert_eq!(step(&mut gpu), step(&mut cpu));
     }
     assert_eq!(gpu.parameter("transformer.ln_f.weight").unwrap(), cpu.parameter("transformer.ln_f.weight").unwrap());
+
+    // BF16 products (the table rounds their inputs as tensor cores do): close to fp32, not equal.
+    let bf16_config = model_config.device(Device::Cuda { index: 0 }).matmul_precision(MatmulPrecision::Bf16);
+    assert_eq!(bf16_config.matmul_precision_kind(), Some(MatmulPrecision::Bf16));
+    let mut bf16 = Model::new(&bf16_config).unwrap();
+    let mut fp32 = Model::new(&model_config.device(Device::Cuda { index: 0 })).unwrap();
+    let bf16_loss = bf16.forward(&tokens, Some(&targets), 2, 12, false).unwrap().0;
+    let fp32_loss = fp32.forward(&tokens, Some(&targets), 2, 12, false).unwrap().0;
+    assert_ne!(bf16_loss, fp32_loss);
+    assert!((bf16_loss - fp32_loss).abs() <= 1e-3 * fp32_loss, "{bf16_loss} vs {fp32_loss}");
 }
