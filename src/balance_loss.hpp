@@ -22,14 +22,23 @@ double moas_balance_loss(const T *gates, int64_t N, int64_t S, std::vector<doubl
   return loss;
 }
 
-// The gradient of aux_scale times that loss, added onto d_gates [N, S]: d aux / d g_nk = 2 (mean_gate_k - 1/S) / (S N).
+// The gradient of aux_scale times that loss with respect to g_nk, the same for every token n, per column k:
+// 2 aux_scale (mean_gate_k - 1/S) / (S N). The CUDA block adds these rows on the device, the CPU below.
+template <typename T>
+std::vector<T> moas_balance_gradient_row(int64_t N, int64_t S, const std::vector<double> &mean_gate, double aux_scale) {
+  std::vector<T> row((size_t)S);
+  for (int64_t k = 0; k < S; k++)
+    row[(size_t)k] = (T)(aux_scale * 2.0 * (mean_gate[(size_t)k] - 1.0 / (double)S) / ((double)S * (double)N));
+  return row;
+}
+
+// Adds that gradient onto d_gates [N, S].
 template <typename T>
 void moas_balance_loss_backward(T *d_gates, int64_t N, int64_t S, const std::vector<double> &mean_gate,
                                 double aux_scale) {
-  for (int64_t k = 0; k < S; k++) {
-    const T lb = (T)(aux_scale * 2.0 * (mean_gate[(size_t)k] - 1.0 / (double)S) / ((double)S * (double)N));
-    for (int64_t n = 0; n < N; n++) d_gates[n * S + k] += lb;
-  }
+  const std::vector<T> row = moas_balance_gradient_row<T>(N, S, mean_gate, aux_scale);
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t k = 0; k < S; k++) d_gates[n * S + k] += row[(size_t)k];
 }
 
 // MoH: E sum_i P_i f_i over the routed softmax r [N, E] and its top-K indicator [N, E]; P [E] receives the mean of
@@ -47,6 +56,15 @@ double moh_balance_loss(const T *r, const uint8_t *selected, int64_t N, int64_t 
   double loss = 0;
   for (int64_t i = 0; i < E; i++) loss += (double)E * (*P)[(size_t)i] * (*f)[(size_t)i];
   return loss;
+}
+
+// The gradient of aux_scale times that loss with respect to r_ni (f is held constant: a count), the same for every
+// token n, per routed head i: aux_scale E f_i / N.
+template <typename T>
+std::vector<T> moh_balance_gradient_row(int64_t N, int64_t E, const std::vector<double> &f, double aux_scale) {
+  std::vector<T> row((size_t)E);
+  for (int64_t i = 0; i < E; i++) row[(size_t)i] = (T)(aux_scale * (double)E * f[(size_t)i] / (double)N);
+  return row;
 }
 
 }  // namespace moas

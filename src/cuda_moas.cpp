@@ -6,7 +6,6 @@
 #include "cuda_linear.hpp"
 #include "moas.hpp"
 #include "routing_math.hpp"
-#include "softmax.hpp"
 
 namespace moas {
 
@@ -112,7 +111,6 @@ void CudaMoas::forward(const float *values, const float *x, float *y, const Cuda
                                      C, nullptr),
                  "scatter_add_rows");
   }
-  stats_ = moas_router_stats(mode_, gates_.data(), N, S, mean_gate_, aux_);
 }
 
 void CudaMoas::backward(const float *values, float *grads, const float *x, float *dy, float *dx, const CudaContext &ctx,
@@ -134,25 +132,31 @@ void CudaMoas::backward(const float *values, float *grads, const float *x, float
   }
   if (!routed()) return;
 
-  // d_mix -> d_gates (through the gate dropout), plus the load-balance gradient; then through the softmax (on the
-  // host, beside the gates) and the router MLP.
+  // d_mix -> d_gates (through the gate dropout), plus the load-balance gradient; then through the softmax and the
+  // router MLP. The balance term is one float per column (moas_balance_loss_backward's), added to every token's row;
+  // the softmax backward writes its own buffer, as the table does not promise it works in place.
   const moas_cuda_dropout gate_drop = ctx.site((uint32_t)DropoutSiteId::Gates);
   device_check(t_, t_.dropout_apply(d_mix_.get(), N, S, nullptr, &gate_drop, nullptr), "dropout");
-  d_gates_.resize((size_t)(N * S));
-  d_mix_.download(d_gates_.data(), N * S);
-  moas_balance_loss_backward(d_gates_.data(), N, S, mean_gate_, aux_grad_scale);
-  softmax_rows_backward(d_gates_.data(), S, d_gates_.data(), gates_.data(), N, S);
-  d_mix_.upload(t_, d_gates_.data(), N * S);
+  const std::vector<float> balance = moas_balance_gradient_row<float>(N, S, mean_gate_, aux_grad_scale);
+  balance_grad_.upload(t_, balance.data(), S);
+  balance_rows_.reserve(t_, N * S);
+  device_check(t_, t_.fill_rows(balance_rows_.get(), S, balance_grad_.get(), N, S, nullptr), "fill_rows");
+  device_check(t_, t_.add(d_mix_.get(), d_mix_.get(), balance_rows_.get(), N * S, nullptr), "add");
+  d_logits_.reserve(t_, N * S);
+  device_check(t_, t_.router_softmax_backward(d_logits_.get(), S, d_mix_.get(), gates_d_.get(), N, S, nullptr),
+               "router_softmax_backward");
   d_hidden_.reserve(t_, N * F);
-  cuda_linear_backward(t_, d_hidden_.get(), false, grads + w2_, grad(b2_), d_mix_.get(), hidden_.get(), values + w2_, N,
-                       F, S);
+  cuda_linear_backward(t_, d_hidden_.get(), false, grads + w2_, grad(b2_), d_logits_.get(), hidden_.get(), values + w2_,
+                       N, F, S);
   device_check(t_, t_.gelu_backward(d_hidden_.get(), d_hidden_.get(), hidden_pre_.get(), N * F, nullptr),
                "gelu_backward");
   cuda_linear_backward(t_, dx, true, grads + w1_, grad(b1_), d_hidden_.get(), x, values + w1_, N, C, F);
 }
 
+// MoasAttention::router_stats, from the last forward's gates (on the host for the routing): a forward does not pay
+// for them.
 bool CudaMoas::router_stats(RouterStats *out) const {
-  *out = stats_;
+  *out = moas_router_stats(mode_, gates_.data(), (int64_t)gates_.size() / n_branches_, n_branches_, mean_gate_, aux_);
   return true;
 }
 

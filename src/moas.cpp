@@ -97,7 +97,6 @@ void MoasAttention<T>::forward(const ParamTable<T> &params, const T *x, T *y, co
     for (int64_t r = 0; r < rows.size(); r++) scale_[(size_t)r] = mix_[(size_t)(rows.row[(size_t)r] * S + k)];
     scatter_add_rows(y, C, z.data(), C, rows.row, C, scale_.data());
   }
-  compute_stats(N);
 }
 
 template <typename T>
@@ -155,14 +154,12 @@ RouterStats moas_router_stats(MoasMode mode, const T *gates, int64_t N, int64_t 
   return st;
 }
 
-template <typename T>
-void MoasAttention<T>::compute_stats(int64_t N) {
-  stats_ = moas_router_stats(mode_, gates_.data(), N, n_branches_, mean_gate_, aux_);
-}
-
+// The last forward's statistics, computed when asked (a forward does not pay for them): backward reads the gates,
+// their means and the loss but never writes them.
 template <typename T>
 bool MoasAttention<T>::router_stats(RouterStats *out) const {
-  *out = stats_;
+  const int64_t N = (int64_t)gates_.size() / n_branches_;
+  *out = moas_router_stats(mode_, gates_.data(), N, n_branches_, mean_gate_, aux_);
   return true;
 }
 

@@ -49,7 +49,6 @@ class MoasAttention final : public AttentionBlock<T> {
  private:
   bool routed() const { return mode_ != MoasMode::Static; }
   void route(const BlockContext<T> &ctx);
-  void compute_stats(int64_t N);
 
   MoasMode mode_;
   int64_t width_, n_branches_, router_hidden_;
@@ -67,7 +66,6 @@ class MoasAttention final : public AttentionBlock<T> {
   std::vector<std::vector<T>> z_;       // [S][m_k, C] branch outputs
   std::vector<double> mean_gate_;       // [S]
   double aux_ = 0;
-  RouterStats stats_;
 
   // Backward scratch.
   std::vector<T> dz_, d_mix_, d_hidden_, scale_;

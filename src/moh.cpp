@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <unordered_map>
+#include <utility>
 
 #include "attention_math.hpp"
 #include "balance_loss.hpp"
@@ -85,46 +87,48 @@ void MohAttention<T>::route(const ParamTable<T> &params, const T *x, const Block
         ctx.batch, ctx.seq, [&](int64_t n) { return selected_[(size_t)(n * E + i)] != 0; }, ctx.past);
 }
 
-// Tokens that selected the same routed heads form a group (a stable sort by head set, so each group's tokens stay in
-// order), and slot_[n * E + i] is token n's row among routed head i's compact rows.
+// Tokens that selected the same routed heads form a group, its tokens in order, and slot_[n * E + i] is token n's row
+// among routed head i's compact rows. Whole projections use neither, so they are chosen first, from the number of
+// distinct head sets (counted in a hash map, no sort); the groups are built from that map only when used.
 template <typename T>
 void MohAttention<T>::build_groups(int64_t N) {
   const int64_t E = spec_.routed;
   std::vector<uint64_t> key((size_t)N, 0);
-  slot_.assign((size_t)(N * E), -1);
-  std::vector<int64_t> filled((size_t)E, 0);
-  for (int64_t n = 0; n < N; n++)
+  std::unordered_map<uint64_t, int64_t> group_of;  // head set -> its tokens, then its index in groups_
+  for (int64_t n = 0; n < N; n++) {
     for (int64_t i = 0; i < E; i++)
-      if (selected_[(size_t)(n * E + i)]) {
-        key[(size_t)n] |= uint64_t(1) << i;
-        slot_[(size_t)(n * E + i)] = filled[(size_t)i]++;
-      }
-  std::vector<int64_t> order((size_t)N);
-  for (int64_t n = 0; n < N; n++) order[(size_t)n] = n;
-  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return key[(size_t)a] < key[(size_t)b]; });
+      if (selected_[(size_t)(n * E + i)]) key[(size_t)n] |= uint64_t(1) << i;
+    if (key[(size_t)n] != 0) group_of[key[(size_t)n]]++;
+  }
   groups_.clear();
   // Few tokens per head set (short sequences): groups would be thin products of a handful of rows each.
-  int64_t distinct_sets = 0;
-  for (size_t n = 0; n < order.size(); n++)
-    distinct_sets += key[(size_t)order[n]] != 0 && (n == 0 || key[(size_t)order[n]] != key[(size_t)order[n - 1]]);
+  const int64_t distinct_sets = (int64_t)group_of.size();
   whole_projections_ = distinct_sets > 0 && N < kWideGroup * distinct_sets;
   if (whole_projections_) return;
-  for (size_t start = 0; start < order.size();) {
-    size_t end = start;
-    while (end < order.size() && key[(size_t)order[end]] == key[(size_t)order[start]]) end++;
-    if (key[(size_t)order[start]] != 0) {
-      Group g;
-      g.tokens.assign(order.begin() + (int64_t)start, order.begin() + (int64_t)end);
-      for (int64_t i = 0; i < E; i++)
-        if (key[(size_t)order[start]] >> i & 1) g.heads.push_back(dense_heads_ + i);
-      groups_.push_back(std::move(g));
-    }
-    start = end;
-  }
   // Largest first: the dynamically scheduled group loops then end with small groups, so no thread waits long for
-  // the last one. The order depends on the routing alone, so sums over groups stay deterministic.
-  std::stable_sort(groups_.begin(), groups_.end(),
-                   [](const Group &a, const Group &b) { return a.tokens.size() > b.tokens.size(); });
+  // the last one. Ties go by head set: the order depends on the routing alone, so sums over groups stay
+  // deterministic.
+  std::vector<std::pair<int64_t, uint64_t>> sizes;  // (tokens, head set)
+  for (const auto &[set, tokens] : group_of) sizes.push_back({tokens, set});
+  std::sort(sizes.begin(), sizes.end(), [](const auto &a, const auto &b) {
+    return a.first != b.first ? a.first > b.first : a.second < b.second;
+  });
+  for (const auto &[tokens, set] : sizes) {
+    Group g;
+    g.tokens.reserve((size_t)tokens);
+    for (int64_t i = 0; i < E; i++)
+      if (set >> i & 1) g.heads.push_back(dense_heads_ + i);
+    group_of[set] = (int64_t)groups_.size();
+    groups_.push_back(std::move(g));
+  }
+  slot_.assign((size_t)(N * E), -1);
+  std::vector<int64_t> filled((size_t)E, 0);
+  for (int64_t n = 0; n < N; n++) {
+    if (key[(size_t)n] == 0) continue;
+    groups_[(size_t)group_of[key[(size_t)n]]].tokens.push_back(n);
+    for (int64_t i = 0; i < E; i++)
+      if (selected_[(size_t)(n * E + i)]) slot_[(size_t)(n * E + i)] = filled[(size_t)i]++;
+  }
 }
 
 // Between a group's [m, K d] buffer (head s of the group in columns s d .. s d + d - 1) and the heads' compact rows.
@@ -431,14 +435,14 @@ void MohAttention<T>::backward(ParamTable<T> &params, const T *x, T *dy, T *dx, 
   d_r_.resize((size_t)(N * E));
   d_s_.resize((size_t)(N * S));
   d_a_.resize((size_t)(N * 2));
+  const std::vector<T> balance = moh_balance_gradient_row<T>(N, E, f_, aux_grad_scale);
 #pragma omp parallel for schedule(static) if (N * H >= kParallelGrain)
   for (int64_t n = 0; n < N; n++) {
     const bool type = spec_.head_type_router();
     moh_gates_token_backward(spec_, r_.data() + n * E, selected_.data() + n * E, S > 1 ? s_.data() + n * S : nullptr,
                              type ? a_.data() + 2 * n : nullptr, d_gate_.data() + n * H, d_r_.data() + n * E,
                              S > 1 ? d_s_.data() + n * S : nullptr, type ? d_a_.data() + 2 * n : nullptr);
-    for (int64_t i = 0; i < E; i++)
-      d_r_[(size_t)(n * E + i)] += (T)(aux_grad_scale * (double)E * f_[(size_t)i] / (double)N);
+    for (int64_t i = 0; i < E; i++) d_r_[(size_t)(n * E + i)] += balance[(size_t)i];
   }
   const int64_t R = router_rows_, type_column = E, shared_column = E + (spec_.head_type_router() ? 2 : 0);
   if (R == 0) return;

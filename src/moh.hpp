@@ -8,8 +8,8 @@
 // each (short sequences: RustGPT's one sequence of 80), such groups would be many thin products plus the copies
 // around them, costing more than they save; then the projections are whole — every head's query for every token in
 // the one [q; k; v] product, c_proj over all heads with inactive pairs' gates 0 — and only attention is routed. The
-// always-active heads form a prefix and run dense. A kv head is computed when a query head of its group can be active (all kv heads for MixtureOfHeads, a
-// prefix for StaticPruning).
+// always-active heads form a prefix and run dense. A kv head is computed when a query head of its group can be active
+// (all kv heads for MixtureOfHeads, a prefix for StaticPruning).
 #pragma once
 
 #include <array>
@@ -96,12 +96,13 @@ class MohAttention final : public AttentionBlock<T> {
   std::vector<T> logits_;            // [N, router_rows_]
   std::vector<T> r_, s_, a_, gate_;  // [N, E] routed softmax, [N, h_s], [N, 2], [N, H]
   std::vector<uint8_t> selected_;    // [N, E] top-K indicator
-  std::vector<T> dense_, out_dense_, gated_dense_, lse_dense_;  // [N, dense_width()], [N, P d], [N, query_columns()], [P N]
-  std::vector<T> w_dense_, b_dense_;                             // the rows of [q; k; v] dense_ needs
+  // [N, dense_width()], [N, P d], [N, query_columns()], [P N]
+  std::vector<T> dense_, out_dense_, gated_dense_, lse_dense_;
+  std::vector<T> w_dense_, b_dense_;  // the rows of [q; k; v] dense_ needs
   std::vector<RoutedHead> routed_;
   std::vector<Group> groups_;
   bool whole_projections_ = false;  // few tokens per head set: projections over all heads, no groups
-  std::vector<int64_t> slot_;  // [N, E] token n's row among routed head i's rows (-1 if not selected)
+  std::vector<int64_t> slot_;  // [N, E] token n's row among routed head i's rows (-1 if not selected); groups only
   std::vector<GroupScratch> scratch_;
   std::vector<std::vector<T>> group_dw_, group_db_;  // per group: the gradients of its heads' weights
   double aux_ = 0;

@@ -398,3 +398,42 @@ TEST_CASE("CUDA model: a device index the backend does not have is refused, nami
   Model<float> dense(moas_test::tiny_config(4, 2, 16));
   REQUIRE_THROWS_WITH(CudaModel(*moas_test::cpu_backend_table(), 1, dense), Catch::Contains("one device"));
 }
+
+// Decoding samples from each sequence's last row only, which the device gathers before downloading: it must be that
+// row of the full logits, for a prefill of several positions and for a one-token step, and the router statistics
+// (computed when asked) must follow the last forward, as the CPU's do.
+TEST_CASE("CUDA model on the CPU table: last_logits are each sequence's last row of the CPU logits, bit for bit",
+          "[cuda][model][decode]") {
+  ModelConfig config = moas_test::moas_config(MoasMode::Top1, {4, 2, 1});
+  config.vocab_size = 13;
+  Model<float> cpu(config), mirror(config);
+  CudaModel device(*moas_test::cpu_backend_table(), 0, mirror);
+  const int64_t B = 3, Tn = config.block_size, V = config.vocab_size;
+  const auto tokens = moas_test::tokens_for(B * Tn, V, 23);
+  KvCache<float> host;
+  CudaKvCache on_device;
+  cpu.allocate_cache(&host, B, Tn);
+  device.allocate_cache(&on_device, B, Tn);
+  int64_t t = 0;
+  for (const int64_t n : {5, 1}) {
+    INFO("positions " << t << " to " << t + n);
+    const auto step = columns(tokens, B, Tn, t, t + n);
+    cpu.forward(step.data(), nullptr, B, n, false, &host);
+    device.forward(step.data(), nullptr, B, n, false, &on_device);
+    std::vector<float> want;
+    for (int64_t b = 0; b < B; b++)
+      want.insert(want.end(), cpu.logits().begin() + (b * n + n - 1) * V, cpu.logits().begin() + (b * n + n) * V);
+    std::vector<float> got((size_t)(B * V));
+    device.last_logits(got.data());
+    REQUIRE(got == want);
+    REQUIRE(device_logits(device, config) == cpu.logits());  // the full logits stay on the device
+    for (int64_t l = 0; l < config.n_layer; l++) {
+      RouterStats stats_want, stats_got;
+      REQUIRE(device.router_stats(l, &stats_got) == cpu.router_stats(l, &stats_want));
+      REQUIRE(stats_got.top_share == stats_want.top_share);
+      REQUIRE(stats_got.entropy == stats_want.entropy);
+      REQUIRE(stats_got.aux_loss == stats_want.aux_loss);
+    }
+    t += n;
+  }
+}

@@ -330,3 +330,107 @@ TEST_CASE("online softmax tile update equals a full softmax over the visible key
   REQUIRE(kv_head_of(11, 3) == 3);  // H = 12, Hkv = 4
   REQUIRE(kv_head_of(5, 6) == 0);   // MQA: every head reads kv head 0
 }
+
+namespace {
+
+// What a layer's router statistics must say about the gates of the forward that produced them (SPEC §8), computed
+// here from the gates alone; the MoH load-balance loss and MoAS aux_loss are checked against the model's.
+void check_stats_match_gates(const ModelConfig &config, const RouterStats &st, const std::vector<float> &gates,
+                             int64_t width) {
+  const int64_t N = (int64_t)gates.size() / width;
+  if (config.attention == AttentionKind::Moas) {
+    const int64_t S = width;
+    REQUIRE(st.attention == MOAS_ATTENTION_MOAS);
+    std::vector<double> mean((size_t)S, 0.0), top((size_t)S, 0.0);
+    double entropy = 0;
+    for (int64_t n = 0; n < N; n++) {
+      top[(size_t)argmax_lower(gates.data() + n * S, S)] += 1.0 / (double)N;
+      for (int64_t k = 0; k < S; k++) {
+        const double g = gates[(size_t)(n * S + k)];
+        mean[(size_t)k] += g / (double)N;
+        entropy -= g * std::log(g) / (double)N;
+      }
+    }
+    if (config.moas.mode == MoasMode::Static) top = mean;
+    double aux = 0;
+    for (int64_t k = 0; k < S; k++) aux += std::pow(mean[(size_t)k] - 1.0 / (double)S, 2) / (double)S;
+    const std::vector<double> &share = config.moas.mode == MoasMode::Top1 ? top : mean;
+    for (int64_t k = 0; k < S; k++) {
+      REQUIRE(st.mean_gate[(size_t)k] == Approx(mean[(size_t)k]).epsilon(1e-6));
+      REQUIRE(st.top_share[(size_t)k] == Approx(top[(size_t)k]).epsilon(1e-6));
+      REQUIRE(st.share[(size_t)k] == Approx(share[(size_t)k]).epsilon(1e-6));
+    }
+    REQUIRE(st.entropy == Approx(entropy).epsilon(1e-5));
+    REQUIRE(st.aux_loss == Approx(config.moas.mode == MoasMode::Static ? 0.0 : aux).epsilon(1e-5).margin(1e-12));
+    return;
+  }
+  const int64_t H = width, E = H - config.heads.num_shared_heads, K = config.heads.num_active_routed_heads;
+  REQUIRE(st.attention == MOAS_ATTENTION_MOH);
+  for (int64_t i = 0; i < E; i++) {
+    double mean = 0, selected = 0;
+    for (int64_t n = 0; n < N; n++) {
+      const float g = gates[(size_t)(n * H + H - E + i)];
+      mean += (double)g / (double)N;
+      selected += g > 0.0f ? 1.0 / (double)N : 0.0;
+    }
+    REQUIRE(st.mean_gate[(size_t)i] == Approx(mean).epsilon(1e-6));
+    REQUIRE(st.top_share[(size_t)i] == Approx(selected).epsilon(1e-6));
+    REQUIRE(st.share[(size_t)i] == Approx(selected / (double)K).epsilon(1e-6));
+  }
+}
+
+bool same_stats(const RouterStats &a, const RouterStats &b) {
+  return a.attention == b.attention && a.share == b.share && a.mean_gate == b.mean_gate &&
+         a.top_share == b.top_share && a.entropy == b.entropy && a.aux_loss == b.aux_loss &&
+         a.mean_shared_weight == b.mean_shared_weight && a.mean_routed_weight == b.mean_routed_weight;
+}
+
+}  // namespace
+
+TEST_CASE("router statistics describe the last forward whenever they are read: after its backward, after eval",
+          "[routing]") {
+  const int64_t B = 3, Tn = 8;
+  for (const auto &[name, config] : moas_test::routed_configs()) {
+    if (config.attention == AttentionKind::Moh && config.heads.strategy != HeadStrategy::MixtureOfHeads) continue;
+    DYNAMIC_SECTION(name) {
+      Model<float> model(config);
+      const std::vector<int32_t> a = moas_test::tokens_for(B * Tn, config.vocab_size, 1);
+      const std::vector<int32_t> b = moas_test::tokens_for(B * Tn, config.vocab_size, 2);
+      const int64_t L = config.n_layer;
+      auto stats = [&] {
+        std::vector<RouterStats> all((size_t)L);
+        for (int64_t l = 0; l < L; l++) REQUIRE(model.router_stats(l, &all[(size_t)l]));
+        return all;
+      };
+      auto check_last_forward = [&](const std::vector<RouterStats> &all) {
+        for (int64_t l = 0; l < L; l++) {
+          int64_t width = 0;
+          const std::vector<float> gates = model.gates(l, &width);
+          INFO("layer " << l);
+          check_stats_match_gates(config, all[(size_t)l], gates, width);
+        }
+      };
+      auto same = [&](const std::vector<RouterStats> &x, const std::vector<RouterStats> &y) {
+        for (int64_t l = 0; l < L; l++) REQUIRE(same_stats(x[(size_t)l], y[(size_t)l]));
+      };
+
+      model.forward(a.data(), b.data(), B, Tn, true);
+      const std::vector<RouterStats> trained = stats();
+      check_last_forward(trained);
+      double aux = 0;
+      for (const RouterStats &st : trained) aux += st.aux_loss / (double)L;
+      if (config.attention == AttentionKind::Moh || config.moas.mode != MoasMode::Static)
+        REQUIRE(aux == Approx(model.aux_loss()).epsilon(1e-6));
+      model.backward();  // reads the routing the statistics come from; must leave it as the forward left it
+      same(stats(), trained);
+
+      model.forward(b.data(), nullptr, B, Tn, false);
+      const std::vector<RouterStats> evaluated = stats();
+      check_last_forward(evaluated);
+      model.forward(a.data(), b.data(), B, Tn, true);  // no backward after this one
+      check_last_forward(stats());
+      model.forward(b.data(), nullptr, B, Tn, false);
+      same(stats(), evaluated);
+    }
+  }
+}
