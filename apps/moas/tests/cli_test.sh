@@ -130,6 +130,28 @@ bad_input)
   [ -z "$(ls good | grep -v -x -e model.safetensors -e model.optim.safetensors -e metrics.jsonl)" ] ||
     fail "stray files in good/: $(ls good)"
   ;;
+cuda_table)
+  # --device cuda where no GPU exists: MOAS_CUDA_LIBRARY names the test build's table of CPU functions, so the CUDA
+  # model's orchestration runs under the CLI and must give the CPU run's losses, step for step, and its text.
+  if [ ! -f "${MOAS_CUDA_LIBRARY:-}" ]; then
+    echo "skipped: no CPU-function table (build with MOAS_BUILD_TESTS)"
+    exit 77
+  fi
+  common=("${tiny[@]}" --steps 6 --dropout 0.1 --log-every 1 --eval-every 3)
+  "$moas" train "${common[@]}" --out cpu >/dev/null
+  "$moas" train "${common[@]}" --device cuda --out gpu >gpu.txt
+  grep -q 'training on CUDA device 0, fp32 products' gpu.txt || fail "no device line: $(head -1 gpu.txt)"
+  losses() { sed 's/,"tokens_per_s":[^,}]*//' "$1/metrics.jsonl"; }
+  [ "$(losses cpu)" = "$(losses gpu)" ] || fail "the CUDA run's losses differ from the CPU run's"
+  "$moas" generate --checkpoint cpu --tokens 40 --seed 3 >cpu_text.txt 2>/dev/null
+  "$moas" generate --checkpoint gpu --device cuda --tokens 40 --seed 3 >gpu_text.txt 2>/dev/null
+  cmp -s cpu_text.txt gpu_text.txt || fail "decoding on the device sampled other text"
+  # BF16 products (the table rounds their inputs as tensor cores do): the run still trains, with other losses.
+  "$moas" train "${common[@]}" --device cuda --matmul-precision bf16 --out bf16 >bf16.txt
+  grep -q 'CUDA device 0, bf16 products' bf16.txt || fail "no bf16 device line: $(head -1 bf16.txt)"
+  [ "$(losses cpu)" != "$(losses bf16)" ] || fail "bf16 products gave exactly the fp32 losses"
+  loss_fell bf16.txt || fail "the bf16 run's loss did not fall: $(grep '^done:' bf16.txt)"
+  ;;
 shakespeare)
   if [ ! -f "$shakespeare" ]; then
     echo "skipped: $shakespeare is absent"
