@@ -270,14 +270,13 @@ moas_status moas_adamw_config_default(moas_adamw_config *cfg) {
     require_arg(cfg, "cfg");
     require_struct(cfg->struct_size, sizeof(uint32_t), "moas_adamw_config");
     moas_adamw_config d;
-    d.struct_size = cfg->struct_size;
     d.lr = 1e-3f;
     d.beta1 = 0.9f;
     d.beta2 = 0.99f;
     d.eps = 1e-8f;
     d.weight_decay = 0.1f;
     d.grad_clip = 1.0f;
-    std::memcpy(cfg, &d, cfg->struct_size < sizeof d ? cfg->struct_size : sizeof d);
+    moas::write_known_fields(cfg, d);
   });
 }
 

@@ -15,6 +15,7 @@
 #include "moas.h"
 #include "params.hpp"
 #include "router_stats.hpp"
+#include "struct_size.hpp"
 
 namespace moas::capi {
 
@@ -97,7 +98,6 @@ inline void copy_router_stats(const RouterStats &st, moas_layer_router_stats *ou
   require_struct(out->struct_size, kRouterStatsV1Size, "moas_layer_router_stats");
   moas_layer_router_stats full;
   std::memset(&full, 0, sizeof full);
-  full.struct_size = out->struct_size;
   full.n_routes = (int32_t)st.share.size();
   for (size_t i = 0; i < st.share.size(); i++) {
     full.share[i] = (float)st.share[i];
@@ -112,7 +112,7 @@ inline void copy_router_stats(const RouterStats &st, moas_layer_router_stats *ou
   full.mean_shared_weight = (float)st.mean_shared_weight;
   full.mean_routed_weight = (float)st.mean_routed_weight;
   full.attention = st.attention;
-  std::memcpy(out, &full, std::min<size_t>(out->struct_size, sizeof full));
+  write_known_fields(out, full);
 }
 
 inline AdamWSettings check_adamw(const moas_adamw_config &cfg) {

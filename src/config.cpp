@@ -7,6 +7,7 @@
 
 #include "cuda_loader.hpp"
 #include "error.hpp"
+#include "struct_size.hpp"
 
 namespace moas {
 
@@ -63,13 +64,7 @@ constexpr int64_t kMaxDim = 1 << 20;
 
 }  // namespace
 
-void fill_default(moas_model_config *cfg) {
-  const moas_model_config d = defaults();
-  const size_t n = cfg->struct_size < sizeof d ? cfg->struct_size : sizeof d;
-  const uint32_t caller_size = cfg->struct_size;
-  std::memcpy(cfg, &d, n);
-  cfg->struct_size = caller_size;
-}
+void fill_default(moas_model_config *cfg) { write_known_fields(cfg, defaults()); }
 
 namespace {
 
@@ -145,13 +140,7 @@ HeadSelection validate_heads(const moas_model_config &in) {
 }  // namespace
 
 ModelConfig validate(const moas_model_config &caller) {
-  require(caller.struct_size >= kConfigV1Size, MOAS_ERR_ABI_MISMATCH,
-          "moas_model_config.struct_size is " + std::to_string(caller.struct_size) + ", expected at least " +
-              std::to_string(kConfigV1Size) + ": set struct_size = sizeof(moas_model_config) and call "
-              "moas_model_config_default first");
-  // Never read past the caller's struct: an older caller's missing fields keep their defaults.
-  moas_model_config in = defaults();
-  std::memcpy(&in, &caller, std::min<size_t>(caller.struct_size, sizeof in));
+  const moas_model_config in = read_known_fields(caller, defaults(), kConfigV1Size, "moas_model_config");
   require(in.abi_version == MOAS_ABI_VERSION, MOAS_ERR_ABI_MISMATCH,
           "moas_model_config.abi_version is " + std::to_string(in.abi_version) + " but this libmoas has ABI " +
               std::to_string(MOAS_ABI_VERSION) + ": rebuild against the matching moas.h");
@@ -292,9 +281,7 @@ void to_c(const ModelConfig &c, moas_model_config *out) {
     full.head_selection.load_balance_weight = (float)c.heads.load_balance_weight;
     full.head_selection.gate_variant = c.heads.reference_gates ? MOAS_MOH_GATES_REFERENCE : MOAS_MOH_GATES_PAPER;
   }
-  const uint32_t caller_size = out->struct_size;
-  std::memcpy(out, &full, caller_size < sizeof full ? caller_size : sizeof full);
-  out->struct_size = caller_size;
+  write_known_fields(out, full);
 }
 
 namespace {

@@ -1,10 +1,10 @@
 #include "layer_config.hpp"
 
-#include <algorithm>
 #include <cstring>
 #include <string>
 
 #include "error.hpp"
+#include "struct_size.hpp"
 
 namespace moas {
 
@@ -43,21 +43,10 @@ moas_layer_config layer_defaults() {
 
 }  // namespace
 
-void fill_layer_default(moas_layer_config *cfg) {
-  const moas_layer_config d = layer_defaults();
-  const uint32_t caller_size = cfg->struct_size;
-  std::memcpy(cfg, &d, caller_size < sizeof d ? caller_size : sizeof d);
-  cfg->struct_size = caller_size;
-}
+void fill_layer_default(moas_layer_config *cfg) { write_known_fields(cfg, layer_defaults()); }
 
 ModelConfig validate_layer(const moas_layer_config &caller) {
-  require(caller.struct_size >= kLayerConfigV1Size, MOAS_ERR_ABI_MISMATCH,
-          "moas_layer_config.struct_size is " + std::to_string(caller.struct_size) + ", expected at least " +
-              std::to_string(kLayerConfigV1Size) + ": set struct_size = sizeof(moas_layer_config) and call "
-              "moas_layer_config_default first");
-  // Never read past the caller's struct: an older caller's missing fields keep their defaults.
-  moas_layer_config in = layer_defaults();
-  std::memcpy(&in, &caller, std::min<size_t>(caller.struct_size, sizeof in));
+  const moas_layer_config in = read_known_fields(caller, layer_defaults(), kLayerConfigV1Size, "moas_layer_config");
   require(in.abi_version == MOAS_ABI_VERSION, MOAS_ERR_ABI_MISMATCH,
           "moas_layer_config.abi_version is " + std::to_string(in.abi_version) + " but this library has ABI " +
               std::to_string(MOAS_ABI_VERSION) + ": fill the struct with moas_layer_config_default");

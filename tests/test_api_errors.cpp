@@ -36,6 +36,23 @@ moas_status create_status(const moas_model_config &c) {
   return s;
 }
 
+// The config a model gets from a caller whose struct ends at `struct_size` (an older header): the bytes beyond are
+// 0xFF (-1 as int32) and must never be read.
+moas_model_config config_of_older_caller(uint32_t struct_size) {
+  unsigned char buffer[sizeof(moas_model_config)];
+  std::memset(buffer, 0xFF, sizeof buffer);
+  moas_model_config older = small_config();
+  older.struct_size = struct_size;
+  std::memcpy(buffer, &older, older.struct_size);
+  moas_model *m = nullptr;
+  REQUIRE(moas_model_create(reinterpret_cast<const moas_model_config *>(buffer), &m) == MOAS_OK);
+  ModelPtr model(m);
+  moas_model_config got;
+  got.struct_size = sizeof got;
+  REQUIRE(moas_model_get_config(model.get(), &got) == MOAS_OK);
+  return got;
+}
+
 }  // namespace
 
 TEST_CASE("status strings and version queries", "[api]") {
@@ -138,18 +155,8 @@ TEST_CASE("CoPE and window settings: bad values name their field, older callers 
   c.cope_max_pos = 0;  // read only with CoPE
   REQUIRE(create_status(c) == MOAS_OK);
 
-  // A 0.2.0 caller's struct ends before cope_max_pos: whatever lies beyond is never read.
-  unsigned char buffer[sizeof(moas_model_config)];
-  std::memset(buffer, 0xFF, sizeof buffer);  // cope_max_pos and window_size would read as -1
-  moas_model_config older = small_config();
-  older.struct_size = offsetof(moas_model_config, cope_max_pos);
-  std::memcpy(buffer, &older, older.struct_size);
-  moas_model *m = nullptr;
-  REQUIRE(moas_model_create(reinterpret_cast<const moas_model_config *>(buffer), &m) == MOAS_OK);
-  ModelPtr model(m);
-  moas_model_config got;
-  got.struct_size = sizeof got;
-  REQUIRE(moas_model_get_config(model.get(), &got) == MOAS_OK);
+  // A 0.2.0 caller's struct ends before cope_max_pos.
+  const moas_model_config got = config_of_older_caller(offsetof(moas_model_config, cope_max_pos));
   REQUIRE(got.cope_max_pos == 64);
   REQUIRE(got.window_size == 0);
 }
@@ -167,18 +174,8 @@ TEST_CASE("matmul_precision: bad values name the field, older callers get fp32, 
   REQUIRE(create_status(reserved) == MOAS_ERR_INVALID_CONFIG);
   REQUIRE(std::string(moas_last_error()).find("reserved2") != std::string::npos);
 
-  // A 0.4.0 caller's struct ends before matmul_precision: the bytes beyond (-1 here) are never read.
-  unsigned char buffer[sizeof(moas_model_config)];
-  std::memset(buffer, 0xFF, sizeof buffer);
-  moas_model_config older = small_config();
-  older.struct_size = offsetof(moas_model_config, matmul_precision);
-  std::memcpy(buffer, &older, older.struct_size);
-  moas_model *m = nullptr;
-  REQUIRE(moas_model_create(reinterpret_cast<const moas_model_config *>(buffer), &m) == MOAS_OK);
-  ModelPtr model(m);
-  moas_model_config got;
-  got.struct_size = sizeof got;
-  REQUIRE(moas_model_get_config(model.get(), &got) == MOAS_OK);
+  // A 0.4.0 caller's struct ends before matmul_precision.
+  moas_model_config got = config_of_older_caller(offsetof(moas_model_config, matmul_precision));
   REQUIRE(got.matmul_precision == MOAS_MATMUL_FP32);
 
   // The setting is kept (a config moves between devices unchanged), and the CPU's products stay fp32.
