@@ -3,7 +3,10 @@
 #include <string>
 
 #include "attention.cuh"
+#include "attention_tc.cuh"
 #include "check.cuh"
+#include "gemm.cuh"
+#include "moas.h"
 
 namespace moas {
 namespace cuda {
@@ -22,6 +25,11 @@ __global__ void __launch_bounds__(kAttentionThreads) attention_dq_kernel(Attenti
 __global__ void __launch_bounds__(kAttentionThreads) attention_dkdv_kernel(AttentionArgs a) {
   extern __shared__ __align__(16) unsigned char shared[];
   attention_dkdv_block(AttentionDeviceBlock{}, a, shared, blockIdx.x, blockIdx.y, blockIdx.z);
+}
+
+// BF16 mode runs attention's products on tensor cores too, where the device and head_dim allow; otherwise fp32.
+bool uses_tensor_cores(int64_t head_dim) {
+  return matmul_precision() == MOAS_MATMUL_BF16 && tensor_core_attention(head_dim);
 }
 
 }  // namespace
@@ -51,6 +59,7 @@ int32_t attention_forward(const moas_cuda_attention_dims *dims, const moas_cuda_
       check_dropout("attention_forward", dropout) != kOk)
     return kFailed;
   const AttentionArgs a = attention_args(*dims, *kv, heads, nullptr, n_heads, nullptr, dropout);
+  if (uses_tensor_cores(dims->head_dim)) return attention_tc_forward(a, stream);
   return launch(attention_forward_kernel, query_grid(a), kAttentionThreads, forward_shared_bytes(dims->head_dim), a,
                 stream, "attention_forward");
 }
@@ -64,6 +73,7 @@ int32_t attention_backward(const moas_cuda_attention_dims *dims, const moas_cuda
   if (!dkv || (n_heads > 0 && !grads)) return fail("attention_backward: a null argument");
   if (kv->first_key != 0) return fail("attention_backward: the keys must start at position 0 (first_key 0)");
   const AttentionArgs a = attention_args(*dims, *kv, heads, grads, n_heads, dkv, dropout);
+  if (uses_tensor_cores(dims->head_dim)) return attention_tc_backward(a, stream);
   if (launch(attention_dq_kernel, query_grid(a), kAttentionThreads, dq_shared_bytes(dims->head_dim), a, stream,
              "attention_backward (dq)") != kOk)
     return kFailed;

@@ -175,13 +175,14 @@ MOAS_HD inline int64_t first_row_at(const int32_t *pos, int64_t lo, int64_t hi, 
   return lo;
 }
 
-// The compact rows [*r0, *r1) of sequence b of a head whose positions lie in band `band` (band * kQueryTile ..
-// + kQueryTile - 1): the query chunk query_chunk_end gives on the CPU. False when the band holds no row.
-MOAS_HD inline bool band_rows(const moas_cuda_query_head &qh, int64_t b, int64_t band, int64_t *r0, int64_t *r1) {
+// The compact rows [*r0, *r1) of sequence b of a head whose positions lie in band `band` (band * tile ..
+// + tile - 1): the query chunk query_chunk_end gives on the CPU. False when the band holds no row.
+MOAS_HD inline bool band_rows(const moas_cuda_query_head &qh, int64_t b, int64_t band, int64_t *r0, int64_t *r1,
+                              int64_t tile = kQueryTile) {
   const int64_t end = qh.begin[b + 1];
-  *r0 = first_row_at(qh.pos, qh.begin[b], end, band * kQueryTile);
-  if (*r0 >= end || qh.pos[*r0] >= (band + 1) * kQueryTile) return false;
-  *r1 = query_chunk_end(qh.pos, *r0, end, kQueryTile);
+  *r0 = first_row_at(qh.pos, qh.begin[b], end, band * tile);
+  if (*r0 >= end || qh.pos[*r0] >= (band + 1) * tile) return false;
+  *r1 = query_chunk_end(qh.pos, *r0, end, tile);
   return true;
 }
 

@@ -45,16 +45,18 @@ struct HostBlock {
   }
 };
 
-// Carves typed arrays out of one block's shared memory, 16-byte aligned. With a null base it only counts: the
-// launcher sizes the dynamic shared memory with the same carve the kernel uses.
+// Carves typed arrays out of one block's shared memory, each `align`-byte aligned (16 by default; the tensor-core
+// kernels ask for 32). With a null base it only counts: the launcher sizes the dynamic shared memory with the same
+// carve the kernel uses.
 struct SharedArena {
   unsigned char *base;
   size_t used = 0;
+  size_t align = 16;
 
   template <typename T>
   MOAS_HD T *take(int64_t n) {
     const size_t at = used;
-    used = (at + (size_t)n * sizeof(T) + 15) / 16 * 16;
+    used = (at + (size_t)n * sizeof(T) + align - 1) / align * align;
     return base ? reinterpret_cast<T *>(base + at) : nullptr;
   }
 };

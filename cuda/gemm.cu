@@ -99,6 +99,8 @@ int32_t gemm(int32_t trans_a, int32_t trans_b, int64_t M, int64_t N, int64_t K, 
   return s == CUBLAS_STATUS_SUCCESS ? kOk : fail(std::string("gemm: cuBLAS: ") + cublasGetStatusString(s));
 }
 
+int32_t matmul_precision() { return precision; }
+
 int32_t set_matmul_precision(int32_t p) {
   if (p != MOAS_MATMUL_FP32 && p != MOAS_MATMUL_TF32 && p != MOAS_MATMUL_BF16)
     return fail("set_matmul_precision: " + std::to_string(p) + " is not a MOAS_MATMUL_* value");

@@ -195,14 +195,15 @@ enum {
 };
 
 /* moas_model_config.matmul_precision and moas_layer_config.matmul_precision: how a CUDA device computes the matrix
- * products (projections, MLP, LM head, router); the weights, gradients and optimiser state stay fp32 and every sum
- * accumulates in fp32. The attention kernels and the CPU backend always compute in fp32, so one config serves both
- * devices. */
+ * products; the weights, gradients and optimiser state stay fp32 and every sum accumulates in fp32. The CPU backend
+ * always computes in fp32, so one config serves both devices. */
 enum {
   MOAS_MATMUL_FP32 = 0, /* full fp32 (default): the CPU backend's results to 1e-4 (SPEC §6.7) */
-  MOAS_MATMUL_TF32 = 1, /* tensor cores with the inputs rounded to TF32 (10-bit mantissas) */
-  MOAS_MATMUL_BF16 = 2  /* tensor cores with the inputs rounded to bfloat16 (7-bit mantissas) or TF32, as cuBLAS
-                           chooses per product: fastest, least exact */
+  MOAS_MATMUL_TF32 = 1, /* the projections, MLP, LM head and routers on tensor cores, their inputs rounded to TF32
+                           (10-bit mantissas); attention in fp32 */
+  MOAS_MATMUL_BF16 = 2  /* those products with inputs rounded to bfloat16 (7-bit mantissas) or TF32, as cuBLAS
+                           chooses, and attention's products (not CoPE's) on bfloat16 tensor cores where the device
+                           (compute capability 8.0+) and head_dim allow, its softmax in fp32: fastest, least exact */
 };
 
 typedef struct moas_model_config {

@@ -23,6 +23,7 @@
 #include "attention_cases.hpp"
 #include "cuda_backend.h"
 #include "cuda_inputs.hpp"
+#include "moas.h"
 #include "dropout.hpp"
 #include "embedding.hpp"
 #include "gemm.hpp"
@@ -166,8 +167,11 @@ TEST_CASE("CUDA backend table: version, probe and argument checks", "[cuda]") {
   REQUIRE_THAT(std::string(backend().last_error()), Catch::Matchers::Contains("null argument"));
 }
 
-TEST_CASE("CUDA attention forward and backward equal the CPU kernel", "[cuda][device][attention]") {
-  if (!have_device()) return;
+namespace {
+
+// Every attention case on the device against the CPU kernel, with and without dropout, then a second backward for
+// determinism.
+void check_device_attention(double forward_tol, double backward_tol) {
   for (const float p : {0.0f, 0.3f})
     for (const cuda_test::CaseSpec &spec : cuda_test::attention_cases()) {
       DYNAMIC_SECTION(spec.name << (p > 0 ? ", dropout 0.3" : "")) {
@@ -189,7 +193,7 @@ TEST_CASE("CUDA attention forward and backward equal the CPU kernel", "[cuda][de
         BACKEND_REQUIRE(backend().attention_forward(&dims, &kv, heads.get(), n_heads, &dropout, nullptr));
         if (!c.has_backward()) {
           const std::vector<float> got = arena.download();
-          for (const cuda_test::Tensor &t : c.forward_outputs) cuda_test::require_close(got, ref, t, kTol);
+          for (const cuda_test::Tensor &t : c.forward_outputs) cuda_test::require_close(got, ref, t, forward_tol);
           REQUIRE(backend().attention_backward(&dims, &kv, heads.get(), grads.get(), n_heads, &dkv, &dropout,
                                                nullptr) == 1);
           return;
@@ -197,8 +201,8 @@ TEST_CASE("CUDA attention forward and backward equal the CPU kernel", "[cuda][de
         BACKEND_REQUIRE(
             backend().attention_backward(&dims, &kv, heads.get(), grads.get(), n_heads, &dkv, &dropout, nullptr));
         const std::vector<float> got = arena.download();
-        for (const cuda_test::Tensor &t : c.forward_outputs) cuda_test::require_close(got, ref, t, kTol);
-        for (const cuda_test::Tensor &t : c.backward_outputs) cuda_test::require_close(got, ref, t, kTol);
+        for (const cuda_test::Tensor &t : c.forward_outputs) cuda_test::require_close(got, ref, t, forward_tol);
+        for (const cuda_test::Tensor &t : c.backward_outputs) cuda_test::require_close(got, ref, t, backward_tol);
 
         // Deterministic: a second backward gives the same bits.
         BACKEND_REQUIRE(
@@ -206,6 +210,48 @@ TEST_CASE("CUDA attention forward and backward equal the CPU kernel", "[cuda][de
         REQUIRE(arena.download() == got);
       }
     }
+}
+
+// The calling thread's matmul precision for a scope, FP32 again after it.
+struct MatmulPrecision {
+  explicit MatmulPrecision(int32_t precision) { BACKEND_REQUIRE(backend().set_matmul_precision(precision)); }
+  ~MatmulPrecision() { backend().set_matmul_precision(MOAS_MATMUL_FP32); }
+};
+
+}  // namespace
+
+TEST_CASE("CUDA attention forward and backward equal the CPU kernel", "[cuda][device][attention]") {
+  if (!have_device()) return;
+  check_device_attention(kTol, kTol);
+}
+
+// BF16 mode runs attention on tensor cores (attention_tc.cuh) where the device allows: bfloat16's precision, the
+// host emulation's bounds (test_cuda_attention_tc.cpp), and still deterministic.
+TEST_CASE("CUDA attention in BF16 mode equals the CPU kernel to bfloat16's precision", "[cuda][device][attention]") {
+  if (!have_device()) return;
+  const MatmulPrecision bf16(MOAS_MATMUL_BF16);
+  check_device_attention(1.5e-2, 4e-2);
+}
+
+// TF32 and BF16 products round their inputs (to 10 and 7 mantissa bits; cuBLAS may also use TF32 for BF16) and sum
+// in fp32: within those roundings of the fp32 product, and not all equal to it (the mode reached cuBLAS).
+TEST_CASE("CUDA gemm in TF32 and BF16 modes stays within its inputs' rounding", "[cuda][device][gemm]") {
+  if (!have_device()) return;
+  const int64_t M = 64, N = 96, K = 256;
+  const std::vector<float> A = uniform((size_t)(M * K), 161), B = uniform((size_t)(K * N), 162);
+  std::vector<float> ref((size_t)(M * N), 0.0f);
+  moas::gemm(moas::Trans::No, moas::Trans::No, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, ref.data(), N);
+  for (const auto &[precision, tol] : {std::pair<int32_t, double>{MOAS_MATMUL_TF32, 4e-3},
+                                       std::pair<int32_t, double>{MOAS_MATMUL_BF16, 3e-2}}) {
+    DYNAMIC_SECTION("precision " << precision) {
+      const MatmulPrecision mode(precision);
+      DeviceArray<float> d_A(A), d_B(B), d_C(unwritten((size_t)(M * N)));
+      BACKEND_REQUIRE(backend().gemm(0, 0, M, N, K, 1.0f, d_A.get(), K, d_B.get(), N, 0.0f, d_C.get(), N, nullptr));
+      const std::vector<float> got = d_C.download();
+      require_close(got, ref, tol, "C");
+      REQUIRE(got != ref);
+    }
+  }
 }
 
 TEST_CASE("CUDA CoPE attention forward and backward equal the CPU kernel", "[cuda][device][cope]") {

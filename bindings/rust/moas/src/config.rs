@@ -26,16 +26,18 @@ pub enum Device {
     Cuda { index: usize },
 }
 
-/// `matmul_precision` of a model or layer config: how a CUDA device computes the matrix products (projections, MLP,
-/// LM head, routers). Weights, gradients and optimiser state stay fp32 and every sum accumulates in fp32; the
-/// attention kernels and the CPU backend always compute in fp32, so one config serves both devices.
+/// `matmul_precision` of a model or layer config: how a CUDA device computes the matrix products. Weights, gradients
+/// and optimiser state stay fp32 and every sum accumulates in fp32; the CPU backend always computes in fp32, so one
+/// config serves both devices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MatmulPrecision {
     /// Full fp32 (the default): the CPU backend's results to 1e-4.
     Fp32,
-    /// Tensor cores with the inputs rounded to TF32 (10-bit mantissas).
+    /// Projections, MLP, LM head and routers on tensor cores, their inputs rounded to TF32 (10-bit mantissas);
+    /// attention in fp32.
     Tf32,
-    /// Tensor cores with the inputs rounded to bfloat16 (or TF32, as cuBLAS chooses): fastest, least exact.
+    /// Those products with bfloat16 (or TF32, as cuBLAS chooses) inputs, and attention's products on bfloat16 tensor
+    /// cores where the device and head_dim allow: fastest, least exact.
     Bf16,
 }
 
