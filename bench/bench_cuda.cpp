@@ -1,7 +1,8 @@
 // The CUDA backend on a GPU: training-step throughput of the paper's model (6 layers, 6 heads, 384 wide, T=256,
 // B=12, vocab 65, dropout 0.2, AdamW) through the public ABI with device = MOAS_DEVICE_CUDA, for every attention
-// kind the CUDA model runs, with fp32, TF32 and BF16 matrix products (matmul_precision); decoding tokens/s of the same model through its KV cache, 1 and 8 sequences; and the
-// attention kernels alone (causal, fp32, forward + backward) at T = 1k .. 16k and head_dim 64 / 128 in TFLOP/s.
+// kind the CUDA model runs, with fp32, TF32 and BF16 matrix products (matmul_precision); decoding tokens/s of the
+// same model through its KV cache, 1 and 8 sequences; and the attention kernels alone (causal, forward + backward,
+// fp32 and on bfloat16 tensor cores) at T = 1k .. 16k and head_dim 64 / 128 in TFLOP/s.
 // tools/compare_pytorch.py --device cuda runs the same model in PyTorch on the same GPU, and
 // tools/bench_attention_cuda.py puts the kernels beside PyTorch's scaled_dot_product_attention (default backend,
 // cuDNN and flash forced) at the same shapes. Where no device is usable every benchmark reports why and is skipped.
@@ -144,16 +145,23 @@ void BM_Decode(benchmark::State &state) {
       benchmark::Counter((double)(batch * steps) * (double)state.iterations(), benchmark::Counter::kIsRate);
 }
 
-// Dense causal attention, B sequences of T positions, H = 8 heads of d (MHA), fp32: forward and backward through the
-// backend table on device buffers. FLOPs counted causally: forward 2 products of T^2 / 2 * d per head, backward 5.
+// Dense causal attention, B sequences of T positions, H = 8 heads of d (MHA): forward and backward through the
+// backend table on device buffers, in fp32 (matmul precision FP32) or on bfloat16 tensor cores (BF16). FLOPs
+// counted causally: forward 2 products of T^2 / 2 * d per head, backward 5.
 void BM_Attention(benchmark::State &state) {
   const int64_t T = state.range(0), d = state.range(1), H = 8, B = T >= 8192 ? 1 : 16384 / T, N = B * T;
+  const int32_t precision = (int32_t)state.range(2);
+  state.SetLabel(precision == MOAS_MATMUL_BF16 ? "bf16 tensor cores" : "fp32");
   const moas::CudaBackend &backend = moas::cuda_backend();
   if (!backend.table || backend.devices == 0) {
     state.SkipWithError(backend.why.c_str());
     return;
   }
   const moas_cuda_backend &t = *backend.table;
+  if (t.set_matmul_precision(precision) != 0) {
+    state.SkipWithError(t.last_error());
+    return;
+  }
   moas::DeviceArray<float> q, k, v, out, lse, dout, dq, dk, dv;
   for (moas::DeviceArray<float> *a : {&q, &k, &v, &out, &dout, &dq, &dk, &dv}) {
     a->reserve(t, N * H * d);
@@ -190,6 +198,7 @@ void BM_Attention(benchmark::State &state) {
       break;
     }
   }
+  t.set_matmul_precision(MOAS_MATMUL_FP32);
   const double causal_pairs = (double)B * (double)H * (double)T * (double)(T + 1) / 2;
   const double flops = 2.0 * (2 + 5) * causal_pairs * (double)d * (double)state.iterations();
   state.counters["TFLOP/s"] = benchmark::Counter(flops / 1e12, benchmark::Counter::kIsRate);
@@ -204,7 +213,8 @@ BENCHMARK(BM_TrainStep)
     ->ArgNames({"variant", "matmul"})->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(3.0);
 BENCHMARK(BM_Decode)->ArgsProduct({benchmark::CreateDenseRange(0, kVariantCount - 1, 1), {1, 8}})
     ->ArgNames({"variant", "batch"})->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_Attention)->ArgsProduct({{1024, 2048, 4096, 8192, 16384}, {64, 128}})
+BENCHMARK(BM_Attention)
+    ->ArgsProduct({{1024, 2048, 4096, 8192, 16384}, {64, 128}, {MOAS_MATMUL_FP32, MOAS_MATMUL_BF16}})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 
 int main(int argc, char **argv) {

@@ -5,8 +5,12 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <map>
+#include <mutex>
 #include <string>
+#include <utility>
 
 #include "block.cuh"
 #include "cuda_backend.h"
@@ -33,6 +37,18 @@ inline int32_t checked(cudaError_t e, const char *what) {
   return fail(std::string(what) + ": " + cudaGetErrorString(e));
 }
 
+// The most dynamic shared memory each kernel has been allowed on each device. A kernel's allowance is one value per
+// device, shared by every thread: only ever raised, under a lock, so that a thread whose model needs less (another
+// head_dim) cannot lower it between another thread's cudaFuncSetAttribute and that thread's launch.
+struct SharedAllowances {
+  std::mutex lock;
+  std::map<std::pair<const void *, int>, size_t> bytes;  // (kernel, device) -> bytes allowed
+};
+inline SharedAllowances &shared_allowances() {
+  static SharedAllowances allowances;
+  return allowances;
+}
+
 // Lets `kernel` use `bytes` of dynamic shared memory (above 48 KiB a kernel must opt in), or says why it cannot.
 template <typename Kernel>
 int32_t allow_shared(Kernel kernel, size_t bytes, const char *what) {
@@ -43,9 +59,16 @@ int32_t allow_shared(Kernel kernel, size_t bytes, const char *what) {
     return launched(what);
   if (bytes > (size_t)limit)
     return fail(std::string(what) + ": needs " + std::to_string(bytes) + " bytes of shared memory per block, this " +
-                "device allows " + std::to_string(limit) + " (head_dim too large for this kernel)");
-  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes) != cudaSuccess)
+                "device allows " + std::to_string(limit) + " (the attention kernels' shared memory grows with " +
+                "head_dim = n_embd / n_head; CoPE's with the keys a row sees, block_size or window, and cope_max_pos)");
+  SharedAllowances &allowances = shared_allowances();
+  const std::lock_guard<std::mutex> hold(allowances.lock);
+  size_t &allowed = allowances.bytes[{reinterpret_cast<const void *>(kernel), device}];
+  // Set on every call, not only when raised: the allowance is the context's, and a new context starts without it.
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)std::max(allowed, bytes)) !=
+      cudaSuccess)
     return launched(what);
+  allowed = std::max(allowed, bytes);
   return kOk;
 }
 

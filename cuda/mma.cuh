@@ -6,10 +6,10 @@
 #pragma once
 
 #include <cstdint>
-#include <cstring>
 #include <type_traits>
 
 #include "block.cuh"
+#include "fast_math.hpp"
 
 #if defined(__CUDACC__)
 #include <cuda_bf16.h>
@@ -22,26 +22,6 @@ namespace cuda {
 // bfloat16 as its bits, the same type on both sides (the host has no __nv_bfloat16).
 using bf16_bits = uint16_t;
 
-MOAS_HD inline uint32_t float_bits(float x) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(x);
-#else
-  uint32_t u;
-  std::memcpy(&u, &x, sizeof u);
-  return u;
-#endif
-}
-
-MOAS_HD inline float bits_float(uint32_t u) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(u);
-#else
-  float x;
-  std::memcpy(&x, &u, sizeof x);
-  return x;
-#endif
-}
-
 // x rounded to the nearest bfloat16, ties to even (as __float2bfloat16_rn), NaN kept a NaN. Integer arithmetic only,
 // so host and device round identically.
 MOAS_HD inline bf16_bits to_bf16(float x) {
@@ -51,7 +31,7 @@ MOAS_HD inline bf16_bits to_bf16(float x) {
   return (bf16_bits)(u >> 16);
 }
 
-MOAS_HD inline float from_bf16(bf16_bits b) { return bits_float((uint32_t)b << 16); }
+MOAS_HD inline float from_bf16(bf16_bits b) { return float_from_bits((uint32_t)b << 16); }
 
 constexpr int kMmaTile = 16;      // WMMA's m16n16k16 for bfloat16
 constexpr size_t kMmaAlign = 32;  // WMMA loads and stores need 256-bit aligned tile pointers

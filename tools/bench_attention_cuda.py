@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """The CUDA attention kernels beside PyTorch's scaled_dot_product_attention on the same GPU, in one run: causal
 attention forward + backward, 8 heads, T = 1k .. 16k, head_dim 64 and 128, same batch as bench_cuda, TFLOP/s counted
-causally the same way for both. PyTorch runs fp32 (its efficient-attention kernel: the like-for-like comparison,
-libmoas's kernels are fp32) and bf16, first with the backend PyTorch picks, then with cuDNN and with flash forced
-(the speed a mixed-precision user would get; neither runs fp32). A backend that cannot run a shape shows n/a. The
-last line checks the issue's target, dense attention at >= 70% of cuDNN SDPA, against the cuDNN bf16 column.
+causally the same way for both. libmoas runs its fp32 kernels (matmul precision FP32) and its bfloat16 tensor-core
+kernels (BF16); PyTorch runs fp32 (its efficient-attention kernel, beside libmoas fp32) and bf16 (beside libmoas
+bf16), first with the backend PyTorch picks, then with cuDNN and with flash forced. A backend that cannot run a
+shape shows n/a. The last line checks the issue's target, dense attention at >= 70% of cuDNN SDPA: libmoas bf16
+against the cuDNN bf16 column.
 
     tools/bench_attention_cuda.py [--bench build/bench/bench_cuda] [--repeats 20]
 
@@ -29,6 +30,7 @@ TORCH_RUNS = [
     ("flash bf16", torch.bfloat16, SDPBackend.FLASH_ATTENTION),
 ]
 TARGET_COLUMN, TARGET_RATIO = "cuDNN bf16", 0.70
+PRECISIONS = {0: "fp32", 2: "bf16"}  # bench_cuda's third argument: MOAS_MATMUL_FP32, MOAS_MATMUL_BF16
 
 
 def torch_tflops(B, H, T, d, dtype, backend, repeats):
@@ -63,24 +65,33 @@ def main():
     report = json.loads(subprocess.run([args.bench, "--benchmark_filter=BM_Attention", "--benchmark_format=json"],
                                        check=True, capture_output=True, text=True).stdout)
     print(f"{torch.cuda.get_device_name()}; torch {torch.__version__}; causal, 8 heads, fwd + bwd")
-    print("| T | d | B | libmoas fp32 TFLOP/s | " + " | ".join(f"{name} | ratio" for name, _, _ in TORCH_RUNS) + " |")
-    print("|---:|---:|---:|---:|" + "---:|---:|" * len(TORCH_RUNS))
-    target_ratios = []
+    ours, shapes = {}, []  # (T, d) -> {"fp32": TFLOP/s, "bf16": TFLOP/s}
     for run in report["benchmarks"]:
         if "error_message" in run:
-            print(f"| {run['name']} | skipped: {run['error_message']} |")
+            print(f"{run['name']}: skipped: {run['error_message']}")
             continue
-        _, T, d = run["name"].split("/")[:3]
-        T, d, B = int(T), int(d), int(run["B"])
-        ours = run["TFLOP/s"]
+        T, d, precision = (int(x) for x in run["name"].split("/")[1:4])
+        if (T, d) not in ours:
+            shapes.append((T, d, int(run["B"])))
+        ours.setdefault((T, d), {})[PRECISIONS[precision]] = run["TFLOP/s"]
+    if not shapes:
+        return
+    print("| T | d | B | libmoas fp32 | libmoas bf16 | " + " | ".join(f"{name} | ratio" for name, _, _ in TORCH_RUNS) +
+          " |")
+    print("|---:|---:|---:|---:|---:|" + "---:|---:|" * len(TORCH_RUNS))
+    target_ratios = []
+    for T, d, B in shapes:
+        mine = ours[(T, d)]
         cells = []
         for name, dtype, backend in TORCH_RUNS:
             theirs = torch_tflops(B, 8, T, d, dtype, backend, args.repeats)
-            cells.append("n/a | n/a" if theirs is None else f"{theirs:.1f} | {ours / theirs:.2f}")
-            if name == TARGET_COLUMN and theirs is not None:
-                target_ratios.append((ours / theirs, T, d))
-        print(f"| {T} | {d} | {B} | {ours:.1f} | " + " | ".join(cells) + " |", flush=True)
-    target = f"target: dense attention >= {TARGET_RATIO:.0%} of cuDNN SDPA (libmoas fp32 / {TARGET_COLUMN})"
+            own = mine.get("fp32" if dtype == torch.float32 else "bf16")
+            cells.append("n/a | n/a" if theirs is None or own is None else f"{theirs:.1f} | {own / theirs:.2f}")
+            if name == TARGET_COLUMN and theirs is not None and own is not None:
+                target_ratios.append((own / theirs, T, d))
+        shown = " | ".join(f"{mine[p]:.1f}" if p in mine else "n/a" for p in ("fp32", "bf16"))
+        print(f"| {T} | {d} | {B} | {shown} | " + " | ".join(cells) + " |", flush=True)
+    target = f"target: dense attention >= {TARGET_RATIO:.0%} of cuDNN SDPA (libmoas bf16 / {TARGET_COLUMN})"
     if not target_ratios:
         print(f"{target}: not measured (no shape ran on both)")
         return
