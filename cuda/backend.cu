@@ -1,4 +1,4 @@
-// The one symbol libmoas_cuda.so exports: moas_cuda_backend_v6 hands libmoas (src/cuda_loader.cpp) the function
+// The one symbol libmoas_cuda.so exports: moas_cuda_backend_v7 hands libmoas (src/cuda_loader.cpp) the function
 // table of src/cuda_backend.h. Also the device probe and the per-thread error message behind every entry.
 #include <cstdio>
 #include <string>
@@ -8,6 +8,7 @@
 #include "check.cuh"
 #include "cope_attention.cuh"
 #include "cuda_backend.h"
+#include "device_fit.cuh"
 #include "dropout.cuh"
 #include "elementwise.cuh"
 #include "embedding.cuh"
@@ -52,7 +53,7 @@ const char *last_error() { return error_message.c_str(); }
 }  // namespace cuda
 }  // namespace moas
 
-extern "C" __attribute__((visibility("default"))) const moas_cuda_backend *moas_cuda_backend_v6(void) {
+extern "C" __attribute__((visibility("default"))) const moas_cuda_backend *moas_cuda_backend_v7(void) {
   using namespace moas::cuda;
   // Filled by name: the order of the entries is the header's business.
   static const moas_cuda_backend table = [] {
@@ -60,6 +61,7 @@ extern "C" __attribute__((visibility("default"))) const moas_cuda_backend *moas_
     t.version = MOAS_CUDA_BACKEND_VERSION;
     t.probe = probe;
     t.last_error = last_error;
+    t.check_device = check_device;
     t.set_device = set_device;
     t.alloc = device_alloc;
     t.free = device_free;

@@ -186,9 +186,10 @@ typedef struct moas_head_selection {
  * path; the environment variable MOAS_CUDA_LIBRARY names another file) and runs forward, backward and the optimiser
  * there, with the weights, gradients and optimiser state in device memory; parameter reads and writes, checkpoints
  * and moas_logits copy between host and device. Without the library, a driver or a device: MOAS_ERR_DEVICE_UNAVAILABLE
- * with the reason. In this version the CUDA model runs every attention kind (one scheme, MoAS, MoH; aux loss and
- * router statistics as on the CPU) with any position encoding and windows, and decodes with a KV cache in device
- * memory; the layer API runs on CUDA too (moas_layer_config.device). */
+ * with the reason; also for a device this build has no code for, or attention needing more shared memory per block
+ * than the device has (a very large head_dim; CoPE over a long context without a window). The CUDA model runs every
+ * attention kind (one scheme, MoAS, MoH; aux loss and router statistics as on the CPU) with any position encoding and
+ * windows, and decodes with a KV cache in device memory; the layer API runs on CUDA too (moas_layer_config.device). */
 enum {
   MOAS_DEVICE_CPU = 0,
   MOAS_DEVICE_CUDA = 1

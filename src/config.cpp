@@ -196,7 +196,9 @@ ModelConfig validate(const moas_model_config &caller) {
         "n_threads is " + std::to_string(in.n_threads) + ": use 0 (all cores) or a positive count");
   check(in.device == MOAS_DEVICE_CPU || in.device == MOAS_DEVICE_CUDA,
         "device is " + std::to_string(in.device) + ": use MOAS_DEVICE_CPU or MOAS_DEVICE_CUDA");
-  if (in.device == MOAS_DEVICE_CUDA) require_cuda_device(in.device_index);  // says why it cannot run
+  if (in.device == MOAS_DEVICE_CUDA)  // says why it cannot run
+    require_cuda_device(in.device_index, head_dim, in.block_size, in.window_size,
+                        in.position == MOAS_POSITION_COPE ? in.cope_max_pos : 0);
   check(in.matmul_precision == MOAS_MATMUL_FP32 || in.matmul_precision == MOAS_MATMUL_TF32 ||
             in.matmul_precision == MOAS_MATMUL_BF16,
         "matmul_precision is " + std::to_string(in.matmul_precision) +

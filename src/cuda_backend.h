@@ -17,8 +17,8 @@
 extern "C" {
 #endif
 
-#define MOAS_CUDA_BACKEND_VERSION 6
-#define MOAS_CUDA_BACKEND_SYMBOL "moas_cuda_backend_v6"
+#define MOAS_CUDA_BACKEND_VERSION 7
+#define MOAS_CUDA_BACKEND_SYMBOL "moas_cuda_backend_v7"
 
 /* As moas::AttentionDims (src/attention.hpp). */
 typedef struct moas_cuda_attention_dims {
@@ -101,6 +101,10 @@ typedef struct moas_cuda_backend {
    * to why[0, why_len) otherwise. Thread-safe. */
   int32_t (*probe)(char *why, size_t why_len);
   const char *(*last_error)(void);
+  /* 0 when device `index` can run a model with these shapes, else 1 with the reason in last_error(): this build has
+   * code for its architecture, and the attention kernels' shared memory fits its per-block limit (head_dim; with
+   * CoPE, cope_max_pos > 0, the keys a row sees: seq, or window + 1). Leaves the current device as it was. */
+  int32_t (*check_device)(int32_t index, int64_t head_dim, int64_t seq, int64_t window, int64_t cope_max_pos);
 
   /* Memory of the calling thread's current device (set_device chooses it). alloc returns NULL (the reason in
    * last_error()) when it cannot, and NULL without an error for 0 bytes; free(NULL) does nothing. copy moves `bytes`

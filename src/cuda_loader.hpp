@@ -27,8 +27,10 @@ const CudaBackend &cuda_backend();
 CudaBackend load_cuda_backend(const std::string &path);
 
 // Config validation for device == MOAS_DEVICE_CUDA: throws moas::Error(MOAS_ERR_DEVICE_UNAVAILABLE) saying why the
-// device cannot be used (no backend library, no device, device_index out of range).
-void require_cuda_device(int32_t device_index);
+// device cannot be used (no backend library, no device, device_index out of range, no code for its architecture in
+// this build, or a model whose attention needs more shared memory than it has: head_dim; with CoPE, cope_max_pos > 0,
+// the keys a row sees over the longest sequence `seq` and the window).
+void require_cuda_device(int32_t device_index, int64_t head_dim, int64_t seq, int64_t window, int64_t cope_max_pos);
 
 
 }  // namespace moas

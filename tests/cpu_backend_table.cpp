@@ -81,6 +81,8 @@ const char *last_error() { return error_message.c_str(); }
 int32_t set_device(int32_t index) {
   return guarded([&] { require(index == 0, MOAS_ERR_DEVICE_UNAVAILABLE, "the CPU table has one device"); });
 }
+// Host memory has no per-block limit: every shape fits the one device.
+int32_t check_device(int32_t index, int64_t, int64_t, int64_t, int64_t) { return set_device(index); }
 void *alloc(size_t bytes) { return std::malloc(bytes > 0 ? bytes : 1); }
 void release(void *p) { std::free(p); }
 int32_t copy(void *dst, const void *src, size_t bytes, void *) {
@@ -346,6 +348,7 @@ moas_cuda_backend make_table() {
   t.probe = probe;
   t.last_error = last_error;
   t.set_device = set_device;
+  t.check_device = check_device;
   t.alloc = alloc;
   t.free = release;
   t.copy = copy;
@@ -402,8 +405,8 @@ const moas_cuda_backend *cpu_backend_table() {
 }  // namespace moas_test
 
 #ifdef MOAS_CPU_TABLE_EXPORT
-static_assert(MOAS_CUDA_BACKEND_VERSION == 6, "export the table under the new version's symbol");
-extern "C" __attribute__((visibility("default"))) const moas_cuda_backend *moas_cuda_backend_v6(void) {
+static_assert(MOAS_CUDA_BACKEND_VERSION == 7, "export the table under the new version's symbol");
+extern "C" __attribute__((visibility("default"))) const moas_cuda_backend *moas_cuda_backend_v7(void) {
   return moas_test::cpu_backend_table();
 }
 #endif

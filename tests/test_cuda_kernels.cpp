@@ -38,7 +38,7 @@
 #include "rows.hpp"
 #include "softmax.hpp"
 
-extern "C" const moas_cuda_backend *moas_cuda_backend_v6(void);
+extern "C" const moas_cuda_backend *moas_cuda_backend_v7(void);
 
 namespace {
 
@@ -50,7 +50,7 @@ using cuda_test::uniform;
 constexpr const char *kSkipped = "MOAS_CUDA_SKIPPED";  // tests/CMakeLists.txt: SKIP_REGULAR_EXPRESSION
 constexpr double kTol = 1e-4;
 
-const moas_cuda_backend &backend() { return *moas_cuda_backend_v6(); }
+const moas_cuda_backend &backend() { return *moas_cuda_backend_v7(); }
 
 // True when a device can run the kernels; otherwise prints the skip marker with CUDA's reason.
 bool have_device() {
@@ -223,6 +223,17 @@ struct MatmulPrecision {
 TEST_CASE("CUDA attention forward and backward equal the CPU kernel", "[cuda][device][attention]") {
   if (!have_device()) return;
   check_device_attention(kTol, kTol);
+}
+
+TEST_CASE("CUDA check_device accepts the paper's model and refuses attention wider than the device's shared memory",
+          "[cuda][device]") {
+  if (!have_device()) return;
+  BACKEND_REQUIRE(backend().check_device(0, 64, 256, 0, 0));
+  REQUIRE(backend().check_device(0, 4096, 256, 0, 0) == 1);
+  REQUIRE_THAT(backend().last_error(), Catch::Contains("head_dim 4096") && Catch::Contains("shared memory"));
+  int current = -1;
+  CUDA_REQUIRE(cudaGetDevice(&current));
+  REQUIRE(current == 0);  // left as it was
 }
 
 // BF16 mode runs attention on tensor cores (attention_tc.cuh) where the device allows: bfloat16's precision, the
