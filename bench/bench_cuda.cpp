@@ -24,18 +24,23 @@ namespace {
 
 struct Variant {
   const char *name;
-  int32_t attention, kv_heads, moas_mode, strategy, shared, routed_active, active;
+  int32_t heads, attention, kv_heads, moas_mode, strategy, shared, routed_active, active;
 };
 
+// The paper's 6 heads, and 8 heads of 48 for MoH at 75% of the heads (2 shared + 4 of 6 routed, or 6 kept) beside
+// AllHeads at the same shape.
 const Variant kVariants[] = {
-    {"MHA", MOAS_ATTENTION_SCHEME, 6, 0, MOAS_HEADS_ALL, 0, 0, 0},
-    {"GQA-2", MOAS_ATTENTION_SCHEME, 2, 0, MOAS_HEADS_ALL, 0, 0, 0},
-    {"MQA", MOAS_ATTENTION_SCHEME, 1, 0, MOAS_HEADS_ALL, 0, 0, 0},
-    {"MoAS static", MOAS_ATTENTION_MOAS, 6, MOAS_MODE_STATIC, MOAS_HEADS_ALL, 0, 0, 0},
-    {"MoAS soft", MOAS_ATTENTION_MOAS, 6, MOAS_MODE_SOFT, MOAS_HEADS_ALL, 0, 0, 0},
-    {"MoAS top1", MOAS_ATTENTION_MOAS, 6, MOAS_MODE_TOP1, MOAS_HEADS_ALL, 0, 0, 0},
-    {"MoH 2+2/4", MOAS_ATTENTION_MOH, 6, 0, MOAS_HEADS_MIXTURE, 2, 2, 0},
-    {"Pruning 4", MOAS_ATTENTION_MOH, 6, 0, MOAS_HEADS_STATIC_PRUNING, 0, 0, 4},
+    {"MHA", 6, MOAS_ATTENTION_SCHEME, 6, 0, MOAS_HEADS_ALL, 0, 0, 0},
+    {"GQA-2", 6, MOAS_ATTENTION_SCHEME, 2, 0, MOAS_HEADS_ALL, 0, 0, 0},
+    {"MQA", 6, MOAS_ATTENTION_SCHEME, 1, 0, MOAS_HEADS_ALL, 0, 0, 0},
+    {"MoAS static", 6, MOAS_ATTENTION_MOAS, 6, MOAS_MODE_STATIC, MOAS_HEADS_ALL, 0, 0, 0},
+    {"MoAS soft", 6, MOAS_ATTENTION_MOAS, 6, MOAS_MODE_SOFT, MOAS_HEADS_ALL, 0, 0, 0},
+    {"MoAS top1", 6, MOAS_ATTENTION_MOAS, 6, MOAS_MODE_TOP1, MOAS_HEADS_ALL, 0, 0, 0},
+    {"MoH 2+2/4", 6, MOAS_ATTENTION_MOH, 6, 0, MOAS_HEADS_MIXTURE, 2, 2, 0},
+    {"Pruning 4", 6, MOAS_ATTENTION_MOH, 6, 0, MOAS_HEADS_STATIC_PRUNING, 0, 0, 4},
+    {"AllHeads H8", 8, MOAS_ATTENTION_MOH, 8, 0, MOAS_HEADS_ALL, 0, 0, 0},
+    {"MoH 75% H8", 8, MOAS_ATTENTION_MOH, 8, 0, MOAS_HEADS_MIXTURE, 2, 4, 0},
+    {"Pruning 6/8", 8, MOAS_ATTENTION_MOH, 8, 0, MOAS_HEADS_STATIC_PRUNING, 0, 0, 6},
 };
 const int kVariantCount = (int)(sizeof kVariants / sizeof kVariants[0]);
 
@@ -45,8 +50,9 @@ moas_model_config paper_config_on_gpu(const Variant &v, int32_t matmul_precision
   moas_model_config_default(&cfg);
   cfg.device = MOAS_DEVICE_CUDA;
   cfg.matmul_precision = matmul_precision;
+  cfg.n_head = v.heads;
   cfg.attention = v.attention;
-  cfg.n_kv_head = v.attention == MOAS_ATTENTION_SCHEME ? v.kv_heads : cfg.n_head;
+  cfg.n_kv_head = v.attention == MOAS_ATTENTION_MOAS ? cfg.n_head : v.kv_heads;
   if (v.attention == MOAS_ATTENTION_MOAS) cfg.moas_mode = v.moas_mode;
   cfg.head_selection.strategy = v.strategy;
   cfg.head_selection.num_shared_heads = v.shared;

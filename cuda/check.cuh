@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <string>
@@ -23,10 +24,25 @@ constexpr int32_t kOk = 0, kFailed = 1;
 int32_t fail(const std::string &why);  // records why for last_error(), returns kFailed
 const char *last_error();
 
+// MOAS_CUDA_SYNC=1 in the environment: every launch waits for its kernel, so a fault inside one is reported under
+// that kernel's name rather than by whichever call synchronises next. For debugging: host and device take turns.
+inline bool sync_each_launch() {
+  static const bool on = [] {
+    const char *value = std::getenv("MOAS_CUDA_SYNC");
+    return value && *value && std::string(value) != "0";
+  }();
+  return on;
+}
+
 // kOk after a successful launch, else fail("<what>: <CUDA's message>").
 inline int32_t launched(const char *what) {
   const cudaError_t e = cudaGetLastError();
-  return e == cudaSuccess ? kOk : fail(std::string(what) + ": " + cudaGetErrorString(e));
+  if (e != cudaSuccess) return fail(std::string(what) + ": " + cudaGetErrorString(e));
+  if (!sync_each_launch()) return kOk;
+  const cudaError_t ran = cudaDeviceSynchronize();
+  if (ran == cudaSuccess) return kOk;
+  (void)cudaGetLastError();
+  return fail(std::string(what) + " (run with MOAS_CUDA_SYNC): " + cudaGetErrorString(ran));
 }
 
 // kOk when a runtime call returned cudaSuccess, else fail("<what>: <CUDA's message>"). The failure is also the

@@ -4,9 +4,10 @@ B=12, vocab 65, dropout 0.2, AdamW) in libmoas and in PyTorch eager, on the CPU 
 (--device cuda: libmoas's CUDA model against PyTorch on the same GPU, both in full fp32 with TF32 off, or with
 --precision tf32 / bf16: libmoas's matmul_precision against PyTorch's TF32 matmuls / bf16 autocast), same shapes, for
 MHA, GQA-2, MQA, MoAS (static, soft, top-1; branches MHA/GQA-2/MQA) and MoH (2 shared + 2 of 4 routed heads, and
-StaticPruning 4). PyTorch runs the independent model of tools/reference/gpt.py with explicit attention (the
-reference code's way) and with scaled_dot_product_attention; its MoAS load-balance loss comes from the same forward
-(the published MoAS code runs a second forward for it, which would make PyTorch slower still).
+StaticPruning 4; with 8 heads, MoH at 75% beside AllHeads). PyTorch runs the independent model of
+tools/reference/gpt.py with explicit attention (the reference code's way) and with scaled_dot_product_attention; its
+MoAS load-balance loss comes from the same forward (the published MoAS code runs a second forward for it, which would
+make PyTorch slower still).
 
     tools/compare_pytorch.py [--lib build/libmoas.so] [--steps 10] [--threads 2] [--device cpu|cuda]
                              [--precision fp32|tf32|bf16] [--only "MoAS soft" MHA]
@@ -63,6 +64,12 @@ VARIANTS = {
                   {"attention": "moh", "head_selection": {"strategy": "static_pruning", "num_shared_heads": 0,
                                                           "num_active_routed_heads": 0, "num_active_heads": 4,
                                                           "load_balance_weight": 0.01, "gates": "reference"}}),
+    # 8 heads of 48: MoH with 75% of the heads active per token beside all of them.
+    "AllHeads H8": ({"n_head": 8, "n_kv_head": 8}, {"n_head": 8, "n_kv_head": 8}),
+    "MoH 75% H8": ({"n_head": 8, "n_kv_head": 8, "attention": 2, "heads": (1, 2, 4, 0)},
+                   {"n_head": 8, "n_kv_head": 8, "attention": "moh",
+                    "head_selection": {"strategy": "mixture", "num_shared_heads": 2, "num_active_routed_heads": 4,
+                                       "num_active_heads": 0, "load_balance_weight": 0.01, "gates": "reference"}}),
 }
 
 
