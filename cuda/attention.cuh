@@ -186,6 +186,42 @@ MOAS_HD inline bool band_rows(const moas_cuda_query_head &qh, int64_t b, int64_t
   return true;
 }
 
+// Whether a listed head reads kv head g: one nobody reads keeps its dk/dv untouched, as on the CPU.
+MOAS_HD inline bool kv_head_read(const AttentionArgs &a, int64_t g) {
+  for (int64_t e = 0; e < a.n_heads; ++e)
+    if (kv_head_of(a.heads[e].head, a.dims.heads / a.dims.kv_heads) == g) return true;
+  return false;
+}
+
+// f(j0, nk) for each tile of `tile` keys that rows at positions first_pos .. last may see, in order: from the tile
+// holding the first row's earliest visible key (or the cache's first key) to the one holding `last`.
+template <class F>
+MOAS_HD void for_each_key_tile(const AttentionArgs &a, int64_t first_pos, int64_t last, int64_t tile, F &&f) {
+  for (int64_t j0 = key_tile_start(first_visible_key(first_pos, a.dims.window), a.kv.first_key, tile); j0 <= last;
+       j0 += tile)
+    f(j0, min_i64(tile, last + 1 - j0));
+}
+
+// f(entry, r0, mq) for each chunk of query rows (one band of `rows` positions) of sequence b that can see a key of
+// the tile [j0, j0 + keys), over the listed heads reading kv head `kv_head`, in list order then row order: the fixed
+// order of the dk/dv sums.
+template <class F>
+MOAS_HD void for_each_chunk_seeing(const AttentionArgs &a, int64_t b, int64_t kv_head, int64_t j0, int64_t keys,
+                                   int64_t rows, F &&f) {
+  const int64_t group = a.dims.heads / a.dims.kv_heads;
+  for (int64_t e = 0; e < a.n_heads; ++e) {
+    const moas_cuda_query_head &qh = a.heads[e];
+    if (kv_head_of(qh.head, group) != kv_head) continue;
+    const int64_t rows_begin = qh.begin[b], rows_end = qh.begin[b + 1];
+    for (int64_t r0 = rows_begin, r1 = rows_begin; r0 < rows_end; r0 = r1) {
+      r1 = query_chunk_end(qh.pos, r0, rows_end, rows);
+      // The whole chunk precedes this key tile, or its windows all start after it.
+      if (qh.pos[r1 - 1] < j0 || first_visible_key(qh.pos[r0], a.dims.window) >= j0 + keys) continue;
+      f(e, r0, r1 - r0);
+    }
+  }
+}
+
 // Copies keys and values j0 .. j0 + nk - 1 of kv head g of sequence b into k, v [nk, d] (thread t of T takes every
 // T-th element, so a warp reads consecutive addresses).
 MOAS_HD inline void load_key_tile(int t, int threads, const moas_cuda_key_values &kv, int64_t b, int64_t g, int64_t j0,
@@ -246,9 +282,7 @@ MOAS_HD void attention_forward_block(const Block &block, const AttentionArgs &a,
     }
   });
   // Rows are in position order: the first row's window starts earliest, the last row sees furthest.
-  for (int64_t j0 = key_tile_start(first_visible_key(qh.pos[r0], w), a.kv.first_key, kKeyTile); j0 <= last;
-       j0 += kKeyTile) {
-    const int64_t nk = min_i64(kKeyTile, last + 1 - j0);
+  for_each_key_tile(a, qh.pos[r0], last, kKeyTile, [&](int64_t j0, int64_t nk) {
     block.each([&](int t) { load_key_tile(t, T, a.kv, b, g, j0, nk, d, sh.k, sh.v); });
     block.each([&](int t) {
       if (t >= mq) return;
@@ -258,7 +292,7 @@ MOAS_HD void attention_forward_block(const Block &block, const AttentionArgs &a,
                        attention_dropout_element(a, b, qh.head, sh.pos[t], j0), sh.s + t * (kKeyTile + 1), sh.m[t],
                        sh.l[t], sh.acc + t * (d + 1));
     });
-  }
+  });
   block.each([&](int t) {
     if (t >= mq) return;
     const float inv = 1.0f / sh.l[t];
@@ -295,9 +329,7 @@ MOAS_HD void attention_dq_block(const Block &block, const AttentionArgs &a, unsi
       for (int64_t i = 0; i < d; ++i) sh.dq[t * (d + 1) + i] = 0.0f;
     }
   });
-  for (int64_t j0 = key_tile_start(first_visible_key(qh.pos[r0], w), a.kv.first_key, kKeyTile); j0 <= last;
-       j0 += kKeyTile) {
-    const int64_t nk = min_i64(kKeyTile, last + 1 - j0);
+  for_each_key_tile(a, qh.pos[r0], last, kKeyTile, [&](int64_t j0, int64_t nk) {
     block.each([&](int t) { load_key_tile(t, T, a.kv, b, g, j0, nk, d, sh.k, sh.v); });
     block.each([&](int t) {
       if (t >= mq) return;
@@ -318,7 +350,7 @@ MOAS_HD void attention_dq_block(const Block &block, const AttentionArgs &a, unsi
         dq[i] += a.scale * sum;
       }
     });
-  }
+  });
   block.each([&](int t) {
     if (t >= mq) return;
     float *dq = gr.dq + (r0 + t) * gr.dq_stride;
@@ -330,11 +362,9 @@ template <class Block>
 MOAS_HD void attention_dkdv_block(const Block &block, const AttentionArgs &a, unsigned char *shared, int64_t tile,
                                   int64_t g, int64_t b) {
   constexpr int T = Block::kThreads;
-  const int64_t d = a.dims.head_dim, w = a.dims.window, group = a.dims.heads / a.dims.kv_heads;
+  const int64_t d = a.dims.head_dim, w = a.dims.window;
   const int64_t j0 = tile * kKeyTile, nk = min_i64(kKeyTile, a.dims.seq - j0);
-  bool read = false;  // kv heads that no listed head reads keep their dk/dv untouched, as on the CPU
-  for (int64_t e = 0; e < a.n_heads; ++e) read = read || kv_head_of(a.heads[e].head, group) == g;
-  if (!read || nk <= 0) return;
+  if (!kv_head_read(a, g) || nk <= 0) return;
   SharedArena arena{shared};
   const DkdvShared sh = dkdv_shared(arena, d);
   const moas_cuda_key_values &kv = a.kv;
@@ -350,50 +380,42 @@ MOAS_HD void attention_dkdv_block(const Block &block, const AttentionArgs &a, un
       sh.dv[t * (d + 1) + i] = 0.0f;
     }
   });
-  for (int64_t e = 0; e < a.n_heads; ++e) {
+  for_each_chunk_seeing(a, b, g, j0, kKeyTile, kQueryTile, [&](int64_t e, int64_t r0, int64_t mq) {
     const moas_cuda_query_head &qh = a.heads[e];
-    if (kv_head_of(qh.head, group) != g) continue;
     const moas_cuda_query_head_grad &gr = a.grads[e];
-    const int64_t rows_begin = qh.begin[b], rows_end = qh.begin[b + 1];
-    for (int64_t r0 = rows_begin, r1 = rows_begin; r0 < rows_end; r0 = r1) {
-      r1 = query_chunk_end(qh.pos, r0, rows_end, kQueryTile);
-      const int64_t mq = r1 - r0;
-      // The whole chunk precedes this key tile, or its windows all start after it.
-      if (qh.pos[r0 + mq - 1] < j0 || first_visible_key(qh.pos[r0], w) >= j0 + kKeyTile) continue;
-      block.each([&](int t) {
-        load_rows(t, T, qh.q, qh.q_stride, r0, mq, d, sh.q, d);
-        load_rows(t, T, gr.dout, gr.dout_stride, r0, mq, d, sh.dout, d);
-        if (t < mq) {
-          sh.pos[t] = qh.pos[r0 + t];
-          sh.lse[t] = qh.lse[r0 + t];
-          sh.D[t] = dot(qh.out + (r0 + t) * qh.out_stride, gr.dout + (r0 + t) * gr.dout_stride, d);
+    block.each([&](int t) {
+      load_rows(t, T, qh.q, qh.q_stride, r0, mq, d, sh.q, d);
+      load_rows(t, T, gr.dout, gr.dout_stride, r0, mq, d, sh.dout, d);
+      if (t < mq) {
+        sh.pos[t] = qh.pos[r0 + t];
+        sh.lse[t] = qh.lse[r0 + t];
+        sh.D[t] = dot(qh.out + (r0 + t) * qh.out_stride, gr.dout + (r0 + t) * gr.dout_stride, d);
+      }
+    });
+    block.each([&](int t) {
+      if (t >= nk) return;
+      const float *k = sh.k + t * (d + 1), *v = sh.v + t * (d + 1);
+      float *dk = sh.dk + t * (d + 1), *dv = sh.dv + t * (d + 1);
+      for (int64_t r = 0; r < mq; ++r) {
+        int64_t lo, hi;
+        visible_keys(sh.pos[r], w, j0, nk, &lo, &hi);
+        if (t < lo || t >= hi) continue;
+        const float *q = sh.q + r * d, *dout = sh.dout + r * d;
+        const float p = fast_exp(a.scale * dot(q, k, d) - sh.lse[r]);
+        float dp = dot(dout, v, d), pz = p;
+        if (a.dropout.active()) {
+          const float z = dropout_multiplier(a, attention_dropout_element(a, b, qh.head, sh.pos[r], j0 + t));
+          dp *= z;
+          pz *= z;
         }
-      });
-      block.each([&](int t) {
-        if (t >= nk) return;
-        const float *k = sh.k + t * (d + 1), *v = sh.v + t * (d + 1);
-        float *dk = sh.dk + t * (d + 1), *dv = sh.dv + t * (d + 1);
-        for (int64_t r = 0; r < mq; ++r) {
-          int64_t lo, hi;
-          visible_keys(sh.pos[r], w, j0, nk, &lo, &hi);
-          if (t < lo || t >= hi) continue;
-          const float *q = sh.q + r * d, *dout = sh.dout + r * d;
-          const float p = fast_exp(a.scale * dot(q, k, d) - sh.lse[r]);
-          float dp = dot(dout, v, d), pz = p;
-          if (a.dropout.active()) {
-            const float z = dropout_multiplier(a, attention_dropout_element(a, b, qh.head, sh.pos[r], j0 + t));
-            dp *= z;
-            pz *= z;
-          }
-          const float ds = p * (dp - sh.D[r]);
-          for (int64_t i = 0; i < d; ++i) {
-            dv[i] += pz * dout[i];
-            dk[i] += a.scale * ds * q[i];
-          }
+        const float ds = p * (dp - sh.D[r]);
+        for (int64_t i = 0; i < d; ++i) {
+          dv[i] += pz * dout[i];
+          dk[i] += a.scale * ds * q[i];
         }
-      });
-    }
-  }
+      }
+    });
+  });
   block.each([&](int t) {
     if (t >= nk) return;
     const int64_t key = b * kv.seq_stride + j0 + t;

@@ -149,9 +149,7 @@ MOAS_HD void attention_tc_forward_block(const Block &block, const AttentionArgs 
       sh.l[t] = 0.0f;
     }
   });
-  for (int64_t j0 = key_tile_start(first_visible_key(qh.pos[r0], w), a.kv.first_key, kTcKeys); j0 <= last;
-       j0 += kTcKeys) {
-    const int64_t nk = min_i64(kTcKeys, last + 1 - j0);
+  for_each_key_tile(a, qh.pos[r0], last, kTcKeys, [&](int64_t j0, int64_t nk) {
     block.each([&](int t) { load_bf16_keys(t, T, a.kv, b, kv_head, j0, nk, g, sh.k, sh.v); });
     block_mma<false, true>(block, kTcRows, kTcKeys, g.dp, sh.q, g.ld, sh.k, g.ld, sh.s, kTcScoreLd, false);
     block.each([&](int t) {
@@ -175,7 +173,7 @@ MOAS_HD void attention_tc_forward_block(const Block &block, const AttentionArgs 
       for (int64_t i = 0; i < g.dp; ++i) o[i] *= alpha;
     });
     block_mma<false, false>(block, kTcRows, g.dp, kTcKeys, sh.p, kTcProbLd, sh.v, g.ld, sh.o, g.ldf, true);
-  }
+  });
   block.each([&](int t) {
     if (t >= mq) return;
     const float inv = 1.0f / sh.l[t];
@@ -238,9 +236,7 @@ MOAS_HD void attention_tc_dq_block(const Block &block, const AttentionArgs &a, u
     load_backward_rows(t, T, qh, gr, r0, mq, g, sh);
     for (int64_t e = t; e < kTcRows * g.dp; e += T) sh.acc1[e / g.dp * g.ldf + e % g.dp] = 0.0f;
   });
-  for (int64_t j0 = key_tile_start(first_visible_key(qh.pos[r0], w), a.kv.first_key, kTcKeys); j0 <= last;
-       j0 += kTcKeys) {
-    const int64_t nk = min_i64(kTcKeys, last + 1 - j0);
+  for_each_key_tile(a, qh.pos[r0], last, kTcKeys, [&](int64_t j0, int64_t nk) {
     block.each([&](int t) { load_bf16_keys(t, T, a.kv, b, kv_head, j0, nk, g, sh.k, sh.v); });
     block_mma<false, true>(block, kTcRows, kTcKeys, g.dp, sh.q, g.ld, sh.k, g.ld, sh.s, kTcScoreLd, false);
     block_mma<false, true>(block, kTcRows, kTcKeys, g.dp, sh.dout, g.ld, sh.v, g.ld, sh.dp, kTcScoreLd, false);
@@ -248,7 +244,7 @@ MOAS_HD void attention_tc_dq_block(const Block &block, const AttentionArgs &a, u
       if (t < kTcRows) backward_row(a, sh, t, mq, b, qh.head, j0, nk, w, nullptr);
     });
     block_mma<false, false>(block, kTcRows, g.dp, kTcKeys, sh.ds, kTcProbLd, sh.k, g.ld, sh.acc1, g.ldf, true);
-  }
+  });
   block.each([&](int t) {
     if (t >= mq) return;
     float *dq = gr.dq + (r0 + t) * gr.dq_stride;
@@ -263,11 +259,9 @@ MOAS_HD void attention_tc_dkdv_block(const Block &block, const AttentionArgs &a,
                                      int64_t kv_head, int64_t b) {
   constexpr int T = Block::kThreads;
   const TcDims g = tc_dims(a.dims.head_dim);
-  const int64_t w = a.dims.window, group = a.dims.heads / a.dims.kv_heads;
+  const int64_t w = a.dims.window;
   const int64_t j0 = tile * kTcKeys, nk = min_i64(kTcKeys, a.dims.seq - j0);
-  bool read = false;  // kv heads that no listed head reads keep their dk/dv untouched, as on the CPU
-  for (int64_t e = 0; e < a.n_heads; ++e) read = read || kv_head_of(a.heads[e].head, group) == kv_head;
-  if (!read || nk <= 0) return;
+  if (!kv_head_read(a, kv_head) || nk <= 0) return;
   SharedArena arena{shared, 0, kMmaAlign};
   const TcBackwardShared sh = tc_backward_shared(arena, g, true);
   float *dk = sh.acc1, *dv = sh.acc2;
@@ -279,27 +273,19 @@ MOAS_HD void attention_tc_dkdv_block(const Block &block, const AttentionArgs &a,
       dv[e / g.dp * g.ldf + e % g.dp] = 0.0f;
     }
   });
-  for (int64_t e = 0; e < a.n_heads; ++e) {
+  for_each_chunk_seeing(a, b, kv_head, j0, kTcKeys, kTcRows, [&](int64_t e, int64_t r0, int64_t mq) {
     const moas_cuda_query_head &qh = a.heads[e];
-    if (kv_head_of(qh.head, group) != kv_head) continue;
     const moas_cuda_query_head_grad &gr = a.grads[e];
-    const int64_t rows_begin = qh.begin[b], rows_end = qh.begin[b + 1];
-    for (int64_t r0 = rows_begin, r1 = rows_begin; r0 < rows_end; r0 = r1) {
-      r1 = query_chunk_end(qh.pos, r0, rows_end, kTcRows);
-      const int64_t mq = r1 - r0;
-      // The whole chunk precedes this key tile, or its windows all start after it.
-      if (qh.pos[r0 + mq - 1] < j0 || first_visible_key(qh.pos[r0], w) >= j0 + kTcKeys) continue;
-      block.each([&](int t) { load_backward_rows(t, T, qh, gr, r0, mq, g, sh); });
-      block_mma<false, true>(block, kTcRows, kTcKeys, g.dp, sh.q, g.ld, sh.k, g.ld, sh.s, kTcScoreLd, false);
-      block_mma<false, true>(block, kTcRows, kTcKeys, g.dp, sh.dout, g.ld, sh.v, g.ld, sh.dp, kTcScoreLd, false);
-      block.each([&](int t) {
-        if (t < kTcRows) backward_row(a, sh, t, mq, b, qh.head, j0, nk, w, sh.p);
-      });
-      // dV += (P z)^T dO and dK += dS^T Q: the [rows, keys] tiles read transposed.
-      block_mma<true, false>(block, kTcKeys, g.dp, kTcRows, sh.p, kTcProbLd, sh.dout, g.ld, dv, g.ldf, true);
-      block_mma<true, false>(block, kTcKeys, g.dp, kTcRows, sh.ds, kTcProbLd, sh.q, g.ld, dk, g.ldf, true);
-    }
-  }
+    block.each([&](int t) { load_backward_rows(t, T, qh, gr, r0, mq, g, sh); });
+    block_mma<false, true>(block, kTcRows, kTcKeys, g.dp, sh.q, g.ld, sh.k, g.ld, sh.s, kTcScoreLd, false);
+    block_mma<false, true>(block, kTcRows, kTcKeys, g.dp, sh.dout, g.ld, sh.v, g.ld, sh.dp, kTcScoreLd, false);
+    block.each([&](int t) {
+      if (t < kTcRows) backward_row(a, sh, t, mq, b, qh.head, j0, nk, w, sh.p);
+    });
+    // dV += (P z)^T dO and dK += dS^T Q: the [rows, keys] tiles read transposed.
+    block_mma<true, false>(block, kTcKeys, g.dp, kTcRows, sh.p, kTcProbLd, sh.dout, g.ld, dv, g.ldf, true);
+    block_mma<true, false>(block, kTcKeys, g.dp, kTcRows, sh.ds, kTcProbLd, sh.q, g.ld, dk, g.ldf, true);
+  });
   block.each([&](int t) {
     if (t >= nk) return;
     const int64_t key = b * a.kv.seq_stride + j0 + t;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "attention_cases.hpp"
+#include "attention_emulation.hpp"
 #include "attention_tc.cuh"
 #include "block_emulation.hpp"
 #include "cpu_backend_table.hpp"
@@ -22,12 +23,8 @@ using cuda_test::AttentionCase;
 using cuda_test::CaseSpec;
 
 void emulate_tc_attention(const AttentionCase &c, std::vector<float> &arena, bool reverse) {
-  const auto heads = c.heads(arena.data(), c.positions.data(), c.begins.data());
-  const auto grads = c.grads(arena.data());
-  const moas_cuda_key_value_grads dkv = c.key_value_grads(arena.data());
-  const moas_cuda_dropout dropout = c.cuda_dropout();
-  const AttentionArgs a = attention_args(c.cuda_dims(), c.key_values(arena.data()), heads.data(), grads.data(),
-                                         (int64_t)heads.size(), &dkv, &dropout);
+  const cuda_test::EmulatedAttention launch(c, arena);
+  const AttentionArgs &a = launch.args;
   const int64_t d = a.dims.head_dim;
   cuda_test::emulate<TcHostBlock>(
       tc_query_grid(a), tc_forward_shared_bytes(d), reverse,

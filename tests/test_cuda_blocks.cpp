@@ -12,6 +12,7 @@
 
 #include "attention.cuh"
 #include "attention_cases.hpp"
+#include "attention_emulation.hpp"
 #include "block_emulation.hpp"
 #include "cope_attention.cuh"
 #include "routing.cuh"
@@ -26,12 +27,8 @@ using moas::cuda::CopeHostBlock;
 
 void emulate_attention(const AttentionCase &c, std::vector<float> &arena, bool reverse) {
   using namespace moas::cuda;
-  const auto heads = c.heads(arena.data(), c.positions.data(), c.begins.data());
-  const auto grads = c.grads(arena.data());
-  const moas_cuda_key_value_grads dkv = c.key_value_grads(arena.data());
-  const moas_cuda_dropout dropout = c.cuda_dropout();
-  const AttentionArgs a = attention_args(c.cuda_dims(), c.key_values(arena.data()), heads.data(), grads.data(),
-                                         (int64_t)heads.size(), &dkv, &dropout);
+  const cuda_test::EmulatedAttention launch(c, arena);
+  const AttentionArgs &a = launch.args;
   const int64_t d = a.dims.head_dim;
   cuda_test::emulate<AttentionHostBlock>(
       query_grid(a), forward_shared_bytes(d), reverse,
@@ -51,14 +48,9 @@ void emulate_attention(const AttentionCase &c, std::vector<float> &arena, bool r
 
 void emulate_cope_attention(const AttentionCase &c, std::vector<float> &arena, bool reverse) {
   using namespace moas::cuda;
-  const auto heads = c.heads(arena.data(), c.positions.data(), c.begins.data());
-  const auto grads = c.grads(arena.data());
-  const moas_cuda_key_value_grads dkv = c.key_value_grads(arena.data());
-  const moas_cuda_dropout dropout = c.cuda_dropout();
+  const cuda_test::EmulatedAttention launch(c, arena);
   std::vector<float> scratch((size_t)c.cope_scratch_size(), std::nanf(""));
-  const CopeArgs args{attention_args(c.cuda_dims(), c.key_values(arena.data()), heads.data(), grads.data(),
-                                     (int64_t)heads.size(), &dkv, &dropout),
-                      c.cope_e(arena.data()), c.max_pos(), c.cope_de(arena.data()), scratch.data()};
+  const CopeArgs args{launch.args, c.cope_e(arena.data()), c.max_pos(), c.cope_de(arena.data()), scratch.data()};
   cuda_test::emulate<CopeHostBlock>(cope_forward_grid(args), cope_shared_bytes(args, false), reverse,
                                     [&](const CopeHostBlock &block, unsigned char *shared, int64_t x, int64_t y,
                                         int64_t z) { cope_forward_block(block, args, shared, x, y, z); });
