@@ -2,6 +2,7 @@
 // and their launchers, which attention.cu's call in BF16 mode.
 #include <algorithm>
 #include <string>
+#include <vector>
 
 #include "attention_tc.cuh"
 #include "check.cuh"
@@ -25,19 +26,27 @@ __global__ void __launch_bounds__(kTcThreads) attention_tc_dkdv_kernel(Attention
   attention_tc_dkdv_block(TcDeviceBlock{}, a, shared, blockIdx.x, blockIdx.y, blockIdx.z);
 }
 
-// The device's compute capability and opt-in shared memory per block; zeros when they cannot be read.
+// The current device's compute capability and opt-in shared memory per block; zeros when they cannot be read.
+// Asked at every BF16 attention launch, so each thread remembers what it read per device: they never change.
 struct DeviceLimits {
   int major = 0, shared = 0;
 };
 DeviceLimits current_device_limits() {
-  DeviceLimits limits;
+  thread_local std::vector<DeviceLimits> known;
   int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&limits.major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&limits.shared, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) {
+  if (cudaGetDevice(&device) != cudaSuccess) {
     (void)cudaGetLastError();  // the fp32 kernels serve; their launch reports a broken device
     return {};
   }
+  if ((size_t)device < known.size() && known[(size_t)device].major > 0) return known[(size_t)device];
+  DeviceLimits limits;
+  if (cudaDeviceGetAttribute(&limits.major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&limits.shared, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return {};
+  }
+  if ((size_t)device >= known.size()) known.resize((size_t)device + 1);
+  known[(size_t)device] = limits;
   return limits;
 }
 

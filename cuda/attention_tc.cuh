@@ -165,10 +165,10 @@ MOAS_HD void attention_tc_forward_block(const Block &block, const AttentionArgs 
       for (int64_t c = lo; c < hi; ++c) s[c] *= a.scale;
       const float alpha = online_softmax_update(s, lo, hi, nk, sh.m[t], sh.l[t]);
       const uint64_t e0 = attention_dropout_element(a, b, qh.head, sh.pos[t], j0);
-      for (int64_t c = 0; c < kTcKeys; ++c)
-        p[c] = to_bf16(c < nk && a.dropout.active() ? s[c] * dropout_multiplier(a, e0 + (uint64_t)c)
-                       : c < nk                     ? s[c]
-                                                    : 0.0f);
+      for (int64_t c = 0; c < kTcKeys; ++c) {
+        const float z = c < nk && a.dropout.active() ? dropout_multiplier(a, e0 + (uint64_t)c) : 1.0f;
+        p[c] = to_bf16(c < nk ? s[c] * z : 0.0f);
+      }
       float *o = sh.o + t * g.ldf;
       for (int64_t i = 0; i < g.dp; ++i) o[i] *= alpha;
     });

@@ -164,11 +164,7 @@ void CudaMoh::forward(const float *values, const float *x, float *y, const CudaC
                  "rope_rotate");
   routed_q_.reserve(t_, E * N * d);
   routed_out_.reserve(t_, E * N * d);
-  for (int64_t i = 0; i < E; i++)
-    device_check(t_,
-                 t_.gather_rows(routed_q_.get() + i * N * d, d, dense_.get() + (P + i) * d, F, routed_row(i, N),
-                                routed_count(i, ctx.batch), N, d, nullptr),
-                 "gather_rows");
+  gather_routed(routed_q_.get(), dense_.get(), F, ctx);
 
   // Attention: the always-active heads for every token, each routed head for its rows (listed even when it has
   // none this time: it then adds nothing). Routed heads' outputs land in their columns of att_, the rest 0.
@@ -191,11 +187,7 @@ void CudaMoh::forward(const float *values, const float *x, float *y, const CudaC
   const moas_cuda_attention_dims dm = dims(ctx);
   const moas_cuda_dropout drop = attention_dropout(ctx);
   attend_.forward(t_, values, dm, kv, heads_.get(), n_heads_, drop);
-  for (int64_t i = 0; i < E; i++)
-    device_check(t_,
-                 t_.scatter_add_rows(att_.get() + (P + i) * d, QW, routed_out_.get() + i * N * d, d, routed_row(i, N),
-                                     nullptr, routed_count(i, ctx.batch), N, d, nullptr),
-                 "scatter_add_rows");
+  scatter_add_routed(att_.get(), QW, routed_out_.get(), ctx);
 
   // y = c_proj(concat_i gate_i head_i) in one product (StaticPruning: its prefix's columns of c_proj, gates 1).
   const float *gated = att_.get();
@@ -244,11 +236,7 @@ void CudaMoh::backward(const float *values, float *grads, const float *x, float 
                  "moh_gate_heads_backward");
   routed_dout_.reserve(t_, E * N * d);
   routed_dq_.reserve(t_, E * N * d);
-  for (int64_t i = 0; i < E; i++)
-    device_check(t_,
-                 t_.gather_rows(routed_dout_.get() + i * N * d, d, d_att_.get() + (P + i) * d, QW, routed_row(i, N),
-                                routed_count(i, ctx.batch), N, d, nullptr),
-                 "gather_rows");
+  gather_routed(routed_dout_.get(), d_att_.get(), QW, ctx);
 
   // Attention. Inactive pairs' query rows of d_dense_ stay 0; the routed heads' dq land in their columns after.
   d_dense_.reserve(t_, N * F);
@@ -263,11 +251,7 @@ void CudaMoh::backward(const float *values, float *grads, const float *x, float 
   const moas_cuda_key_values kv = key_values(ctx);
   const moas_cuda_dropout drop = attention_dropout(ctx);
   attend_.backward(t_, values, grads, dm, kv, heads_.get(), head_grads_.get(), n_heads_, dkv, drop);
-  for (int64_t i = 0; i < E; i++)
-    device_check(t_,
-                 t_.scatter_add_rows(d_dense_.get() + (P + i) * d, F, routed_dq_.get() + i * N * d, d,
-                                     routed_row(i, N), nullptr, routed_count(i, ctx.batch), N, d, nullptr),
-                 "scatter_add_rows");
+  scatter_add_routed(d_dense_.get(), F, routed_dq_.get(), ctx);
   if (ctx.rope_cos)
     device_check(t_,
                  t_.rope_rotate(d_dense_.get(), F, 0, QW / d + kv_computed_, N, ctx.pos, ctx.rope_cos, ctx.rope_sin,
@@ -325,6 +309,24 @@ void CudaMoh::router_backward(const float *values, float *grads, const float *x,
   if (type) softmax_backward(type_column, d_a_.get(), a_.get(), 2);
   if (S > 1) softmax_backward(shared_column, d_s_.get(), s_.get(), S);
   cuda_linear_backward(t_, dx, true, grads + routers_, nullptr, d_logits_.get(), x, values + routers_, N, C, R);
+}
+
+void CudaMoh::gather_routed(float *compact, const float *full, int64_t stride, const CudaContext &ctx) const {
+  const int64_t N = ctx.tokens(), d = shape_.head_dim(), P = dense_heads_;
+  for (int64_t i = 0; i < spec_.routed; i++)
+    device_check(t_,
+                 t_.gather_rows(compact + i * N * d, d, full + (P + i) * d, stride, routed_row(i, N),
+                                routed_count(i, ctx.batch), N, d, nullptr),
+                 "gather_rows");
+}
+
+void CudaMoh::scatter_add_routed(float *full, int64_t stride, const float *compact, const CudaContext &ctx) const {
+  const int64_t N = ctx.tokens(), d = shape_.head_dim(), P = dense_heads_;
+  for (int64_t i = 0; i < spec_.routed; i++)
+    device_check(t_,
+                 t_.scatter_add_rows(full + (P + i) * d, stride, compact + i * N * d, d, routed_row(i, N), nullptr,
+                                     routed_count(i, ctx.batch), N, d, nullptr),
+                 "scatter_add_rows");
 }
 
 }  // namespace moas

@@ -58,6 +58,10 @@ class CudaMoh final : public CudaAttention {
   int32_t *routed_pos(int64_t i, int64_t N) const { return routed_pos_.get() + i * N; }
   int64_t *routed_begin(int64_t i, int64_t batch) const { return routed_begin_.get() + i * (batch + 1); }
   const int64_t *routed_count(int64_t i, int64_t batch) const { return routed_begin(i, batch) + batch; }
+  // Between the column block of each routed head i (P + i, of width head_dim) of a [N, stride] tensor and its
+  // compact rows at compact + i N head_dim: gathered, or added back.
+  void gather_routed(float *compact, const float *full, int64_t stride, const CudaContext &ctx) const;
+  void scatter_add_routed(float *full, int64_t stride, const float *compact, const CudaContext &ctx) const;
 
   const moas_cuda_backend &t_;
   SchemeShape shape_;

@@ -11,15 +11,9 @@ DeviceParameters::DeviceParameters(const moas_cuda_backend &t, const ParamTable<
   grads_.reserve(t, n_);
   grads_.zero(n_);
   upload_optimizer(state);
-  std::vector<int64_t> begin;
-  std::vector<uint8_t> decay;
-  for (const ParamInfo &info : params.infos()) {
-    begin.push_back(info.offset);
-    decay.push_back(info.decay ? 1 : 0);
-  }
-  begin.push_back(n_);
-  segment_begin_.upload(t, begin.data(), (int64_t)begin.size());
-  segment_decay_.upload(t, decay.data(), n_segments_);
+  const ParamSegments segments = param_segments(params);
+  segment_begin_.upload(t, segments.begin.data(), (int64_t)segments.begin.size());
+  segment_decay_.upload(t, segments.decay.data(), n_segments_);
 }
 
 double DeviceParameters::gradient_norm() {

@@ -67,4 +67,21 @@ class ParamTable {
   int64_t total_ = 0;
 };
 
+// The table as the CUDA AdamW's segments: each tensor's first element, then the end; and whether each tensor decays
+// (ParamInfo::decay).
+struct ParamSegments {
+  std::vector<int64_t> begin;
+  std::vector<uint8_t> decay;
+};
+template <typename T>
+ParamSegments param_segments(const ParamTable<T> &params) {
+  ParamSegments s;
+  for (const ParamInfo &info : params.infos()) {
+    s.begin.push_back(info.offset);
+    s.decay.push_back(info.decay ? 1 : 0);
+  }
+  s.begin.push_back(params.total());
+  return s;
+}
+
 }  // namespace moas

@@ -54,6 +54,19 @@ std::pair<float, float> train_step(moas_model *m, const std::vector<int32_t> &to
   return {loss, norm};
 }
 
+// Every layer's router statistics of the last forward, the same on both models.
+void require_same_router_stats(const moas_model *device, const moas_model *cpu, int32_t n_layer) {
+  for (int32_t layer = 0; layer < n_layer; layer++) {
+    moas_layer_router_stats on_device, on_cpu;
+    on_device.struct_size = on_cpu.struct_size = sizeof on_device;
+    REQUIRE(moas_router_stats(device, layer, &on_device) == MOAS_OK);
+    REQUIRE(moas_router_stats(cpu, layer, &on_cpu) == MOAS_OK);
+    REQUIRE(on_device.aux_loss == on_cpu.aux_loss);
+    REQUIRE(on_device.entropy == on_cpu.entropy);
+    REQUIRE(on_device.balance == on_cpu.balance);
+  }
+}
+
 }  // namespace
 
 TEST_CASE("CUDA device (CPU table): training through the ABI equals the CPU model exactly", "[api][cuda]") {
@@ -117,15 +130,7 @@ TEST_CASE("CUDA device (CPU table): MoAS top-1 trains through the ABI exactly as
     REQUIRE(aux[0] == aux[1]);
     REQUIRE(aux[1] > 0.0f);  // routed gates are never exactly balanced
     REQUIRE(norm[0] == norm[1]);
-    for (int32_t layer = 0; layer < c.n_layer; layer++) {
-      moas_layer_router_stats on_device, on_cpu;
-      on_device.struct_size = on_cpu.struct_size = sizeof on_device;
-      REQUIRE(moas_router_stats(device.get(), layer, &on_device) == MOAS_OK);
-      REQUIRE(moas_router_stats(cpu.get(), layer, &on_cpu) == MOAS_OK);
-      REQUIRE(on_device.aux_loss == on_cpu.aux_loss);
-      REQUIRE(on_device.entropy == on_cpu.entropy);
-      REQUIRE(on_device.balance == on_cpu.balance);
-    }
+    require_same_router_stats(device.get(), cpu.get(), c.n_layer);
   }
   REQUIRE(api_test::all_params(device.get()) == api_test::all_params(cpu.get()));
 }
@@ -142,14 +147,7 @@ TEST_CASE("CUDA device (CPU table): MoH trains through the ABI exactly as on the
     const auto tokens = api_test::sequence(B * Tn, c.vocab_size, 30 + step);
     const auto targets = api_test::sequence(B * Tn, c.vocab_size, 40 + step);
     REQUIRE(train_step(device.get(), tokens, targets, B, Tn) == train_step(cpu.get(), tokens, targets, B, Tn));
-    for (int32_t layer = 0; layer < c.n_layer; layer++) {
-      moas_layer_router_stats on_device, on_cpu;
-      on_device.struct_size = on_cpu.struct_size = sizeof on_device;
-      REQUIRE(moas_router_stats(device.get(), layer, &on_device) == MOAS_OK);
-      REQUIRE(moas_router_stats(cpu.get(), layer, &on_cpu) == MOAS_OK);
-      REQUIRE(on_device.aux_loss == on_cpu.aux_loss);
-      REQUIRE(on_device.entropy == on_cpu.entropy);
-    }
+    require_same_router_stats(device.get(), cpu.get(), c.n_layer);
   }
   REQUIRE(api_test::all_params(device.get()) == api_test::all_params(cpu.get()));
 }

@@ -540,21 +540,15 @@ TEST_CASE("CUDA gradient norm and AdamW steps equal the CPU's", "[cuda][device][
   params.add("long", {20000});
   params.allocate();
   const int64_t n = params.total();
-  std::vector<int64_t> segment_begin;
-  std::vector<uint8_t> segment_decay;
-  for (const moas::ParamInfo &info : params.infos()) {
-    segment_begin.push_back(info.offset);
-    segment_decay.push_back(info.decay ? 1 : 0);
-  }
-  segment_begin.push_back(n);
+  const moas::ParamSegments segments = moas::param_segments(params);
   params.values = uniform((size_t)n, 111);
   const moas::AdamWSettings s{1e-2, 0.9, 0.95, 1e-8, 0.1, 1.0};
   const moas_cuda_adamw_settings settings{s.lr, s.beta1, s.beta2, s.eps, s.weight_decay, s.grad_clip};
   moas::AdamWState<float> state;
   DeviceArray<float> d_params(params.values), d_m(std::vector<float>((size_t)n, 0.0f)),
       d_v(std::vector<float>((size_t)n, 0.0f));
-  DeviceArray<int64_t> d_begin(segment_begin);
-  DeviceArray<uint8_t> d_decay(segment_decay);
+  DeviceArray<int64_t> d_begin(segments.begin);
+  DeviceArray<uint8_t> d_decay(segments.decay);
   DeviceArray<double> d_norm(std::vector<double>(1, std::nan(""))),
       d_scratch(std::vector<double>((size_t)moas_cuda_gradient_norm_scratch(n)));
   for (uint64_t step = 1; step <= 3; ++step) {
@@ -566,7 +560,7 @@ TEST_CASE("CUDA gradient norm and AdamW steps equal the CPU's", "[cuda][device][
     const double device_norm = d_norm.download()[0];
     require_close(std::vector<double>{device_norm}, std::vector<double>{norm}, 1e-12, "gradient norm");
     BACKEND_REQUIRE(backend().adamw_step(&settings, step, device_norm, d_params.get(), d_grads.get(), d_m.get(),
-                                         d_v.get(), n, d_begin.get(), d_decay.get(), (int64_t)segment_decay.size(),
+                                         d_v.get(), n, d_begin.get(), d_decay.get(), (int64_t)segments.decay.size(),
                                          nullptr));
   }
   require_close(d_params.download(), params.values, kTol, "parameters");

@@ -279,13 +279,7 @@ TEST_CASE("CUDA gradient-norm and AdamW blocks equal the CPU's steps", "[cuda][e
   params.add("last", {1});
   params.allocate();
   const int64_t n = params.total();
-  std::vector<int64_t> segment_begin;
-  std::vector<uint8_t> segment_decay;
-  for (const moas::ParamInfo &info : params.infos()) {
-    segment_begin.push_back(info.offset);
-    segment_decay.push_back(info.decay ? 1 : 0);
-  }
-  segment_begin.push_back(n);
+  const moas::ParamSegments segments = moas::param_segments(params);
   const moas::AdamWSettings clipped{1e-2, 0.9, 0.95, 1e-8, 0.1, 1.0}, unclipped{3e-3, 0.8, 0.99, 1e-6, 0.0, 0.0};
   for (const moas::AdamWSettings &settings : {clipped, unclipped})
     for (const bool reverse : {false, true}) {
@@ -316,9 +310,9 @@ TEST_CASE("CUDA gradient-norm and AdamW blocks equal the CPU's steps", "[cuda][e
                                 exp_avg_sq.data(),
                                 params.grads.data(),
                                 n,
-                                segment_begin.data(),
-                                segment_decay.data(),
-                                (int64_t)segment_decay.size()};
+                                segments.begin.data(),
+                                segments.decay.data(),
+                                (int64_t)segments.decay.size()};
           emulate<mc::AdamWHostBlock>(mc::adamw_grid(a), 0, reverse,
                                       [&](const mc::AdamWHostBlock &block, unsigned char *, int64_t x, int64_t,
                                           int64_t) { mc::adamw_step_block(block, a, x); });
