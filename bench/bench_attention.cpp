@@ -19,9 +19,9 @@
 #include <string>
 #include <vector>
 
-#include "attention_block.hpp"
-#include "gemm.hpp"
-#include "init.hpp"
+#include "attention/attention_block.hpp"
+#include "base/gemm.hpp"
+#include "ops/init.hpp"
 
 namespace {
 

@@ -16,8 +16,8 @@
 #include <string>
 #include <vector>
 
-#include "cuda_loader.hpp"
-#include "device_array.hpp"
+#include "cuda_host/cuda_loader.hpp"
+#include "cuda_host/device_array.hpp"
 #include "moas.h"
 
 namespace {

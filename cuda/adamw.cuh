@@ -1,4 +1,4 @@
-// AdamW on the GPU (the CUDA twin of src/adamw.hpp): the global gradient norm and the step.
+// AdamW on the GPU (the CUDA twin of src/ops/adamw.hpp): the global gradient norm and the step.
 // gradient_norm: one block per chunk of MOAS_CUDA_GRAD_NORM_CHUNK values sums their squares in double (block_sum over
 //                per-thread strided partials) into scratch; then one block sums the chunks' partials the same way.
 //                A fixed order: the same bits on every run (not the CPU's bits: it sums each chunk in sequence).
@@ -9,9 +9,9 @@
 #include <cmath>
 #include <cstdint>
 
-#include "adamw.hpp"
 #include "block.cuh"
-#include "cuda_backend.h"
+#include "cuda_host/cuda_backend.h"
+#include "ops/adamw.hpp"
 
 namespace moas {
 namespace cuda {

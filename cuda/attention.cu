@@ -34,7 +34,7 @@ bool uses_tensor_cores(int64_t head_dim) {
 
 }  // namespace
 
-// The checks src/attention.cpp makes on its dims; the head descriptors live on the device and are the caller's to
+// The checks src/attention/attention.cpp makes on its dims; the head descriptors live on the device and are the caller's to
 // keep consistent (rows sorted by position within each sequence, positions below seq, every key seen held).
 int32_t check_attention_args(const char *what, const moas_cuda_attention_dims *dims, const moas_cuda_key_values *kv,
                              const void *heads, int64_t n_heads) {

@@ -1,5 +1,5 @@
-// Causal scaled-dot-product attention on the GPU, fp32, flash style (the CUDA twin of src/attention.cpp, same
-// semantics and the same per-row arithmetic from src/attention_math.hpp): every query head brings its own compact rows
+// Causal scaled-dot-product attention on the GPU, fp32, flash style (the CUDA twin of src/attention/attention.cpp, same
+// semantics and the same per-row arithmetic from src/attention/attention_math.hpp): every query head brings its own compact rows
 // (all tokens for dense heads, the routed ones for MoAS top-1 branches and MoH heads), the causal mask comes from
 // each row's position, a sliding window limits how far back a row sees, and GQA/MQA heads read their group's kv head
 // without expanding it. Memory is O(tile * head_dim) per block, never O(T^2).
@@ -16,17 +16,17 @@
 //            and over their rows in order, so each sum has one fixed order (deterministic, no atomics).
 // Keys may start at a position first_key > 0 (a windowed KV cache) in the forward; the backward needs every key.
 // Dropout on the probabilities is the CPU's: after normalisation, mask / (1 - p) from the same counter-based bits
-// (src/dropout.hpp), element ((b H + h) seq + pos) seq + key.
+// (src/ops/dropout.hpp), element ((b H + h) seq + pos) seq + key.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 
-#include "attention_math.hpp"
+#include "attention/attention_math.hpp"
+#include "base/fast_math.hpp"
 #include "block.cuh"
-#include "cuda_backend.h"
-#include "dropout.hpp"
-#include "fast_math.hpp"
+#include "cuda_host/cuda_backend.h"
+#include "ops/dropout.hpp"
 
 namespace moas {
 namespace cuda {

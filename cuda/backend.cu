@@ -1,5 +1,5 @@
-// The one symbol libmoas_cuda.so exports: moas_cuda_backend_v7 hands libmoas (src/cuda_loader.cpp) the function
-// table of src/cuda_backend.h. Also the device probe and the per-thread error message behind every entry.
+// The one symbol libmoas_cuda.so exports: moas_cuda_backend_v7 hands libmoas (src/cuda_host/cuda_loader.cpp) the function
+// table of src/cuda_host/cuda_backend.h. Also the device probe and the per-thread error message behind every entry.
 #include <cstdio>
 #include <string>
 
@@ -7,7 +7,7 @@
 #include "attention.cuh"
 #include "check.cuh"
 #include "cope_attention.cuh"
-#include "cuda_backend.h"
+#include "cuda_host/cuda_backend.h"
 #include "device_fit.cuh"
 #include "dropout.cuh"
 #include "elementwise.cuh"

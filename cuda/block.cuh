@@ -13,7 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "hd.hpp"
+#include "base/hd.hpp"
 
 namespace moas {
 namespace cuda {

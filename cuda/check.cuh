@@ -14,7 +14,7 @@
 #include <utility>
 
 #include "block.cuh"
-#include "cuda_backend.h"
+#include "cuda_host/cuda_backend.h"
 
 namespace moas {
 namespace cuda {

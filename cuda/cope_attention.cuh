@@ -1,7 +1,7 @@
-// Causal attention with CoPE on the GPU (the CUDA twin of src/cope_attention.cpp, SPEC §7), forward and backward, on
+// Causal attention with CoPE on the GPU (the CUDA twin of src/attention/cope_attention.cpp, SPEC §7), forward and backward, on
 // the same query heads, row sets, key/value views, windows and dropout as attention.cuh. A row's positions are suffix
 // sums of its gates over all its keys, so, as on the CPU, the work goes row by row (never T x T), with the per-row
-// arithmetic of src/cope_math.hpp:
+// arithmetic of src/attention/cope_math.hpp:
 //   forward:  one block per (compact row, listed head, sequence). The block's threads share the row's keys: raw scores
 //             and gates, z_n = q . e[n] for the positions the row can reach, the positions (cope_positions over
 //             contiguous chunks of keys, one per thread, chained by one thread's pass over the chunk totals: the CPU's
@@ -18,7 +18,7 @@
 #include <cstdint>
 
 #include "attention.cuh"
-#include "cope_math.hpp"
+#include "attention/cope_math.hpp"
 
 namespace moas {
 namespace cuda {
@@ -166,7 +166,7 @@ MOAS_HD void cope_positions_backward_block(const Block &block, float *grad, int6
 }
 
 // The row's logits in sh.score, with the gates and positions they came from and z over the positions the row can
-// reach (row_logits in src/cope_attention.cpp); sh.q holds the row's q.
+// reach (row_logits in src/attention/cope_attention.cpp); sh.q holds the row's q.
 template <class Block>
 MOAS_HD void cope_row_logits(const Block &block, const CopeArgs &c, const CopeRow &row, const CopeShared &sh) {
   constexpr int T = Block::kThreads;
@@ -233,7 +233,7 @@ MOAS_HD void cope_forward_block(const Block &block, const CopeArgs &c, unsigned 
   });
 }
 
-// Per row, with A = exp(s - lse), M the dropout multipliers and D = dout . out (as src/cope_attention.cpp):
+// Per row, with A = exp(s - lse), M the dropout multipliers and D = dout . out (as src/attention/cope_attention.cpp):
 //   dv_j += A_j M_j dout, ds_j = A_j (M_j dout . v_j - D); dz from ds through the interpolation, dp_j = ds_j slope_j;
 //   the gates' gradients (prefix sums of dp), d raw_j = scale (ds_j + dg_j g_j (1 - g_j));
 //   dq = sum_j d raw_j k_j + sum_n dz_n e_n, dk_j += d raw_j q, de_n += dz_n q.

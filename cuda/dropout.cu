@@ -2,7 +2,7 @@
 #include <string>
 
 #include "check.cuh"
-#include "cuda_backend.h"
+#include "cuda_host/cuda_backend.h"
 #include "dropout.cuh"
 
 namespace moas {

@@ -1,12 +1,12 @@
-// Dropout on the GPU (the CUDA twin of src/dropout.hpp): one thread per element, multiplying by the CPU's
+// Dropout on the GPU (the CUDA twin of src/ops/dropout.hpp): one thread per element, multiplying by the CPU's
 // Dropout::factor, so a mask keyed by (seed, step, layer, site) drops the same elements on both backends.
 #pragma once
 
 #include <cstdint>
 
 #include "block.cuh"
-#include "cuda_backend.h"
-#include "dropout.hpp"
+#include "cuda_host/cuda_backend.h"
+#include "ops/dropout.hpp"
 
 namespace moas {
 namespace cuda {

@@ -1,7 +1,7 @@
 // The model's elementwise steps on the GPU: add (the residual stream), fill_rows (a linear layer's bias, before its
 // product accumulates onto it), column_sum_accumulate (a bias gradient) and scale_rows (gemm.cu's product with K = 0:
-// C = beta C, as src/gemm.cpp's handled_empty writes it). One thread per element, except the column sums: one thread
-// per column adds its rows in order from 0, the order of src/parallel.hpp's column_sum_accumulate, so its bits are the
+// C = beta C, as src/base/gemm.cpp's handled_empty writes it). One thread per element, except the column sums: one thread
+// per column adds its rows in order from 0, the order of src/base/parallel.hpp's column_sum_accumulate, so its bits are the
 // CPU's (splitting the rows among threads, as norm.cuh's bands do, would reorder the additions).
 #pragma once
 

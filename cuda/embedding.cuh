@@ -1,4 +1,4 @@
-// Token + learned position embeddings on the GPU (the CUDA twin of src/embedding.hpp), forward and backward.
+// Token + learned position embeddings on the GPU (the CUDA twin of src/ops/embedding.hpp), forward and backward.
 // forward:        one block per token row, threads over the columns.
 // backward (wte): one block per (band of kVocabBand vocabulary rows, band of kEmbeddingThreads columns); each walks
 //                 every token in order and adds the rows of the tokens in its band, so each gradient element sums its

@@ -78,7 +78,7 @@ cublasStatus_t column_major_product(cublasHandle_t h, int32_t trans_a, int32_t t
 int32_t gemm(int32_t trans_a, int32_t trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
              int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc, void *stream) {
   if (M < 0 || N < 0 || K < 0) return fail("gemm: M, N and K must be >= 0");
-  // As src/gemm.cpp's handled_empty: cuBLAS never sees a zero size; with K = 0 the product is beta C.
+  // As src/base/gemm.cpp's handled_empty: cuBLAS never sees a zero size; with K = 0 the product is beta C.
   if (M == 0 || N == 0) return kOk;
   if (!C) return fail("gemm: a null argument");
   if (check_leading("ldc", ldc, N) != kOk) return kFailed;

@@ -1,4 +1,4 @@
-// Matrix products on the GPU (the CUDA twin of src/gemm.hpp): row-major GEMM through cuBLAS, in full fp32 unless the
+// Matrix products on the GPU (the CUDA twin of src/base/gemm.hpp): row-major GEMM through cuBLAS, in full fp32 unless the
 // calling thread asked for TF32 or BF16 tensor cores.
 #pragma once
 

@@ -1,4 +1,4 @@
-// Softmax cross-entropy on the GPU (the CUDA twin of src/loss.hpp), forward and backward.
+// Softmax cross-entropy on the GPU (the CUDA twin of src/ops/loss.hpp), forward and backward.
 // forward: one block per row: its max and sum of fast_exp(logit - max) as block_max / block_sum trees, lse kept for
 //          the backward; then one block sums the counted rows' losses (lse - logit[target], in double) in a fixed order
 //          into the mean, as the CPU's sum in row order is independent of its thread count.
@@ -8,8 +8,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "base/fast_math.hpp"
 #include "block.cuh"
-#include "fast_math.hpp"
 
 namespace moas {
 namespace cuda {

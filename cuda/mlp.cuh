@@ -1,11 +1,11 @@
-// The MLP's nonlinearities on the GPU (the CUDA twin of src/mlp.hpp): one thread per element, each running the CPU's
+// The MLP's nonlinearities on the GPU (the CUDA twin of src/ops/mlp.hpp): one thread per element, each running the CPU's
 // per-element function (gelu, gelu_derivative, swiglu, swiglu_derivatives), fast_erf and fast_exp included.
 #pragma once
 
 #include <cstdint>
 
 #include "block.cuh"
-#include "mlp.hpp"
+#include "ops/mlp.hpp"
 
 namespace moas {
 namespace cuda {

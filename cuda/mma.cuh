@@ -8,8 +8,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "base/fast_math.hpp"
 #include "block.cuh"
-#include "fast_math.hpp"
 
 #if defined(__CUDACC__)
 #include <cuda_bf16.h>

@@ -6,8 +6,8 @@
 
 #include <cstdint>
 
+#include "attention/moas_mix.hpp"
 #include "block.cuh"
-#include "moas_mix.hpp"
 
 namespace moas {
 namespace cuda {

@@ -1,9 +1,9 @@
-// The MoH gate kernels, forward and backward: one thread per token, each calling src/moh_gates.hpp.
+// The MoH gate kernels, forward and backward: one thread per token, each calling src/attention/moh_gates.hpp.
 #include <string>
 
+#include "attention/moh_gates.hpp"
 #include "check.cuh"
 #include "moh_gates.cuh"
-#include "moh_gates.hpp"
 
 namespace moas {
 namespace cuda {

@@ -1,10 +1,10 @@
 // MoH's per-token gates on the GPU (SPEC §4): one thread per token runs moh_gates_token / moh_gates_token_backward
-// (src/moh_gates.hpp), the functions the CPU backend calls.
+// (src/attention/moh_gates.hpp), the functions the CPU backend calls.
 #pragma once
 
 #include <cstdint>
 
-#include "cuda_backend.h"
+#include "cuda_host/cuda_backend.h"
 
 namespace moas {
 namespace cuda {

@@ -1,13 +1,13 @@
 // MoH's gates on its heads' outputs on the GPU (SPEC §4: y_t = c_proj(concat_i gate_t,i head_i(t))): the forward
 // scales each (token, head) pair's head_dim columns by its gate, one thread per element; the backward gives each pair
-// one thread, which runs src/moh_gates.hpp's moh_gate_head_backward — the CPU's own loop, so the gate's gradient is
+// one thread, which runs src/attention/moh_gates.hpp's moh_gate_head_backward — the CPU's own loop, so the gate's gradient is
 // summed in the CPU's column order. Inactive pairs have gate 0 and zero outputs, so they need no branch.
 #pragma once
 
 #include <cstdint>
 
+#include "attention/moh_gates.hpp"
 #include "block.cuh"
-#include "moh_gates.hpp"
 
 namespace moas {
 namespace cuda {

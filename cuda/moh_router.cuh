@@ -1,4 +1,4 @@
-// The backward of MoH's router softmaxes on the GPU (src/softmax.hpp's softmax_rows_backward): one thread per token,
+// The backward of MoH's router softmaxes on the GPU (src/ops/softmax.hpp's softmax_rows_backward): one thread per token,
 // adding p_j dp_j in column order as the CPU does, so the logits' gradient has the CPU's bits. The three routers
 // (wg, wg_0, wg_1) share one logits product; each softmax writes its own columns of it (dlogits_stride).
 #pragma once

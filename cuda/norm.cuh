@@ -1,4 +1,4 @@
-// LayerNorm and RMSNorm on the GPU (the CUDA twin of src/norm.hpp), forward and backward, with the CPU's per-element
+// LayerNorm and RMSNorm on the GPU (the CUDA twin of src/ops/norm.hpp), forward and backward, with the CPU's per-element
 // arithmetic (norm_rstd, norm_input_grad) and its saved mean / rstd.
 // forward, dx:  one block per row; the row's sums are block_sum trees over per-thread strided partials.
 // dweight/dbias: column sums over rows in a fixed order, in two passes so that many blocks share the work: per band
@@ -9,8 +9,8 @@
 #include <cstdint>
 
 #include "block.cuh"
-#include "cuda_backend.h"
-#include "norm.hpp"
+#include "cuda_host/cuda_backend.h"
+#include "ops/norm.hpp"
 
 namespace moas {
 namespace cuda {

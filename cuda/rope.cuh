@@ -1,11 +1,11 @@
-// Rotary position embedding on the GPU (the CUDA twin of src/rope.hpp): one thread per rotated pair (row, head, i),
+// Rotary position embedding on the GPU (the CUDA twin of src/ops/rope.hpp): one thread per rotated pair (row, head, i),
 // each running the CPU's rope_rotate_pair with the table moas::RopeTable builds (uploaded by the caller).
 #pragma once
 
 #include <cstdint>
 
 #include "block.cuh"
-#include "rope.hpp"
+#include "ops/rope.hpp"
 
 namespace moas {
 namespace cuda {

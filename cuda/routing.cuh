@@ -5,9 +5,9 @@
 
 #include <cstdint>
 
-#include "hd.hpp"
-#include "routing_math.hpp"
-#include "softmax.hpp"
+#include "attention/routing.hpp"
+#include "base/hd.hpp"
+#include "ops/softmax.hpp"
 
 namespace moas {
 namespace cuda {

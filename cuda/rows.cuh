@@ -1,4 +1,4 @@
-// Routed rows on the GPU (the CUDA twin of src/rows.hpp): a RowSet built from per-token routing flags (MoAS top-1's
+// Routed rows on the GPU (the CUDA twin of src/ops/rows.hpp): a RowSet built from per-token routing flags (MoAS top-1's
 // one-hot choice, MoH's top-K indicator), and the gather / scatter-add between token rows and a head's compact rows.
 // select_rows_block is one block for the whole batch: it scans the flags chunk by chunk with a Hillis-Steele prefix
 // sum, so row order (batch, then position) and the counts come out as on the CPU, without atomics.

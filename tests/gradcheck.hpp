@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "init.hpp"
+#include "ops/init.hpp"
 
 namespace moas_test {
 

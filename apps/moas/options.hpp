@@ -1,8 +1,9 @@
 // The settings of a training run, how flags and --config files set them, and how they become library configs.
 //
-// One table (options.cpp) lists every setting once: its flag name (also its key in a --config JSON file and in a
-// checkpoint's metadata), the field it sets, its bounds and its help line. Parsing, --help, resuming and
-// checkpoint metadata all read that table.
+// One table lists every setting once: its flag name (also its key in a --config JSON file and in a checkpoint's
+// metadata), the field it sets, its bounds and its help line (flag_spec.hpp), assembled from the model's flags
+// (model_flags.cpp) and the run's (train_flags.cpp). Parsing, --help, resuming and checkpoint metadata all read
+// that table (options.cpp); compare_flags.cpp says which of it `moas compare` takes.
 #pragma once
 
 #include <moas.h>

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the PyTorch reference files that tests/test_reference.cpp compares libmoas against (run by hand; needs
+"""Writes the PyTorch reference files that tests/model/test_reference.cpp compares libmoas against (run by hand; needs
 torch, which CI does not install). For each configuration it builds tools/reference/gpt.py in float64, runs one
 training-mode forward (dropout 0) and backward on fixed tokens, and writes beside each other:
 

@@ -384,7 +384,7 @@ print("tf32 close to fp32")
 
 
 def test_cuda_device_through_the_cpu_table_trains_like_the_cpu():
-    """MOAS_CUDA_LIBRARY points libmoas at the test build's table of CPU functions (tests/cpu_backend_table.hpp): the
+    """MOAS_CUDA_LIBRARY points libmoas at the test build's table of CPU functions (tests/cuda/cpu_backend_table.hpp): the
     CUDA model's orchestration runs through the Python API and must reproduce the CPU model exactly."""
     import os
     import subprocess

@@ -1,5 +1,5 @@
 //! `Device::Cuda` where no GPU exists: MOAS_CUDA_LIBRARY points libmoas at the test build's table of CPU functions
-//! (tests/cpu_backend_table.hpp), so the CUDA layer and model run their device orchestration over the CPU kernels
+//! (tests/cuda/cpu_backend_table.hpp), so the CUDA layer and model run their device orchestration over the CPU kernels
 //! and must reproduce the CPU exactly. Its own test binary: the library picks its CUDA backend once per process.
 use moas::{AdamW, Config, Device, HeadSelectionStrategy, Layer, LayerConfig, MatmulPrecision, Model, Position};
 use std::path::PathBuf;

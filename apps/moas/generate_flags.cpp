@@ -1,0 +1,82 @@
+// The flags of `moas generate`: parsed by hand, as they share nothing with training's settings table.
+#include "generate_flags.hpp"
+
+#include <cmath>
+#include <cstdlib>
+
+#include "errors.hpp"
+
+namespace moas_cli {
+
+namespace {
+
+const char kUsage[] =
+    "usage: moas generate --checkpoint DIR/model.safetensors [flags]\n\n"
+    "Samples text from a checkpoint written by moas train, decoding with a KV cache.\n\n"
+    "  --checkpoint FILE     the checkpoint (or the directory holding model.safetensors)\n"
+    "  --prompt TEXT         text to continue, in the checkpoint's vocabulary [a newline]\n"
+    "  --tokens N            tokens to generate [200]\n"
+    "  --temperature T       softmax temperature; 0 picks the most likely token [0.8]\n"
+    "  --top-k K             sample among the K most likely tokens; 0 for all [0]\n"
+    "  --seed S              sampling seed [1337]\n"
+    "  --threads N           CPU threads (0: all cores) [0]\n"
+    "  --device cpu|cuda     where the model decodes (cuda: GPU 0) [cpu]\n";
+
+double parse_number(const std::string &flag, const std::string &value, double low, double high) {
+  char *end = nullptr;
+  const double parsed = std::strtod(value.c_str(), &end);
+  if (value.empty() || *end != '\0' || !std::isfinite(parsed))
+    throw UsageError(flag + ": '" + value + "' is not a number");
+  if (parsed < low || parsed > high)
+    throw UsageError(flag + " " + value + " is out of range: use " + std::to_string((long long)low) + " to " +
+                     std::to_string((long long)high));
+  return parsed;
+}
+
+int parse_count(const std::string &flag, const std::string &value, int low, int high) {
+  const double parsed = parse_number(flag, value, low, high);
+  if (parsed != std::floor(parsed)) throw UsageError(flag + ": '" + value + "' is not a whole number");
+  return (int)parsed;
+}
+
+}  // namespace
+
+const char *generate_usage() { return kUsage; }
+
+bool parse_generate_arguments(int argc, char **argv, GenerateOptions *o) {
+  for (int i = 2; i < argc; i++) {
+    const std::string arg = argv[i];
+    if (arg == "-h" || arg == "--help") return false;
+    const size_t equals = arg.find('=');
+    const std::string flag = arg.substr(0, equals);
+    if (flag != "--checkpoint" && flag != "--prompt" && flag != "--tokens" && flag != "--temperature" &&
+        flag != "--top-k" && flag != "--seed" && flag != "--threads" && flag != "--device")
+      throw UsageError("unknown " + std::string(arg.rfind("--", 0) == 0 ? "flag " : "argument ") + flag +
+                       " for moas generate (see moas generate --help)");
+    std::string value;
+    if (equals != std::string::npos) value = arg.substr(equals + 1);
+    else if (i + 1 < argc && (flag == "--prompt" || std::string(argv[i + 1]).rfind("--", 0) != 0)) value = argv[++i];
+    else throw UsageError(flag + " needs a value");
+    if (flag == "--checkpoint") o->checkpoint = value;
+    else if (flag == "--prompt") o->prompt = value;
+    else if (flag == "--tokens") o->tokens = parse_count(flag, value, 1, 100000000);
+    else if (flag == "--temperature") o->temperature = parse_number(flag, value, 0, 100);
+    else if (flag == "--top-k") o->top_k = parse_count(flag, value, 0, 1 << 30);
+    else if (flag == "--threads") o->threads = parse_count(flag, value, 0, 4096);
+    else if (flag == "--device") {
+      if (value != "cpu" && value != "cuda") throw UsageError("--device: '" + value + "' is not cpu or cuda");
+      o->cuda = value == "cuda";
+    }
+    else {
+      char *end = nullptr;
+      o->seed = std::strtoull(value.c_str(), &end, 10);
+      if (value.empty() || value[0] == '-' || *end != '\0')
+        throw UsageError("--seed: '" + value + "' is not a whole number from 0 to 2^64-1");
+    }
+  }
+  if (o->checkpoint.empty())
+    throw UsageError("moas generate needs --checkpoint FILE (e.g. runs/train/model.safetensors)");
+  return true;
+}
+
+}  // namespace moas_cli

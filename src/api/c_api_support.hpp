@@ -1,0 +1,156 @@
+// What every C entry point shares (src/api/c_api.cpp for models, src/api/c_api_layer.cpp for layers): the exception-to-
+// status boundary with its per-thread message, argument checks, and the copies into versioned C structs.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <new>
+#include <string>
+
+#include "attention/router_stats.hpp"
+#include "base/error.hpp"
+#include "config/struct_size.hpp"
+#include "moas.h"
+#include "ops/adamw.hpp"
+#include "ops/params.hpp"
+
+namespace moas::capi {
+
+inline thread_local std::string last_error;
+
+template <typename F>
+moas_status guarded(F &&body) {
+  try {
+    body();
+    return MOAS_OK;
+  } catch (const moas::Error &e) {
+    last_error = e.what();
+    return e.status();
+  } catch (const std::bad_alloc &) {
+    last_error = "out of memory: reduce the batch, the sequence length or the model size";
+    return MOAS_ERR_OUT_OF_MEMORY;
+  } catch (const std::exception &e) {
+    last_error = std::string("internal error: ") + e.what();
+    return MOAS_ERR_INTERNAL;
+  } catch (...) {
+    last_error = "internal error: unknown exception";
+    return MOAS_ERR_INTERNAL;
+  }
+}
+
+inline void require_arg(const void *pointer, const char *name) {
+  require(pointer != nullptr, MOAS_ERR_NULL_ARGUMENT, std::string(name) + " is NULL");
+}
+
+inline void require_struct(uint32_t struct_size, size_t v1_size, const char *type) {
+  require(struct_size >= v1_size, MOAS_ERR_ABI_MISMATCH,
+          std::string(type) + ".struct_size is " + std::to_string(struct_size) + ", expected at least " +
+              std::to_string(v1_size) + ": set struct_size = sizeof(" + type + ")");
+}
+
+// The parameter `name` of a table, after checking that the caller's buffer holds exactly its len elements.
+template <typename T>
+const ParamInfo &param_checked(const ParamTable<T> &params, const char *name, size_t len) {
+  require_arg(name, "name");
+  const ParamInfo &info = params.find(name);
+  require(len == (size_t)info.numel, MOAS_ERR_SIZE_MISMATCH,
+          std::string("parameter \"") + name + "\" has " + std::to_string(info.numel) + " elements but len is " +
+              std::to_string(len));
+  return info;
+}
+
+// Every activation of a layer call passes through here, so the scan is a vectorised test of the exponent bits
+// (all ones: Inf or NaN); only a failure looks for the first bad index and builds the message.
+inline void require_finite(const float *values, size_t len, const std::string &what) {
+  uint32_t bad = 0;
+#pragma omp simd reduction(| : bad)
+  for (size_t i = 0; i < len; i++) {
+    uint32_t bits;
+    std::memcpy(&bits, values + i, sizeof bits);
+    bad |= (uint32_t)((bits & 0x7f800000u) == 0x7f800000u);
+  }
+  if (!bad) return;
+  size_t i = 0;
+  while (std::isfinite(values[i])) i++;
+  fail(MOAS_ERR_NON_FINITE,
+       what + "[" + std::to_string(i) + "] is not finite (" + std::to_string(values[i]) + "); nothing was changed");
+}
+
+inline void describe_parameter(const std::vector<ParamInfo> &infos, size_t index, moas_parameter_info *out) {
+  require_struct(out->struct_size, sizeof(moas_parameter_info), "moas_parameter_info");
+  require(index < infos.size(), MOAS_ERR_INDEX_OUT_OF_RANGE,
+          "parameter index " + std::to_string(index) + " is not below the count " + std::to_string(infos.size()));
+  const ParamInfo &info = infos[index];
+  out->ndim = (int32_t)info.shape.size();
+  out->name = info.name.c_str();
+  for (int i = 0; i < MOAS_MAX_DIMS; i++) out->shape[i] = i < out->ndim ? info.shape[(size_t)i] : 0;
+  out->numel = (uint64_t)info.numel;
+}
+
+// The size of moas_layer_router_stats in libmoas 0.1.0; later fields are written only when the caller's struct
+// reaches them.
+constexpr size_t kRouterStatsV1Size = offsetof(moas_layer_router_stats, top_share);
+
+inline void copy_router_stats(const RouterStats &st, moas_layer_router_stats *out) {
+  require_struct(out->struct_size, kRouterStatsV1Size, "moas_layer_router_stats");
+  moas_layer_router_stats full;
+  std::memset(&full, 0, sizeof full);
+  full.n_routes = (int32_t)st.share.size();
+  for (size_t i = 0; i < st.share.size(); i++) {
+    full.share[i] = (float)st.share[i];
+    full.mean_gate[i] = (float)st.mean_gate[i];
+    full.top_share[i] = (float)st.top_share[i];
+  }
+  full.balance = (float)st.balance();
+  full.max_over_mean = (float)st.max_over_mean();
+  full.collapsed = st.collapsed() ? 1 : 0;
+  full.entropy = (float)st.entropy;
+  full.aux_loss = (float)st.aux_loss;
+  full.mean_shared_weight = (float)st.mean_shared_weight;
+  full.mean_routed_weight = (float)st.mean_routed_weight;
+  full.attention = st.attention;
+  write_known_fields(out, full);
+}
+
+inline AdamWSettings check_adamw(const moas_adamw_config &cfg) {
+  auto check = [](bool ok, const std::string &msg) { require(ok, MOAS_ERR_INVALID_CONFIG, msg); };
+  check(std::isfinite(cfg.lr) && cfg.lr >= 0, "lr is " + std::to_string(cfg.lr) + ": it must be finite and >= 0");
+  check(cfg.beta1 >= 0 && cfg.beta1 < 1, "beta1 is " + std::to_string(cfg.beta1) + ": it must be in [0, 1)");
+  check(cfg.beta2 >= 0 && cfg.beta2 < 1, "beta2 is " + std::to_string(cfg.beta2) + ": it must be in [0, 1)");
+  check(std::isfinite(cfg.eps) && cfg.eps > 0, "eps is " + std::to_string(cfg.eps) + ": it must be > 0");
+  check(std::isfinite(cfg.weight_decay) && cfg.weight_decay >= 0,
+        "weight_decay is " + std::to_string(cfg.weight_decay) + ": it must be >= 0");
+  check(std::isfinite(cfg.grad_clip) && cfg.grad_clip >= 0,
+        "grad_clip is " + std::to_string(cfg.grad_clip) + ": use 0 (off) or a positive norm");
+  return {cfg.lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay, cfg.grad_clip};
+}
+
+// One AdamW step after the checks every optimiser call makes: norm() gives the gradients' L2 norm, step(settings,
+// norm) applies the step. A non-finite norm skips the step and leaves the weights and moments unchanged
+// (MOAS_ERR_NON_FINITE); grad_norm_out (nullable) gets the norm either way.
+template <class Norm, class Step>
+void checked_adamw_step(const moas_adamw_config *cfg, float *grad_norm_out, Norm &&norm_of, Step &&step) {
+  require_arg(cfg, "cfg");
+  require_struct(cfg->struct_size, sizeof(moas_adamw_config), "moas_adamw_config");
+  const AdamWSettings settings = check_adamw(*cfg);
+  const double norm = norm_of();
+  if (grad_norm_out) *grad_norm_out = (float)norm;
+  require(std::isfinite(norm), MOAS_ERR_NON_FINITE,
+          "the gradient norm is not finite: the step was skipped and the weights are unchanged; "
+          "zero the gradients and lower the learning rate or check the inputs");
+  step(settings, norm);
+}
+
+// The same on the CPU, over a parameter table and its optimiser state.
+template <typename T>
+void checked_adamw_step(ParamTable<T> &params, AdamWState<T> &state, const moas_adamw_config *cfg,
+                        float *grad_norm_out) {
+  checked_adamw_step(
+      cfg, grad_norm_out, [&] { return gradient_norm(params.grads); },
+      [&](const AdamWSettings &settings, double norm) { adamw_step(params, state, settings, norm); });
+}
+
+}  // namespace moas::capi

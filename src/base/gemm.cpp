@@ -1,0 +1,58 @@
+#include "base/gemm.hpp"
+
+#include <cblas.h>
+
+#include <string>
+
+#include "base/error.hpp"
+
+#ifdef MOAS_HAVE_DNNL
+#include <oneapi/dnnl/dnnl.h>
+#endif
+
+namespace moas {
+
+namespace {
+CBLAS_TRANSPOSE cblas_trans(Trans t) { return t == Trans::Yes ? CblasTrans : CblasNoTrans; }
+
+// Routed attention produces empty products (a branch or head no token chose). BLAS libraries disagree on whether
+// zero sizes are legal, so they never reach one: with K = 0 the product is beta * C.
+template <typename T>
+bool handled_empty(int64_t M, int64_t N, int64_t K, T beta, T *C, int64_t ldc) {
+  if (M > 0 && N > 0 && K > 0) return false;
+  if (K == 0 && beta != T(1))
+    for (int64_t i = 0; i < M; i++)
+      for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == T(0) ? T(0) : beta * C[i * ldc + j];
+  return true;
+}
+}  // namespace
+
+void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+          const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+  if (handled_empty(M, N, K, beta, C, ldc)) return;
+#ifdef MOAS_HAVE_DNNL
+  const dnnl_status_t status = dnnl_sgemm(ta == Trans::Yes ? 'T' : 'N', tb == Trans::Yes ? 'T' : 'N', M, N, K, alpha,
+                                          A, lda, B, ldb, beta, C, ldc);
+  require(status == dnnl_success, MOAS_ERR_INTERNAL, "oneDNN sgemm failed with status " + std::to_string(status));
+#else
+  cblas_sgemm(CblasRowMajor, cblas_trans(ta), cblas_trans(tb), (blasint)M, (blasint)N, (blasint)K, alpha, A,
+              (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
+#endif
+}
+
+void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, double alpha, const double *A, int64_t lda,
+          const double *B, int64_t ldb, double beta, double *C, int64_t ldc) {
+  if (handled_empty(M, N, K, beta, C, ldc)) return;
+  cblas_dgemm(CblasRowMajor, cblas_trans(ta), cblas_trans(tb), (blasint)M, (blasint)N, (blasint)K, alpha, A,
+              (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
+}
+
+const char *gemm_backend_name() {
+#ifdef MOAS_HAVE_DNNL
+  return "oneDNN";
+#else
+  return "OpenBLAS";
+#endif
+}
+
+}  // namespace moas

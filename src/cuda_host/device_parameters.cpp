@@ -1,0 +1,57 @@
+#include "cuda_host/device_parameters.hpp"
+
+#include <vector>
+
+namespace moas {
+
+DeviceParameters::DeviceParameters(const moas_cuda_backend &t, const ParamTable<float> &params,
+                                   const AdamWState<float> &state)
+    : t_(&t), n_(params.total()), n_segments_((int64_t)params.infos().size()) {
+  values_.upload(t, params.values.data(), n_);
+  grads_.reserve(t, n_);
+  grads_.zero(n_);
+  upload_optimizer(state);
+  const ParamSegments segments = param_segments(params);
+  segment_begin_.upload(t, segments.begin.data(), (int64_t)segments.begin.size());
+  segment_decay_.upload(t, segments.decay.data(), n_segments_);
+}
+
+double DeviceParameters::gradient_norm() {
+  norm_.reserve(*t_, 1);
+  norm_partials_.reserve(*t_, moas_cuda_gradient_norm_scratch(n_));
+  device_check(*t_, t_->gradient_norm(norm_.get(), norm_partials_.get(), grads_.get(), n_, nullptr), "gradient_norm");
+  double norm = 0;
+  norm_.download(&norm, 1);
+  return norm;
+}
+
+void DeviceParameters::adamw_step(const AdamWSettings &s, uint64_t step, double grad_norm) {
+  const moas_cuda_adamw_settings settings{s.lr, s.beta1, s.beta2, s.eps, s.weight_decay, s.grad_clip};
+  device_check(*t_,
+               t_->adamw_step(&settings, step, grad_norm, values_.get(), grads_.get(), exp_avg_.get(),
+                              exp_avg_sq_.get(), n_, segment_begin_.get(), segment_decay_.get(), n_segments_, nullptr),
+               "adamw_step");
+  device_check(*t_, t_->synchronize(nullptr), "adamw_step");
+}
+
+void DeviceParameters::download_optimizer(AdamWState<float> &state) const {
+  state.exp_avg.resize((size_t)n_);
+  state.exp_avg_sq.resize((size_t)n_);
+  exp_avg_.download(state.exp_avg.data(), n_);
+  exp_avg_sq_.download(state.exp_avg_sq.data(), n_);
+}
+
+// The state's moments when it has them (a loaded optimiser state), else zeros, as the CPU's first step starts.
+void DeviceParameters::upload_optimizer(const AdamWState<float> &state) {
+  exp_avg_.reserve(*t_, n_);
+  exp_avg_sq_.reserve(*t_, n_);
+  if ((int64_t)state.exp_avg.size() == n_) {
+    exp_avg_.upload(*t_, state.exp_avg.data(), n_);
+    exp_avg_sq_.upload(*t_, state.exp_avg_sq.data(), n_);
+  } else {
+    exp_avg_.zero(n_);
+    exp_avg_sq_.zero(n_);
+  }
+}
+
+}  // namespace moas
