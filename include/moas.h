@@ -309,9 +309,17 @@ typedef struct moas_adamw_config {
 /* Fills cfg (up to cfg->struct_size) with the defaults above. Thread-safe. */
 MOAS_API moas_status moas_adamw_config_default(moas_adamw_config *cfg);
 
+/* RustGPT's optimiser by name: Adam with lr 1e-3, beta1 0.9, beta2 0.999, eps 1e-8, no weight decay and no
+ * clipping (Kingma & Ba's Adam, PyTorch's torch.optim.Adam). It is not the AdamW default above (beta2 0.99, weight
+ * decay 0.1, clip 1.0): start from the one you mean rather than editing the other's fields. Fills cfg up to
+ * cfg->struct_size. Thread-safe. (Appended in libmoas 0.6.0.) */
+MOAS_API moas_status moas_adamw_config_rustgpt(moas_adamw_config *cfg);
+
 /* One AdamW step (PyTorch semantics, bias-corrected) on the accumulated gradients, after clipping them to
- * cfg->grad_clip. grad_norm_out (nullable) receives the global gradient L2 norm before clipping.
- * If that norm is not finite the step is skipped, nothing changes, and MOAS_ERR_NON_FINITE is returned. */
+ * cfg->grad_clip. grad_norm_out (nullable) receives the global gradient L2 norm before clipping; with grad_clip 0
+ * and grad_norm_out NULL no norm is computed. If any gradient is not finite the step is skipped, nothing changes,
+ * and MOAS_ERR_NON_FINITE is returned. The gradients stay as they are: they keep accumulating over later
+ * backward calls until moas_zero_grad. */
 MOAS_API moas_status moas_optimizer_step(moas_model *model, const moas_adamw_config *cfg, float *grad_norm_out);
 
 /* Number of optimizer steps taken (it keys dropout masks and AdamW bias correction). */
@@ -345,6 +353,13 @@ MOAS_API moas_status moas_parameter_write(moas_model *model, const char *name, c
 
 /* Copies the accumulated gradient of parameter `name` into out (len = numel floats). */
 MOAS_API moas_status moas_gradient_read(const moas_model *model, const char *name, float *out, size_t len);
+
+/* All parameter gradients as one buffer of len = moas_model_num_parameters floats: the tensors in the order of
+ * moas_parameter_info_at, each row-major, one after another. read copies them out; write replaces them (all
+ * finite, else MOAS_ERR_NON_FINITE and nothing changes), e.g. with the mean of several threads' or processes'
+ * gradients before moas_optimizer_step. (Appended in libmoas 0.6.0.) */
+MOAS_API moas_status moas_gradients_read(const moas_model *model, float *out, size_t len);
+MOAS_API moas_status moas_gradients_write(moas_model *model, const float *values, size_t len);
 
 /* ---------------------------------------------------------------------------------------------------------------
  * Checkpoints (safetensors; tensor names load into the reference PyTorch model with load_state_dict)
@@ -499,6 +514,10 @@ MOAS_API moas_status moas_layer_create(const moas_layer_config *cfg, moas_layer 
 /* Frees the layer; NULL is a no-op. */
 MOAS_API void moas_layer_destroy(moas_layer *layer);
 
+/* The layer's config (up to out->struct_size), e.g. of a layer made by moas_layer_create_from_file; MoAS branch kv
+ * heads come back resolved (n_head where 0 was given). (Appended in libmoas 0.6.0.) */
+MOAS_API moas_status moas_layer_get_config(const moas_layer *layer, moas_layer_config *out);
+
 /* y = Attn(x) (plus x with residual) for x [batch, seq_len, n_embd], batch >= 1, 1 <= seq_len <= max_seq_len;
  * x and y each hold len = batch * seq_len * n_embd floats and stay owned by the caller; y may be x itself (in place)
  * but must not otherwise overlap it (MOAS_ERR_INVALID_ARGUMENT). Non-finite x gives MOAS_ERR_NON_FINITE.
@@ -514,7 +533,9 @@ MOAS_API moas_status moas_layer_forward(moas_layer *layer, const float *x, float
  * parameter write or optimiser step). */
 MOAS_API moas_status moas_layer_backward(moas_layer *layer, const float *dy, float *dx, size_t len);
 
-/* Sets every parameter gradient to zero. */
+/* Sets every parameter gradient to zero. Gradients accumulate over backward calls until then: a training loop that
+ * steps after every backward must zero them after every step (RustGPT's backward(grads, lr) is backward, step,
+ * zero_grad). */
 MOAS_API moas_status moas_layer_zero_grad(moas_layer *layer);
 
 /* One AdamW step on the layer's accumulated gradients, as moas_optimizer_step (weight_decay 0 and grad_clip 0
@@ -533,6 +554,29 @@ MOAS_API moas_status moas_layer_parameter_write(moas_layer *layer, const char *n
 MOAS_API moas_status moas_layer_gradient_read(const moas_layer *layer, const char *name, float *out, size_t len);
 MOAS_API moas_status moas_layer_gradient_write(moas_layer *layer, const char *name, const float *values,
                                                size_t len);
+
+/* The layer's gradients as one buffer, as moas_gradients_read / moas_gradients_write: len =
+ * moas_layer_num_parameters floats, the tensors in moas_layer_parameter_info_at order. A caller that computes
+ * several sequences' gradients (on several layers, or one after another with moas_layer_zero_grad between) sums or
+ * averages them itself, writes the result and takes one moas_layer_optimizer_step. (Appended in libmoas 0.6.0.) */
+MOAS_API moas_status moas_layer_num_parameters(const moas_layer *layer, uint64_t *out);
+MOAS_API moas_status moas_layer_gradients_read(const moas_layer *layer, float *out, size_t len);
+MOAS_API moas_status moas_layer_gradients_write(moas_layer *layer, const float *values, size_t len);
+
+/* Layer checkpoints, with the model checkpoints' rules: safetensors named as moas_layer_parameter_info_at, the
+ * layer's config in the metadata ("config", plus "layer" with its residual flag), written to a temporary file and
+ * renamed over path. load validates the whole file against this layer first and leaves the layer unchanged on any
+ * failure; create_from_file builds the layer the file describes (device, device_index, n_threads and
+ * matmul_precision from `overrides` when it is non-NULL, its other fields ignored). The optimiser state (Adam
+ * moments and step count) is its own file, as for models; saving it needs one step taken. After a save and a
+ * load of both files, training continues bit for bit as if never interrupted. (Appended in libmoas 0.6.0.) */
+MOAS_API moas_status moas_layer_save(const moas_layer *layer, const char *path, const char *user_metadata);
+MOAS_API moas_status moas_layer_load(moas_layer *layer, const char *path);
+MOAS_API moas_status moas_layer_create_from_file(const char *path, const moas_layer_config *overrides,
+                                                 moas_layer **out);
+MOAS_API moas_status moas_layer_optimizer_save(const moas_layer *layer, const char *path);
+MOAS_API moas_status moas_layer_optimizer_load(moas_layer *layer, const char *path);
+MOAS_API moas_status moas_layer_optimizer_steps(const moas_layer *layer, uint64_t *out);
 
 /* Router statistics of the last forward, as moas_router_stats. */
 MOAS_API moas_status moas_layer_get_router_stats(const moas_layer *layer, moas_layer_router_stats *out);

@@ -2,6 +2,7 @@
 # Builds and tests the Rust bindings against an existing libmoas build, then runs the two training examples.
 #   bindings/rust/run_tests.sh [BUILD_DIR]      (default: the repository's build/)
 # Cargo's output goes to BUILD_DIR/rust-target so the source tree stays clean. Offline: the crates use std only.
+# moas-sys links BUILD_DIR/libmoas.a when it is there, else libmoas.so; MOAS_LINK=static|dylib chooses (README).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -11,8 +12,8 @@ if [ ! -d "$build_dir" ]; then
   exit 2
 fi
 build_dir="$(cd "$build_dir" && pwd)"
-if ! ls "$build_dir"/libmoas.so* >/dev/null 2>&1; then
-  echo "run_tests.sh: no libmoas.so in $build_dir: build the moas target first" >&2
+if [ ! -f "$build_dir/libmoas.a" ] && ! compgen -G "$build_dir/libmoas.so*" >/dev/null; then
+  echo "run_tests.sh: no libmoas.a or libmoas.so in $build_dir: build the moas_static or moas target first" >&2
   exit 2
 fi
 

@@ -73,30 +73,30 @@ std::string device_name(const moas::ModelConfig &c) {
 void check_tokens(const moas::ModelConfig &c, const int32_t *tokens, const int32_t *targets, int32_t batch,
                   int32_t seq_len) {
   require_arg(tokens, "tokens");
-  moas::require(batch >= 1 && seq_len >= 1, MOAS_ERR_SIZE_MISMATCH,
-                "batch (" + std::to_string(batch) + ") and seq_len (" + std::to_string(seq_len) + ") must be >= 1");
-  moas::require(seq_len <= c.block_size, MOAS_ERR_CONTEXT_TOO_LONG,
-                "seq_len " + std::to_string(seq_len) + " exceeds the model's block_size " +
-                    std::to_string(c.block_size) + ": pass at most block_size tokens per sequence");
+  MOAS_REQUIRE(batch >= 1 && seq_len >= 1, MOAS_ERR_SIZE_MISMATCH,
+               "batch (" + std::to_string(batch) + ") and seq_len (" + std::to_string(seq_len) + ") must be >= 1");
+  MOAS_REQUIRE(seq_len <= c.block_size, MOAS_ERR_CONTEXT_TOO_LONG,
+               "seq_len " + std::to_string(seq_len) + " exceeds the model's block_size " +
+               std::to_string(c.block_size) + ": pass at most block_size tokens per sequence");
   const int64_t n = (int64_t)batch * seq_len;
-  moas::require(n <= (int64_t)1 << 24, MOAS_ERR_SIZE_MISMATCH,
-                "batch * seq_len = " + std::to_string(n) + " tokens is more than 2^24 per call: split the batch");
+  MOAS_REQUIRE(n <= (int64_t)1 << 24, MOAS_ERR_SIZE_MISMATCH,
+               "batch * seq_len = " + std::to_string(n) + " tokens is more than 2^24 per call: split the batch");
   for (int64_t i = 0; i < n; i++)
-    moas::require(tokens[i] >= 0 && tokens[i] < c.vocab_size, MOAS_ERR_TOKEN_OUT_OF_RANGE,
-                  "tokens[" + std::to_string(i) + "] = " + std::to_string(tokens[i]) + " is outside [0, " +
-                      std::to_string(c.vocab_size) + ")");
+    MOAS_REQUIRE(tokens[i] >= 0 && tokens[i] < c.vocab_size, MOAS_ERR_TOKEN_OUT_OF_RANGE,
+                 "tokens[" + std::to_string(i) + "] = " + std::to_string(tokens[i]) + " is outside [0, " +
+                 std::to_string(c.vocab_size) + ")");
   if (targets)
     for (int64_t i = 0; i < n; i++)
-      moas::require(targets[i] >= -1 && targets[i] < c.vocab_size, MOAS_ERR_TARGET_OUT_OF_RANGE,
-                    "targets[" + std::to_string(i) + "] = " + std::to_string(targets[i]) + " is outside [-1, " +
-                        std::to_string(c.vocab_size) + "): use -1 for positions without a target");
+      MOAS_REQUIRE(targets[i] >= -1 && targets[i] < c.vocab_size, MOAS_ERR_TARGET_OUT_OF_RANGE,
+                   "targets[" + std::to_string(i) + "] = " + std::to_string(targets[i]) + " is outside [-1, " +
+                   std::to_string(c.vocab_size) + "): use -1 for positions without a target");
 }
 
 void fill_router_stats(const moas_model &model, int64_t layer, moas_layer_router_stats *out) {
   const moas::Model<float> &m = model.model;
   require_struct(out->struct_size, kRouterStatsV1Size, "moas_layer_router_stats");
-  moas::require(model.last_batch() > 0, MOAS_ERR_NO_FORWARD,
-                "no forward has run yet: router statistics come from the last moas_forward");
+  MOAS_REQUIRE(model.last_batch() > 0, MOAS_ERR_NO_FORWARD,
+               "no forward has run yet: router statistics come from the last moas_forward");
   moas::RouterStats st;
   if (!(model.device ? model.on_device()->router_stats(layer, &st) : m.router_stats(layer, &st))) {
     const char *why = m.config().attention == moas::AttentionKind::Scheme
@@ -212,8 +212,8 @@ moas_status moas_forward(moas_model *model, const int32_t *tokens, const int32_t
     require_arg(model, "model");
     moas::Model<float> &m = model->model;
     check_tokens(m.config(), tokens, targets, batch, seq_len);
-    moas::require(training == 0 || training == 1, MOAS_ERR_INVALID_CONFIG,
-                  "training is " + std::to_string(training) + ": use 0 (eval) or 1 (training)");
+    MOAS_REQUIRE(training == 0 || training == 1, MOAS_ERR_INVALID_CONFIG,
+                 "training is " + std::to_string(training) + ": use 0 (eval) or 1 (training)");
     moas::ThreadScope threads(m.config().n_threads);
     const double loss = model->device ? model->on_device()->forward(tokens, targets, batch, seq_len, training == 1)
                                       : m.forward(tokens, targets, batch, seq_len, training == 1);
@@ -223,9 +223,9 @@ moas_status moas_forward(moas_model *model, const int32_t *tokens, const int32_t
       m.invalidate_activations();
       if (model->device) model->on_device()->invalidate_activations();
     }
-    moas::require(std::isfinite(loss), MOAS_ERR_NON_FINITE,
-                  "the loss is not finite (" + std::to_string(loss) + "): the weights hold NaN/Inf or diverged; "
-                  "reload a checkpoint or lower the learning rate");
+    MOAS_REQUIRE(std::isfinite(loss), MOAS_ERR_NON_FINITE,
+                 "the loss is not finite (" + std::to_string(loss) + "): the weights hold NaN/Inf or diverged; "
+                 "reload a checkpoint or lower the learning rate");
   });
 }
 
@@ -234,11 +234,11 @@ moas_status moas_logits(const moas_model *model, float *out, size_t out_len) {
     require_arg(model, "model");
     require_arg(out, "out");
     const moas::Model<float> &m = model->model;
-    moas::require(model->last_batch() > 0, MOAS_ERR_NO_FORWARD, "no forward has run yet: call moas_forward first");
+    MOAS_REQUIRE(model->last_batch() > 0, MOAS_ERR_NO_FORWARD, "no forward has run yet: call moas_forward first");
     const size_t n = (size_t)(model->last_batch() * model->last_seq() * m.config().vocab_size);
-    moas::require(out_len == n, MOAS_ERR_SIZE_MISMATCH,
-                  "out_len is " + std::to_string(out_len) + " but the last forward produced batch * seq_len * "
-                  "vocab_size = " + std::to_string(n) + " logits");
+    MOAS_REQUIRE(out_len == n, MOAS_ERR_SIZE_MISMATCH,
+                 "out_len is " + std::to_string(out_len) + " but the last forward produced batch * seq_len * "
+                 "vocab_size = " + std::to_string(n) + " logits");
     if (model->device) model->on_device()->logits(out);
     else std::memcpy(out, m.logits().data(), n * sizeof(float));
   });
@@ -248,9 +248,9 @@ moas_status moas_backward(moas_model *model) {
   return guarded([&] {
     require_arg(model, "model");
     moas::Model<float> &m = model->model;
-    moas::require(model->device ? model->on_device()->can_backward() : m.can_backward(), MOAS_ERR_NO_FORWARD,
-                  "moas_backward needs a preceding moas_forward with training = 1 and targets (and no parameter "
-                  "write or load since)");
+    MOAS_REQUIRE(model->device ? model->on_device()->can_backward() : m.can_backward(), MOAS_ERR_NO_FORWARD,
+                 "moas_backward needs a preceding moas_forward with training = 1 and targets (and no parameter "
+                 "write or load since)");
     moas::ThreadScope threads(m.config().n_threads);
     if (model->device) model->on_device()->backward();
     else m.backward();
@@ -269,14 +269,15 @@ moas_status moas_adamw_config_default(moas_adamw_config *cfg) {
   return guarded([&] {
     require_arg(cfg, "cfg");
     require_struct(cfg->struct_size, sizeof(uint32_t), "moas_adamw_config");
-    moas_adamw_config d;
-    d.lr = 1e-3f;
-    d.beta1 = 0.9f;
-    d.beta2 = 0.99f;
-    d.eps = 1e-8f;
-    d.weight_decay = 0.1f;
-    d.grad_clip = 1.0f;
-    moas::write_known_fields(cfg, d);
+    moas::write_known_fields(cfg, adamw_default());
+  });
+}
+
+moas_status moas_adamw_config_rustgpt(moas_adamw_config *cfg) {
+  return guarded([&] {
+    require_arg(cfg, "cfg");
+    require_struct(cfg->struct_size, sizeof(uint32_t), "moas_adamw_config");
+    moas::write_known_fields(cfg, adam_rustgpt());
   });
 }
 
@@ -352,6 +353,27 @@ moas_status moas_gradient_read(const moas_model *model, const char *name, float 
   });
 }
 
+moas_status moas_gradients_read(const moas_model *model, float *out, size_t len) {
+  return guarded([&] {
+    require_arg(model, "model");
+    require_arg(out, "out");
+    require_whole_buffer(model->model.params, len, "out");
+    if (model->device) model->on_device()->download_grads();
+    std::memcpy(out, model->model.params.grads.data(), len * sizeof(float));
+  });
+}
+
+moas_status moas_gradients_write(moas_model *model, const float *values, size_t len) {
+  return guarded([&] {
+    require_arg(model, "model");
+    require_arg(values, "values");
+    require_whole_buffer(model->model.params, len, "values");
+    require_finite(values, len, "gradient values");
+    std::memcpy(model->model.params.grads.data(), values, len * sizeof(float));
+    if (model->device) model->on_device()->upload_grads();
+  });
+}
+
 moas_status moas_model_save(const moas_model *model, const char *path, const char *user_metadata) {
   return guarded([&] {
     require_arg(model, "model");
@@ -407,9 +429,9 @@ moas_status moas_checkpoint_user_metadata(const char *path, char *buf, size_t bu
     *needed = user.size() + 1;
     if (!buf && buf_len == 0) return;
     require_arg(buf, "buf");
-    moas::require(buf_len >= user.size() + 1, MOAS_ERR_SIZE_MISMATCH,
-                  "buf_len is " + std::to_string(buf_len) + " but the metadata needs " +
-                      std::to_string(user.size() + 1) + " bytes");
+    MOAS_REQUIRE(buf_len >= user.size() + 1, MOAS_ERR_SIZE_MISMATCH,
+                 "buf_len is " + std::to_string(buf_len) + " but the metadata needs " +
+                 std::to_string(user.size() + 1) + " bytes");
     std::memcpy(buf, user.c_str(), user.size() + 1);
   });
 }
@@ -439,11 +461,11 @@ moas_status moas_kv_cache_create(const moas_model *model, int32_t batch, int32_t
     require_arg(out, "out");
     *out = nullptr;
     const moas::ModelConfig &c = model->model.config();
-    moas::require(batch >= 1 && batch <= (1 << 16), MOAS_ERR_SIZE_MISMATCH,
-                  "batch is " + std::to_string(batch) + ": it must be in [1, 65536]");
-    moas::require(capacity >= 1 && capacity <= c.block_size, MOAS_ERR_SIZE_MISMATCH,
-                  "capacity is " + std::to_string(capacity) + ": it must be in [1, block_size = " +
-                      std::to_string(c.block_size) + "]");
+    MOAS_REQUIRE(batch >= 1 && batch <= (1 << 16), MOAS_ERR_SIZE_MISMATCH,
+                 "batch is " + std::to_string(batch) + ": it must be in [1, 65536]");
+    MOAS_REQUIRE(capacity >= 1 && capacity <= c.block_size, MOAS_ERR_SIZE_MISMATCH,
+                 "capacity is " + std::to_string(capacity) + ": it must be in [1, block_size = " +
+                 std::to_string(c.block_size) + "]");
     auto created = std::make_unique<moas_kv_cache>();
     created->config = c;
     if (model->device) {
@@ -488,27 +510,27 @@ moas_status moas_prefill(moas_model *model, moas_kv_cache *cache, const int32_t 
     require_arg(cache, "cache");
     moas::Model<float> &m = model->model;
     const moas::ModelConfig &c = m.config();
-    moas::require(cache->config.device == c.device && (c.device == MOAS_DEVICE_CPU ||
-                                                       cache->config.device_index == c.device_index),
-                  MOAS_ERR_INVALID_ARGUMENT,
-                  "the cache was made by a model on " + device_name(cache->config) + " and this model runs on " +
-                      device_name(c) + ": create the cache from this model");
+    MOAS_REQUIRE(cache->config.device == c.device && (c.device == MOAS_DEVICE_CPU ||
+                 cache->config.device_index == c.device_index),
+                 MOAS_ERR_INVALID_ARGUMENT,
+                 "the cache was made by a model on " + device_name(cache->config) + " and this model runs on " +
+                 device_name(c) + ": create the cache from this model");
     const std::string diff = moas::architecture_difference(cache->config, c);
-    moas::require(diff.empty(), MOAS_ERR_SIZE_MISMATCH,
-                  "the cache was made for another architecture (" + diff + "): create one for this model");
+    MOAS_REQUIRE(diff.empty(), MOAS_ERR_SIZE_MISMATCH,
+                 "the cache was made for another architecture (" + diff + "): create one for this model");
     const int64_t length = cache->visit([](const auto &kv) { return kv.length; });
     const int64_t capacity = cache->visit([](const auto &kv) { return kv.capacity; });
     const int32_t batch = (int32_t)cache->visit([](const auto &kv) { return kv.batch; });
     check_tokens(c, tokens, nullptr, batch, seq_len);
-    moas::require(length + seq_len <= capacity, MOAS_ERR_CONTEXT_FULL,
-                  "the cache holds " + std::to_string(length) + " of " + std::to_string(capacity) +
-                      " positions and cannot take " + std::to_string(seq_len) + " more: reset it (or create one "
-                      "with a larger capacity, up to block_size)");
+    MOAS_REQUIRE(length + seq_len <= capacity, MOAS_ERR_CONTEXT_FULL,
+                 "the cache holds " + std::to_string(length) + " of " + std::to_string(capacity) +
+                 " positions and cannot take " + std::to_string(seq_len) + " more: reset it (or create one "
+                 "with a larger capacity, up to block_size)");
     const size_t V = (size_t)c.vocab_size;
     if (last_logits)
-      moas::require(last_logits_len == (size_t)batch * V, MOAS_ERR_SIZE_MISMATCH,
-                    "last_logits_len is " + std::to_string(last_logits_len) + " but batch * vocab_size = " +
-                        std::to_string((size_t)batch * V));
+      MOAS_REQUIRE(last_logits_len == (size_t)batch * V, MOAS_ERR_SIZE_MISMATCH,
+                   "last_logits_len is " + std::to_string(last_logits_len) + " but batch * vocab_size = " +
+                   std::to_string((size_t)batch * V));
     moas::ThreadScope threads(c.n_threads);
     if (model->device) {
       model->on_device()->forward(tokens, nullptr, batch, seq_len, false, cache->device.get());
@@ -533,8 +555,8 @@ moas_status moas_router_stats(const moas_model *model, int32_t layer, moas_layer
     require_arg(model, "model");
     require_arg(out, "out");
     const int64_t n_layer = model->model.config().n_layer;
-    moas::require(layer >= 0 && layer < n_layer, MOAS_ERR_INDEX_OUT_OF_RANGE,
-                  "layer " + std::to_string(layer) + " is outside [0, " + std::to_string(n_layer) + ")");
+    MOAS_REQUIRE(layer >= 0 && layer < n_layer, MOAS_ERR_INDEX_OUT_OF_RANGE,
+                 "layer " + std::to_string(layer) + " is outside [0, " + std::to_string(n_layer) + ")");
     fill_router_stats(*model, layer, out);
   });
 }
@@ -544,9 +566,9 @@ moas_status moas_router_stats_all(const moas_model *model, moas_layer_router_sta
     require_arg(model, "model");
     require_arg(out, "out");
     const int64_t n_layer = model->model.config().n_layer;
-    moas::require(n_layers == (size_t)n_layer, MOAS_ERR_SIZE_MISMATCH,
-                  "n_layers is " + std::to_string(n_layers) + " but the model has " + std::to_string(n_layer) +
-                      " layers: pass an array of n_layer structs");
+    MOAS_REQUIRE(n_layers == (size_t)n_layer, MOAS_ERR_SIZE_MISMATCH,
+                 "n_layers is " + std::to_string(n_layers) + " but the model has " + std::to_string(n_layer) +
+                 " layers: pass an array of n_layer structs");
     for (int64_t l = 0; l < n_layer; l++) fill_router_stats(*model, l, &out[l]);
   });
 }

@@ -42,13 +42,13 @@ moas_status guarded(F &&body) {
 }
 
 inline void require_arg(const void *pointer, const char *name) {
-  require(pointer != nullptr, MOAS_ERR_NULL_ARGUMENT, std::string(name) + " is NULL");
+  MOAS_REQUIRE(pointer != nullptr, MOAS_ERR_NULL_ARGUMENT, std::string(name) + " is NULL");
 }
 
 inline void require_struct(uint32_t struct_size, size_t v1_size, const char *type) {
-  require(struct_size >= v1_size, MOAS_ERR_ABI_MISMATCH,
-          std::string(type) + ".struct_size is " + std::to_string(struct_size) + ", expected at least " +
-              std::to_string(v1_size) + ": set struct_size = sizeof(" + type + ")");
+  MOAS_REQUIRE(struct_size >= v1_size, MOAS_ERR_ABI_MISMATCH,
+               std::string(type) + ".struct_size is " + std::to_string(struct_size) + ", expected at least " +
+               std::to_string(v1_size) + ": set struct_size = sizeof(" + type + ")");
 }
 
 // The parameter `name` of a table, after checking that the caller's buffer holds exactly its len elements.
@@ -56,15 +56,24 @@ template <typename T>
 const ParamInfo &param_checked(const ParamTable<T> &params, const char *name, size_t len) {
   require_arg(name, "name");
   const ParamInfo &info = params.find(name);
-  require(len == (size_t)info.numel, MOAS_ERR_SIZE_MISMATCH,
-          std::string("parameter \"") + name + "\" has " + std::to_string(info.numel) + " elements but len is " +
-              std::to_string(len));
+  MOAS_REQUIRE(len == (size_t)info.numel, MOAS_ERR_SIZE_MISMATCH,
+               std::string("parameter \"") + name + "\" has " + std::to_string(info.numel) + " elements but len is " +
+               std::to_string(len));
   return info;
 }
 
-// Every activation of a layer call passes through here, so the scan is a vectorised test of the exponent bits
-// (all ones: Inf or NaN); only a failure looks for the first bad index and builds the message.
-inline void require_finite(const float *values, size_t len, const std::string &what) {
+// The caller's length for a whole gradient buffer: every parameter, in enumeration order, which is the order of the
+// flat buffer (params.hpp registers each tensor right after the previous one).
+template <typename T>
+void require_whole_buffer(const ParamTable<T> &params, size_t len, const char *what) {
+  MOAS_REQUIRE(len == (size_t)params.total(), MOAS_ERR_SIZE_MISMATCH,
+               std::string(what) + " holds " + std::to_string(len) + " floats but the parameters number " +
+               std::to_string(params.total()) + " (moas_model_num_parameters / moas_layer_num_parameters)");
+}
+
+// Every activation of a layer call, and the gradients of a step that needs no norm, pass through here, so the scan
+// is a vectorised test of the exponent bits (all ones: Inf or NaN).
+inline bool all_finite(const float *values, size_t len) {
   uint32_t bad = 0;
 #pragma omp simd reduction(| : bad)
   for (size_t i = 0; i < len; i++) {
@@ -72,7 +81,12 @@ inline void require_finite(const float *values, size_t len, const std::string &w
     std::memcpy(&bits, values + i, sizeof bits);
     bad |= (uint32_t)((bits & 0x7f800000u) == 0x7f800000u);
   }
-  if (!bad) return;
+  return !bad;
+}
+
+// Only a failure looks for the first bad index and builds the message.
+inline void require_finite(const float *values, size_t len, const std::string &what) {
+  if (all_finite(values, len)) return;
   size_t i = 0;
   while (std::isfinite(values[i])) i++;
   fail(MOAS_ERR_NON_FINITE,
@@ -81,8 +95,8 @@ inline void require_finite(const float *values, size_t len, const std::string &w
 
 inline void describe_parameter(const std::vector<ParamInfo> &infos, size_t index, moas_parameter_info *out) {
   require_struct(out->struct_size, sizeof(moas_parameter_info), "moas_parameter_info");
-  require(index < infos.size(), MOAS_ERR_INDEX_OUT_OF_RANGE,
-          "parameter index " + std::to_string(index) + " is not below the count " + std::to_string(infos.size()));
+  MOAS_REQUIRE(index < infos.size(), MOAS_ERR_INDEX_OUT_OF_RANGE,
+               "parameter index " + std::to_string(index) + " is not below the count " + std::to_string(infos.size()));
   const ParamInfo &info = infos[index];
   out->ndim = (int32_t)info.shape.size();
   out->name = info.name.c_str();
@@ -115,16 +129,24 @@ inline void copy_router_stats(const RouterStats &st, moas_layer_router_stats *ou
   write_known_fields(out, full);
 }
 
+// RustGPT's Adam (moas_adamw_config_rustgpt) and the AdamW default (moas_adamw_config_default).
+constexpr uint32_t kAdamWSize = sizeof(moas_adamw_config);
+inline moas_adamw_config adam_rustgpt() { return {kAdamWSize, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, 0.0f}; }
+inline moas_adamw_config adamw_default() { return {kAdamWSize, 1e-3f, 0.9f, 0.99f, 1e-8f, 0.1f, 1.0f}; }
+
 inline AdamWSettings check_adamw(const moas_adamw_config &cfg) {
-  auto check = [](bool ok, const std::string &msg) { require(ok, MOAS_ERR_INVALID_CONFIG, msg); };
-  check(std::isfinite(cfg.lr) && cfg.lr >= 0, "lr is " + std::to_string(cfg.lr) + ": it must be finite and >= 0");
-  check(cfg.beta1 >= 0 && cfg.beta1 < 1, "beta1 is " + std::to_string(cfg.beta1) + ": it must be in [0, 1)");
-  check(cfg.beta2 >= 0 && cfg.beta2 < 1, "beta2 is " + std::to_string(cfg.beta2) + ": it must be in [0, 1)");
-  check(std::isfinite(cfg.eps) && cfg.eps > 0, "eps is " + std::to_string(cfg.eps) + ": it must be > 0");
-  check(std::isfinite(cfg.weight_decay) && cfg.weight_decay >= 0,
-        "weight_decay is " + std::to_string(cfg.weight_decay) + ": it must be >= 0");
-  check(std::isfinite(cfg.grad_clip) && cfg.grad_clip >= 0,
-        "grad_clip is " + std::to_string(cfg.grad_clip) + ": use 0 (off) or a positive norm");
+  MOAS_REQUIRE(std::isfinite(cfg.lr) && cfg.lr >= 0, MOAS_ERR_INVALID_CONFIG,
+               "lr is " + std::to_string(cfg.lr) + ": it must be finite and >= 0");
+  MOAS_REQUIRE(cfg.beta1 >= 0 && cfg.beta1 < 1, MOAS_ERR_INVALID_CONFIG,
+               "beta1 is " + std::to_string(cfg.beta1) + ": it must be in [0, 1)");
+  MOAS_REQUIRE(cfg.beta2 >= 0 && cfg.beta2 < 1, MOAS_ERR_INVALID_CONFIG,
+               "beta2 is " + std::to_string(cfg.beta2) + ": it must be in [0, 1)");
+  MOAS_REQUIRE(std::isfinite(cfg.eps) && cfg.eps > 0, MOAS_ERR_INVALID_CONFIG,
+               "eps is " + std::to_string(cfg.eps) + ": it must be > 0");
+  MOAS_REQUIRE(std::isfinite(cfg.weight_decay) && cfg.weight_decay >= 0, MOAS_ERR_INVALID_CONFIG,
+               "weight_decay is " + std::to_string(cfg.weight_decay) + ": it must be >= 0");
+  MOAS_REQUIRE(std::isfinite(cfg.grad_clip) && cfg.grad_clip >= 0, MOAS_ERR_INVALID_CONFIG,
+               "grad_clip is " + std::to_string(cfg.grad_clip) + ": use 0 (off) or a positive norm");
   return {cfg.lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay, cfg.grad_clip};
 }
 
@@ -138,18 +160,23 @@ void checked_adamw_step(const moas_adamw_config *cfg, float *grad_norm_out, Norm
   const AdamWSettings settings = check_adamw(*cfg);
   const double norm = norm_of();
   if (grad_norm_out) *grad_norm_out = (float)norm;
-  require(std::isfinite(norm), MOAS_ERR_NON_FINITE,
-          "the gradient norm is not finite: the step was skipped and the weights are unchanged; "
-          "zero the gradients and lower the learning rate or check the inputs");
+  MOAS_REQUIRE(std::isfinite(norm), MOAS_ERR_NON_FINITE,
+               "the gradient norm is not finite: the step was skipped and the weights are unchanged; "
+               "zero the gradients and lower the learning rate or check the inputs");
   step(settings, norm);
 }
 
-// The same on the CPU, over a parameter table and its optimiser state.
-template <typename T>
-void checked_adamw_step(ParamTable<T> &params, AdamWState<T> &state, const moas_adamw_config *cfg,
-                        float *grad_norm_out) {
+// The same on the CPU, over a parameter table and its optimiser state. The norm is computed only when clipping or
+// the caller needs it; otherwise the exponent scan alone decides whether the step may run (its "norm" is then 0,
+// which clipping off never reads).
+inline void checked_adamw_step(ParamTable<float> &params, AdamWState<float> &state, const moas_adamw_config *cfg,
+                               float *grad_norm_out) {
   checked_adamw_step(
-      cfg, grad_norm_out, [&] { return gradient_norm(params.grads); },
+      cfg, grad_norm_out,
+      [&] {
+        if (cfg->grad_clip > 0 || grad_norm_out) return gradient_norm(params.grads);
+        return all_finite(params.grads.data(), params.grads.size()) ? 0.0 : std::nan("");
+      },
       [&](const AdamWSettings &settings, double norm) { adamw_step(params, state, settings, norm); });
 }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "attention/attention_math.hpp"
 #include "attention/query_chunks.hpp"
@@ -18,30 +19,39 @@ namespace {
 // the causal waste of diagonal tiles small.
 int64_t tile_for(int64_t seq) { return seq <= 128 ? 128 : 64; }
 
+// A thread's scratch of at least n elements, kept across calls: a call of a shape seen before allocates nothing, and
+// small calls no longer map and zero tile-sized buffers they do not use. Every element is written before it is read.
+template <typename T, int kSlot>
+T *thread_scratch(size_t n) {
+  thread_local std::vector<T> buffer;
+  if (buffer.size() < n) buffer.resize(n);
+  return buffer.data();
+}
+
 }  // namespace
 
 template <typename T>
 void check_attention_dims(const AttentionDims &s, const KeyValues<T> &kv, const std::vector<QueryHead<T>> &heads) {
-  require(s.batch >= 0 && s.seq >= 0 && s.heads > 0 && s.kv_heads > 0 && s.head_dim > 0 && s.window >= 0,
-          MOAS_ERR_INVALID_CONFIG, "attention: batch/seq/window must be >= 0 and heads/kv_heads/head_dim > 0");
-  require(s.heads % s.kv_heads == 0, MOAS_ERR_INVALID_CONFIG,
-          "attention: heads (" + std::to_string(s.heads) + ") must be a multiple of kv_heads (" +
-              std::to_string(s.kv_heads) + ")");
+  MOAS_REQUIRE(s.batch >= 0 && s.seq >= 0 && s.heads > 0 && s.kv_heads > 0 && s.head_dim > 0 && s.window >= 0,
+               MOAS_ERR_INVALID_CONFIG, "attention: batch/seq/window must be >= 0 and heads/kv_heads/head_dim > 0");
+  MOAS_REQUIRE(s.heads % s.kv_heads == 0, MOAS_ERR_INVALID_CONFIG,
+               "attention: heads (" + std::to_string(s.heads) + ") must be a multiple of kv_heads (" +
+               std::to_string(s.kv_heads) + ")");
   for (const QueryHead<T> &qh : heads) {
-    require(qh.head >= 0 && qh.head < s.heads, MOAS_ERR_INVALID_CONFIG, "attention: a query head is out of range");
-    require(qh.rows && (int64_t)qh.rows->begin.size() == s.batch + 1, MOAS_ERR_SIZE_MISMATCH,
-            "attention: a query head's rows do not cover the batch");
-    require(qh.q_stride >= s.head_dim && qh.out_stride >= s.head_dim, MOAS_ERR_SIZE_MISMATCH,
-            "attention: a q/out row stride is shorter than head_dim");
+    MOAS_REQUIRE(qh.head >= 0 && qh.head < s.heads, MOAS_ERR_INVALID_CONFIG, "attention: a query head is out of range");
+    MOAS_REQUIRE(qh.rows && (int64_t)qh.rows->begin.size() == s.batch + 1, MOAS_ERR_SIZE_MISMATCH,
+                 "attention: a query head's rows do not cover the batch");
+    MOAS_REQUIRE(qh.q_stride >= s.head_dim && qh.out_stride >= s.head_dim, MOAS_ERR_SIZE_MISMATCH,
+                 "attention: a q/out row stride is shorter than head_dim");
     // Rows are in position order, so each sequence's first row sees the earliest key and its last row the latest.
     for (int64_t b = 0; b < s.batch; ++b) {
       const int64_t rb = qh.rows->begin[(size_t)b], re = qh.rows->begin[(size_t)b + 1];
       if (re > rb)
-        require(first_visible_key(qh.rows->pos[(size_t)rb], s.window) >= kv.first_key &&
-                    qh.rows->pos[(size_t)re - 1] < kv.first_key + kv.seq_stride,
-                MOAS_ERR_SIZE_MISMATCH, "attention: a query sees keys outside those held (keys " +
-                                            std::to_string(kv.first_key) + " .. " +
-                                            std::to_string(kv.first_key + kv.seq_stride - 1) + ")");
+        MOAS_REQUIRE(first_visible_key(qh.rows->pos[(size_t)rb], s.window) >= kv.first_key &&
+                     qh.rows->pos[(size_t)re - 1] < kv.first_key + kv.seq_stride,
+                     MOAS_ERR_SIZE_MISMATCH, "attention: a query sees keys outside those held (keys " +
+                     std::to_string(kv.first_key) + " .. " +
+                     std::to_string(kv.first_key + kv.seq_stride - 1) + ")");
     }
   }
 }
@@ -64,7 +74,10 @@ void attention_forward(const AttentionDims &s, const KeyValues<T> &kv, const std
 
 #pragma omp parallel if (worth_threads(total_cost * d))
   {
-    std::vector<T> S(kTile * kTile), acc(kTile * d), m(kTile), l(kTile);
+    // Neither a chunk's rows nor a tile's keys outnumber the sequence's positions.
+    const int64_t span = std::min(kTile, s.seq);
+    T *S = thread_scratch<T, 0>((size_t)(span * span)), *acc = thread_scratch<T, 1>((size_t)(span * d));
+    T *m = thread_scratch<T, 2>((size_t)span), *l = thread_scratch<T, 3>((size_t)span);
 #pragma omp for schedule(dynamic)
     for (int64_t task = 0; task < n_chunks; ++task) {
       const QueryChunk &ch = chunks[(size_t)task];
@@ -72,9 +85,9 @@ void attention_forward(const AttentionDims &s, const KeyValues<T> &kv, const std
       const int32_t *pos = qh.rows->pos.data() + ch.r0;
       const int64_t b = ch.b, h = qh.head, g = kv_head_of(h, group), mq = ch.r1 - ch.r0, last = pos[mq - 1];
       const T *Q = qh.q + ch.r0 * qh.q_stride;
-      std::fill(m.begin(), m.end(), negative_infinity<T>());
-      std::fill(l.begin(), l.end(), T(0));
-      std::fill(acc.begin(), acc.end(), T(0));
+      std::fill_n(m, mq, negative_infinity<T>());
+      std::fill_n(l, mq, T(0));
+      std::fill_n(acc, mq * d, T(0));
 
       // Rows are in position order: the first row's window starts earliest.
       for (int64_t j0 = key_tile_start(first_visible_key(pos[0], s.window), kv.first_key, kTile); j0 <= last;
@@ -82,14 +95,14 @@ void attention_forward(const AttentionDims &s, const KeyValues<T> &kv, const std
         const int64_t nk = std::min(kTile, last + 1 - j0), key = b * kv.seq_stride + j0 - kv.first_key;
         const T *K = kv.k + key * kv.k_stride + g * d;
         const T *V = kv.v + key * kv.v_stride + g * d;
-        gemm(Trans::No, Trans::Yes, mq, nk, d, scale, Q, qh.q_stride, K, kv.k_stride, T(0), S.data(), kTile);
+        gemm(Trans::No, Trans::Yes, mq, nk, d, scale, Q, qh.q_stride, K, kv.k_stride, T(0), S, span);
         for (int64_t r = 0; r < mq; ++r) {
-          T *Sr = S.data() + r * kTile;
+          T *Sr = S + r * span;
           int64_t lo, hi;
           visible_keys(pos[r], s.window, j0, nk, &lo, &hi);
           const T alpha = online_softmax_update(Sr, lo, hi, nk, m[(size_t)r], l[(size_t)r]);
           if (alpha != T(1)) {
-            T *ar = acc.data() + r * d;
+            T *ar = acc + r * d;
 #pragma omp simd
             for (int64_t c = 0; c < d; ++c) ar[c] *= alpha;
           }
@@ -98,12 +111,12 @@ void attention_forward(const AttentionDims &s, const KeyValues<T> &kv, const std
             for (int64_t c = lo; c < hi; ++c) Sr[c] = dropout.keep(e0 + (uint64_t)c) ? Sr[c] * keep_scale : T(0);
           }
         }
-        gemm(Trans::No, Trans::No, mq, d, nk, T(1), S.data(), kTile, V, kv.v_stride, T(1), acc.data(), d);
+        gemm(Trans::No, Trans::No, mq, d, nk, T(1), S, span, V, kv.v_stride, T(1), acc, d);
       }
 
       for (int64_t r = 0; r < mq; ++r) {
         const T inv = T(1) / l[(size_t)r];
-        const T *ar = acc.data() + r * d;
+        const T *ar = acc + r * d;
         T *orow = qh.out + (ch.r0 + r) * qh.out_stride;
 #pragma omp simd
         for (int64_t c = 0; c < d; ++c) orow[c] = ar[c] * inv;
@@ -122,8 +135,8 @@ void attention_backward(const AttentionDims &s, const KeyValues<T> &kv, const st
                         const std::vector<QueryHeadGrad<T>> &grads, const KeyValueGrads<T> &dkv,
                         const Dropout &dropout) {
   check_attention_dims(s, kv, heads);
-  require(grads.size() == heads.size(), MOAS_ERR_SIZE_MISMATCH, "attention backward: one gradient view per head");
-  require(kv.first_key == 0, MOAS_ERR_SIZE_MISMATCH, "attention backward: the keys must start at position 0");
+  MOAS_REQUIRE(grads.size() == heads.size(), MOAS_ERR_SIZE_MISMATCH, "attention backward: one gradient view per head");
+  MOAS_REQUIRE(kv.first_key == 0, MOAS_ERR_SIZE_MISMATCH, "attention backward: the keys must start at position 0");
   const int64_t H = s.heads, Hkv = s.kv_heads, d = s.head_dim, n = s.seq;
   const T scale = T(1) / std::sqrt(T(d));
   const bool drop = dropout.active();
@@ -137,7 +150,9 @@ void attention_backward(const AttentionDims &s, const KeyValues<T> &kv, const st
 
 #pragma omp parallel if (worth_threads(total_rows * n * d / std::max<int64_t>(s.batch, 1)))
   {
-    std::vector<T> P(kTile * kTile), dS(kTile * kTile), Pd(drop ? kTile * kTile : 0), D;
+    const int64_t span = std::min(kTile, n);  // see attention_forward
+    T *P = thread_scratch<T, 0>((size_t)(span * span)), *dS = thread_scratch<T, 1>((size_t)(span * span));
+    T *Pd = drop ? thread_scratch<T, 2>((size_t)(span * span)) : nullptr;
 #pragma omp for schedule(dynamic)
     for (int64_t task = 0; task < n_tasks; ++task) {
       const int64_t b = tasks[(size_t)task] / Hkv, g = tasks[(size_t)task] % Hkv;
@@ -145,7 +160,7 @@ void attention_backward(const AttentionDims &s, const KeyValues<T> &kv, const st
 
       // D per listed row of this sequence, dq rows zeroed, and the keys any of them sees (from the earliest window
       // start to the furthest position).
-      std::vector<int64_t> d_offset(entries.size());
+      int64_t *d_offset = thread_scratch<int64_t, 4>(entries.size());
       int64_t n_rows = 0, first = n, last = -1;
       for (size_t k = 0; k < entries.size(); ++k) {
         const RowSet &rows = *heads[(size_t)entries[k]].rows;
@@ -157,7 +172,7 @@ void attention_backward(const AttentionDims &s, const KeyValues<T> &kv, const st
           last = std::max<int64_t>(last, rows.pos[(size_t)re - 1]);
         }
       }
-      D.resize((size_t)n_rows);
+      T *D = thread_scratch<T, 3>((size_t)n_rows);
       for (size_t k = 0; k < entries.size(); ++k) {
         const QueryHead<T> &qh = heads[(size_t)entries[k]];
         const QueryHeadGrad<T> &gr = grads[(size_t)entries[k]];
@@ -194,15 +209,15 @@ void attention_backward(const AttentionDims &s, const KeyValues<T> &kv, const st
             const int64_t nk = std::min(kTile, pos[mq - 1] + 1 - j0);
             const T *Q = qh.q + r0 * qh.q_stride, *dO = gr.dout + r0 * gr.dout_stride;
             T *dQ = gr.dq + r0 * gr.dq_stride;
-            gemm(Trans::No, Trans::Yes, mq, nk, d, scale, Q, qh.q_stride, K, kv.k_stride, T(0), P.data(), kTile);
-            gemm(Trans::No, Trans::Yes, mq, nk, d, T(1), dO, gr.dout_stride, V, kv.v_stride, T(0), dS.data(), kTile);
+            gemm(Trans::No, Trans::Yes, mq, nk, d, scale, Q, qh.q_stride, K, kv.k_stride, T(0), P, span);
+            gemm(Trans::No, Trans::Yes, mq, nk, d, T(1), dO, gr.dout_stride, V, kv.v_stride, T(0), dS, span);
             for (int64_t r = 0; r < mq; ++r) {
-              T *Pr = P.data() + r * kTile, *dSr = dS.data() + r * kTile;
+              T *Pr = P + r * span, *dSr = dS + r * span;
               int64_t lo, hi;
               visible_keys(pos[r], s.window, j0, nk, &lo, &hi);
               const T li = qh.lse[r0 + r], Di = D[(size_t)(d_offset[k] + r0 + r - rb)];
               if (drop) {
-                T *Pdr = Pd.data() + r * kTile;
+                T *Pdr = Pd + r * span;
                 const uint64_t e0 = (uint64_t)(((b * H + h) * n + pos[r]) * n + j0);
                 for (int64_t c = 0; c < nk; ++c) {
                   const bool visible = c >= lo && c < hi;
@@ -220,10 +235,10 @@ void attention_backward(const AttentionDims &s, const KeyValues<T> &kv, const st
                 }
               }
             }
-            const T *Pused = drop ? Pd.data() : P.data();
-            gemm(Trans::Yes, Trans::No, nk, d, mq, T(1), Pused, kTile, dO, gr.dout_stride, T(1), dV, dkv.dv_stride);
-            gemm(Trans::Yes, Trans::No, nk, d, mq, scale, dS.data(), kTile, Q, qh.q_stride, T(1), dK, dkv.dk_stride);
-            gemm(Trans::No, Trans::No, mq, d, nk, scale, dS.data(), kTile, K, kv.k_stride, T(1), dQ, gr.dq_stride);
+            const T *Pused = drop ? Pd : P;
+            gemm(Trans::Yes, Trans::No, nk, d, mq, T(1), Pused, span, dO, gr.dout_stride, T(1), dV, dkv.dv_stride);
+            gemm(Trans::Yes, Trans::No, nk, d, mq, scale, dS, span, Q, qh.q_stride, T(1), dK, dkv.dk_stride);
+            gemm(Trans::No, Trans::No, mq, d, nk, scale, dS, span, K, kv.k_stride, T(1), dQ, gr.dq_stride);
           }
         }
       }

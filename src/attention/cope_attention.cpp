@@ -113,7 +113,7 @@ template <typename T>
 void check_cope(const AttentionDims &s, const KeyValues<T> &kv, const std::vector<QueryHead<T>> &heads,
                 const CopeEmbeddings<T> &cope) {
   check_attention_dims(s, kv, heads);
-  require(cope.e && cope.max_pos >= 1, MOAS_ERR_INVALID_CONFIG, "CoPE attention: no position embeddings");
+  MOAS_REQUIRE(cope.e && cope.max_pos >= 1, MOAS_ERR_INVALID_CONFIG, "CoPE attention: no position embeddings");
 }
 
 }  // namespace
@@ -188,9 +188,11 @@ void cope_attention_backward(const AttentionDims &s, const KeyValues<T> &kv, con
                              const std::vector<QueryHeadGrad<T>> &grads, const KeyValueGrads<T> &dkv,
                              const CopeEmbeddings<T> &cope, T *de, const Dropout &dropout) {
   check_cope(s, kv, heads, cope);
-  require(grads.size() == heads.size(), MOAS_ERR_SIZE_MISMATCH, "CoPE attention backward: one gradient view per head");
-  require(kv.first_key == 0, MOAS_ERR_SIZE_MISMATCH, "CoPE attention backward: the keys must start at position 0");
-  require(de != nullptr, MOAS_ERR_INVALID_CONFIG, "CoPE attention backward: no embedding gradient");
+  MOAS_REQUIRE(grads.size() == heads.size(), MOAS_ERR_SIZE_MISMATCH,
+               "CoPE attention backward: one gradient view per head");
+  MOAS_REQUIRE(kv.first_key == 0, MOAS_ERR_SIZE_MISMATCH,
+               "CoPE attention backward: the keys must start at position 0");
+  MOAS_REQUIRE(de != nullptr, MOAS_ERR_INVALID_CONFIG, "CoPE attention backward: no embedding gradient");
   const int64_t H = s.heads, Hkv = s.kv_heads, d = s.head_dim, n_pos = s.seq, P = cope.max_pos;
   const T scale = T(1) / std::sqrt(T(d));
   const bool drop = dropout.active();

@@ -110,9 +110,9 @@ struct KvCacheOf {
   // see (all of them, or the last w) followed by n_new free rows. Positions and their keys are unchanged, only where
   // they sit in the buffer, so this is invisible to attention even if the forward then fails.
   void make_room(int64_t n_new) {
-    require(n_new >= 1 && length + n_new <= capacity, MOAS_ERR_CONTEXT_FULL,
-            "the cache holds " + std::to_string(length) + " of " + std::to_string(capacity) +
-                " positions and cannot take " + std::to_string(n_new) + " more");
+    MOAS_REQUIRE(n_new >= 1 && length + n_new <= capacity, MOAS_ERR_CONTEXT_FULL,
+                 "the cache holds " + std::to_string(length) + " of " + std::to_string(capacity) +
+                 " positions and cannot take " + std::to_string(n_new) + " more");
     const int64_t kept = window > 0 ? std::min(length, window) : length;
     for (Layer &lc : layers) {
       if (length + n_new <= lc.first_key + lc.rows) continue;  // fits after what is there

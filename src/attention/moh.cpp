@@ -218,10 +218,10 @@ void MohAttention<T>::forward(const ParamTable<T> &params, const T *x, T *y, con
   for (int64_t i = 0; i < spec_.routed; i++) {
     RoutedHead &rh = routed_[(size_t)i];
     const int64_t m = rh.rows.size();
-    rh.q.resize((size_t)(m * d));
-    rh.out.resize((size_t)(m * d));
-    rh.gated.resize((size_t)(m * d));
-    rh.lse.resize((size_t)m);
+    resize_with_room(rh.q, m * d, N * d);
+    resize_with_room(rh.out, m * d, N * d);
+    resize_with_room(rh.gated, m * d, N * d);
+    resize_with_room(rh.lse, m, N);
     if (whole_projections_)
       for (int64_t r = 0; r < m; r++)
         std::copy_n(dense_.data() + rh.rows.row[(size_t)r] * F + (P + i) * d, d, rh.q.data() + r * d);
@@ -320,9 +320,9 @@ void MohAttention<T>::backward(ParamTable<T> &params, const T *x, T *dy, T *dx, 
   for (int64_t i = 0; i < E; i++) {
     RoutedHead &rh = routed_[(size_t)i];
     const int64_t m = rh.rows.size();
-    rh.d_gated.resize((size_t)(m * d));
-    rh.d_out.resize((size_t)(m * d));
-    rh.d_q.resize((size_t)(m * d));
+    resize_with_room(rh.d_gated, m * d, N * d);
+    resize_with_room(rh.d_out, m * d, N * d);
+    resize_with_room(rh.d_q, m * d, N * d);
     if (whole_projections_)
       for (int64_t r = 0; r < m; r++)
         std::copy_n(d_gated_dense_.data() + rh.rows.row[(size_t)r] * QW + (P + i) * d, d, rh.d_gated.data() + r * d);

@@ -19,8 +19,11 @@ class Error : public std::runtime_error {
 
 [[noreturn]] inline void fail(moas_status status, const std::string &message) { throw Error(status, message); }
 
-inline void require(bool condition, moas_status status, const std::string &message) {
-  if (!condition) fail(status, message);
-}
-
 }  // namespace moas
+
+// Throws moas::Error(status, message) unless condition holds. A macro so that the message, often built from numbers
+// and names, is built only on failure: checks sit on every call's path, which must not allocate.
+#define MOAS_REQUIRE(condition, status, message)       \
+  do {                                                 \
+    if (!(condition)) ::moas::fail((status), (message)); \
+  } while (0)

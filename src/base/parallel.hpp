@@ -28,6 +28,23 @@ class ThreadScope {
   int saved_;
 };
 
+// Runs the OpenMP regions of its lifetime on the calling thread when `serial` (oneDNN's and OpenBLAS-OpenMP's
+// included: they size their teams by omp_get_max_threads).
+class SerialScope {
+ public:
+  explicit SerialScope(bool serial) : saved_(serial ? omp_get_max_threads() : 0) {
+    if (serial) omp_set_num_threads(1);
+  }
+  ~SerialScope() {
+    if (saved_ > 0) omp_set_num_threads(saved_);
+  }
+  SerialScope(const SerialScope &) = delete;
+  SerialScope &operator=(const SerialScope &) = delete;
+
+ private:
+  int saved_;
+};
+
 // sums[c] += sum_n rows[n * cols + c]: columns are split between threads, rows summed in order.
 template <typename T>
 void column_sum_accumulate(T *sums, const T *rows, int64_t n_rows, int64_t cols) {

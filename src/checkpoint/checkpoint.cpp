@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <vector>
 
@@ -24,36 +25,150 @@ std::string shape_text(const std::vector<int64_t> &shape) {
 
 ModelConfig config_of(const safetensors::File &file, const std::string &path) {
   auto it = file.metadata.find("config");
-  require(it != file.metadata.end(), MOAS_ERR_CHECKPOINT_CONFIG,
-          path + ": no \"config\" in the metadata: this is not a libmoas checkpoint (or it was written without one)");
+  MOAS_REQUIRE(it != file.metadata.end(), MOAS_ERR_CHECKPOINT_CONFIG,
+               path + ": no \"config\" in the metadata: this is not a libmoas checkpoint (or it was written without "
+                      "one)");
   return from_json(it->second, path);
 }
 
-void check_architecture(const safetensors::File &file, const Model<float> &model, const std::string &path) {
-  const std::string diff = architecture_difference(config_of(file, path), model.config());
-  require(diff.empty(), MOAS_ERR_CHECKPOINT_CONFIG,
-          path + " holds another model: " + diff + "; create the model with moas_model_create_from_file");
+// Layer checkpoints carry metadata "layer"; model checkpoints do not.
+constexpr const char *kLayerKey = "layer";
+
+void check_kind(const safetensors::File &file, bool want_layer, const std::string &path) {
+  const bool is_layer = file.metadata.count(kLayerKey) != 0;
+  MOAS_REQUIRE(is_layer == want_layer, MOAS_ERR_CHECKPOINT_CONFIG,
+               is_layer ? path + " is an attention layer's checkpoint (moas_layer_save): load it with "
+                                 "moas_layer_load or moas_layer_create_from_file"
+                        : path + " is a model's checkpoint (moas_model_save), not a layer's: load it with "
+                                 "moas_model_load or moas_model_create_from_file");
+}
+
+void check_architecture(const safetensors::File &file, const ModelConfig &config, const std::string &path,
+                        const char *create_call) {
+  const std::string diff = architecture_difference(config_of(file, path), config);
+  MOAS_REQUIRE(diff.empty(), MOAS_ERR_CHECKPOINT_CONFIG,
+               path + " holds another architecture: " + diff + "; create it with " + create_call);
+}
+
+bool residual_of(const safetensors::File &file, const std::string &path) {
+  nlohmann::json layer;
+  try {
+    layer = nlohmann::json::parse(file.metadata.at(kLayerKey));
+  } catch (const nlohmann::json::exception &) {
+    fail(MOAS_ERR_CHECKPOINT_CONFIG, path + ": metadata \"layer\" is not JSON");
+  }
+  MOAS_REQUIRE(layer.is_object() && layer.size() == 1 && layer.contains("residual") && layer["residual"].is_boolean(),
+               MOAS_ERR_CHECKPOINT_CONFIG, path + ": metadata \"layer\" must be {\"residual\": true or false}");
+  return layer["residual"].get<bool>();
 }
 
 // Converts a tensor to float after checking its shape and that every value is finite.
 std::vector<float> checked_values(const safetensors::Tensor &t, const std::vector<int64_t> &shape,
                                   const std::string &path) {
-  require(t.shape == shape, MOAS_ERR_CHECKPOINT_SHAPE,
-          path + ": tensor \"" + t.name + "\" has shape " + shape_text(t.shape) + " but the model needs " +
-              shape_text(shape));
+  MOAS_REQUIRE(t.shape == shape, MOAS_ERR_CHECKPOINT_SHAPE,
+               path + ": tensor \"" + t.name + "\" has shape " + shape_text(t.shape) + " but the model needs " +
+               shape_text(shape));
   std::vector<float> values = safetensors::to_f32(t);
   for (size_t i = 0; i < values.size(); i++)
-    require(std::isfinite(values[i]), MOAS_ERR_NON_FINITE,
-            path + ": tensor \"" + t.name + "\" holds a non-finite value at element " + std::to_string(i));
+    MOAS_REQUIRE(std::isfinite(values[i]), MOAS_ERR_NON_FINITE,
+                 path + ": tensor \"" + t.name + "\" holds a non-finite value at element " + std::to_string(i));
   return values;
+}
+
+std::vector<safetensors::TensorToWrite> parameter_tensors(const ParamTable<float> &params) {
+  std::vector<safetensors::TensorToWrite> tensors;
+  for (const ParamInfo &info : params.infos()) tensors.push_back({info.name, info.shape, params.value(info.offset)});
+  return tensors;
+}
+
+// Every tensor of `params` from the file, checked before any is copied; `tied` (a model's LM head) may stand in for
+// wte and is checked but not loaded.
+void load_parameters(const safetensors::File &file, ParamTable<float> &params, bool tied, const std::string &path) {
+  std::set<std::string> seen;
+  std::vector<std::pair<const ParamInfo *, std::vector<float>>> staged;
+  for (const ParamInfo &info : params.infos()) {
+    const safetensors::Tensor *t = file.find(info.name);
+    // The LM head is tied to wte: a state_dict may carry either name (PyTorch writes both).
+    if (!t && tied && info.name == kEmbedding) t = file.find(kTiedHead);
+    MOAS_REQUIRE(t != nullptr, MOAS_ERR_CHECKPOINT_MISSING_TENSOR,
+                 path + ": tensor \"" + info.name + "\" is missing (shape " + shape_text(info.shape) + ")");
+    staged.emplace_back(&info, checked_values(*t, info.shape, path));
+    seen.insert(t->name);
+  }
+  for (const safetensors::Tensor &t : file.tensors) {
+    if (seen.count(t.name)) continue;
+    if (tied && t.name == kTiedHead) {
+      (void)checked_values(t, params.find(kEmbedding).shape, path);
+      continue;
+    }
+    fail(MOAS_ERR_CHECKPOINT_UNEXPECTED_TENSOR,
+         path + ": tensor \"" + t.name + "\" does not belong to this model (a checkpoint of another architecture?)");
+  }
+  for (auto &[info, values] : staged) std::copy(values.begin(), values.end(), params.value(info->offset));
+}
+
+void save_optimizer_state(const ParamTable<float> &params, const AdamWState<float> &optimizer,
+                          uint64_t training_forwards, std::map<std::string, std::string> metadata,
+                          const std::string &path, const char *step_call) {
+  MOAS_REQUIRE(!optimizer.exp_avg.empty(), MOAS_ERR_NO_FORWARD,
+               std::string("the optimizer has no state yet: take at least one ") + step_call + " before saving it");
+  std::vector<safetensors::TensorToWrite> tensors;
+  for (const ParamInfo &info : params.infos()) {
+    tensors.push_back({info.name + ".exp_avg", info.shape, optimizer.exp_avg.data() + info.offset});
+    tensors.push_back({info.name + ".exp_avg_sq", info.shape, optimizer.exp_avg_sq.data() + info.offset});
+  }
+  metadata["step"] = std::to_string(optimizer.step);
+  metadata["training_forwards"] = std::to_string(training_forwards);
+  metadata["libmoas_version"] = kVersion;
+  safetensors::write_file(path, tensors, metadata);
+}
+
+// The moments and counters of the file, checked whole before any is kept.
+void load_optimizer_state(const safetensors::File &file, const ParamTable<float> &params,
+                          AdamWState<float> &optimizer, uint64_t &training_forwards, const std::string &path) {
+  auto counter = [&](const char *key) -> uint64_t {
+    auto it = file.metadata.find(key);
+    MOAS_REQUIRE(it != file.metadata.end() && !it->second.empty() &&
+                 it->second.find_first_not_of("0123456789") == std::string::npos && it->second.size() < 20,
+                 MOAS_ERR_CHECKPOINT_CONFIG, path + ": metadata \"" + key + "\" is missing or not a count");
+    return std::stoull(it->second);
+  };
+  const uint64_t step = counter("step"), forwards = counter("training_forwards");
+  std::vector<float> exp_avg(params.values.size()), exp_avg_sq(params.values.size());
+  std::set<std::string> expected;
+  for (const ParamInfo &info : params.infos()) {
+    for (auto [suffix, target] : {std::pair{".exp_avg", &exp_avg}, std::pair{".exp_avg_sq", &exp_avg_sq}}) {
+      const std::string name = info.name + suffix;
+      expected.insert(name);
+      const safetensors::Tensor *t = file.find(name);
+      MOAS_REQUIRE(t != nullptr, MOAS_ERR_CHECKPOINT_MISSING_TENSOR, path + ": tensor \"" + name + "\" is missing");
+      const std::vector<float> values = checked_values(*t, info.shape, path);
+      std::copy(values.begin(), values.end(), target->begin() + info.offset);
+    }
+  }
+  for (const safetensors::Tensor &t : file.tensors)
+    MOAS_REQUIRE(expected.count(t.name) != 0, MOAS_ERR_CHECKPOINT_UNEXPECTED_TENSOR,
+                 path + ": tensor \"" + t.name + "\" does not belong to this model's optimizer state");
+  optimizer.exp_avg = std::move(exp_avg);
+  optimizer.exp_avg_sq = std::move(exp_avg_sq);
+  optimizer.step = step;
+  training_forwards = forwards;
+}
+
+std::string layer_metadata(bool residual) { return residual ? "{\"residual\":true}" : "{\"residual\":false}"; }
+
+void check_layer_file(const safetensors::File &file, const AttentionLayer<float> &layer, const std::string &path) {
+  check_kind(file, true, path);
+  check_architecture(file, layer.config(), path, "moas_layer_create_from_file");
+  MOAS_REQUIRE(residual_of(file, path) == layer.residual(), MOAS_ERR_CHECKPOINT_CONFIG,
+               path + " holds a layer with residual = " + (layer.residual() ? "0" : "1") + " but this layer has " +
+               (layer.residual() ? "1" : "0") + "; create it with moas_layer_create_from_file");
 }
 
 }  // namespace
 
 void save_model(const Model<float> &model, const std::string &path, const char *user_metadata) {
-  std::vector<safetensors::TensorToWrite> tensors;
-  for (const ParamInfo &info : model.params.infos())
-    tensors.push_back({info.name, info.shape, model.params.value(info.offset)});
+  std::vector<safetensors::TensorToWrite> tensors = parameter_tensors(model.params);
   const ParamInfo &wte = model.params.find(kEmbedding);
   tensors.push_back({kTiedHead, wte.shape, model.params.value(wte.offset)});
   std::map<std::string, std::string> metadata{
@@ -64,32 +179,16 @@ void save_model(const Model<float> &model, const std::string &path, const char *
 
 void load_model(Model<float> &model, const std::string &path) {
   const safetensors::File file = safetensors::read_file(path);
-  check_architecture(file, model, path);
-
-  std::set<std::string> seen;
-  std::vector<std::pair<const ParamInfo *, std::vector<float>>> staged;
-  for (const ParamInfo &info : model.params.infos()) {
-    const safetensors::Tensor *t = file.find(info.name);
-    // The LM head is tied to wte: a state_dict may carry either name (PyTorch writes both).
-    if (!t && info.name == kEmbedding) t = file.find(kTiedHead);
-    require(t != nullptr, MOAS_ERR_CHECKPOINT_MISSING_TENSOR,
-            path + ": tensor \"" + info.name + "\" is missing (shape " + shape_text(info.shape) + ")");
-    staged.emplace_back(&info, checked_values(*t, info.shape, path));
-    seen.insert(t->name);
-  }
-  for (const safetensors::Tensor &t : file.tensors) {
-    if (seen.count(t.name)) continue;
-    if (t.name == kTiedHead) {
-      (void)checked_values(t, model.params.find(kEmbedding).shape, path);
-      continue;
-    }
-    fail(MOAS_ERR_CHECKPOINT_UNEXPECTED_TENSOR,
-         path + ": tensor \"" + t.name + "\" does not belong to this model (a checkpoint of another architecture?)");
-  }
-  for (auto &[info, values] : staged) std::copy(values.begin(), values.end(), model.params.value(info->offset));
+  check_kind(file, false, path);
+  check_architecture(file, model.config(), path, "moas_model_create_from_file");
+  load_parameters(file, model.params, true, path);
 }
 
-ModelConfig read_checkpoint_config(const std::string &path) { return config_of(safetensors::read_file(path), path); }
+ModelConfig read_checkpoint_config(const std::string &path) {
+  const safetensors::File file = safetensors::read_file(path);
+  check_kind(file, false, path);
+  return config_of(file, path);
+}
 
 std::string read_user_metadata(const std::string &path) {
   const safetensors::File file = safetensors::read_file(path);
@@ -98,50 +197,48 @@ std::string read_user_metadata(const std::string &path) {
 }
 
 void save_optimizer(const Model<float> &model, const std::string &path) {
-  require(!model.optimizer.exp_avg.empty(), MOAS_ERR_NO_FORWARD,
-          "the optimizer has no state yet: take at least one moas_optimizer_step before saving it");
-  std::vector<safetensors::TensorToWrite> tensors;
-  for (const ParamInfo &info : model.params.infos()) {
-    tensors.push_back({info.name + ".exp_avg", info.shape, model.optimizer.exp_avg.data() + info.offset});
-    tensors.push_back({info.name + ".exp_avg_sq", info.shape, model.optimizer.exp_avg_sq.data() + info.offset});
-  }
-  safetensors::write_file(path, tensors,
-                   {{"config", to_json(model.config())},
-                    {"step", std::to_string(model.optimizer.step)},
-                    {"training_forwards", std::to_string(model.training_forwards)},
-                    {"libmoas_version", kVersion}});
+  save_optimizer_state(model.params, model.optimizer, model.training_forwards, {{"config", to_json(model.config())}},
+                       path, "moas_optimizer_step");
 }
 
 void load_optimizer(Model<float> &model, const std::string &path) {
   const safetensors::File file = safetensors::read_file(path);
-  check_architecture(file, model, path);
-  auto counter = [&](const char *key) -> uint64_t {
-    auto it = file.metadata.find(key);
-    require(it != file.metadata.end() && !it->second.empty() &&
-                it->second.find_first_not_of("0123456789") == std::string::npos && it->second.size() < 20,
-            MOAS_ERR_CHECKPOINT_CONFIG, path + ": metadata \"" + key + "\" is missing or not a count");
-    return std::stoull(it->second);
-  };
-  const uint64_t step = counter("step"), forwards = counter("training_forwards");
-  std::vector<float> exp_avg(model.params.values.size()), exp_avg_sq(model.params.values.size());
-  std::set<std::string> expected;
-  for (const ParamInfo &info : model.params.infos()) {
-    for (auto [suffix, target] : {std::pair{".exp_avg", &exp_avg}, std::pair{".exp_avg_sq", &exp_avg_sq}}) {
-      const std::string name = info.name + suffix;
-      expected.insert(name);
-      const safetensors::Tensor *t = file.find(name);
-      require(t != nullptr, MOAS_ERR_CHECKPOINT_MISSING_TENSOR, path + ": tensor \"" + name + "\" is missing");
-      const std::vector<float> values = checked_values(*t, info.shape, path);
-      std::copy(values.begin(), values.end(), target->begin() + info.offset);
-    }
-  }
-  for (const safetensors::Tensor &t : file.tensors)
-    require(expected.count(t.name) != 0, MOAS_ERR_CHECKPOINT_UNEXPECTED_TENSOR,
-            path + ": tensor \"" + t.name + "\" does not belong to this model's optimizer state");
-  model.optimizer.exp_avg = std::move(exp_avg);
-  model.optimizer.exp_avg_sq = std::move(exp_avg_sq);
-  model.optimizer.step = step;
-  model.training_forwards = forwards;
+  check_kind(file, false, path);
+  check_architecture(file, model.config(), path, "moas_model_create_from_file");
+  load_optimizer_state(file, model.params, model.optimizer, model.training_forwards, path);
+}
+
+void save_layer(const AttentionLayer<float> &layer, const std::string &path, const char *user_metadata) {
+  std::map<std::string, std::string> metadata{{"format", "pt"},
+                                              {"config", to_json(layer.config())},
+                                              {kLayerKey, layer_metadata(layer.residual())},
+                                              {"libmoas_version", kVersion}};
+  if (user_metadata) metadata["user"] = user_metadata;
+  safetensors::write_file(path, parameter_tensors(layer.params), metadata);
+}
+
+void load_layer(AttentionLayer<float> &layer, const std::string &path) {
+  const safetensors::File file = safetensors::read_file(path);
+  check_layer_file(file, layer, path);
+  load_parameters(file, layer.params, false, path);
+}
+
+LayerCheckpointConfig read_layer_checkpoint_config(const std::string &path) {
+  const safetensors::File file = safetensors::read_file(path);
+  check_kind(file, true, path);
+  return {config_of(file, path), residual_of(file, path)};
+}
+
+void save_layer_optimizer(const AttentionLayer<float> &layer, const std::string &path) {
+  save_optimizer_state(layer.params, layer.optimizer, layer.training_forwards,
+                       {{"config", to_json(layer.config())}, {kLayerKey, layer_metadata(layer.residual())}}, path,
+                       "moas_layer_optimizer_step");
+}
+
+void load_layer_optimizer(AttentionLayer<float> &layer, const std::string &path) {
+  const safetensors::File file = safetensors::read_file(path);
+  check_layer_file(file, layer, path);
+  load_optimizer_state(file, layer.params, layer.optimizer, layer.training_forwards, path);
 }
 
 }  // namespace moas

@@ -1,9 +1,10 @@
-// Model and optimizer checkpoints as safetensors files laid out like the reference PyTorch model's state_dict.
+// Model, layer and optimizer checkpoints as safetensors files laid out like the reference PyTorch model's state_dict.
 #pragma once
 
 #include <string>
 
 #include "config/config.hpp"
+#include "model/layer.hpp"
 #include "model/model.hpp"
 
 namespace moas {
@@ -15,7 +16,7 @@ void save_model(const Model<float> &model, const std::string &path, const char *
 // Validates the whole file against the model first; on any failure (its own status) the model is unchanged.
 void load_model(Model<float> &model, const std::string &path);
 
-// The architecture a checkpoint describes (metadata "config").
+// The architecture a model checkpoint describes (metadata "config").
 ModelConfig read_checkpoint_config(const std::string &path);
 
 // The metadata "user" of a checkpoint ("" when absent).
@@ -24,5 +25,17 @@ std::string read_user_metadata(const std::string &path);
 // AdamW moments as `{param}.exp_avg` / `{param}.exp_avg_sq`, with the step and dropout counters in the metadata.
 void save_optimizer(const Model<float> &model, const std::string &path);
 void load_optimizer(Model<float> &model, const std::string &path);
+
+// The same for the attention layer alone. A layer checkpoint also records the residual flag (metadata "layer"), which
+// tells the two kinds apart: neither loads as the other.
+struct LayerCheckpointConfig {
+  ModelConfig config;
+  bool residual;
+};
+void save_layer(const AttentionLayer<float> &layer, const std::string &path, const char *user_metadata);
+void load_layer(AttentionLayer<float> &layer, const std::string &path);
+LayerCheckpointConfig read_layer_checkpoint_config(const std::string &path);
+void save_layer_optimizer(const AttentionLayer<float> &layer, const std::string &path);
+void load_layer_optimizer(AttentionLayer<float> &layer, const std::string &path);
 
 }  // namespace moas

@@ -347,16 +347,17 @@ void write_file(const std::string &path, const std::vector<TensorToWrite> &tenso
   uint64_t offset = 0;
   for (const TensorToWrite &t : tensors) {
     const std::string who = "cannot save tensor " + in_quotes(t.name) + " to " + path + ": ";
-    require(t.name != kMetadataKey, MOAS_ERR_INTERNAL, who + "the name is reserved");
-    require(names.insert(t.name).second, MOAS_ERR_INTERNAL, who + "the name is used twice");
+    MOAS_REQUIRE(t.name != kMetadataKey, MOAS_ERR_INTERNAL, who + "the name is reserved");
+    MOAS_REQUIRE(names.insert(t.name).second, MOAS_ERR_INTERNAL, who + "the name is used twice");
     uint64_t numel = 1;
     for (int64_t d : t.shape) {
-      require(d >= 0, MOAS_ERR_INTERNAL, who + "negative dimension " + std::to_string(d));
-      require(checked_mul(numel, uint64_t(d), &numel), MOAS_ERR_INTERNAL, who + "element count overflows");
+      MOAS_REQUIRE(d >= 0, MOAS_ERR_INTERNAL, who + "negative dimension " + std::to_string(d));
+      MOAS_REQUIRE(checked_mul(numel, uint64_t(d), &numel), MOAS_ERR_INTERNAL, who + "element count overflows");
     }
     uint64_t nbytes = 0;
-    require(checked_mul(numel, 4, &nbytes) && offset + nbytes >= offset, MOAS_ERR_INTERNAL, who + "size overflows");
-    require(numel == 0 || t.data, MOAS_ERR_INTERNAL, who + "no data");
+    MOAS_REQUIRE(checked_mul(numel, 4, &nbytes) && offset + nbytes >= offset, MOAS_ERR_INTERNAL,
+                 who + "size overflows");
+    MOAS_REQUIRE(numel == 0 || t.data, MOAS_ERR_INTERNAL, who + "no data");
     nlohmann::ordered_json entry = nlohmann::ordered_json::object();
     entry["dtype"] = "F32";
     entry["shape"] = t.shape;

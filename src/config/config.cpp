@@ -57,7 +57,7 @@ moas_model_config defaults() {
   return c;
 }
 
-void check(bool ok, const std::string &message) { require(ok, MOAS_ERR_INVALID_CONFIG, message); }
+void check(bool ok, const std::string &message) { MOAS_REQUIRE(ok, MOAS_ERR_INVALID_CONFIG, message); }
 
 // Bounds that keep every size computation far from overflow and every allocation plausible.
 constexpr int64_t kMaxDim = 1 << 20;
@@ -141,9 +141,9 @@ HeadSelection validate_heads(const moas_model_config &in) {
 
 ModelConfig validate(const moas_model_config &caller) {
   const moas_model_config in = read_known_fields(caller, defaults(), kConfigV1Size, "moas_model_config");
-  require(in.abi_version == MOAS_ABI_VERSION, MOAS_ERR_ABI_MISMATCH,
-          "moas_model_config.abi_version is " + std::to_string(in.abi_version) + " but this libmoas has ABI " +
-              std::to_string(MOAS_ABI_VERSION) + ": rebuild against the matching moas.h");
+  MOAS_REQUIRE(in.abi_version == MOAS_ABI_VERSION, MOAS_ERR_ABI_MISMATCH,
+               "moas_model_config.abi_version is " + std::to_string(in.abi_version) + " but this libmoas has ABI " +
+               std::to_string(MOAS_ABI_VERSION) + ": rebuild against the matching moas.h");
 
   auto positive = [](int64_t v, const char *name) {
     check(v >= 1 && v <= kMaxDim, std::string(name) + " is " + std::to_string(v) + ": it must be in [1, " +

@@ -41,20 +41,61 @@ moas_layer_config layer_defaults() {
   return d;
 }
 
+// A field the layer would ignore is refused rather than dropped, so a caller never believes a setting took effect
+// that did not. Each is compared with its default, which is what a caller who did not mean it leaves there.
+void refuse_meaningless_fields(const moas_layer_config &in) {
+  const moas_layer_config d = layer_defaults();
+  auto refuse_unless = [](bool meaningful, const std::string &message) {
+    MOAS_REQUIRE(meaningful, MOAS_ERR_INVALID_CONFIG, message);
+  };
+  refuse_unless(in.window_size < in.max_seq_len,
+                "window_size " + std::to_string(in.window_size) + " is not below max_seq_len " +
+                    std::to_string(in.max_seq_len) + ": every position would see all earlier ones anyway; use 0 "
+                    "(full causal) or a window below max_seq_len");
+  refuse_unless(in.position == MOAS_POSITION_ROPE || in.rope_base == d.rope_base,
+                "rope_base is set but position is not MOAS_POSITION_ROPE: set position to MOAS_POSITION_ROPE or "
+                "leave rope_base at its default");
+  refuse_unless(in.position == MOAS_POSITION_COPE || in.cope_max_pos == d.cope_max_pos,
+                "cope_max_pos is set but position is not MOAS_POSITION_COPE: set position to MOAS_POSITION_COPE or "
+                "leave cope_max_pos at its default");
+  const bool moas_default = in.moas_mode == d.moas_mode && in.moas_n_branches == d.moas_n_branches &&
+                            std::memcmp(in.moas_branch_kv_heads, d.moas_branch_kv_heads,
+                                        sizeof d.moas_branch_kv_heads) == 0 &&
+                            in.moas_aux_weight == d.moas_aux_weight;
+  refuse_unless(in.attention == MOAS_ATTENTION_MOAS || moas_default,
+                "moas_mode / moas_n_branches / moas_branch_kv_heads / moas_aux_weight are set but attention is not "
+                "MOAS_ATTENTION_MOAS: set attention to MOAS_ATTENTION_MOAS or leave them at their defaults");
+  const moas_head_selection &hs = in.head_selection, &dhs = d.head_selection;
+  const bool heads_default = hs.strategy == dhs.strategy && hs.num_shared_heads == dhs.num_shared_heads &&
+                             hs.num_active_routed_heads == dhs.num_active_routed_heads &&
+                             hs.num_active_heads == dhs.num_active_heads &&
+                             hs.load_balance_weight == dhs.load_balance_weight && hs.gate_variant == dhs.gate_variant;
+  refuse_unless(in.attention == MOAS_ATTENTION_MOH || heads_default,
+                "head_selection is set but attention is not MOAS_ATTENTION_MOH: set attention to MOAS_ATTENTION_MOH "
+                "or leave head_selection at its default");
+  refuse_unless(in.device == MOAS_DEVICE_CUDA || in.device_index == 0,
+                "device_index is " + std::to_string(in.device_index) + " but device is not MOAS_DEVICE_CUDA: use "
+                "device_index 0 on the CPU");
+  refuse_unless(in.device == MOAS_DEVICE_CUDA || in.matmul_precision == MOAS_MATMUL_FP32,
+                "matmul_precision is " + std::to_string(in.matmul_precision) + " but the CPU backend computes every "
+                "product in fp32: use MOAS_MATMUL_FP32 with MOAS_DEVICE_CPU, or MOAS_DEVICE_CUDA");
+}
+
 }  // namespace
 
 void fill_layer_default(moas_layer_config *cfg) { write_known_fields(cfg, layer_defaults()); }
 
 ModelConfig validate_layer(const moas_layer_config &caller) {
   const moas_layer_config in = read_known_fields(caller, layer_defaults(), kLayerConfigV1Size, "moas_layer_config");
-  require(in.abi_version == MOAS_ABI_VERSION, MOAS_ERR_ABI_MISMATCH,
-          "moas_layer_config.abi_version is " + std::to_string(in.abi_version) + " but this library has ABI " +
-              std::to_string(MOAS_ABI_VERSION) + ": fill the struct with moas_layer_config_default");
-  require(in.max_seq_len >= 1 && in.max_seq_len <= (1 << 20), MOAS_ERR_INVALID_CONFIG,
-          "max_seq_len is " + std::to_string(in.max_seq_len) + ": it must be in [1, 2^20]");
-  require(in.reserved0 == 0, MOAS_ERR_INVALID_CONFIG, "reserved0 must be 0");
-  require(in.residual == 0 || in.residual == 1, MOAS_ERR_INVALID_CONFIG,
-          "residual is " + std::to_string(in.residual) + ": use 1 (y = x + Attn(x)) or 0 (y = Attn(x))");
+  MOAS_REQUIRE(in.abi_version == MOAS_ABI_VERSION, MOAS_ERR_ABI_MISMATCH,
+               "moas_layer_config.abi_version is " + std::to_string(in.abi_version) + " but this library has ABI " +
+               std::to_string(MOAS_ABI_VERSION) + ": fill the struct with moas_layer_config_default");
+  MOAS_REQUIRE(in.max_seq_len >= 1 && in.max_seq_len <= (1 << 20), MOAS_ERR_INVALID_CONFIG,
+               "max_seq_len is " + std::to_string(in.max_seq_len) + ": it must be in [1, 2^20]");
+  MOAS_REQUIRE(in.reserved0 == 0, MOAS_ERR_INVALID_CONFIG, "reserved0 must be 0");
+  MOAS_REQUIRE(in.residual == 0 || in.residual == 1, MOAS_ERR_INVALID_CONFIG,
+               "residual is " + std::to_string(in.residual) + ": use 1 (y = x + Attn(x)) or 0 (y = Attn(x))");
+  refuse_meaningless_fields(in);
   moas_model_config m;
   m.struct_size = sizeof m;
   fill_default(&m);
@@ -84,6 +125,44 @@ ModelConfig validate_layer(const moas_layer_config &caller) {
   m.cope_max_pos = in.cope_max_pos;
   m.window_size = in.window_size;
   return validate(m);
+}
+
+void to_layer_c(const ModelConfig &c, bool residual, moas_layer_config *out) {
+  moas_layer_config full = layer_defaults();
+  full.n_embd = (int32_t)c.n_embd;
+  full.n_head = (int32_t)c.n_head;
+  if (c.attention != AttentionKind::Moas) full.n_kv_head = (int32_t)c.n_kv_head;
+  full.max_seq_len = (int32_t)c.block_size;
+  full.attention = (int32_t)c.attention;
+  full.position = (int32_t)c.position;
+  full.rope_base = c.rope_base;
+  full.cope_max_pos = (int32_t)c.cope_max_pos;
+  full.window_size = (int32_t)c.window;
+  full.residual = residual ? 1 : 0;
+  full.bias = c.bias ? 1 : 0;
+  full.dropout = c.dropout;
+  if (c.attention == AttentionKind::Moas) {
+    full.moas_mode = (int32_t)c.moas.mode;
+    full.moas_n_branches = (int32_t)c.moas.branch_kv_heads.size();
+    for (int k = 0; k < MOAS_MAX_BRANCHES; k++)
+      full.moas_branch_kv_heads[k] = k < full.moas_n_branches ? (int32_t)c.moas.branch_kv_heads[(size_t)k] : 0;
+    full.moas_aux_weight = (float)c.moas.aux_weight;
+  }
+  if (c.attention == AttentionKind::Moh) {
+    moas_head_selection &hs = full.head_selection;
+    hs.strategy = (int32_t)c.heads.strategy;
+    hs.num_shared_heads = (int32_t)c.heads.num_shared_heads;
+    hs.num_active_routed_heads = (int32_t)c.heads.num_active_routed_heads;
+    hs.num_active_heads = (int32_t)c.heads.num_active_heads;
+    hs.load_balance_weight = (float)c.heads.load_balance_weight;
+    hs.gate_variant = c.heads.reference_gates ? MOAS_MOH_GATES_REFERENCE : MOAS_MOH_GATES_PAPER;
+  }
+  full.n_threads = c.n_threads;
+  full.seed = c.seed;
+  full.device = c.device;
+  full.device_index = c.device_index;
+  full.matmul_precision = c.matmul_precision;
+  write_known_fields(out, full);
 }
 
 }  // namespace moas

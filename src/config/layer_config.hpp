@@ -18,4 +18,7 @@ void fill_layer_default(moas_layer_config *cfg);
 // Throws moas::Error (MOAS_ERR_INVALID_CONFIG, ABI_MISMATCH, DEVICE_UNAVAILABLE) naming the field and the fix.
 ModelConfig validate_layer(const moas_layer_config &cfg);
 
+// The inverse of validate_layer, for moas_layer_get_config (MoAS branch kv heads come back resolved: n_head, not 0).
+void to_layer_c(const ModelConfig &config, bool residual, moas_layer_config *out);
+
 }  // namespace moas

@@ -23,10 +23,10 @@ void write_known_fields(S *out, const S &full) {
 // (the first version's size) is MOAS_ERR_ABI_MISMATCH.
 template <typename S>
 S read_known_fields(const S &caller, S defaults, size_t oldest, const char *type) {
-  require(caller.struct_size >= oldest, MOAS_ERR_ABI_MISMATCH,
-          std::string(type) + ".struct_size is " + std::to_string(caller.struct_size) + ", expected at least " +
-              std::to_string(oldest) + ": set struct_size = sizeof(" + type + ") and call " + type +
-              "_default first");
+  MOAS_REQUIRE(caller.struct_size >= oldest, MOAS_ERR_ABI_MISMATCH,
+               std::string(type) + ".struct_size is " + std::to_string(caller.struct_size) + ", expected at least " +
+               std::to_string(oldest) + ": set struct_size = sizeof(" + type + ") and call " + type +
+               "_default first");
   std::memcpy(&defaults, &caller, std::min<size_t>(caller.struct_size, sizeof defaults));
   return defaults;
 }

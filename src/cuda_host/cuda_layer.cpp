@@ -17,7 +17,7 @@ void CudaLayer::forward(const float *x, float *y, int64_t B, int64_t Tn, bool tr
   const int64_t n = B * Tn * config_.n_embd;
   backward_ready_ = false;
   positions_.set(B, Tn, 0);
-  dropout_step_ = training_forwards_;
+  dropout_step_ = mirror_.training_forwards;
   x_.upload(t_, x, n);
   out_.reserve(t_, n);
   block_->forward(params_.values(), x_.get(), out_.get(),
@@ -25,7 +25,7 @@ void CudaLayer::forward(const float *x, float *y, int64_t B, int64_t Tn, bool tr
   if (mirror_.residual()) device_check(t_, t_.add(out_.get(), x_.get(), out_.get(), n, nullptr), "add");
   out_.download(y, n);
   if (training) {
-    training_forwards_++;
+    mirror_.training_forwards++;
     backward_ready_ = true;
   }
 }

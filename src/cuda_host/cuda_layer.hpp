@@ -40,6 +40,8 @@ class CudaLayer {
     backward_ready_ = false;
   }
   void upload_grads() { params_.upload_grads(mirror_.params); }
+  void download_optimizer() { params_.download_optimizer(mirror_.optimizer); }
+  void upload_optimizer() { params_.upload_optimizer(mirror_.optimizer); }
 
  private:
   const moas_cuda_backend &t_;
@@ -50,7 +52,7 @@ class CudaLayer {
   DeviceParameters params_;
   DevicePositions positions_;  // of the last forward
   DeviceArray<float> x_, out_, d_out_, dx_;  // the kept input, the block's output, its gradient, dx
-  uint64_t training_forwards_ = 0, dropout_step_ = 0;
+  uint64_t dropout_step_ = 0;
   bool backward_ready_ = false;
 };
 

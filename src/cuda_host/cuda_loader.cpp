@@ -82,13 +82,13 @@ const CudaBackend &cuda_backend() {
 
 void require_cuda_device(int32_t device_index, int64_t head_dim, int64_t seq, int64_t window, int64_t cope_max_pos) {
   const CudaBackend &backend = cuda_backend();
-  require(backend.devices > 0, MOAS_ERR_DEVICE_UNAVAILABLE, backend.why);
-  require(device_index >= 0 && device_index < backend.devices, MOAS_ERR_DEVICE_UNAVAILABLE,
-          kNoDevice + "device_index is " + std::to_string(device_index) + " but this machine has " +
-              std::to_string(backend.devices) + " CUDA device(s)");
-  require(backend.table->check_device(device_index, head_dim, seq, window, cope_max_pos) == 0,
-          MOAS_ERR_DEVICE_UNAVAILABLE,
-          std::string("this model cannot run on CUDA ") + backend.table->last_error());
+  MOAS_REQUIRE(backend.devices > 0, MOAS_ERR_DEVICE_UNAVAILABLE, backend.why);
+  MOAS_REQUIRE(device_index >= 0 && device_index < backend.devices, MOAS_ERR_DEVICE_UNAVAILABLE,
+               kNoDevice + "device_index is " + std::to_string(device_index) + " but this machine has " +
+               std::to_string(backend.devices) + " CUDA device(s)");
+  MOAS_REQUIRE(backend.table->check_device(device_index, head_dim, seq, window, cope_max_pos) == 0,
+               MOAS_ERR_DEVICE_UNAVAILABLE,
+               std::string("this model cannot run on CUDA ") + backend.table->last_error());
 }
 
 // Every attention kind (one scheme, MoAS, MoH) runs on the device now: nothing of a valid config is refused.

@@ -73,6 +73,7 @@ class CudaModel {
   void download_values() { params_.download_values(mirror_.params); }
   void download_grads() { params_.download_grads(mirror_.params); }
   void download_optimizer() { params_.download_optimizer(mirror_.optimizer); }
+  void upload_grads() { params_.upload_grads(mirror_.params); }
   void upload_values() {
     params_.upload_values(mirror_.params);
     backward_ready_ = false;

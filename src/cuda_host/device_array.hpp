@@ -50,9 +50,9 @@ class DeviceArray {
     capacity_ = 0;
     table_ = &table;
     void *p = table.alloc((size_t)(n > 0 ? n : 1) * sizeof(T));
-    require(p != nullptr, MOAS_ERR_OUT_OF_MEMORY,
-            std::string("CUDA backend: cannot allocate ") + std::to_string((size_t)n * sizeof(T)) +
-                " bytes of device memory: " + table.last_error() + " (a smaller batch or model may fit)");
+    MOAS_REQUIRE(p != nullptr, MOAS_ERR_OUT_OF_MEMORY,
+                 std::string("CUDA backend: cannot allocate ") + std::to_string((size_t)n * sizeof(T)) +
+                 " bytes of device memory: " + table.last_error() + " (a smaller batch or model may fit)");
     ptr_ = static_cast<T *>(p);
     capacity_ = n;
   }

@@ -36,7 +36,7 @@ void AttentionLayer<T>::forward(const T *x, T *y, int64_t B, int64_t Tn, bool tr
   B_ = B;
   Tn_ = Tn;
   all_rows_.set_all(B, Tn);
-  dropout_step_ = training_forwards_;
+  dropout_step_ = training_forwards;
   // The block reads x again in backward, and the caller may reuse its buffer (or pass y == x) meanwhile.
   x_.assign(x, x + n);
   out_.resize((size_t)n);
@@ -48,7 +48,7 @@ void AttentionLayer<T>::forward(const T *x, T *y, int64_t B, int64_t Tn, bool tr
     std::copy(out_.begin(), out_.end(), y);
   }
   if (training) {
-    training_forwards_++;
+    training_forwards++;
     backward_ready_ = true;
   }
 }

@@ -41,6 +41,7 @@ class AttentionLayer {
 
   ParamTable<T> params;
   AdamWState<T> optimizer;
+  uint64_t training_forwards = 0;  // keys the dropout masks; saved with the optimizer state (a CudaLayer advances it)
 
  private:
   BlockContext<T> context(float dropout) const;
@@ -52,7 +53,7 @@ class AttentionLayer {
   RowSet all_rows_;
   std::vector<T> x_, out_, d_out_;  // the kept input, the block's output, the gradient the block consumes
   int64_t B_ = 0, Tn_ = 0;
-  uint64_t training_forwards_ = 0, dropout_step_ = 0;
+  uint64_t dropout_step_ = 0;
   bool backward_ready_ = false;
 };
 

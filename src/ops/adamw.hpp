@@ -1,6 +1,7 @@
 // AdamW with PyTorch's semantics (decoupled decay, bias correction) and global gradient-norm clipping.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -27,16 +28,20 @@ template <typename T>
 double gradient_norm(const std::vector<T> &grads) {
   constexpr int64_t kChunk = 4096;
   const int64_t n = (int64_t)grads.size(), n_chunks = (n + kChunk - 1) / kChunk;
-  std::vector<double> partial((size_t)n_chunks);
+  // Kept per calling thread, so a step allocates nothing once a model's size has been seen. The workers below write
+  // through a pointer: naming the thread_local inside the region would give each worker its own.
+  thread_local std::vector<double> kept;
+  kept.resize((size_t)n_chunks);
+  double *partial = kept.data();
 #pragma omp parallel for schedule(static) if (n >= kParallelGrain)
   for (int64_t c = 0; c < n_chunks; c++) {
     double s = 0;
     const int64_t end = std::min(n, (c + 1) * kChunk);
     for (int64_t i = c * kChunk; i < end; i++) s += (double)grads[(size_t)i] * (double)grads[(size_t)i];
-    partial[(size_t)c] = s;
+    partial[c] = s;
   }
   double total = 0;
-  for (double s : partial) total += s;
+  for (int64_t c = 0; c < n_chunks; c++) total += partial[c];
   return std::sqrt(total);
 }
 
@@ -65,7 +70,17 @@ MOAS_HD inline void adamw_update(T *p, T *m, T *v, T g, const AdamWFactors<T> &f
   *p = *p * (decays ? f.decay : (T)1) - f.step_size * *m / (std::sqrt(*v) / f.bc2_sqrt + f.eps);
 }
 
-// Applies one step. The caller has checked the norm is finite.
+// Elements [begin, end) of one tensor (decays: its decay factor applies). The one loop every CPU step runs, the CUDA
+// backend's table of CPU functions included, so they vectorise (and round) alike.
+template <typename T>
+void adamw_update_span(T *p, T *m, T *v, const T *g, int64_t begin, int64_t end, const AdamWFactors<T> &f,
+                       bool decays) {
+#pragma omp simd
+  for (int64_t i = begin; i < end; i++) adamw_update(p + i, m + i, v + i, g[i], f, decays);
+}
+
+// Applies one step in one pass over the flat buffers: each thread takes a slice of them, walking the tensors only to
+// switch their decay. The caller has checked that the gradients are finite.
 template <typename T>
 void adamw_step(ParamTable<T> &params, AdamWState<T> &state, const AdamWSettings &s, double grad_norm) {
   if (state.exp_avg.size() != params.values.size()) {
@@ -74,13 +89,18 @@ void adamw_step(ParamTable<T> &params, AdamWState<T> &state, const AdamWSettings
   }
   state.step++;
   const AdamWFactors<T> f = adamw_factors<T>(s, state.step, grad_norm);
-  for (const ParamInfo &info : params.infos()) {
-    T *p = params.values.data() + info.offset;
-    const T *g = params.grads.data() + info.offset;
-    T *m = state.exp_avg.data() + info.offset, *v = state.exp_avg_sq.data() + info.offset;
-    const bool decays = info.decay;
-#pragma omp parallel for simd schedule(static) if (info.numel >= kParallelGrain)
-    for (int64_t i = 0; i < info.numel; i++) adamw_update(p + i, m + i, v + i, g[i], f, decays);
+  const int64_t n = (int64_t)params.values.size();
+  T *p = params.values.data(), *m = state.exp_avg.data(), *v = state.exp_avg_sq.data();
+  const T *g = params.grads.data();
+  const std::vector<ParamInfo> &infos = params.infos();
+#pragma omp parallel if (n >= kParallelGrain)
+  {
+    const int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t begin = n * t / threads, end = n * (t + 1) / threads;
+    for (const ParamInfo &info : infos) {
+      adamw_update_span(p, m, v, g, std::max(begin, info.offset), std::min(end, info.offset + info.numel), f,
+                        info.decay);
+    }
   }
 }
 

@@ -43,8 +43,8 @@ class ParamTable {
   int64_t total() const { return total_; }
   const ParamInfo &find(const std::string &name) const {
     auto it = index_.find(name);
-    require(it != index_.end(), MOAS_ERR_UNKNOWN_PARAMETER,
-            "no parameter named \"" + name + "\" in this model: enumerate names with moas_parameter_info_at");
+    MOAS_REQUIRE(it != index_.end(), MOAS_ERR_UNKNOWN_PARAMETER,
+                 "no parameter named \"" + name + "\" in this model: enumerate names with moas_parameter_info_at");
     return infos_[it->second];
   }
   bool contains(const std::string &name) const { return index_.count(name) != 0; }

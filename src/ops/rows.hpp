@@ -28,6 +28,9 @@ struct RowSet {
   // The tokens n for which keep(n) holds.
   template <class Keep>
   void select(int64_t batch, int64_t seq, Keep &&keep, int64_t past = 0) {
+    // Room for every token: routing changes between calls of one shape without reallocating.
+    row.reserve((size_t)(batch * seq));
+    pos.reserve((size_t)(batch * seq));
     row.clear();
     pos.clear();
     begin.assign((size_t)batch + 1, 0);
@@ -42,6 +45,14 @@ struct RowSet {
     all = (int64_t)row.size() == batch * seq;
   }
 };
+
+// v holds n elements, with room for `capacity`: buffers sized by routing (a head's or a group's rows) keep the room of
+// every token, so a new routing for a shape already seen never reallocates them.
+template <typename T>
+void resize_with_room(std::vector<T> &v, int64_t n, int64_t capacity) {
+  v.reserve((size_t)capacity);
+  v.resize((size_t)n);
+}
 
 // out[r, :] = src[row[r], :] for the width columns starting at each row.                 out [m, out_stride]
 template <typename T>

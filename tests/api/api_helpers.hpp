@@ -137,6 +137,42 @@ inline std::pair<float, float> train_copy_task(moas_model *model, int steps, uin
   return {first, last};
 }
 
+struct LayerDeleter {
+  void operator()(moas_layer *l) const { moas_layer_destroy(l); }
+};
+using LayerPtr = std::unique_ptr<moas_layer, LayerDeleter>;
+
+// A small layer: C = 32, 4 heads over 2 kv heads, sequences up to 16.
+inline moas_layer_config layer_config() {
+  moas_layer_config c;
+  c.struct_size = sizeof c;
+  REQUIRE(moas_layer_config_default(&c) == MOAS_OK);
+  c.n_embd = 32;
+  c.n_head = 4;
+  c.n_kv_head = 2;
+  c.max_seq_len = 16;
+  c.n_threads = 2;
+  return c;
+}
+
+inline LayerPtr make_layer(const moas_layer_config &c) {
+  moas_layer *l = nullptr;
+  const moas_status s = moas_layer_create(&c, &l);
+  INFO(moas_last_error());
+  REQUIRE(s == MOAS_OK);
+  return LayerPtr(l);
+}
+
+inline std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::vector<float> v(n);
+  uint32_t s = seed * 747796405u + 1u;
+  for (auto &x : v) {
+    s = s * 1664525u + 1013904223u;
+    x = scale * ((float)(s >> 8) / 8388608.0f - 1.0f);
+  }
+  return v;
+}
+
 // A unique scratch directory, removed with the object.
 struct TempDir {
   std::filesystem::path path;

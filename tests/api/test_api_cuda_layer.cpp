@@ -12,30 +12,9 @@
 
 namespace {
 
+using namespace api_test;
+
 const bool table_chosen = setenv("MOAS_CUDA_LIBRARY", MOAS_TEST_CPU_TABLE, 1) == 0;
-
-struct LayerDeleter {
-  void operator()(moas_layer *l) const { moas_layer_destroy(l); }
-};
-using LayerPtr = std::unique_ptr<moas_layer, LayerDeleter>;
-
-LayerPtr make_layer(const moas_layer_config &c) {
-  moas_layer *l = nullptr;
-  const moas_status s = moas_layer_create(&c, &l);
-  INFO(moas_last_error());
-  REQUIRE(s == MOAS_OK);
-  return LayerPtr(l);
-}
-
-std::vector<float> values(size_t n, uint32_t seed) {
-  std::vector<float> v(n);
-  uint32_t s = seed * 747796405u + 1u;
-  for (float &x : v) {
-    s = s * 1664525u + 1013904223u;
-    x = (float)(s >> 8) / 8388608.0f - 1.0f;
-  }
-  return v;
-}
 
 }  // namespace
 
@@ -62,7 +41,7 @@ TEST_CASE("CUDA layer (CPU table) through the ABI equals the CPU layer exactly",
   const int32_t B = 1, T = 40;
   const size_t n = (size_t)B * T * c.n_embd;
   for (uint32_t step = 0; step < 3; step++) {
-    const std::vector<float> x = values(n, 1 + step), dy = values(n, 11 + step);
+    const std::vector<float> x = random_floats(n, 1 + step), dy = random_floats(n, 11 + step);
     std::vector<float> y[2], dx[2];
     float aux[2], norm[2];
     moas_layer *layers[2] = {device.get(), cpu.get()};
@@ -102,7 +81,7 @@ TEST_CASE("CUDA layer (CPU table) through the ABI equals the CPU layer exactly",
   REQUIRE(moas_layer_parameter_read(cpu.get(), "attn.c_proj.weight", cpu_proj.data(), cpu_proj.size()) == MOAS_OK);
   REQUIRE(proj == cpu_proj);
   for (float &v : proj) v *= 0.5f;
-  const std::vector<float> grad = values(proj.size(), 77);
+  const std::vector<float> grad = random_floats(proj.size(), 77);
   for (moas_layer *l : {device.get(), cpu.get()}) {
     REQUIRE(moas_layer_parameter_write(l, "attn.c_proj.weight", proj.data(), proj.size()) == MOAS_OK);
     REQUIRE(moas_layer_zero_grad(l) == MOAS_OK);

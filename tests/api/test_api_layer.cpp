@@ -18,22 +18,6 @@ namespace {
 
 using namespace api_test;
 
-struct LayerDeleter {
-  void operator()(moas_layer *l) const { moas_layer_destroy(l); }
-};
-using LayerPtr = std::unique_ptr<moas_layer, LayerDeleter>;
-
-moas_layer_config layer_config() {
-  moas_layer_config c;
-  c.struct_size = sizeof c;
-  REQUIRE(moas_layer_config_default(&c) == MOAS_OK);
-  c.n_embd = 32;
-  c.n_head = 4;
-  c.n_kv_head = 2;
-  c.max_seq_len = 16;
-  c.n_threads = 2;
-  return c;
-}
 
 // max|a - b| <= tol * max|b| (SPEC §9).
 template <typename A, typename B>
@@ -48,13 +32,6 @@ bool close_to(const std::vector<A> &a, const std::vector<B> &b, double tol) {
   return diff <= tol * scale;
 }
 
-LayerPtr make_layer(const moas_layer_config &c) {
-  moas_layer *l = nullptr;
-  const moas_status s = moas_layer_create(&c, &l);
-  INFO(moas_last_error());
-  REQUIRE(s == MOAS_OK);
-  return LayerPtr(l);
-}
 
 std::vector<std::pair<std::string, size_t>> layer_parameters(const moas_layer *l) {
   size_t count = 0;
@@ -69,15 +46,6 @@ std::vector<std::pair<std::string, size_t>> layer_parameters(const moas_layer *l
   return out;
 }
 
-std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::vector<float> v(n);
-  uint32_t s = seed * 747796405u + 1u;
-  for (auto &x : v) {
-    s = s * 1664525u + 1013904223u;
-    x = scale * ((float)(s >> 8) / 8388608.0f - 1.0f);
-  }
-  return v;
-}
 
 std::vector<float> forward(moas_layer *l, const std::vector<float> &x, int B, int Tn, int training = 0) {
   std::vector<float> y(x.size());
@@ -447,6 +415,40 @@ TEST_CASE("layer API: bad configs are refused with the field to fix", "[api][lay
   c = layer_config();
   c.reserved0 = 1;
   refused(c, MOAS_ERR_INVALID_CONFIG, "reserved0");
+  // Settings the layer would ignore are refused, naming the setting that would give them a meaning.
+  c = layer_config();
+  c.window_size = c.max_seq_len;
+  refused(c, MOAS_ERR_INVALID_CONFIG, "window_size");
+  c = layer_config();
+  c.rope_base = 500000.0f;
+  refused(c, MOAS_ERR_INVALID_CONFIG, "MOAS_POSITION_ROPE");
+  c = layer_config();
+  c.cope_max_pos = 16;
+  refused(c, MOAS_ERR_INVALID_CONFIG, "MOAS_POSITION_COPE");
+  c = layer_config();
+  c.moas_mode = MOAS_MODE_TOP1;
+  refused(c, MOAS_ERR_INVALID_CONFIG, "MOAS_ATTENTION_MOAS");
+  c = layer_config();
+  c.moas_branch_kv_heads[1] = 1;
+  refused(c, MOAS_ERR_INVALID_CONFIG, "MOAS_ATTENTION_MOAS");
+  c = layer_config();
+  c.head_selection.strategy = MOAS_HEADS_STATIC_PRUNING;
+  c.head_selection.num_active_heads = 2;
+  refused(c, MOAS_ERR_INVALID_CONFIG, "MOAS_ATTENTION_MOH");
+  c = layer_config();
+  c.device_index = 1;
+  refused(c, MOAS_ERR_INVALID_CONFIG, "device_index");
+  c = layer_config();
+  c.matmul_precision = MOAS_MATMUL_BF16;
+  refused(c, MOAS_ERR_INVALID_CONFIG, "MOAS_MATMUL_FP32");
+  // ... and accepted where they mean something.
+  c = layer_config();
+  c.window_size = c.max_seq_len - 1;
+  c.position = MOAS_POSITION_ROPE;
+  c.rope_base = 500000.0f;
+  REQUIRE(moas_layer_create(&c, &l) == MOAS_OK);
+  moas_layer_destroy(l);
+  l = nullptr;
   // A 0.4.0 caller's struct ends before matmul_precision: the bytes beyond (-1 here) are never read.
   unsigned char buffer[sizeof(moas_layer_config)];
   std::memset(buffer, 0xFF, sizeof buffer);

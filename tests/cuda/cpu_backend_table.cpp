@@ -79,7 +79,7 @@ std::vector<QueryHeadGrad<float>> grads_of(const moas_cuda_query_head_grad *in, 
 int32_t probe(char *, size_t) { return 1; }
 const char *last_error() { return error_message.c_str(); }
 int32_t set_device(int32_t index) {
-  return guarded([&] { require(index == 0, MOAS_ERR_DEVICE_UNAVAILABLE, "the CPU table has one device"); });
+  return guarded([&] { MOAS_REQUIRE(index == 0, MOAS_ERR_DEVICE_UNAVAILABLE, "the CPU table has one device"); });
 }
 // Host memory has no per-block limit: every shape fits the one device.
 int32_t check_device(int32_t index, int64_t, int64_t, int64_t, int64_t) { return set_device(index); }
@@ -127,7 +127,7 @@ int32_t gemm_entry(int32_t ta, int32_t tb, int64_t M, int64_t N, int64_t K, floa
 }
 int32_t set_matmul_precision(int32_t precision) {
   return guarded([&] {
-    require(precision >= MOAS_MATMUL_FP32 && precision <= MOAS_MATMUL_BF16, MOAS_ERR_INTERNAL,
+    MOAS_REQUIRE(precision >= MOAS_MATMUL_FP32 && precision <= MOAS_MATMUL_BF16, MOAS_ERR_INTERNAL,
             "set_matmul_precision: not a MOAS_MATMUL_* value");
     matmul_precision = precision;
   });
@@ -143,7 +143,7 @@ int32_t fill_rows(float *out, int64_t stride, const float *values, int64_t N, in
 }
 int32_t column_sums(float *sums, const float *x, int64_t stride, int64_t N, int64_t width, void *) {
   return guarded([&] {
-    require(stride == width, MOAS_ERR_INTERNAL, "the CPU column sums need stride == width");
+    MOAS_REQUIRE(stride == width, MOAS_ERR_INTERNAL, "the CPU column sums need stride == width");
     column_sum_accumulate(sums, x, N, width);
   });
 }
@@ -312,8 +312,8 @@ int32_t adamw(const moas_cuda_adamw_settings *s, uint64_t step, double norm, flo
   const AdamWSettings settings{s->lr, s->beta1, s->beta2, s->eps, s->weight_decay, s->grad_clip};
   const AdamWFactors<float> f = adamw_factors<float>(settings, step, norm);
   for (int64_t seg = 0; seg < n_segments; seg++)
-    for (int64_t i = segment_begin[seg]; i < segment_begin[seg + 1]; i++)
-      adamw_update(params + i, exp_avg + i, exp_avg_sq + i, grads[i], f, segment_decay[seg] != 0);
+    adamw_update_span(params, exp_avg, exp_avg_sq, grads, segment_begin[seg], segment_begin[seg + 1], f,
+                      segment_decay[seg] != 0);
   return 0;
 }
 int32_t rope(float *buf, int64_t stride, int64_t col0, int64_t n_heads, int64_t m, const int32_t *pos,

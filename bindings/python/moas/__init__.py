@@ -10,6 +10,10 @@ Attention Schemes (MoAS) or Mixture-of-Heads (MoH), and that attention block alo
     with moas.Layer(n_embd=64, head_selection=moas.MixtureOfHeads(2, 4), position="cope") as layer:
         y = layer.forward(x, training=True)           # x [batch, seq_len, 64] -> x + Attn(x)
         dx = layer.backward(dy); layer.step(lr=1e-3, weight_decay=0.0); layer.zero_grad()
+        dx = layer.backward_step(dy, 1e-3, moas.adamw_rustgpt())   # RustGPT's backward(grads, lr)
+
+Gradients accumulate over backward() calls until zero_grad(). step() falls back to moas.adamw_defaults() (AdamW:
+weight decay 0.1, clipping at 1.0) for settings not given; moas.adamw_rustgpt() is RustGPT's plain Adam.
 
 The library is found through MOAS_LIBRARY (a full path), MOAS_LIBRARY_DIR, next to this package, the install
 prefix, then the system loader; it must speak ABI version `ABI_VERSION`.
@@ -26,9 +30,10 @@ from .errors import (AbiMismatch, CheckpointConfig, CheckpointDtype, CheckpointE
                      NonFinite, NoRouter, NullArgument, OutOfMemory, SizeMismatch, TargetOutOfRange, TokenOutOfRange,
                      UnknownParameter)
 from .layer import Layer
-from .model import KVCache, Model, ParameterInfo, RouterStats, adamw_defaults, checkpoint_user_metadata
+from .model import (KVCache, Model, ParameterInfo, RouterStats, adamw_defaults, adamw_rustgpt,
+                    checkpoint_user_metadata)
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 
 def load_library():
@@ -59,7 +64,8 @@ def library_path():
 __all__ = [
     "ABI_VERSION", "LibraryError", "load_library", "library_version", "build_info", "abi_version", "library_path",
     "Config", "LayerConfig", "HeadSelection", "AllHeads", "MixtureOfHeads", "StaticPruning",
-    "Model", "KVCache", "Layer", "ParameterInfo", "RouterStats", "adamw_defaults", "checkpoint_user_metadata",
+    "Model", "KVCache", "Layer", "ParameterInfo", "RouterStats", "adamw_defaults", "adamw_rustgpt",
+    "checkpoint_user_metadata",
     "Error", "NullArgument", "InvalidConfig", "AbiMismatch", "SizeMismatch", "InvalidInput", "TokenOutOfRange",
     "TargetOutOfRange", "ContextTooLong", "ContextFull", "NoForward", "NonFinite", "UnknownParameter",
     "CheckpointError", "FileError", "CheckpointTruncated", "CheckpointHeader", "CheckpointLayout",

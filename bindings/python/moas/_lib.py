@@ -1,4 +1,4 @@
-"""Loading libmoas and the ctypes mirror of include/moas.h (ABI version 1, libmoas 0.5.0).
+"""Loading libmoas and the ctypes mirror of include/moas.h (ABI version 1, libmoas 0.6.0).
 
 Every struct and function of the header is mirrored here, in header order. tests/test_abi.py compiles a small C
 program against the header and checks every size and field offset, and that every ``MOAS_API`` function has a
@@ -182,6 +182,7 @@ PROTOTYPES = {
     "moas_backward": (c_status, [c_model_p]),
     "moas_zero_grad": (c_status, [c_model_p]),
     "moas_adamw_config_default": (c_status, [_P(moas_adamw_config)]),
+    "moas_adamw_config_rustgpt": (c_status, [_P(moas_adamw_config)]),
     "moas_optimizer_step": (c_status, [c_model_p, _P(moas_adamw_config), _c_float_p]),
     "moas_optimizer_steps": (c_status, [c_model_p, _P(ctypes.c_uint64)]),
     "moas_parameter_count": (c_status, [c_model_p, _P(ctypes.c_size_t)]),
@@ -189,6 +190,8 @@ PROTOTYPES = {
     "moas_parameter_read": (c_status, [c_model_p, ctypes.c_char_p, _c_float_p, ctypes.c_size_t]),
     "moas_parameter_write": (c_status, [c_model_p, ctypes.c_char_p, _c_float_p, ctypes.c_size_t]),
     "moas_gradient_read": (c_status, [c_model_p, ctypes.c_char_p, _c_float_p, ctypes.c_size_t]),
+    "moas_gradients_read": (c_status, [c_model_p, _c_float_p, ctypes.c_size_t]),
+    "moas_gradients_write": (c_status, [c_model_p, _c_float_p, ctypes.c_size_t]),
     "moas_model_save": (c_status, [c_model_p, ctypes.c_char_p, ctypes.c_char_p]),
     "moas_model_load": (c_status, [c_model_p, ctypes.c_char_p]),
     "moas_model_create_from_file": (c_status, [ctypes.c_char_p, _P(moas_model_config), _P(c_model_p)]),
@@ -208,6 +211,7 @@ PROTOTYPES = {
     "moas_layer_config_default": (c_status, [_P(moas_layer_config)]),
     "moas_layer_create": (c_status, [_P(moas_layer_config), _P(c_layer_p)]),
     "moas_layer_destroy": (None, [c_layer_p]),
+    "moas_layer_get_config": (c_status, [c_layer_p, _P(moas_layer_config)]),
     "moas_layer_forward": (c_status, [c_layer_p, _c_float_p, _c_float_p, ctypes.c_size_t, ctypes.c_int32,
                                       ctypes.c_int32, ctypes.c_int32, _c_float_p]),
     "moas_layer_backward": (c_status, [c_layer_p, _c_float_p, _c_float_p, ctypes.c_size_t]),
@@ -219,6 +223,15 @@ PROTOTYPES = {
     "moas_layer_parameter_write": (c_status, [c_layer_p, ctypes.c_char_p, _c_float_p, ctypes.c_size_t]),
     "moas_layer_gradient_read": (c_status, [c_layer_p, ctypes.c_char_p, _c_float_p, ctypes.c_size_t]),
     "moas_layer_gradient_write": (c_status, [c_layer_p, ctypes.c_char_p, _c_float_p, ctypes.c_size_t]),
+    "moas_layer_num_parameters": (c_status, [c_layer_p, _P(ctypes.c_uint64)]),
+    "moas_layer_gradients_read": (c_status, [c_layer_p, _c_float_p, ctypes.c_size_t]),
+    "moas_layer_gradients_write": (c_status, [c_layer_p, _c_float_p, ctypes.c_size_t]),
+    "moas_layer_save": (c_status, [c_layer_p, ctypes.c_char_p, ctypes.c_char_p]),
+    "moas_layer_load": (c_status, [c_layer_p, ctypes.c_char_p]),
+    "moas_layer_create_from_file": (c_status, [ctypes.c_char_p, _P(moas_layer_config), _P(c_layer_p)]),
+    "moas_layer_optimizer_save": (c_status, [c_layer_p, ctypes.c_char_p]),
+    "moas_layer_optimizer_load": (c_status, [c_layer_p, ctypes.c_char_p]),
+    "moas_layer_optimizer_steps": (c_status, [c_layer_p, _P(ctypes.c_uint64)]),
     "moas_layer_get_router_stats": (c_status, [c_layer_p, _P(moas_layer_router_stats)]),
     "moas_layer_gates": (c_status, [c_layer_p, _c_float_p, ctypes.c_size_t, _c_int32_p]),
 }

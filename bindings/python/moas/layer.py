@@ -3,13 +3,14 @@
 Thread safety: a Layer is used by one thread at a time; distinct layers may be used concurrently.
 """
 import ctypes
+import json
 import math
 
 from . import _lib
 from .config import LayerConfig
 from .errors import SizeMismatch, check
-from .model import (RouterStats, _adamw_config, _c_float_p, _float_array, _float_buffer, _np, _Owned, _Parameters,
-                    _shaped)
+from .model import (RouterStats, _adamw_config, _adamw_from, _c_float_p, _float_array, _float_buffer, _np, _Owned,
+                    _Parameters, _path, _shaped)
 
 
 class Layer(_Owned, _Parameters):
@@ -36,7 +37,13 @@ class Layer(_Owned, _Parameters):
         self._handle = None
         handle = ctypes.c_void_p()
         check(self._lib.moas_layer_create(ctypes.byref(c), ctypes.byref(handle)), "moas_layer_create")
+        self._adopt(handle)
+
+    def _adopt(self, handle):
+        """Takes ownership of a freshly created handle and caches its config, which never changes."""
         self._handle = handle
+        c = _lib.new_struct(_lib.moas_layer_config)
+        check(self._lib.moas_layer_get_config(self._h, ctypes.byref(c)), "moas_layer_get_config")
         self._config = LayerConfig._from_c(c)
         self._infos = None
         self._last_shape = None  # the shape of the last successful forward's x
@@ -51,13 +58,18 @@ class Layer(_Owned, _Parameters):
 
     @property
     def config(self):
-        """The LayerConfig the layer was created from (a copy: editing it does not change the layer)."""
+        """The layer's LayerConfig as the library reports it (moas_layer_get_config; a copy: editing it does not
+        change the layer): the one given, or for from_file() the file's with the overrides applied. MoAS branch kv
+        heads come back resolved (moas_branch_kv_heads=(0, 2) on 8 heads reads back as (8, 2)), and fields the
+        layer's attention does not use (the MoAS fields of an MoH layer, say) hold the library's defaults."""
         return self._config.replace()
 
     @property
     def num_parameters(self):
-        """Number of trainable scalars."""
-        return sum(info.numel for info in self.parameter_info())
+        """Number of trainable scalars: the length of gradients(flat=True)."""
+        n = ctypes.c_uint64()
+        check(self._lib.moas_layer_num_parameters(self._h, ctypes.byref(n)), "moas_layer_num_parameters")
+        return n.value
 
     def _activations(self, values, what):
         """values as float32 [batch, seq_len, n_embd] (or [seq_len, n_embd]): (owner, shape, pointer, batch,
@@ -115,17 +127,92 @@ class Layer(_Owned, _Parameters):
         return out if out is not None else _shaped(dx_owner, shape)
 
     def zero_grad(self):
+        """Sets every parameter gradient to zero. Gradients add up over backward() calls until then, so a loop that
+        steps after every backward zeroes them after every step (backward_step() does all three)."""
         check(self._lib.moas_layer_zero_grad(self._h), "moas_layer_zero_grad")
 
     def step(self, lr=None, *, beta1=None, beta2=None, eps=None, weight_decay=None, grad_clip=None):
-        """One AdamW step on the accumulated gradients; returns the gradient norm before clipping. Arguments not
-        given take the library defaults (moas.adamw_defaults()); weight_decay=0, grad_clip=0 is plain Adam (as in
-        RustGPT). A non-finite gradient skips the step and raises NonFinite."""
+        """One AdamW step on the accumulated gradients; returns the gradient norm before clipping. The gradients
+        stay as they are. Arguments not given take the library's AdamW defaults (moas.adamw_defaults(): weight
+        decay 0.1, clipping at 1.0); step(**moas.adamw_rustgpt()) is RustGPT's plain Adam. A non-finite gradient
+        skips the step and raises NonFinite."""
         c = _adamw_config(lr, beta1, beta2, eps, weight_decay, grad_clip)
         norm = ctypes.c_float()
         check(self._lib.moas_layer_optimizer_step(self._h, ctypes.byref(c), ctypes.byref(norm)),
               "moas_layer_optimizer_step")
         return norm.value
+
+    def backward_step(self, dy, lr, adam, out=None):
+        """RustGPT's backward(grads, lr): backward(dy), one optimiser step with the settings of `adam` (a dict such
+        as moas.adamw_rustgpt(); keys it lacks take the AdamW defaults) at learning rate `lr` (adam's own "lr" is
+        not used), then zero_grad(), so each call applies its own gradient once. Returns dx (into `out` if given).
+
+        A failed backward changes nothing. When the step fails (an invalid lr, a non-finite gradient) the weights
+        stay as they were, the gradients are still zeroed so that a NaN gradient cannot reach the next call, and
+        the step's error is raised.
+        """
+        c = _adamw_from(adam, lr)
+        dx = self.backward(dy, out=out)
+        # No norm is asked for: with grad_clip 0 the library then skips computing it.
+        status = self._lib.moas_layer_optimizer_step(self._h, ctypes.byref(c), None)
+        try:
+            check(status, "moas_layer_optimizer_step")
+        finally:
+            self.zero_grad()
+        return dx
+
+    @property
+    def optimizer_steps(self):
+        """Optimizer steps taken (they key dropout masks and Adam's bias correction; saved with save_optimizer)."""
+        n = ctypes.c_uint64()
+        check(self._lib.moas_layer_optimizer_steps(self._h, ctypes.byref(n)), "moas_layer_optimizer_steps")
+        return n.value
+
+    # -- checkpoints ------------------------------------------------------------------------------------------
+    def save(self, path, user_metadata=None):
+        """Writes the weights and the layer's config to a safetensors file (a temporary file, then a rename).
+        user_metadata: a str stored verbatim, or any other JSON-serialisable value stored as JSON (read it back with
+        moas.checkpoint_user_metadata). The optimiser state is a separate file: save_optimizer()."""
+        if user_metadata is not None and not isinstance(user_metadata, str):
+            user_metadata = json.dumps(user_metadata)
+        meta = None if user_metadata is None else user_metadata.encode("utf-8")
+        check(self._lib.moas_layer_save(self._h, _path(path), meta), "moas_layer_save")
+
+    def load(self, path):
+        """Replaces the weights with those of a file written by save(), which must describe a layer of this shape
+        (a CheckpointError otherwise); on any failure the layer is unchanged."""
+        check(self._lib.moas_layer_load(self._h, _path(path)), "moas_layer_load")
+
+    @classmethod
+    def from_file(cls, path, *, device=None, device_index=None, n_threads=None, matmul_precision=None):
+        """Creates the layer a file written by save() describes, with its weights.
+
+        When any of device, device_index, n_threads or matmul_precision is given, those four come from the
+        arguments (the ones not given from the library defaults); otherwise all come from the file.
+        """
+        lib = _lib.lib()
+        overrides = None
+        changes = {k: v for k, v in (("device", device), ("device_index", device_index), ("n_threads", n_threads),
+                                     ("matmul_precision", matmul_precision)) if v is not None}
+        if changes:
+            overrides = LayerConfig(**changes)._to_c()
+        handle = ctypes.c_void_p()
+        check(lib.moas_layer_create_from_file(_path(path), None if overrides is None else ctypes.byref(overrides),
+                                              ctypes.byref(handle)), "moas_layer_create_from_file")
+        self = cls.__new__(cls)
+        self._lib = lib
+        self._adopt(handle)
+        return self
+
+    def save_optimizer(self, path):
+        """Writes the optimiser state (Adam moments and step count); it needs one step taken. After from_file() (or
+        load()) and load_optimizer(), training continues bit for bit as if never interrupted."""
+        check(self._lib.moas_layer_optimizer_save(self._h, _path(path)), "moas_layer_optimizer_save")
+
+    def load_optimizer(self, path):
+        """Restores the optimiser state written by save_optimizer() for a layer of this shape; unchanged on
+        failure."""
+        check(self._lib.moas_layer_optimizer_load(self._h, _path(path)), "moas_layer_optimizer_load")
 
     def set_gradient(self, name, values):
         """Overwrites the accumulated gradient of parameter `name` (e.g. scaled or clipped) before step()."""

@@ -119,10 +119,14 @@ def _float_array(values, what):
     return buf, tuple(shape), ctypes.cast(buf, _c_float_p)
 
 
-def _adamw_config(lr=None, beta1=None, beta2=None, eps=None, weight_decay=None, grad_clip=None):
-    """A moas_adamw_config from the library defaults, with the arguments that are not None."""
+_ADAMW_FIELDS = ("lr", "beta1", "beta2", "eps", "weight_decay", "grad_clip")
+
+
+def _adamw_config(lr=None, beta1=None, beta2=None, eps=None, weight_decay=None, grad_clip=None,
+                  base="moas_adamw_config_default"):
+    """A moas_adamw_config from the library's `base` settings, with the arguments that are not None."""
     c = _lib.new_struct(_lib.moas_adamw_config)
-    check(_lib.lib().moas_adamw_config_default(ctypes.byref(c)), "moas_adamw_config_default")
+    check(getattr(_lib.lib(), base)(ctypes.byref(c)), base)
     for name, value in (("lr", lr), ("beta1", beta1), ("beta2", beta2), ("eps", eps),
                         ("weight_decay", weight_decay), ("grad_clip", grad_clip)):
         if value is not None:
@@ -165,10 +169,34 @@ class RouterStats:
                    mean_routed_weight=s.mean_routed_weight)
 
 
+def _adamw_dict(c):
+    return {name: _f32(getattr(c, name)) for name in _ADAMW_FIELDS}
+
+
 def adamw_defaults():
-    """The library's AdamW defaults (moas_adamw_config_default) as a dict."""
-    c = _adamw_config()
-    return {name: _f32(getattr(c, name)) for name, _ in _lib.moas_adamw_config._fields_ if name != "struct_size"}
+    """The library's AdamW defaults (moas_adamw_config_default) as a dict: lr 1e-3, beta1 0.9, beta2 0.99, eps 1e-8,
+    weight_decay 0.1, grad_clip 1.0. step() uses these for every argument not given. Not RustGPT's Adam: see
+    adamw_rustgpt()."""
+    return _adamw_dict(_adamw_config())
+
+
+def adamw_rustgpt():
+    """RustGPT's optimiser (moas_adamw_config_rustgpt) as a dict: plain Adam with lr 1e-3, beta1 0.9, beta2 0.999,
+    eps 1e-8, weight_decay 0, grad_clip 0 (PyTorch's torch.optim.Adam). It is not adamw_defaults() (beta2 0.99,
+    weight decay 0.1, clipping at 1.0), which step() falls back to for arguments not given: pass all of these,
+    step(**moas.adamw_rustgpt()), or give it to Layer.backward_step."""
+    return _adamw_dict(_adamw_config(base="moas_adamw_config_rustgpt"))
+
+
+def _adamw_from(adam, lr):
+    """A moas_adamw_config from a dict of settings (adamw_rustgpt(), adamw_defaults(), or some of their keys, the
+    rest from the library's AdamW defaults), with learning rate `lr`."""
+    if not hasattr(adam, "keys"):
+        raise TypeError(f"adam must be a dict of AdamW settings such as moas.adamw_rustgpt(), not {adam!r}")
+    unknown = set(adam) - set(_ADAMW_FIELDS)
+    if unknown:
+        raise TypeError(f"unknown AdamW setting(s): {', '.join(sorted(unknown))}; expected {', '.join(_ADAMW_FIELDS)}")
+    return _adamw_config(**{**adam, "lr": lr})
 
 
 def checkpoint_user_metadata(path):
@@ -280,8 +308,54 @@ class _Parameters:
         """{name: copy of the tensor} for every parameter, in checkpoint order."""
         return {info.name: self.parameter(info.name) for info in self.parameter_info()}
 
-    def gradients(self):
-        return {info.name: self.gradient(info.name) for info in self.parameter_info()}
+    def gradients(self, flat=False):
+        """The accumulated gradients (they add up over backward() calls until zero_grad()).
+
+        flat=False: {name: copy of the gradient} in checkpoint order. flat=True: all of them as one float32 vector
+        of num_parameters values, the tensors in parameter_info() order, each row-major (one library call): the
+        form to sum or average over threads and write back with set_gradients().
+        """
+        if not flat:
+            return {info.name: self.gradient(info.name) for info in self.parameter_info()}
+        fn, fn_name = self._fn("gradients_read")
+        n = self.num_parameters
+        owner, ptr = _float_buffer(n)
+        check(fn(self._h, ptr, n), fn_name)
+        return _shaped(owner, (n,))
+
+    def set_gradients(self, values):
+        """Replaces every accumulated gradient: values is one vector laid out as gradients(flat=True) returns it,
+        or a {name: array} dict as gradients() returns it, with every parameter. All values must be finite
+        (NonFinite otherwise, and nothing changes). E.g. the mean of several threads' gradients before step()."""
+        fn, fn_name = self._fn("gradients_write")
+        if hasattr(values, "keys"):
+            values = self._flatten_by_name(values)
+        owner, shape, ptr = _float_array(values, "values")
+        if len(shape) != 1:
+            raise SizeMismatch(f"gradients are one flat vector of {self.num_parameters} values (or a dict by name), "
+                               f"not an array of shape {tuple(shape)}", status=4, function=fn_name)
+        status = fn(self._h, ptr, shape[0])
+        del owner
+        check(status, fn_name)
+
+    def _flatten_by_name(self, by_name):
+        infos = self.parameter_info()
+        missing = [info.name for info in infos if info.name not in by_name]
+        unknown = sorted(set(by_name) - {info.name for info in infos})
+        if missing or unknown:
+            raise SizeMismatch("set_gradients needs exactly one entry per parameter" +
+                               (f"; missing {', '.join(missing)}" if missing else "") +
+                               (f"; unknown {', '.join(unknown)}" if unknown else ""), status=4)
+        parts = []
+        for info in infos:
+            owner, shape, _ = _float_array(by_name[info.name], info.name)
+            if tuple(shape) != tuple(info.shape) and tuple(shape) != (info.numel,):
+                raise SizeMismatch(f'parameter "{info.name}" has shape {tuple(info.shape)}, its gradient has '
+                                   f"{tuple(shape)}", status=4)
+            parts.append(owner)
+        if _np is not None:
+            return _np.concatenate([p.ravel() for p in parts]) if parts else _np.empty(0, _np.float32)
+        return [x for p in parts for x in p]
 
     def set_parameter(self, name, values):
         """Overwrites parameter `name` from values of its shape (or flat), converted to float32; all finite."""
@@ -486,17 +560,21 @@ class Model(_Owned, _Parameters):
         return _shaped(out_owner, out_shape)
 
     def backward(self):
-        """Accumulates the gradient of CE + lambda * aux of the last training forward (which had targets)."""
+        """Adds the gradient of CE + lambda * aux of the last training forward (which had targets) to the
+        accumulated gradients: they keep adding up over backward() calls until zero_grad()."""
         check(self._lib.moas_backward(self._h), "moas_backward")
 
     def zero_grad(self):
+        """Sets every accumulated gradient to zero (a loop that steps after every backward zeroes after every step)."""
         check(self._lib.moas_zero_grad(self._h), "moas_zero_grad")
 
     def step(self, lr=None, *, beta1=None, beta2=None, eps=None, weight_decay=None, grad_clip=None):
-        """One AdamW step on the accumulated gradients; returns the global gradient norm before clipping.
+        """One AdamW step on the accumulated gradients; returns the global gradient norm before clipping. The
+        gradients stay as they are.
 
-        Arguments not given take the library defaults (moas.adamw_defaults()). A non-finite gradient skips the
-        step and raises NonFinite.
+        Arguments not given take the library's AdamW defaults (moas.adamw_defaults(): weight decay 0.1, clipping at
+        1.0); step(**moas.adamw_rustgpt()) is RustGPT's plain Adam. A non-finite gradient skips the step and raises
+        NonFinite.
         """
         c = _adamw_config(lr, beta1, beta2, eps, weight_decay, grad_clip)
         norm = ctypes.c_float()

@@ -1,4 +1,4 @@
-//! Raw declarations of the libmoas C ABI (`include/moas.h`, ABI 1, libmoas 0.5.0).
+//! Raw declarations of the libmoas C ABI (`include/moas.h`, ABI 1, libmoas 0.6.0).
 //!
 //! Written in the shape `bindgen --no-prepend-enum-name --allowlist-item 'moas_.*|MOAS_.*' include/moas.h`
 //! produces, so it can be regenerated and diffed; `tests/layout.rs` compares every struct's size and field offsets
@@ -205,6 +205,9 @@ extern "C" {
     pub fn moas_adamw_config_default(cfg: *mut moas_adamw_config) -> moas_status;
 }
 extern "C" {
+    pub fn moas_adamw_config_rustgpt(cfg: *mut moas_adamw_config) -> moas_status;
+}
+extern "C" {
     pub fn moas_optimizer_step(
         model: *mut moas_model,
         cfg: *const moas_adamw_config,
@@ -255,6 +258,12 @@ extern "C" {
         out: *mut f32,
         len: usize,
     ) -> moas_status;
+}
+extern "C" {
+    pub fn moas_gradients_read(model: *const moas_model, out: *mut f32, len: usize) -> moas_status;
+}
+extern "C" {
+    pub fn moas_gradients_write(model: *mut moas_model, values: *const f32, len: usize) -> moas_status;
 }
 extern "C" {
     pub fn moas_model_save(
@@ -409,6 +418,9 @@ extern "C" {
     pub fn moas_layer_destroy(layer: *mut moas_layer);
 }
 extern "C" {
+    pub fn moas_layer_get_config(layer: *const moas_layer, out: *mut moas_layer_config) -> moas_status;
+}
+extern "C" {
     pub fn moas_layer_forward(
         layer: *mut moas_layer,
         x: *const f32,
@@ -474,6 +486,41 @@ extern "C" {
         values: *const f32,
         len: usize,
     ) -> moas_status;
+}
+extern "C" {
+    pub fn moas_layer_num_parameters(layer: *const moas_layer, out: *mut u64) -> moas_status;
+}
+extern "C" {
+    pub fn moas_layer_gradients_read(layer: *const moas_layer, out: *mut f32, len: usize) -> moas_status;
+}
+extern "C" {
+    pub fn moas_layer_gradients_write(layer: *mut moas_layer, values: *const f32, len: usize) -> moas_status;
+}
+extern "C" {
+    pub fn moas_layer_save(
+        layer: *const moas_layer,
+        path: *const ::std::os::raw::c_char,
+        user_metadata: *const ::std::os::raw::c_char,
+    ) -> moas_status;
+}
+extern "C" {
+    pub fn moas_layer_load(layer: *mut moas_layer, path: *const ::std::os::raw::c_char) -> moas_status;
+}
+extern "C" {
+    pub fn moas_layer_create_from_file(
+        path: *const ::std::os::raw::c_char,
+        overrides: *const moas_layer_config,
+        out: *mut *mut moas_layer,
+    ) -> moas_status;
+}
+extern "C" {
+    pub fn moas_layer_optimizer_save(layer: *const moas_layer, path: *const ::std::os::raw::c_char) -> moas_status;
+}
+extern "C" {
+    pub fn moas_layer_optimizer_load(layer: *mut moas_layer, path: *const ::std::os::raw::c_char) -> moas_status;
+}
+extern "C" {
+    pub fn moas_layer_optimizer_steps(layer: *const moas_layer, out: *mut u64) -> moas_status;
 }
 extern "C" {
     pub fn moas_layer_get_router_stats(layer: *const moas_layer, out: *mut moas_layer_router_stats) -> moas_status;

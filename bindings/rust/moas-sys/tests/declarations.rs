@@ -199,3 +199,48 @@ fn layer_config_default_fills_the_mirrored_struct() {
     assert_eq!(unsafe { moas_layer_create(&config, &mut layer) }, MOAS_OK);
     unsafe { moas_layer_destroy(layer) };
 }
+
+#[test]
+fn whole_buffer_gradients_match_the_per_tensor_calls() {
+    let mut config =
+        moas_layer_config { struct_size: std::mem::size_of::<moas_layer_config>() as u32, ..Default::default() };
+    assert_eq!(unsafe { moas_layer_config_default(&mut config) }, MOAS_OK);
+    config.n_embd = 16;
+    config.n_threads = 1;
+    let mut layer = std::ptr::null_mut();
+    assert_eq!(unsafe { moas_layer_create(&config, &mut layer) }, MOAS_OK);
+
+    let mut count = 0usize;
+    assert_eq!(unsafe { moas_layer_parameter_count(layer, &mut count) }, MOAS_OK);
+    let mut infos = Vec::new();
+    for index in 0..count {
+        let mut info = moas_parameter_info {
+            struct_size: std::mem::size_of::<moas_parameter_info>() as u32,
+            ..Default::default()
+        };
+        assert_eq!(unsafe { moas_layer_parameter_info_at(layer, index, &mut info) }, MOAS_OK);
+        infos.push(info);
+    }
+    let mut total = 0u64;
+    assert_eq!(unsafe { moas_layer_num_parameters(layer, &mut total) }, MOAS_OK);
+    assert_eq!(total, infos.iter().map(|i| i.numel).sum::<u64>());
+
+    // Distinct values per tensor, written one tensor at a time, read back as one buffer in info order.
+    let mut want = Vec::new();
+    for (k, info) in infos.iter().enumerate() {
+        let values: Vec<f32> = (0..info.numel).map(|i| k as f32 + i as f32 * 1e-3).collect();
+        assert_eq!(unsafe { moas_layer_gradient_write(layer, info.name, values.as_ptr(), values.len()) }, MOAS_OK);
+        want.extend(values);
+    }
+    let mut all = vec![0f32; total as usize];
+    assert_eq!(unsafe { moas_layer_gradients_read(layer, all.as_mut_ptr(), all.len()) }, MOAS_OK);
+    assert_eq!(all, want);
+    assert_eq!(unsafe { moas_layer_gradients_read(layer, all.as_mut_ptr(), all.len() - 1) }, MOAS_ERR_SIZE_MISMATCH);
+    assert_eq!(unsafe { moas_layer_gradients_write(layer, all.as_ptr(), all.len() + 1) }, MOAS_ERR_SIZE_MISMATCH);
+    unsafe { moas_layer_destroy(layer) };
+
+    let mut adam =
+        moas_adamw_config { struct_size: std::mem::size_of::<moas_adamw_config>() as u32, ..Default::default() };
+    assert_eq!(unsafe { moas_adamw_config_rustgpt(&mut adam) }, MOAS_OK);
+    assert_eq!((adam.beta2, adam.weight_decay, adam.grad_clip), (0.999, 0.0, 0.0));
+}

@@ -2,7 +2,8 @@
 //! (`layer_type`, `forward`, `backward(grads, lr)` that also updates the layer's weights, `parameters`) on one
 //! sequence at a time, a row-major [T, C] matrix. Embeddings, norms and the output projection are plain Rust with
 //! their own Adam; attention is a `moas::Layer` (Mixture-of-Heads: 2 shared heads + the top 4 of 6 routed heads of 8,
-//! over 4 kv heads, residual inside) whose backward is followed by the library's Adam step.
+//! over 4 kv heads, residual inside) whose `backward_step` is RustGPT's `backward(grads, lr)`: backward, the
+//! library's Adam step with RustGPT's settings (`AdamW::rustgpt()`), and zeroing the gradients.
 //!
 //!     embeddings -> [layer norm -> native attention] x 2 -> layer norm -> output projection -> softmax
 //!
@@ -37,11 +38,6 @@ const REPORT_EVERY: usize = 100;
 const LEARNING_RATE: f32 = 2e-3;
 const PROMPT: &str = "The baker ";
 const GENERATE: usize = 70;
-
-// RustGPT's Adam, shared by the Rust layers and the native attention's step.
-const BETA1: f32 = 0.9;
-const BETA2: f32 = 0.999;
-const ADAM_EPS: f32 = 1e-8;
 
 /// A row-major [rows, cols] matrix: one sequence's activations are [T, C].
 #[derive(Clone, Debug)]
@@ -135,8 +131,9 @@ impl Rng {
     }
 }
 
-/// Adam moments for one parameter tensor.
+/// Adam moments for one parameter tensor, with RustGPT's settings: the same ones the native attention's step uses.
 struct Adam {
+    settings: AdamW,
     m: Vec<f32>,
     v: Vec<f32>,
     t: i32,
@@ -144,16 +141,17 @@ struct Adam {
 
 impl Adam {
     fn new(len: usize) -> Adam {
-        Adam { m: vec![0.0; len], v: vec![0.0; len], t: 0 }
+        Adam { settings: AdamW::rustgpt(), m: vec![0.0; len], v: vec![0.0; len], t: 0 }
     }
 
     fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
+        let AdamW { beta1, beta2, eps, .. } = self.settings;
         self.t += 1;
-        let (correction1, correction2) = (1.0 - BETA1.powi(self.t), 1.0 - BETA2.powi(self.t));
+        let (correction1, correction2) = (1.0 - beta1.powi(self.t), 1.0 - beta2.powi(self.t));
         for (((p, &g), m), v) in params.iter_mut().zip(grads).zip(&mut self.m).zip(&mut self.v) {
-            *m = BETA1 * *m + (1.0 - BETA1) * g;
-            *v = BETA2 * *v + (1.0 - BETA2) * g * g;
-            *p -= lr * (*m / correction1) / ((*v / correction2).sqrt() + ADAM_EPS);
+            *m = beta1 * *m + (1.0 - beta1) * g;
+            *v = beta2 * *v + (1.0 - beta2) * g * g;
+            *p -= lr * (*m / correction1) / ((*v / correction2).sqrt() + eps);
         }
     }
 }
@@ -299,6 +297,10 @@ impl Layer for LayerNorm {
 /// libmoas's attention block with the residual inside: y = x + Attn(x).
 struct NativeAttention {
     layer: moas::Layer,
+    /// RustGPT's Adam (lr 1e-3, beta2 0.999, no weight decay, no clipping); `backward_step` takes the learning rate
+    /// from RustGPT's `backward(grads, lr)` instead of `adam.lr`. Not `AdamW::default()`, which is AdamW with weight
+    /// decay 0.1 and clipping.
+    adam: AdamW,
 }
 
 impl NativeAttention {
@@ -313,10 +315,11 @@ impl NativeAttention {
                 num_active_routed_heads: 4,
                 load_balance_weight: 0.01,
             })
-            // One sequence of 64 x 128 is too little work to split: two threads took twice as long on 2 cores.
+            // RustGPT calls the layer on one short sequence at a time: a [64, 128] call is too little work to split,
+            // and small calls run best on the calling thread (two threads took twice as long on 2 cores).
             .threads(1)
             .seed(seed);
-        Ok(NativeAttention { layer: moas::Layer::new(&config)? })
+        Ok(NativeAttention { layer: moas::Layer::new(&config)?, adam: AdamW::rustgpt() })
     }
 }
 
@@ -331,12 +334,13 @@ impl Layer for NativeAttention {
         Matrix { rows: input.rows, cols: input.cols, data }
     }
 
+    // The library accumulates gradients over backwards until zero_grad; backward_step zeroes them after its step,
+    // so each call applies its own gradient once, as RustGPT's layers do.
     fn backward(&mut self, grads: &Matrix, lr: f32) -> Matrix {
-        let data = self.layer.backward(&grads.data).unwrap_or_else(|e| panic!("attention backward: {e}"));
-        let adam = AdamW { lr, beta1: BETA1, beta2: BETA2, eps: ADAM_EPS, weight_decay: 0.0, grad_clip: 0.0 };
-        self.layer.step(&adam).unwrap_or_else(|e| panic!("attention step: {e}"));
-        // The library accumulates gradients over backwards; RustGPT applies each backward's once.
-        self.layer.zero_grad().unwrap_or_else(|e| panic!("attention zero_grad: {e}"));
+        let mut data = vec![0.0; grads.data.len()];
+        self.layer
+            .backward_step(&grads.data, &mut data, lr, &self.adam)
+            .unwrap_or_else(|e| panic!("attention backward_step: {e}"));
         Matrix { rows: grads.rows, cols: grads.cols, data }
     }
 

@@ -449,6 +449,12 @@ impl LayerConfig {
         LayerConfig::default()
     }
 
+    /// What `moas_layer_get_config` filled in. The struct is taken whole, reserved fields included, so a config read
+    /// back from a layer passes through `as_raw` to the library exactly as the library wrote it.
+    pub(crate) fn from_raw(raw: sys::moas_layer_config) -> LayerConfig {
+        LayerConfig { raw }
+    }
+
     /// The C struct, for fields without a setter and for reading values back.
     pub fn as_raw(&self) -> &sys::moas_layer_config {
         &self.raw
@@ -503,7 +509,19 @@ pub(crate) fn attention_from_raw(value: i32) -> Option<Attention> {
     }
 }
 
-/// AdamW settings; `Default` holds the library's (`moas_adamw_config_default`).
+/// AdamW settings for [`Model::step`](crate::Model::step) and [`Layer::step`](crate::Layer::step).
+///
+/// Two starting points, and they differ:
+///
+/// - [`AdamW::default()`] is the library's AdamW default (`moas_adamw_config_default`), tuned for the MoAS paper's
+///   models: lr 1e-3, beta1 0.9, **beta2 0.99**, eps 1e-8, **weight decay 0.1**, **gradient clipping at norm 1.0**.
+///   `AdamW { lr: 3e-4, ..Default::default() }` starts from this one.
+/// - [`AdamW::rustgpt()`] is RustGPT's optimiser (`moas_adamw_config_rustgpt`): plain Adam with lr 1e-3, beta1 0.9,
+///   beta2 0.999, eps 1e-8, no weight decay and no clipping (PyTorch's `torch.optim.Adam`).
+///   `AdamW { lr: 3e-4, ..AdamW::rustgpt() }` starts from this one.
+///
+/// Start from the one you mean rather than editing the other's fields: a RustGPT port that writes
+/// `..Default::default()` silently trains with weight decay and clipping.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamW {
     pub lr: f32,
@@ -517,10 +535,26 @@ pub struct AdamW {
 }
 
 impl Default for AdamW {
+    /// The library's AdamW default: beta2 0.99, weight decay 0.1, clipping at 1.0 (not RustGPT's Adam: see
+    /// [`AdamW::rustgpt`]).
     fn default() -> Self {
+        AdamW::filled_by(sys::moas_adamw_config_default)
+    }
+}
+
+impl AdamW {
+    /// RustGPT's Adam: lr 1e-3, beta1 0.9, beta2 0.999, eps 1e-8, weight decay 0, no clipping. It is *not*
+    /// [`AdamW::default()`] (beta2 0.99, weight decay 0.1, clip 1.0), and `..Default::default()` fills the fields
+    /// you leave out from that default, not from this.
+    pub fn rustgpt() -> AdamW {
+        AdamW::filled_by(sys::moas_adamw_config_rustgpt)
+    }
+
+    fn filled_by(fill: unsafe extern "C" fn(*mut sys::moas_adamw_config) -> sys::moas_status) -> AdamW {
         let mut raw =
             sys::moas_adamw_config { struct_size: size_of::<sys::moas_adamw_config>() as u32, ..Default::default() };
-        let status = unsafe { sys::moas_adamw_config_default(&mut raw) };
+        // Fails only for a null pointer or a struct_size below 4 bytes, neither possible here.
+        let status = unsafe { fill(&mut raw) };
         debug_assert_eq!(status, sys::MOAS_OK);
         AdamW {
             lr: raw.lr,
@@ -531,9 +565,7 @@ impl Default for AdamW {
             grad_clip: raw.grad_clip,
         }
     }
-}
 
-impl AdamW {
     pub(crate) fn to_raw(self) -> sys::moas_adamw_config {
         sys::moas_adamw_config {
             struct_size: size_of::<sys::moas_adamw_config>() as u32,

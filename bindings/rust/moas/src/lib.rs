@@ -22,6 +22,22 @@
 //! Errors carry the library's status and its message ([`Error`]). A [`Model`] is `Send` but not `Sync`: the C
 //! library lets one thread at a time use a model, and distinct models run concurrently.
 //!
+//! Training, for a model and a layer alike:
+//!
+//! - Gradients **accumulate** over backward calls until `zero_grad`; a step leaves them as they are. A loop that
+//!   steps after every backward zeroes them after every step.
+//! - [`AdamW::default()`] is the library's AdamW: lr 1e-3, beta1 0.9, beta2 0.99, eps 1e-8, weight decay 0.1,
+//!   gradient clipping at norm 1.0. [`AdamW::rustgpt()`] is RustGPT's plain Adam (beta2 0.999, no weight decay, no
+//!   clipping). `..Default::default()` in a struct literal fills the other fields from the AdamW default, not from
+//!   RustGPT's.
+//! - [`Layer::backward_step`] is RustGPT's `backward(grads, lr)`: backward, one step at learning rate `lr`, zero_grad.
+//! - `gradients` / `set_gradients` ([`Layer::gradients`], [`Model::gradients`]) read and replace all gradients as one
+//!   buffer, to sum or average the gradients of several sequences (computed on several threads sharing a
+//!   `Mutex<Layer>`, say) before one step.
+//! - Checkpoints: [`Model::save`] / [`Model::from_file`] and [`Layer::save`] / [`Layer::from_file`] for weights,
+//!   [`Model::optimizer_save`] / [`Model::optimizer_load`] and [`Layer::optimizer_save`] / [`Layer::optimizer_load`]
+//!   for the Adam moments and step count; after loading both, training continues bit for bit.
+//!
 //! Incremental decoding: a [`KvCache`] made for a model's architecture (it does not keep the model alive) feeds
 //! [`Model::prefill`] and [`Model::decode_step`], whose logits equal a full forward over the whole prefix. It is
 //! `Send` but not `Sync`, like [`Model`].

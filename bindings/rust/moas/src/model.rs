@@ -88,7 +88,7 @@ pub(crate) fn require_abi() -> Result<()> {
     Ok(())
 }
 
-fn path_to_c(path: &Path) -> Result<CString> {
+pub(crate) fn path_to_c(path: &Path) -> Result<CString> {
     #[cfg(unix)]
     let bytes = {
         use std::os::unix::ffi::OsStrExt;
@@ -101,6 +101,12 @@ fn path_to_c(path: &Path) -> Result<CString> {
         .as_bytes()
         .to_vec();
     CString::new(bytes).map_err(|_| Error::new(Status::Io, format!("path {} contains a NUL byte", path.display())))
+}
+
+pub(crate) fn metadata_to_c(user_metadata: Option<&str>) -> Result<Option<CString>> {
+    user_metadata
+        .map(|m| CString::new(m).map_err(|_| Error::new(Status::Io, "user metadata contains a NUL byte")))
+        .transpose()
 }
 
 pub(crate) fn dim_to_i32(what: &str, value: usize) -> Result<i32> {
@@ -299,17 +305,21 @@ impl Model {
         Ok(logits)
     }
 
-    /// Accumulates the gradient of CE + lambda * aux of the last training forward (which had targets).
+    /// Adds the gradient of CE + lambda * aux of the last training forward (which had targets) to the accumulated
+    /// gradients: they keep summing over backward calls until [`Model::zero_grad`].
     pub fn backward(&mut self) -> Result<()> {
         check(unsafe { sys::moas_backward(self.handle.as_ptr()) })
     }
 
+    /// Sets every accumulated gradient to zero; a loop that steps after every backward calls it after every step.
     pub fn zero_grad(&mut self) -> Result<()> {
         check(unsafe { sys::moas_zero_grad(self.handle.as_ptr()) })
     }
 
-    /// One AdamW step on the accumulated gradients; returns the global gradient norm before clipping.
-    /// A non-finite norm skips the step and returns [`Status::NonFinite`].
+    /// One AdamW step on the accumulated gradients; returns the global gradient norm before clipping. The
+    /// gradients stay as they are (zero them before the next backward). A non-finite gradient skips the step and
+    /// returns [`Status::NonFinite`]. Note [`AdamW::default()`] is the library's AdamW (weight decay 0.1, clip 1.0),
+    /// not RustGPT's Adam ([`AdamW::rustgpt`]).
     pub fn step(&mut self, adamw: &AdamW) -> Result<f32> {
         let raw = adamw.to_raw();
         let mut grad_norm = 0f32;
@@ -357,12 +367,33 @@ impl Model {
         })
     }
 
+    /// All accumulated gradients as one vector of [`Model::num_parameters`] floats: the tensors in
+    /// [`Model::parameters`] order, each row-major. Gradients accumulate over [`Model::backward`] calls until
+    /// [`Model::zero_grad`].
+    pub fn gradients(&self) -> Result<Vec<f32>> {
+        let len = usize::try_from(self.num_parameters()?)
+            .map_err(|_| Error::new(Status::SizeMismatch, "the parameter count does not fit in usize"))?;
+        let mut values = vec![0f32; len];
+        self.gradients_into(&mut values)?;
+        Ok(values)
+    }
+
+    /// [`Model::gradients`] into the caller's buffer, which must hold exactly [`Model::num_parameters`] floats.
+    pub fn gradients_into(&self, out: &mut [f32]) -> Result<()> {
+        check(unsafe { sys::moas_gradients_read(self.handle.as_ptr(), out.as_mut_ptr(), out.len()) })
+    }
+
+    /// Replaces every accumulated gradient with `values` (laid out as [`Model::gradients`] returns them; all
+    /// finite, else [`Status::NonFinite`] and nothing changes), e.g. the mean of several threads' or processes'
+    /// gradients before one [`Model::step`].
+    pub fn set_gradients(&mut self, values: &[f32]) -> Result<()> {
+        check(unsafe { sys::moas_gradients_write(self.handle.as_ptr(), values.as_ptr(), values.len()) })
+    }
+
     /// Writes a safetensors checkpoint (weights and config); `user_metadata` is stored verbatim, e.g. a vocabulary.
     pub fn save(&self, path: impl AsRef<Path>, user_metadata: Option<&str>) -> Result<()> {
         let path = path_to_c(path.as_ref())?;
-        let metadata = user_metadata
-            .map(|m| CString::new(m).map_err(|_| Error::new(Status::Io, "user metadata contains a NUL byte")))
-            .transpose()?;
+        let metadata = metadata_to_c(user_metadata)?;
         check(unsafe {
             sys::moas_model_save(
                 self.handle.as_ptr(),

@@ -254,3 +254,32 @@ fn models_move_between_threads() {
         assert!(worker.join().unwrap().unwrap().is_finite());
     }
 }
+
+#[test]
+fn gradients_as_one_buffer() {
+    let mut model = Model::new(&tiny()).unwrap();
+    let (tokens, targets) = batch();
+    let len = model.num_parameters().unwrap() as usize;
+    assert_eq!(model.gradients().unwrap(), vec![0.0; len]);
+    model.forward(&tokens, Some(&targets), 2, SEQ, true).unwrap();
+    model.backward().unwrap();
+    let all = model.gradients().unwrap();
+    let by_name: Vec<f32> = model.parameters().iter().flat_map(|p| model.gradient(&p.name).unwrap()).collect();
+    assert_eq!(all, by_name, "one buffer, the tensors in parameter order");
+    let mut into = vec![f32::NAN; len];
+    model.gradients_into(&mut into).unwrap();
+    assert_eq!(into, all);
+
+    // The mean of two processes' gradients, say: written back, it is what the step uses.
+    let doubled: Vec<f32> = all.iter().map(|g| 2.0 * g).collect();
+    model.set_gradients(&doubled).unwrap();
+    assert_eq!(model.gradients().unwrap(), doubled);
+    assert_eq!(model.set_gradients(&doubled[1..]).unwrap_err().status(), Status::SizeMismatch);
+    assert_eq!(model.gradients_into(&mut into[..len - 1]).unwrap_err().status(), Status::SizeMismatch);
+    let mut bad = doubled.clone();
+    bad[len / 2] = f32::INFINITY;
+    assert_eq!(model.set_gradients(&bad).unwrap_err().status(), Status::NonFinite);
+    assert_eq!(model.gradients().unwrap(), doubled, "a refused write changes nothing");
+    model.zero_grad().unwrap();
+    assert_eq!(model.gradients().unwrap(), vec![0.0; len]);
+}
