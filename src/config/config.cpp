@@ -268,21 +268,7 @@ void to_c(const ModelConfig &c, moas_model_config *out) {
   full.device_index = c.device_index;
   full.matmul_precision = c.matmul_precision;
   full.attention = (int32_t)c.attention;
-  if (c.attention == AttentionKind::Moas) {
-    full.moas_mode = (int32_t)c.moas.mode;
-    full.moas_n_branches = (int32_t)c.moas.branch_kv_heads.size();
-    for (int k = 0; k < MOAS_MAX_BRANCHES; k++)
-      full.moas_branch_kv_heads[k] = k < full.moas_n_branches ? (int32_t)c.moas.branch_kv_heads[(size_t)k] : 0;
-    full.moas_aux_weight = (float)c.moas.aux_weight;
-  }
-  if (c.attention == AttentionKind::Moh) {
-    full.head_selection.strategy = (int32_t)c.heads.strategy;
-    full.head_selection.num_shared_heads = (int32_t)c.heads.num_shared_heads;
-    full.head_selection.num_active_routed_heads = (int32_t)c.heads.num_active_routed_heads;
-    full.head_selection.num_active_heads = (int32_t)c.heads.num_active_heads;
-    full.head_selection.load_balance_weight = (float)c.heads.load_balance_weight;
-    full.head_selection.gate_variant = c.heads.reference_gates ? MOAS_MOH_GATES_REFERENCE : MOAS_MOH_GATES_PAPER;
-  }
+  routing_to_c(c, &full);
   write_known_fields(out, full);
 }
 

@@ -78,6 +78,28 @@ ModelConfig validate(const moas_model_config &cfg);
 // The inverse of validate, for moas_model_get_config.
 void to_c(const ModelConfig &config, moas_model_config *out);
 
+// The routing fields a model and a layer config share (moas_* and head_selection), for the attention kind that uses
+// them; the other kind's fields keep what *out holds (the defaults).
+template <class CConfig>
+void routing_to_c(const ModelConfig &c, CConfig *out) {
+  if (c.attention == AttentionKind::Moas) {
+    out->moas_mode = (int32_t)c.moas.mode;
+    out->moas_n_branches = (int32_t)c.moas.branch_kv_heads.size();
+    for (int k = 0; k < MOAS_MAX_BRANCHES; k++)
+      out->moas_branch_kv_heads[k] = k < out->moas_n_branches ? (int32_t)c.moas.branch_kv_heads[(size_t)k] : 0;
+    out->moas_aux_weight = (float)c.moas.aux_weight;
+  }
+  if (c.attention == AttentionKind::Moh) {
+    moas_head_selection &hs = out->head_selection;
+    hs.strategy = (int32_t)c.heads.strategy;
+    hs.num_shared_heads = (int32_t)c.heads.num_shared_heads;
+    hs.num_active_routed_heads = (int32_t)c.heads.num_active_routed_heads;
+    hs.num_active_heads = (int32_t)c.heads.num_active_heads;
+    hs.load_balance_weight = (float)c.heads.load_balance_weight;
+    hs.gate_variant = c.heads.reference_gates ? MOAS_MOH_GATES_REFERENCE : MOAS_MOH_GATES_PAPER;
+  }
+}
+
 // The architecture as JSON (checkpoint metadata), and back. from_json validates like validate().
 std::string to_json(const ModelConfig &config);
 ModelConfig from_json(const std::string &json, const std::string &origin);

@@ -141,22 +141,7 @@ void to_layer_c(const ModelConfig &c, bool residual, moas_layer_config *out) {
   full.residual = residual ? 1 : 0;
   full.bias = c.bias ? 1 : 0;
   full.dropout = c.dropout;
-  if (c.attention == AttentionKind::Moas) {
-    full.moas_mode = (int32_t)c.moas.mode;
-    full.moas_n_branches = (int32_t)c.moas.branch_kv_heads.size();
-    for (int k = 0; k < MOAS_MAX_BRANCHES; k++)
-      full.moas_branch_kv_heads[k] = k < full.moas_n_branches ? (int32_t)c.moas.branch_kv_heads[(size_t)k] : 0;
-    full.moas_aux_weight = (float)c.moas.aux_weight;
-  }
-  if (c.attention == AttentionKind::Moh) {
-    moas_head_selection &hs = full.head_selection;
-    hs.strategy = (int32_t)c.heads.strategy;
-    hs.num_shared_heads = (int32_t)c.heads.num_shared_heads;
-    hs.num_active_routed_heads = (int32_t)c.heads.num_active_routed_heads;
-    hs.num_active_heads = (int32_t)c.heads.num_active_heads;
-    hs.load_balance_weight = (float)c.heads.load_balance_weight;
-    hs.gate_variant = c.heads.reference_gates ? MOAS_MOH_GATES_REFERENCE : MOAS_MOH_GATES_PAPER;
-  }
+  routing_to_c(c, &full);
   full.n_threads = c.n_threads;
   full.seed = c.seed;
   full.device = c.device;

@@ -163,6 +163,22 @@ inline LayerPtr make_layer(const moas_layer_config &c) {
   return LayerPtr(l);
 }
 
+// All of a layer's parameters, in enumeration order, as one vector.
+inline std::vector<float> layer_weights(const moas_layer *l) {
+  size_t count = 0;
+  REQUIRE(moas_layer_parameter_count(l, &count) == MOAS_OK);
+  std::vector<float> all;
+  for (size_t i = 0; i < count; i++) {
+    moas_parameter_info info;
+    info.struct_size = sizeof info;
+    REQUIRE(moas_layer_parameter_info_at(l, i, &info) == MOAS_OK);
+    std::vector<float> v((size_t)info.numel);
+    REQUIRE(moas_layer_parameter_read(l, info.name, v.data(), v.size()) == MOAS_OK);
+    all.insert(all.end(), v.begin(), v.end());
+  }
+  return all;
+}
+
 inline std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1.0f) {
   std::vector<float> v(n);
   uint32_t s = seed * 747796405u + 1u;

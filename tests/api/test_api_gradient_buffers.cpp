@@ -31,21 +31,6 @@ std::vector<float> layer_gradients(const moas_layer *l) {
   return g;
 }
 
-std::vector<float> layer_weights(const moas_layer *l) {
-  size_t count = 0;
-  REQUIRE(moas_layer_parameter_count(l, &count) == MOAS_OK);
-  std::vector<float> all;
-  for (size_t i = 0; i < count; i++) {
-    moas_parameter_info info;
-    info.struct_size = sizeof info;
-    REQUIRE(moas_layer_parameter_info_at(l, i, &info) == MOAS_OK);
-    std::vector<float> v((size_t)info.numel);
-    REQUIRE(moas_layer_parameter_read(l, info.name, v.data(), v.size()) == MOAS_OK);
-    all.insert(all.end(), v.begin(), v.end());
-  }
-  return all;
-}
-
 // One training forward and backward of x with upstream gradient dy.
 void forward_backward(moas_layer *l, const std::vector<float> &x, const std::vector<float> &dy, int B, int Tn) {
   std::vector<float> y(x.size()), dx(x.size());

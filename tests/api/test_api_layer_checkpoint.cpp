@@ -14,21 +14,6 @@ namespace {
 
 using namespace api_test;
 
-std::vector<float> weights(const moas_layer *l) {
-  size_t count = 0;
-  REQUIRE(moas_layer_parameter_count(l, &count) == MOAS_OK);
-  std::vector<float> all;
-  for (size_t i = 0; i < count; i++) {
-    moas_parameter_info info;
-    info.struct_size = sizeof info;
-    REQUIRE(moas_layer_parameter_info_at(l, i, &info) == MOAS_OK);
-    std::vector<float> v((size_t)info.numel);
-    REQUIRE(moas_layer_parameter_read(l, info.name, v.data(), v.size()) == MOAS_OK);
-    all.insert(all.end(), v.begin(), v.end());
-  }
-  return all;
-}
-
 // RustGPT's loop: one sequence per call, forward, backward, Adam step, zero_grad.
 void train(moas_layer *l, int steps, uint32_t seed) {
   moas_layer_config c;
@@ -75,7 +60,7 @@ TEST_CASE("layer checkpoint: a saved and reloaded layer with its optimiser train
   REQUIRE(moas_layer_create_from_file(dir.file("layer.safetensors").c_str(), nullptr, &raw) == MOAS_OK);
   LayerPtr restored(raw);
   REQUIRE(moas_layer_optimizer_load(restored.get(), dir.file("layer.optim.safetensors").c_str()) == MOAS_OK);
-  REQUIRE(weights(restored.get()) == weights(original.get()));
+  REQUIRE(layer_weights(restored.get()) == layer_weights(original.get()));
   uint64_t steps = 0;
   REQUIRE(moas_layer_optimizer_steps(restored.get(), &steps) == MOAS_OK);
   REQUIRE(steps == 3);
@@ -95,14 +80,14 @@ TEST_CASE("layer checkpoint: a saved and reloaded layer with its optimiser train
 
   train(original.get(), 3, 50);
   train(restored.get(), 3, 50);
-  REQUIRE(weights(restored.get()) == weights(original.get()));
+  REQUIRE(layer_weights(restored.get()) == layer_weights(original.get()));
 
   SECTION("moas_layer_load into a layer made from the config does the same") {
     LayerPtr fresh = make_layer(cfg);
     REQUIRE(moas_layer_load(fresh.get(), dir.file("layer.safetensors").c_str()) == MOAS_OK);
     REQUIRE(moas_layer_optimizer_load(fresh.get(), dir.file("layer.optim.safetensors").c_str()) == MOAS_OK);
     train(fresh.get(), 3, 50);
-    REQUIRE(weights(fresh.get()) == weights(original.get()));
+    REQUIRE(layer_weights(fresh.get()) == layer_weights(original.get()));
   }
   SECTION("create_from_file takes the run settings from overrides") {
     moas_layer_config overrides = layer_config();
@@ -121,7 +106,7 @@ TEST_CASE("layer checkpoint: other layers', models' and broken files are refused
   TempDir dir;
   moas_layer_config cfg = layer_config();
   LayerPtr layer = make_layer(cfg);
-  const std::vector<float> before = weights(layer.get());
+  const std::vector<float> before = layer_weights(layer.get());
   const std::string path = dir.file("layer.safetensors");
   REQUIRE(moas_layer_optimizer_save(layer.get(), dir.file("optim.safetensors").c_str()) == MOAS_ERR_NO_FORWARD);
 
@@ -162,9 +147,9 @@ TEST_CASE("layer checkpoint: other layers', models' and broken files are refused
   REQUIRE(moas_layer_create_from_file(path.c_str(), nullptr, nullptr) == MOAS_ERR_NULL_ARGUMENT);
   // An optimiser file is not a weights file.
   train(layer.get(), 1, 3);
-  const std::vector<float> trained = weights(layer.get());
+  const std::vector<float> trained = layer_weights(layer.get());
   REQUIRE(moas_layer_optimizer_save(layer.get(), dir.file("optim.safetensors").c_str()) == MOAS_OK);
   REQUIRE(moas_layer_load(layer.get(), dir.file("optim.safetensors").c_str()) != MOAS_OK);
-  REQUIRE(weights(layer.get()) == trained);
+  REQUIRE(layer_weights(layer.get()) == trained);
   REQUIRE(trained != before);
 }

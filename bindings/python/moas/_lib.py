@@ -274,6 +274,10 @@ def _declare(lib):
 
 def load_library():
     """Finds, loads and checks libmoas; returns the ctypes.CDLL with every prototype declared."""
+    # OpenMP reads its wait policy when it loads: idle workers that sleep instead of spinning keep training from
+    # collapsing when other processes share the cores (as the moas CLI does). A policy the user set, or an OpenMP
+    # runtime another package loaded first, wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     tried = []
     for path, origin in _candidates():
         if os.sep in path and not os.path.exists(path):
