@@ -1,6 +1,7 @@
 #include "attention/attention.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -9,6 +10,7 @@
 #include "attention/query_chunks.hpp"
 #include "base/error.hpp"
 #include "base/gemm.hpp"
+#include "base/parallel.hpp"
 
 namespace moas {
 namespace {
@@ -68,18 +70,17 @@ void attention_forward(const AttentionDims &s, const KeyValues<T> &kv, const std
   // A chunk visits the key tiles its rows' windows span.
   const int64_t kTile = tile_for(s.seq);
   int64_t total_cost;
-  const std::vector<QueryChunk> chunks =
-      query_chunks(s, heads, kTile, [](int64_t rows, int64_t span) { return rows * span; }, &total_cost);
+  std::vector<QueryChunk> &chunks = kept_query_chunks();
+  query_chunks(s, heads, kTile, [](int64_t rows, int64_t span) { return rows * span; }, chunks, &total_cost);
   const int64_t n_chunks = (int64_t)chunks.size();
 
-#pragma omp parallel if (worth_threads(total_cost * d))
-  {
+  std::atomic<int64_t> next{0};  // a dynamic schedule: each thread takes the next task (heaviest first)
+  parallel_region(worth_threads(total_cost * d), [&](int64_t, int64_t) {
     // Neither a chunk's rows nor a tile's keys outnumber the sequence's positions.
     const int64_t span = std::min(kTile, s.seq);
     T *S = thread_scratch<T, 0>((size_t)(span * span)), *acc = thread_scratch<T, 1>((size_t)(span * d));
     T *m = thread_scratch<T, 2>((size_t)span), *l = thread_scratch<T, 3>((size_t)span);
-#pragma omp for schedule(dynamic)
-    for (int64_t task = 0; task < n_chunks; ++task) {
+    for (int64_t task; (task = next.fetch_add(1, std::memory_order_relaxed)) < n_chunks;) {
       const QueryChunk &ch = chunks[(size_t)task];
       const QueryHead<T> &qh = heads[(size_t)ch.entry];
       const int32_t *pos = qh.rows->pos.data() + ch.r0;
@@ -123,7 +124,7 @@ void attention_forward(const AttentionDims &s, const KeyValues<T> &kv, const std
         qh.lse[ch.r0 + r] = m[(size_t)r] + std::log(l[(size_t)r]);
       }
     }
-  }
+  });
 }
 
 // FlashAttention-2 style: P is recomputed from lse, and with D_i = rowsum(dO_i * O_i)
@@ -143,18 +144,17 @@ void attention_backward(const AttentionDims &s, const KeyValues<T> &kv, const st
   const T keep_scale = drop ? T(1) / (T(1) - T(dropout.p)) : T(1);
 
   const int64_t kTile = tile_for(n);
-  const KvGroupTasks plan = kv_group_tasks(s, heads);
+  const KvGroupTasks &plan = kv_group_tasks(s, heads);
   const std::vector<std::vector<int64_t>> &entries_of = plan.entries_of;
   const std::vector<int64_t> &tasks = plan.tasks;
   const int64_t n_tasks = (int64_t)tasks.size(), total_rows = plan.total_rows;
 
-#pragma omp parallel if (worth_threads(total_rows * n * d / std::max<int64_t>(s.batch, 1)))
-  {
+  std::atomic<int64_t> next{0};  // a dynamic schedule: each thread takes the next task (heaviest first)
+  parallel_region(worth_threads(total_rows * n * d / std::max<int64_t>(s.batch, 1)), [&](int64_t, int64_t) {
     const int64_t span = std::min(kTile, n);  // see attention_forward
     T *P = thread_scratch<T, 0>((size_t)(span * span)), *dS = thread_scratch<T, 1>((size_t)(span * span));
     T *Pd = drop ? thread_scratch<T, 2>((size_t)(span * span)) : nullptr;
-#pragma omp for schedule(dynamic)
-    for (int64_t task = 0; task < n_tasks; ++task) {
+    for (int64_t task; (task = next.fetch_add(1, std::memory_order_relaxed)) < n_tasks;) {
       const int64_t b = tasks[(size_t)task] / Hkv, g = tasks[(size_t)task] % Hkv;
       const std::vector<int64_t> &entries = entries_of[(size_t)g];
 
@@ -243,7 +243,7 @@ void attention_backward(const AttentionDims &s, const KeyValues<T> &kv, const st
         }
       }
     }
-  }
+  });
 }
 
 #define MOAS_INSTANTIATE(T)                                                                                     \

@@ -129,8 +129,9 @@ void cope_attention_forward(const AttentionDims &s, const KeyValues<T> &kv, cons
 
   // Per row and key: the q . k and A V products; per row and reachable position: z.
   int64_t total_cost, max_rows, max_keys;
-  const std::vector<QueryChunk> chunks = query_chunks(
-      s, heads, kTile, [P](int64_t rows, int64_t span) { return rows * (2 * span + std::min(P, span + 1)); },
+  std::vector<QueryChunk> &chunks = kept_query_chunks();
+  query_chunks(
+      s, heads, kTile, [P](int64_t rows, int64_t span) { return rows * (2 * span + std::min(P, span + 1)); }, chunks,
       &total_cost);
   const int64_t n_chunks = (int64_t)chunks.size();
   largest_chunk(s, heads, P, &max_rows, &max_keys);
@@ -198,7 +199,7 @@ void cope_attention_backward(const AttentionDims &s, const KeyValues<T> &kv, con
   const bool drop = dropout.active();
   const T keep_scale = drop ? T(1) / (T(1) - T(dropout.p)) : T(1);
 
-  const KvGroupTasks plan = kv_group_tasks(s, heads);
+  const KvGroupTasks &plan = kv_group_tasks(s, heads);
   const std::vector<std::vector<int64_t>> &entries_of = plan.entries_of;
   const std::vector<int64_t> &tasks = plan.tasks;
   const int64_t n_tasks = (int64_t)tasks.size(), total_rows = plan.total_rows;

@@ -33,13 +33,13 @@ Scheme<T>::Scheme(ParamTable<T> &params, const std::string &prefix, const Scheme
 // Dense: q_ is the fused [N, W] projection, so q, k and v are column blocks of it. Routed: q_ holds the query
 // tokens' [m, H d] and kv_ every token's [N, 2 Hkv d].
 template <typename T>
-std::vector<QueryHead<T>> Scheme<T>::query_heads() {
+const std::vector<QueryHead<T>> &Scheme<T>::query_heads() {
   const int64_t d = shape_.head_dim(), m = rows_->size();
   const int64_t q_stride = rows_->all ? shape_.qkv_width() : shape_.q_width();
-  std::vector<QueryHead<T>> heads;
+  heads_.clear();
   for (int64_t h = 0; h < shape_.heads; ++h)
-    heads.push_back({h, rows_, q_.data() + h * d, q_stride, att_.data() + h * d, shape_.width, lse_.data() + h * m});
-  return heads;
+    heads_.push_back({h, rows_, q_.data() + h * d, q_stride, att_.data() + h * d, shape_.width, lse_.data() + h * m});
+  return heads_;
 }
 
 template <typename T>
@@ -113,10 +113,10 @@ void Scheme<T>::backward(ParamTable<T> &params, const T *x, T *dz, T *dx, const 
     d_kv_.resize((size_t)(N * KV));
     dq = d_q_.data(), dk = d_kv_.data(), dq_stride = Q, dk_stride = KV;
   }
-  std::vector<QueryHeadGrad<T>> grads;
-  for (int64_t h = 0; h < H; ++h) grads.push_back({d_att_.data() + h * d, C, dq + h * d, dq_stride});
+  head_grads_.clear();
+  for (int64_t h = 0; h < H; ++h) head_grads_.push_back({d_att_.data() + h * d, C, dq + h * d, dq_stride});
   const AttentionDims dims{ctx.batch, ctx.seq, H, Hkv, d};
-  attend_backward(params, options, dims, kv, query_heads(), grads,
+  attend_backward(params, options, dims, kv, query_heads(), head_grads_,
                   KeyValueGrads<T>{dk, dk_stride, dk + Hkv * d, dk_stride},
                   ctx.attn_dropout ? ctx.site(branch_site(DropoutSiteId::AttentionProbs, branch_)) : Dropout{});
 

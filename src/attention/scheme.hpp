@@ -52,7 +52,8 @@ class Scheme {
   const SchemeShape &shape() const { return shape_; }
 
  private:
-  std::vector<QueryHead<T>> query_heads();
+  // Fills heads_ (kept, so a call allocates nothing) and returns it.
+  const std::vector<QueryHead<T>> &query_heads();
   KeyValues<T> key_values() const;
 
   SchemeShape shape_;
@@ -64,6 +65,8 @@ class Scheme {
   std::vector<T> q_, kv_, att_, lse_;
   // Backward scratch.
   std::vector<T> x_rows_, d_att_, d_q_, d_kv_, d_x_rows_;
+  std::vector<QueryHead<T>> heads_;
+  std::vector<QueryHeadGrad<T>> head_grads_;
 };
 
 extern template class Scheme<float>;

@@ -27,25 +27,30 @@ bool handled_empty(int64_t M, int64_t N, int64_t K, T beta, T *C, int64_t ldc) {
   return true;
 }
 
-// A product smaller than this (multiply-adds) runs on the calling thread. Measured with oneDNN on these machines: at
-// RustGPT's sizes (T = 8..80 rows, C = 128) a second thread saves a few microseconds at best and, for a thin inner
-// dimension (a weight gradient over 25 tokens), costs 15x; and every team a small call wakes spins afterwards
-// against whatever else runs on the cores.
+// A product smaller than this (multiply-adds) runs on the calling thread, through OpenBLAS. Measured on these machines:
+// at RustGPT's sizes (T = 8..80 rows, C = 128) a second thread saves a few microseconds at best and, for a thin inner
+// dimension (a weight gradient over 25 tokens), costs 15x; every team a small call wakes spins afterwards against
+// whatever else runs on the cores; and oneDNN's sgemm allocates its packing buffer on every call (up to 192 KB, a
+// fresh mapping, at T = 80), where OpenBLAS allocates nothing and a whole RustGPT call runs as fast.
 constexpr int64_t kSerialProductMacs = int64_t(1) << 22;
 }  // namespace
 
 void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
           const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
   if (handled_empty(M, N, K, beta, C, ldc)) return;
-  SerialScope serial(M * N * K < kSerialProductMacs);
+  const bool small = M * N * K < kSerialProductMacs;
+  SerialScope serial(small);
 #ifdef MOAS_HAVE_DNNL
-  const dnnl_status_t status = dnnl_sgemm(ta == Trans::Yes ? 'T' : 'N', tb == Trans::Yes ? 'T' : 'N', M, N, K, alpha,
-                                          A, lda, B, ldb, beta, C, ldc);
-  MOAS_REQUIRE(status == dnnl_success, MOAS_ERR_INTERNAL, "oneDNN sgemm failed with status " + std::to_string(status));
-#else
+  if (!small) {
+    const dnnl_status_t status = dnnl_sgemm(ta == Trans::Yes ? 'T' : 'N', tb == Trans::Yes ? 'T' : 'N', M, N, K,
+                                            alpha, A, lda, B, ldb, beta, C, ldc);
+    MOAS_REQUIRE(status == dnnl_success, MOAS_ERR_INTERNAL,
+                 "oneDNN sgemm failed with status " + std::to_string(status));
+    return;
+  }
+#endif
   cblas_sgemm(CblasRowMajor, cblas_trans(ta), cblas_trans(tb), (blasint)M, (blasint)N, (blasint)K, alpha, A,
               (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
-#endif
 }
 
 void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, double alpha, const double *A, int64_t lda,

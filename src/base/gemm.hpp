@@ -1,6 +1,7 @@
 // Row-major GEMM: C[M,N] = alpha * op(A) op(B) + beta * C, with op(X) = X or X^T.
 // float goes to oneDNN's sgemm where the build found it (AVX-512 JIT kernels: about twice Debian OpenBLAS's
-// Haswell-kernel rate on these machines), else to CBLAS; double (the finite-difference build) always to CBLAS.
+// Haswell-kernel rate on these machines), else to CBLAS; products under 4M multiply-adds run on the calling thread
+// through CBLAS (gemm.cpp says why); double (the finite-difference build) always to CBLAS.
 #pragma once
 
 #include <cstdint>

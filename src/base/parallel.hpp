@@ -14,6 +14,25 @@ namespace moas {
 // in barriers — badly so when another process shares the cores.
 constexpr int64_t kParallelGrain = 1 << 16;
 
+// Runs region(thread, threads) on a thread team when the work is worth one, else once on the calling thread without
+// entering OpenMP at all: a region that an if clause makes serial still allocates its team, and RustGPT-sized calls
+// must not allocate.
+template <class Region>
+void parallel_region(bool worth, Region &&region) {
+  if (worth && omp_get_max_threads() > 1) {
+#pragma omp parallel
+    region(omp_get_thread_num(), omp_get_num_threads());
+  } else {
+    region(0, 1);
+  }
+}
+
+// body(begin, end) over [0, n) in one contiguous slice per thread (OpenMP's static schedule), as parallel_region.
+template <class Body>
+void parallel_for(int64_t n, bool worth, Body &&body) {
+  parallel_region(worth, [&](int64_t thread, int64_t threads) { body(n * thread / threads, n * (thread + 1) / threads); });
+}
+
 // Sets the OpenMP (and so OpenMP-OpenBLAS) thread count of the calling thread for the lifetime of a model call.
 class ThreadScope {
  public:

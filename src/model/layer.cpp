@@ -42,8 +42,11 @@ void AttentionLayer<T>::forward(const T *x, T *y, int64_t B, int64_t Tn, bool tr
   out_.resize((size_t)n);
   block_->forward(params, x_.data(), out_.data(), context(training ? config_.dropout : 0.0f), training);
   if (residual_) {
-#pragma omp parallel for simd schedule(static) if (n >= kParallelGrain)
-    for (int64_t i = 0; i < n; i++) y[i] = x_[(size_t)i] + out_[(size_t)i];
+    const T *kept = x_.data(), *out = out_.data();
+    parallel_for(n, n >= kParallelGrain, [&](int64_t begin, int64_t end) {
+#pragma omp simd
+      for (int64_t i = begin; i < end; i++) y[i] = kept[i] + out[i];
+    });
   } else {
     std::copy(out_.begin(), out_.end(), y);
   }
