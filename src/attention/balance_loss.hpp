@@ -59,12 +59,12 @@ double moh_balance_loss(const T *r, const uint8_t *selected, int64_t N, int64_t 
 }
 
 // The gradient of aux_scale times that loss with respect to r_ni (f is held constant: a count), the same for every
-// token n, per routed head i: aux_scale E f_i / N.
+// token n, per routed head i: aux_scale E f_i / N, into row (kept by the caller).
 template <typename T>
-std::vector<T> moh_balance_gradient_row(int64_t N, int64_t E, const std::vector<double> &f, double aux_scale) {
-  std::vector<T> row((size_t)E);
+void moh_balance_gradient_row(int64_t N, int64_t E, const std::vector<double> &f, double aux_scale,
+                              std::vector<T> &row) {
+  row.resize((size_t)E);
   for (int64_t i = 0; i < E; i++) row[(size_t)i] = (T)(aux_scale * (double)E * f[(size_t)i] / (double)N);
-  return row;
 }
 
 }  // namespace moas

@@ -289,13 +289,14 @@ void cope_attention_backward(const AttentionDims &s, const KeyValues<T> &kv, con
   }
 
   const int64_t PD = P * d;
-#pragma omp parallel for schedule(static) if (s.batch * H * PD >= kParallelGrain)
-  for (int64_t i = 0; i < H * PD; ++i) {
-    if (!listed[(size_t)(i / PD)]) continue;
-    T sum = 0;
-    for (int64_t b = 0; b < s.batch; ++b) sum += de_per_sequence[(size_t)(b * H * PD + i)];
-    de[i] += sum;
-  }
+  parallel_for(H * PD, s.batch * H * PD >= kParallelGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; i++) {
+      if (!listed[(size_t)(i / PD)]) continue;
+      T sum = 0;
+      for (int64_t b = 0; b < s.batch; ++b) sum += de_per_sequence[(size_t)(b * H * PD + i)];
+      de[i] += sum;
+    }
+  });
 }
 
 #define MOAS_INSTANTIATE(T)                                                                                          \

@@ -110,11 +110,12 @@ void MoasAttention<T>::backward(ParamTable<T> &params, const T *x, T *dy, T *dx,
     const T *z = z_[(size_t)k].data();
     dz_.resize((size_t)(m * C));
     gather_rows(dz_.data(), C, dy, C, rows.row, C);
-#pragma omp parallel for schedule(static) if (m * C >= kParallelGrain)
-    for (int64_t r = 0; r < m; r++) {
-      const int64_t slot = rows.row[(size_t)r] * S + k;
-      d_mix_[(size_t)slot] = moas_mix_row_backward(dz_.data() + r * C, z + r * C, mix_[(size_t)slot], C);
-    }
+    parallel_for(m, m * C >= kParallelGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; r++) {
+        const int64_t slot = rows.row[(size_t)r] * S + k;
+        d_mix_[(size_t)slot] = moas_mix_row_backward(dz_.data() + r * C, z + r * C, mix_[(size_t)slot], C);
+      }
+    });
     branches_[(size_t)k].backward(params, x, dz_.data(), dx, ctx, options_[(size_t)k]);
   }
   if (!routed()) return;

@@ -4,8 +4,8 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cmath>
-#include <unordered_map>
 #include <utility>
 
 #include "attention/attention_math.hpp"
@@ -74,12 +74,13 @@ void MohAttention<T>::route(const ParamTable<T> &params, const T *x, const Block
   if (spec_.head_type_router()) router_softmax(a_, type_column, 2);
   if (S > 1) router_softmax(s_, shared_column, S);
   selected_.resize((size_t)(N * E));
-#pragma omp parallel for schedule(static) if (N * H >= kParallelGrain)
-  for (int64_t n = 0; n < N; n++) {
-    top_k_lower(r_.data() + n * E, E, spec_.active, selected_.data() + n * E);
-    moh_gates_token(spec_, r_.data() + n * E, selected_.data() + n * E, S > 1 ? s_.data() + n * S : nullptr,
-                    spec_.head_type_router() ? a_.data() + 2 * n : nullptr, gate_.data() + n * H);
-  }
+  parallel_for(N, N * H >= kParallelGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; n++) {
+      top_k_lower(r_.data() + n * E, E, spec_.active, selected_.data() + n * E);
+      moh_gates_token(spec_, r_.data() + n * E, selected_.data() + n * E, S > 1 ? s_.data() + n * S : nullptr,
+                      spec_.head_type_router() ? a_.data() + 2 * n : nullptr, gate_.data() + n * H);
+    }
+  });
   aux_ = moh_balance_loss(r_.data(), selected_.data(), N, E, &p_, &f_);
   build_groups(N);
   for (int64_t i = 0; i < E; i++)
@@ -89,46 +90,62 @@ void MohAttention<T>::route(const ParamTable<T> &params, const T *x, const Block
 
 // Tokens that selected the same routed heads form a group, its tokens in order, and slot_[n * E + i] is token n's row
 // among routed head i's compact rows. Whole projections use neither, so they are chosen first, from the number of
-// distinct head sets (counted in a hash map, no sort); the groups are built from that map only when used.
+// distinct head sets (counted over the sorted sets in kept buffers: a RustGPT-sized call allocates nothing); the
+// groups are built only when used.
 template <typename T>
 void MohAttention<T>::build_groups(int64_t N) {
   const int64_t E = spec_.routed;
-  std::vector<uint64_t> key((size_t)N, 0);
-  std::unordered_map<uint64_t, int64_t> group_of;  // head set -> its tokens, then its index in groups_
-  for (int64_t n = 0; n < N; n++) {
+  set_of_.assign((size_t)N, 0);
+  for (int64_t n = 0; n < N; n++)
     for (int64_t i = 0; i < E; i++)
-      if (selected_[(size_t)(n * E + i)]) key[(size_t)n] |= uint64_t(1) << i;
-    if (key[(size_t)n] != 0) group_of[key[(size_t)n]]++;
+      if (selected_[(size_t)(n * E + i)]) set_of_[(size_t)n] |= uint64_t(1) << i;
+  sorted_sets_.assign(set_of_.begin(), set_of_.end());
+  std::sort(sorted_sets_.begin(), sorted_sets_.end());
+  set_sizes_.clear();  // (tokens, head set) of each distinct non-empty set, in set order
+  for (size_t k = 0; k < sorted_sets_.size();) {
+    size_t end = k;
+    while (end < sorted_sets_.size() && sorted_sets_[end] == sorted_sets_[k]) end++;
+    if (sorted_sets_[k] != 0) set_sizes_.push_back({(int64_t)(end - k), sorted_sets_[k]});
+    k = end;
   }
   groups_.clear();
   // Few tokens per head set (short sequences): groups would be thin products of a handful of rows each.
-  const int64_t distinct_sets = (int64_t)group_of.size();
+  const int64_t distinct_sets = (int64_t)set_sizes_.size();
   whole_projections_ = distinct_sets > 0 && N < kWideGroup * distinct_sets;
   if (whole_projections_) return;
   // Largest first: the dynamically scheduled group loops then end with small groups, so no thread waits long for
   // the last one. Ties go by head set: the order depends on the routing alone, so sums over groups stay
   // deterministic.
-  std::vector<std::pair<int64_t, uint64_t>> sizes;  // (tokens, head set)
-  for (const auto &[set, tokens] : group_of) sizes.push_back({tokens, set});
-  std::sort(sizes.begin(), sizes.end(), [](const auto &a, const auto &b) {
+  std::vector<std::pair<int64_t, uint64_t>> order = set_sizes_;
+  std::sort(order.begin(), order.end(), [](const auto &a, const auto &b) {
     return a.first != b.first ? a.first > b.first : a.second < b.second;
   });
-  for (const auto &[tokens, set] : sizes) {
+  std::vector<int64_t> group_of_set((size_t)distinct_sets);  // index in set_sizes_ (set order) -> group
+  for (const auto &[tokens, set] : order) {
     Group g;
     g.tokens.reserve((size_t)tokens);
     for (int64_t i = 0; i < E; i++)
       if (set >> i & 1) g.heads.push_back(dense_heads_ + i);
-    group_of[set] = (int64_t)groups_.size();
+    group_of_set[(size_t)set_index(set)] = (int64_t)groups_.size();
     groups_.push_back(std::move(g));
   }
   slot_.assign((size_t)(N * E), -1);
   std::vector<int64_t> filled((size_t)E, 0);
   for (int64_t n = 0; n < N; n++) {
-    if (key[(size_t)n] == 0) continue;
-    groups_[(size_t)group_of[key[(size_t)n]]].tokens.push_back(n);
+    if (set_of_[(size_t)n] == 0) continue;
+    groups_[(size_t)group_of_set[(size_t)set_index(set_of_[(size_t)n])]].tokens.push_back(n);
     for (int64_t i = 0; i < E; i++)
       if (selected_[(size_t)(n * E + i)]) slot_[(size_t)(n * E + i)] = filled[(size_t)i]++;
   }
+}
+
+// The position of a non-empty head set among set_sizes_ (sorted by set).
+template <typename T>
+int64_t MohAttention<T>::set_index(uint64_t set) const {
+  const auto at = std::lower_bound(
+      set_sizes_.begin(), set_sizes_.end(), set,
+      [](const std::pair<int64_t, uint64_t> &entry, uint64_t s) { return entry.second < s; });
+  return at - set_sizes_.begin();
 }
 
 // Between a group's [m, K d] buffer (head s of the group in columns s d .. s d + d - 1) and the heads' compact rows.
@@ -154,14 +171,18 @@ void MohAttention<T>::for_each_group(Work &&work) {
   const int threads = omp_get_max_threads();
   while ((int)scratch_.size() < threads) scratch_.emplace_back(shape_.width, shape_.head_dim());
   const int64_t n_groups = (int64_t)groups_.size();
-#pragma omp parallel for schedule(dynamic) if (n_groups > 1)
-  for (int64_t g = 0; g < n_groups; g++) work((size_t)g, groups_[(size_t)g], scratch_[(size_t)omp_get_thread_num()]);
+  std::atomic<int64_t> next{0};  // a dynamic schedule: each thread takes the next group (largest first)
+  parallel_region(n_groups > 1, [&](int64_t thread, int64_t) {
+    for (int64_t g; (g = next.fetch_add(1, std::memory_order_relaxed)) < n_groups;)
+      work((size_t)g, groups_[(size_t)g], scratch_[(size_t)thread]);
+  });
 }
 
 template <typename T>
-std::vector<QueryHead<T>> MohAttention<T>::query_heads(const BlockContext<T> &ctx) {
+const std::vector<QueryHead<T>> &MohAttention<T>::query_heads(const BlockContext<T> &ctx) {
   const int64_t N = ctx.tokens(), d = shape_.head_dim(), P = dense_heads_;
-  std::vector<QueryHead<T>> heads;
+  std::vector<QueryHead<T>> &heads = heads_;
+  heads.clear();
   for (int64_t h = 0; h < P; h++)
     heads.push_back({h, ctx.all_rows, dense_.data() + h * d, dense_width(), out_dense_.data() + h * d, P * d,
                      lse_dense_.data() + h * N});
@@ -194,9 +215,9 @@ void MohAttention<T>::gather_dense_weights(const T *w, const T *bias) {
 
 // (first row in the [q; k; v] weight, first row in the gathered matrix, rows) for queries, keys, values.
 template <typename T>
-std::vector<std::array<int64_t, 3>> MohAttention<T>::dense_row_blocks() const {
+std::array<std::array<int64_t, 3>, 3> MohAttention<T>::dense_row_blocks() const {
   const int64_t d = shape_.head_dim(), Pd = dense_heads_ * d, KV = kv_computed_ * d, Q = shape_.q_width();
-  return {{0, 0, Pd}, {Q, Pd, KV}, {Q + shape_.kv_width(), Pd + KV, KV}};
+  return {{{0, 0, Pd}, {Q, Pd, KV}, {Q + shape_.kv_width(), Pd + KV, KV}}};
 }
 
 template <typename T>
@@ -256,11 +277,12 @@ void MohAttention<T>::forward(const ParamTable<T> &params, const T *x, T *y, con
   const T *gated_dense = out_dense_.data();
   if (mixture_ && QW > 0) {
     gated_dense_.assign((size_t)(N * QW), T(0));
-#pragma omp parallel for schedule(static) if (N * P * d >= kParallelGrain)
-    for (int64_t n = 0; n < N; n++)
-      for (int64_t h = 0; h < P; h++)
-        moh_gate_head(gated_dense_.data() + n * QW + h * d, gate_[(size_t)(n * H + h)],
-                      out_dense_.data() + (n * P + h) * d, d);
+    parallel_for(N, N * P * d >= kParallelGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t n = begin; n < end; n++)
+        for (int64_t h = 0; h < P; h++)
+          moh_gate_head(gated_dense_.data() + n * QW + h * d, gate_[(size_t)(n * H + h)],
+                        out_dense_.data() + (n * P + h) * d, d);
+    });
     gated_dense = gated_dense_.data();
   }
   for (int64_t i = 0; i < spec_.routed; i++) {
@@ -309,13 +331,14 @@ void MohAttention<T>::backward(ParamTable<T> &params, const T *x, T *dy, T *dx, 
   if (QW > 0) {
     gemm(Trans::Yes, Trans::No, C, QW, N, T(1), dy, C, gated_dense, QW, T(1), dw_proj, C);
     gemm(Trans::No, Trans::No, N, QW, C, T(1), dy, C, w_proj, C, T(0), d_gated_dense_.data(), QW);
-#pragma omp parallel for schedule(static) if (N * P * d >= kParallelGrain)
-    for (int64_t n = 0; n < N; n++)
-      for (int64_t h = 0; h < P; h++) {
-        d_gate_[(size_t)(n * H + h)] =
-            moh_gate_head_backward(d_out_dense_.data() + (n * P + h) * d, gate_[(size_t)(n * H + h)],
-                                   d_gated_dense_.data() + n * QW + h * d, out_dense_.data() + (n * P + h) * d, d);
-      }
+    parallel_for(N, N * P * d >= kParallelGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t n = begin; n < end; n++)
+        for (int64_t h = 0; h < P; h++) {
+          d_gate_[(size_t)(n * H + h)] =
+              moh_gate_head_backward(d_out_dense_.data() + (n * P + h) * d, gate_[(size_t)(n * H + h)],
+                                     d_gated_dense_.data() + n * QW + h * d, out_dense_.data() + (n * P + h) * d, d);
+        }
+    });
   }
   for (int64_t i = 0; i < E; i++) {
     RoutedHead &rh = routed_[(size_t)i];
@@ -364,13 +387,14 @@ void MohAttention<T>::backward(ParamTable<T> &params, const T *x, T *dy, T *dx, 
   // Attention. The kernel writes every dq row of the dense heads and every dk/dv row of the kv heads some listed
   // head reads; a computed kv head nobody read this time (possible with few tokens) needs zeros.
   const int64_t F = dense_width();
-  const std::vector<QueryHead<T>> query_rows = query_heads(ctx);
-  std::vector<bool> kv_read((size_t)kv_computed_, false);
-  for (const QueryHead<T> &qh : query_rows) kv_read[(size_t)kv_head_of(qh.head, H / shape_.kv_heads)] = true;
+  const std::vector<QueryHead<T>> &query_rows = query_heads(ctx);
+  kv_read_.assign((size_t)kv_computed_, 0);
+  for (const QueryHead<T> &qh : query_rows) kv_read_[(size_t)kv_head_of(qh.head, H / shape_.kv_heads)] = 1;
   d_dense_.resize((size_t)(N * F));
-  if (whole_projections_ || std::find(kv_read.begin(), kv_read.end(), false) != kv_read.end())
+  if (whole_projections_ || std::find(kv_read_.begin(), kv_read_.end(), 0) != kv_read_.end())
     std::fill(d_dense_.begin(), d_dense_.end(), T(0));  // whole projections: inactive queries' rows stay 0
-  std::vector<QueryHeadGrad<T>> grads;
+  std::vector<QueryHeadGrad<T>> &grads = head_grads_;
+  grads.clear();
   for (int64_t h = 0; h < P; h++) grads.push_back({d_out_dense_.data() + h * d, P * d, d_dense_.data() + h * d, F});
   for (RoutedHead &rh : routed_)
     if (rh.rows.size() > 0) grads.push_back({rh.d_out.data(), d, rh.d_q.data(), d});
@@ -435,15 +459,17 @@ void MohAttention<T>::backward(ParamTable<T> &params, const T *x, T *dy, T *dx, 
   d_r_.resize((size_t)(N * E));
   d_s_.resize((size_t)(N * S));
   d_a_.resize((size_t)(N * 2));
-  const std::vector<T> balance = moh_balance_gradient_row<T>(N, E, f_, aux_grad_scale);
-#pragma omp parallel for schedule(static) if (N * H >= kParallelGrain)
-  for (int64_t n = 0; n < N; n++) {
-    const bool type = spec_.head_type_router();
-    moh_gates_token_backward(spec_, r_.data() + n * E, selected_.data() + n * E, S > 1 ? s_.data() + n * S : nullptr,
-                             type ? a_.data() + 2 * n : nullptr, d_gate_.data() + n * H, d_r_.data() + n * E,
-                             S > 1 ? d_s_.data() + n * S : nullptr, type ? d_a_.data() + 2 * n : nullptr);
-    for (int64_t i = 0; i < E; i++) d_r_[(size_t)(n * E + i)] += balance[(size_t)i];
-  }
+  moh_balance_gradient_row(N, E, f_, aux_grad_scale, balance_row_);
+  const std::vector<T> &balance = balance_row_;
+  parallel_for(N, N * H >= kParallelGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; n++) {
+      const bool type = spec_.head_type_router();
+      moh_gates_token_backward(spec_, r_.data() + n * E, selected_.data() + n * E, S > 1 ? s_.data() + n * S : nullptr,
+                               type ? a_.data() + 2 * n : nullptr, d_gate_.data() + n * H, d_r_.data() + n * E,
+                               S > 1 ? d_s_.data() + n * S : nullptr, type ? d_a_.data() + 2 * n : nullptr);
+      for (int64_t i = 0; i < E; i++) d_r_[(size_t)(n * E + i)] += balance[(size_t)i];
+    }
+  });
   const int64_t R = router_rows_, type_column = E, shared_column = E + (spec_.head_type_router() ? 2 : 0);
   if (R == 0) return;
   d_logits_.resize((size_t)(N * R));

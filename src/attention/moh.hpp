@@ -14,6 +14,7 @@
 
 #include <array>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "attention/attention.hpp"
@@ -64,6 +65,7 @@ class MohAttention final : public AttentionBlock<T> {
 
   void route(const ParamTable<T> &params, const T *x, const BlockContext<T> &ctx);
   void build_groups(int64_t N);
+  int64_t set_index(uint64_t set) const;
   void move_group_rows(const Group &g, T *group_buffer, std::vector<T> RoutedHead::*field, bool to_heads);
   struct GroupScratch {  // one per thread
     GroupScratch(int64_t width, int64_t head_dim) : projection(width, head_dim) {}
@@ -72,13 +74,14 @@ class MohAttention final : public AttentionBlock<T> {
   };
   template <class Work>
   void for_each_group(Work &&work);
-  std::vector<QueryHead<T>> query_heads(const BlockContext<T> &ctx);
+  // Fills heads_ (kept, so a call allocates nothing) and returns it.
+  const std::vector<QueryHead<T>> &query_heads(const BlockContext<T> &ctx);
   // Columns of dense_: queries (of the always-active heads, or of every head with whole projections), then the
   // computed kv heads' keys, then their values. gated_dense_ has the queries' width.
   int64_t query_columns() const { return (whole_projections_ ? shape_.heads : dense_heads_) * shape_.head_dim(); }
   int64_t dense_width() const { return query_columns() + 2 * kv_computed_ * shape_.head_dim(); }
   void gather_dense_weights(const T *w, const T *bias);
-  std::vector<std::array<int64_t, 3>> dense_row_blocks() const;
+  std::array<std::array<int64_t, 3>, 3> dense_row_blocks() const;
   KeyValues<T> key_values(const BlockContext<T> &ctx) const;
 
   SchemeShape shape_;
@@ -106,6 +109,12 @@ class MohAttention final : public AttentionBlock<T> {
   std::vector<GroupScratch> scratch_;
   std::vector<std::vector<T>> group_dw_, group_db_;  // per group: the gradients of its heads' weights
   double aux_ = 0;
+  std::vector<uint64_t> set_of_, sorted_sets_;           // [N] each token's routed heads as a bit set, and sorted
+  std::vector<std::pair<int64_t, uint64_t>> set_sizes_;  // (tokens, set) of each distinct non-empty set, by set
+  std::vector<QueryHead<T>> heads_;
+  std::vector<QueryHeadGrad<T>> head_grads_;
+  std::vector<uint8_t> kv_read_;  // [kv_computed_] whether some listed head read kv head g (backward)
+  std::vector<T> balance_row_;    // [E] the load-balance gradient of every token's routed softmax
   std::vector<double> f_, p_;  // [E] fraction of tokens selecting head i, mean routed softmax
 
   // Backward scratch.

@@ -69,17 +69,18 @@ template <typename T>
 void column_sum_accumulate(T *sums, const T *rows, int64_t n_rows, int64_t cols) {
   constexpr int64_t kBlock = 64;
   const int64_t n_blocks = (cols + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static) if (n_rows * cols >= kParallelGrain)
-  for (int64_t blk = 0; blk < n_blocks; blk++) {
-    const int64_t c0 = blk * kBlock, c1 = std::min(cols, c0 + kBlock);
-    T acc[kBlock] = {};
-    for (int64_t n = 0; n < n_rows; n++) {
-      const T *row = rows + n * cols;
+  parallel_for(n_blocks, n_rows * cols >= kParallelGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t blk = begin; blk < end; blk++) {
+      const int64_t c0 = blk * kBlock, c1 = std::min(cols, c0 + kBlock);
+      T acc[kBlock] = {};
+      for (int64_t n = 0; n < n_rows; n++) {
+        const T *row = rows + n * cols;
 #pragma omp simd
-      for (int64_t c = c0; c < c1; c++) acc[c - c0] += row[c];
+        for (int64_t c = c0; c < c1; c++) acc[c - c0] += row[c];
+      }
+      for (int64_t c = c0; c < c1; c++) sums[c] += acc[c - c0];
     }
-    for (int64_t c = c0; c < c1; c++) sums[c] += acc[c - c0];
-  }
+  });
 }
 
 }  // namespace moas

@@ -293,7 +293,8 @@ void CudaMoh::router_backward(const float *values, float *grads, const float *x,
                                      S > 1 ? d_s_.get() : nullptr, type ? d_a_.get() : nullptr, N, nullptr),
                "moh_gates_backward");
   if (E > 0) {  // the same constant row added to every token's d r, as its float
-    const std::vector<float> balance = moh_balance_gradient_row<float>(N, E, f_, aux_grad_scale);
+    std::vector<float> balance;
+    moh_balance_gradient_row(N, E, f_, aux_grad_scale, balance);
     balance_grad_.upload(t_, balance.data(), E);
     balance_rows_.reserve(t_, N * E);
     device_check(t_, t_.fill_rows(balance_rows_.get(), E, balance_grad_.get(), N, E, nullptr), "fill_rows");

@@ -163,8 +163,10 @@ double Model<T>::forward(const int32_t *tokens, const int32_t *targets, int64_t 
     attn_[l]->forward(params, a.ln1.data(), scratch_c_.data(), block_context(l, p, cache), training);
     aux_sum += attn_[l]->aux_loss();
     T *mid = a.mid.data();
-#pragma omp parallel for simd schedule(static) if (N * C >= kParallelGrain)
-    for (int64_t i = 0; i < N * C; i++) mid[i] = x[i] + scratch_c_[(size_t)i];
+    parallel_for(N * C, N * C >= kParallelGrain, [&](int64_t begin, int64_t end) {
+#pragma omp simd
+      for (int64_t i = begin; i < end; i++) mid[i] = x[i] + scratch_c_[(size_t)i];
+    });
 
     // MLP sub-block: x_next = mid + dropout(c_proj(act(c_fc(norm2(mid)))))
     norm_forward(rms, a.ln2.data(), a.ln2_mean.data(), a.ln2_rstd.data(), mid, w(lp.ln2_w), w(lp.ln2_b), N, C);
@@ -173,8 +175,10 @@ double Model<T>::forward(const int32_t *tokens, const int32_t *targets, int64_t 
     else gelu_forward(a.fc_act.data(), a.fc_pre.data(), N * c.mlp_hidden);
     linear_forward(scratch_c_.data(), C, a.fc_act.data(), w(lp.mproj_w), w(lp.mproj_b), N, c.mlp_hidden, C);
     dropout_apply(scratch_c_.data(), N * C, site(l, DropoutSiteId::MlpOut));
-#pragma omp parallel for simd schedule(static) if (N * C >= kParallelGrain)
-    for (int64_t i = 0; i < N * C; i++) x_next[i] = mid[i] + scratch_c_[(size_t)i];
+    parallel_for(N * C, N * C >= kParallelGrain, [&](int64_t begin, int64_t end) {
+#pragma omp simd
+      for (int64_t i = begin; i < end; i++) x_next[i] = mid[i] + scratch_c_[(size_t)i];
+    });
   }
   aux_ = training && aux_layers() > 0 ? aux_sum / (double)aux_layers() : 0.0;
 

@@ -33,13 +33,14 @@ double gradient_norm(const std::vector<T> &grads) {
   thread_local std::vector<double> kept;
   kept.resize((size_t)n_chunks);
   double *partial = kept.data();
-#pragma omp parallel for schedule(static) if (n >= kParallelGrain)
-  for (int64_t c = 0; c < n_chunks; c++) {
-    double s = 0;
-    const int64_t end = std::min(n, (c + 1) * kChunk);
-    for (int64_t i = c * kChunk; i < end; i++) s += (double)grads[(size_t)i] * (double)grads[(size_t)i];
-    partial[c] = s;
-  }
+  parallel_for(n_chunks, n >= kParallelGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; c++) {
+      double s = 0;
+      const int64_t chunk_end = std::min(n, (c + 1) * kChunk);
+      for (int64_t i = c * kChunk; i < chunk_end; i++) s += (double)grads[(size_t)i] * (double)grads[(size_t)i];
+      partial[c] = s;
+    }
+  });
   double total = 0;
   for (int64_t c = 0; c < n_chunks; c++) total += partial[c];
   return std::sqrt(total);

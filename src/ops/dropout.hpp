@@ -57,8 +57,9 @@ namespace moas {
 template <typename T>
 void dropout_apply(T *x, int64_t n, const Dropout &dropout) {
   if (!dropout.active()) return;
-#pragma omp parallel for schedule(static) if (n >= kParallelGrain)
-  for (int64_t i = 0; i < n; i++) x[i] *= dropout.factor<T>((uint64_t)i);
+  parallel_for(n, n >= kParallelGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; i++) x[i] *= dropout.factor<T>((uint64_t)i);
+  });
 }
 
 
@@ -66,9 +67,10 @@ void dropout_apply(T *x, int64_t n, const Dropout &dropout) {
 template <typename T>
 void dropout_apply_rows(T *x, int64_t m, int64_t width, const int64_t *row, const Dropout &dropout) {
   if (!dropout.active()) return;
-#pragma omp parallel for schedule(static) if (m * width >= kParallelGrain)
-  for (int64_t r = 0; r < m; r++)
-    for (int64_t c = 0; c < width; c++) x[r * width + c] *= dropout.factor<T>((uint64_t)(row[r] * width + c));
+  parallel_for(m, m * width >= kParallelGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; r++)
+      for (int64_t c = 0; c < width; c++) x[r * width + c] *= dropout.factor<T>((uint64_t)(row[r] * width + c));
+  });
 }
 
 }  // namespace moas

@@ -13,9 +13,10 @@ template <typename T>
 void linear_forward(T *out, int64_t out_stride, const T *inp, const T *weight, const T *bias, int64_t N, int64_t n_in,
                     int64_t n_out) {
   if (bias) {
-#pragma omp parallel for schedule(static) if (N * n_out >= kParallelGrain)
-    for (int64_t n = 0; n < N; n++)
-      for (int64_t o = 0; o < n_out; o++) out[n * out_stride + o] = bias[o];
+    parallel_for(N, N * n_out >= kParallelGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t n = begin; n < end; n++)
+        for (int64_t o = 0; o < n_out; o++) out[n * out_stride + o] = bias[o];
+    });
   }
   gemm(Trans::No, Trans::Yes, N, n_out, n_in, (T)1, inp, n_in, weight, n_in, bias ? (T)1 : (T)0, out, out_stride);
 }

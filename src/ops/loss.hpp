@@ -16,15 +16,16 @@ double cross_entropy_forward(T *lse, const T *logits, const int32_t *targets, in
   double total = 0;
   int64_t count = 0;
   // Row losses are summed in row order after the parallel part so the mean is thread-count independent.
-#pragma omp parallel for schedule(static) if (N * V >= kParallelGrain)
-  for (int64_t n = 0; n < N; n++) {
-    const T *row = logits + n * V;
-    T mx = row[0];
-    for (int64_t v = 1; v < V; v++) mx = row[v] > mx ? row[v] : mx;
-    T sum = 0;
-    for (int64_t v = 0; v < V; v++) sum += fast_exp(row[v] - mx);
-    lse[n] = mx + std::log(sum);
-  }
+  parallel_for(N, N * V >= kParallelGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; n++) {
+      const T *row = logits + n * V;
+      T mx = row[0];
+      for (int64_t v = 1; v < V; v++) mx = row[v] > mx ? row[v] : mx;
+      T sum = 0;
+      for (int64_t v = 0; v < V; v++) sum += fast_exp(row[v] - mx);
+      lse[n] = mx + std::log(sum);
+    }
+  });
   if (targets) {
     for (int64_t n = 0; n < N; n++) {
       if (targets[n] < 0) continue;
@@ -40,17 +41,18 @@ double cross_entropy_forward(T *lse, const T *logits, const int32_t *targets, in
 template <typename T>
 void cross_entropy_backward(T *dlogits, const T *logits, const T *lse, const int32_t *targets, int64_t N, int64_t V,
                             T scale) {
-#pragma omp parallel for schedule(static) if (N * V >= kParallelGrain)
-  for (int64_t n = 0; n < N; n++) {
-    T *d = dlogits + n * V;
-    if (targets[n] < 0) {
-      for (int64_t v = 0; v < V; v++) d[v] = 0;
-      continue;
+  parallel_for(N, N * V >= kParallelGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; n++) {
+      T *d = dlogits + n * V;
+      if (targets[n] < 0) {
+        for (int64_t v = 0; v < V; v++) d[v] = 0;
+        continue;
+      }
+      const T *row = logits + n * V;
+      for (int64_t v = 0; v < V; v++) d[v] = fast_exp(row[v] - lse[n]) * scale;
+      d[targets[n]] -= scale;
     }
-    const T *row = logits + n * V;
-    for (int64_t v = 0; v < V; v++) d[v] = fast_exp(row[v] - lse[n]) * scale;
-    d[targets[n]] -= scale;
-  }
+  });
 }
 
 }  // namespace moas

@@ -42,39 +42,45 @@ MOAS_HD inline void swiglu_derivatives(T dy, T a, T b, T *da, T *db) {
 // out = GELU(inp)                                                 [n]
 template <typename T>
 void gelu_forward(T *out, const T *inp, int64_t n) {
-#pragma omp parallel for simd schedule(static) if (n >= kParallelGrain)
-  for (int64_t i = 0; i < n; i++) out[i] = gelu(inp[i]);
+  parallel_for(n, n >= kParallelGrain, [&](int64_t begin, int64_t end) {
+#pragma omp simd
+    for (int64_t i = begin; i < end; i++) out[i] = gelu(inp[i]);
+  });
 }
 
 // dinp = dout * GELU'(inp) (may alias dout).
 template <typename T>
 void gelu_backward(T *dinp, const T *dout, const T *inp, int64_t n) {
-#pragma omp parallel for simd schedule(static) if (n >= kParallelGrain)
-  for (int64_t i = 0; i < n; i++) dinp[i] = dout[i] * gelu_derivative(inp[i]);
+  parallel_for(n, n >= kParallelGrain, [&](int64_t begin, int64_t end) {
+#pragma omp simd
+    for (int64_t i = begin; i < end; i++) dinp[i] = dout[i] * gelu_derivative(inp[i]);
+  });
 }
 
 // pre [N, 2h] holds c_fc(x) in columns [0, h) and c_up(x) in [h, 2h) (one fused GEMM); out [N, h] = SiLU(a) * b.
 template <typename T>
 void swiglu_forward(T *out, const T *pre, int64_t N, int64_t h) {
-#pragma omp parallel for schedule(static) if (N * h >= kParallelGrain)
-  for (int64_t n = 0; n < N; n++) {
-    const T *a = pre + n * 2 * h, *b = a + h;
-    T *o = out + n * h;
+  parallel_for(N, N * h >= kParallelGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; n++) {
+      const T *a = pre + n * 2 * h, *b = a + h;
+      T *o = out + n * h;
 #pragma omp simd
-    for (int64_t i = 0; i < h; i++) o[i] = swiglu(a[i], b[i]);
-  }
+      for (int64_t i = 0; i < h; i++) o[i] = swiglu(a[i], b[i]);
+    }
+  });
 }
 
 // dpre [N, 2h] (overwritten) from dout [N, h].
 template <typename T>
 void swiglu_backward(T *dpre, const T *dout, const T *pre, int64_t N, int64_t h) {
-#pragma omp parallel for schedule(static) if (N * h >= kParallelGrain)
-  for (int64_t n = 0; n < N; n++) {
-    const T *a = pre + n * 2 * h, *b = a + h, *dy = dout + n * h;
-    T *da = dpre + n * 2 * h, *db = da + h;
+  parallel_for(N, N * h >= kParallelGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; n++) {
+      const T *a = pre + n * 2 * h, *b = a + h, *dy = dout + n * h;
+      T *da = dpre + n * 2 * h, *db = da + h;
 #pragma omp simd
-    for (int64_t i = 0; i < h; i++) swiglu_derivatives(dy[i], a[i], b[i], da + i, db + i);
-  }
+      for (int64_t i = 0; i < h; i++) swiglu_derivatives(dy[i], a[i], b[i], da + i, db + i);
+    }
+  });
 }
 
 }  // namespace moas

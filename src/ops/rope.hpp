@@ -44,14 +44,15 @@ template <typename T>
 void rope_rotate(T *buf, int64_t stride, int64_t col0, int64_t n_heads, int64_t m, const int32_t *pos,
                  const RopeTable<T> &table, int direction) {
   const int64_t half = table.half, d = 2 * half;
-#pragma omp parallel for schedule(static) if (m * n_heads * d >= kParallelGrain)
-  for (int64_t r = 0; r < m; r++) {
-    const T *cs = table.cos.data() + (int64_t)pos[r] * half, *sn = table.sin.data() + (int64_t)pos[r] * half;
-    for (int64_t h = 0; h < n_heads; h++) {
-      T *v = buf + r * stride + col0 + h * d;
-      for (int64_t i = 0; i < half; i++) rope_rotate_pair(v + 2 * i, cs[i], direction * sn[i]);
+  parallel_for(m, m * n_heads * d >= kParallelGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; r++) {
+      const T *cs = table.cos.data() + (int64_t)pos[r] * half, *sn = table.sin.data() + (int64_t)pos[r] * half;
+      for (int64_t h = 0; h < n_heads; h++) {
+        T *v = buf + r * stride + col0 + h * d;
+        for (int64_t i = 0; i < half; i++) rope_rotate_pair(v + 2 * i, cs[i], direction * sn[i]);
+      }
     }
-  }
+  });
 }
 
 }  // namespace moas

@@ -59,9 +59,10 @@ template <typename T>
 void gather_rows(T *out, int64_t out_stride, const T *src, int64_t src_stride, const std::vector<int64_t> &row,
                  int64_t width) {
   const int64_t m = (int64_t)row.size();
-#pragma omp parallel for schedule(static) if (m * width >= kParallelGrain)
-  for (int64_t r = 0; r < m; ++r)
-    std::memcpy(out + r * out_stride, src + row[(size_t)r] * src_stride, (size_t)width * sizeof(T));
+  parallel_for(m, m * width >= kParallelGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; r++)
+      std::memcpy(out + r * out_stride, src + row[(size_t)r] * src_stride, (size_t)width * sizeof(T));
+  });
 }
 
 // dst[row[r], :] += scale[r] * src[r, :] (scale may be null for 1). Rows are distinct, so threads never write the
@@ -70,14 +71,15 @@ template <typename T>
 void scatter_add_rows(T *dst, int64_t dst_stride, const T *src, int64_t src_stride, const std::vector<int64_t> &row,
                       int64_t width, const T *scale) {
   const int64_t m = (int64_t)row.size();
-#pragma omp parallel for schedule(static) if (m * width >= kParallelGrain)
-  for (int64_t r = 0; r < m; ++r) {
-    T *d = dst + row[(size_t)r] * dst_stride;
-    const T *s = src + r * src_stride;
-    const T a = scale ? scale[r] : T(1);
+  parallel_for(m, m * width >= kParallelGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; r++) {
+      T *d = dst + row[(size_t)r] * dst_stride;
+      const T *s = src + r * src_stride;
+      const T a = scale ? scale[r] : T(1);
 #pragma omp simd
-    for (int64_t c = 0; c < width; ++c) d[c] += a * s[c];
-  }
+      for (int64_t c = 0; c < width; ++c) d[c] += a * s[c];
+    }
+  });
 }
 
 }  // namespace moas

@@ -24,22 +24,24 @@ MOAS_HD inline void softmax_row(T *y, const T *x, int64_t width) {
 // in_stride, of out at out + n * out_stride (routers that share one product keep their logits side by side).
 template <typename T>
 void softmax_rows(T *out, int64_t out_stride, const T *in, int64_t in_stride, int64_t N, int64_t width) {
-#pragma omp parallel for schedule(static) if (N * width >= kParallelGrain)
-  for (int64_t n = 0; n < N; n++) softmax_row(out + n * out_stride, in + n * in_stride, width);
+  parallel_for(N, N * width >= kParallelGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; n++) softmax_row(out + n * out_stride, in + n * in_stride, width);
+  });
 }
 
 // dlogits[n, i] = p_i (dp_i - sum_j p_j dp_j) (overwritten; row stride dlogits_stride; may alias dp). p and dp
 // are [N, width].
 template <typename T>
 void softmax_rows_backward(T *dlogits, int64_t dlogits_stride, const T *dp, const T *p, int64_t N, int64_t width) {
-#pragma omp parallel for schedule(static) if (N * width >= kParallelGrain)
-  for (int64_t n = 0; n < N; n++) {
-    const T *pn = p + n * width, *gn = dp + n * width;
-    T inner = 0;
-    for (int64_t i = 0; i < width; i++) inner += pn[i] * gn[i];
-    T *d = dlogits + n * dlogits_stride;
-    for (int64_t i = 0; i < width; i++) d[i] = pn[i] * (gn[i] - inner);
-  }
+  parallel_for(N, N * width >= kParallelGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; n++) {
+      const T *pn = p + n * width, *gn = dp + n * width;
+      T inner = 0;
+      for (int64_t i = 0; i < width; i++) inner += pn[i] * gn[i];
+      T *d = dlogits + n * dlogits_stride;
+      for (int64_t i = 0; i < width; i++) d[i] = pn[i] * (gn[i] - inner);
+    }
+  });
 }
 
 }  // namespace moas
