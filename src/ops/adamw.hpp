@@ -63,12 +63,15 @@ AdamWFactors<T> adamw_factors(const AdamWSettings &s, uint64_t step, double grad
 }
 
 // One element: the moments from the clipped gradient, then the (decayed) parameter.
+// Every multiply-add is an explicit fma: left to the compiler, contraction differs between a vectorised loop's body
+// and its scalar remainder (seen at -O2), so an element's bits would depend on its alignment and on the caller.
 template <typename T>
 MOAS_HD inline void adamw_update(T *p, T *m, T *v, T g, const AdamWFactors<T> &f, bool decays) {
   const T gi = g * f.grad_scale;
-  *m = f.b1 * *m + ((T)1 - f.b1) * gi;
-  *v = f.b2 * *v + ((T)1 - f.b2) * gi * gi;
-  *p = *p * (decays ? f.decay : (T)1) - f.step_size * *m / (std::sqrt(*v) / f.bc2_sqrt + f.eps);
+  *m = std::fma(f.b1, *m, ((T)1 - f.b1) * gi);
+  *v = std::fma(f.b2, *v, (((T)1 - f.b2) * gi) * gi);
+  const T update = f.step_size * *m / (std::sqrt(*v) / f.bc2_sqrt + f.eps);
+  *p = std::fma(*p, decays ? f.decay : (T)1, -update);
 }
 
 // Elements [begin, end) of one tensor (decays: its decay factor applies). The one loop every CPU step runs, the CUDA
