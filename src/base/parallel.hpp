@@ -30,7 +30,8 @@ void parallel_region(bool worth, Region &&region) {
 // body(begin, end) over [0, n) in one contiguous slice per thread (OpenMP's static schedule), as parallel_region.
 template <class Body>
 void parallel_for(int64_t n, bool worth, Body &&body) {
-  parallel_region(worth, [&](int64_t thread, int64_t threads) { body(n * thread / threads, n * (thread + 1) / threads); });
+  parallel_region(worth,
+                  [&](int64_t thread, int64_t threads) { body(n * thread / threads, n * (thread + 1) / threads); });
 }
 
 // Sets the OpenMP (and so OpenMP-OpenBLAS) thread count of the calling thread for the lifetime of a model call.

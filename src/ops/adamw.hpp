@@ -97,8 +97,7 @@ void adamw_step(ParamTable<T> &params, AdamWState<T> &state, const AdamWSettings
   T *p = params.values.data(), *m = state.exp_avg.data(), *v = state.exp_avg_sq.data();
   const T *g = params.grads.data();
   const std::vector<ParamInfo> &infos = params.infos();
-  parallel_region(n >= kParallelGrain, [&](int64_t t, int64_t threads) {
-    const int64_t begin = n * t / threads, end = n * (t + 1) / threads;
+  parallel_for(n, n >= kParallelGrain, [&](int64_t begin, int64_t end) {
     for (const ParamInfo &info : infos)
       adamw_update_span(p, m, v, g, std::max(begin, info.offset), std::min(end, info.offset + info.numel), f,
                         info.decay);
