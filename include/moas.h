@@ -94,7 +94,9 @@ typedef enum moas_status {
   MOAS_ERR_CONTEXT_FULL = 25,
   /* Two buffers of one call overlap in a way it does not allow (e.g. a layer's x and y partly overlapping), or a
    * handle was made for another device (a KV cache of a CPU model given with a CUDA model). */
-  MOAS_ERR_INVALID_ARGUMENT = 26
+  MOAS_ERR_INVALID_ARGUMENT = 26,
+  /* A checkpoint tensor holds a value its role cannot have (a negative AdamW second moment). */
+  MOAS_ERR_CHECKPOINT_VALUE = 27
 } moas_status;
 
 /* A static, human-readable name for a status ("MOAS_ERR_SIZE_MISMATCH: ..."). Thread-safe. Never NULL. */

@@ -92,6 +92,26 @@ void check_tokens(const moas::ModelConfig &c, const int32_t *tokens, const int32
                    std::to_string(c.vocab_size) + "): use -1 for positions without a target");
 }
 
+// After a forward whose outputs are not finite: nothing of it may be used (backward, logits) and its dropout draw
+// did not happen, so the model is as it was before the call.
+void forget_forward(moas_model &model, uint64_t training_forwards) {
+  model.model.invalidate_activations();
+  if (model.device) model.on_device()->invalidate_activations();
+  model.model.training_forwards = training_forwards;
+}
+
+// A finite loss can hide non-finite logits (positions without a target), and a forward without targets has no loss.
+void require_finite_logits(moas_model &model, uint64_t training_forwards) {
+  const moas::Model<float> &m = model.model;
+  const bool finite = model.device ? model.on_device()->logits_finite()
+                                   : all_finite(m.logits().data(), (size_t)(m.last_batch() * m.last_seq() *
+                                                                            m.config().vocab_size));
+  if (finite) return;
+  forget_forward(model, training_forwards);
+  moas::fail(MOAS_ERR_NON_FINITE, "the logits hold NaN/Inf: the weights are too large or diverged (e.g. values written "
+                                  "or loaded that overflow); reload a checkpoint or lower the learning rate");
+}
+
 void fill_router_stats(const moas_model &model, int64_t layer, moas_layer_router_stats *out) {
   const moas::Model<float> &m = model.model;
   require_struct(out->struct_size, kRouterStatsV1Size, "moas_layer_router_stats");
@@ -143,6 +163,7 @@ const char *moas_status_string(moas_status status) {
     MOAS_NAME(MOAS_ERR_INTERNAL)
     MOAS_NAME(MOAS_ERR_CONTEXT_FULL)
     MOAS_NAME(MOAS_ERR_INVALID_ARGUMENT)
+    MOAS_NAME(MOAS_ERR_CHECKPOINT_VALUE)
 #undef MOAS_NAME
   }
   return "MOAS_ERR_UNKNOWN_STATUS";
@@ -215,17 +236,16 @@ moas_status moas_forward(moas_model *model, const int32_t *tokens, const int32_t
     MOAS_REQUIRE(training == 0 || training == 1, MOAS_ERR_INVALID_CONFIG,
                  "training is " + std::to_string(training) + ": use 0 (eval) or 1 (training)");
     moas::ThreadScope threads(m.config().n_threads);
+    const uint64_t forwards = m.training_forwards;
     const double loss = model->device ? model->on_device()->forward(tokens, targets, batch, seq_len, training == 1)
                                       : m.forward(tokens, targets, batch, seq_len, training == 1);
     if (loss_out) *loss_out = (float)loss;
     if (aux_out) *aux_out = (float)(model->device ? model->on_device()->aux_loss() : m.aux_loss());
-    if (!std::isfinite(loss)) {
-      m.invalidate_activations();
-      if (model->device) model->on_device()->invalidate_activations();
-    }
+    if (!std::isfinite(loss)) forget_forward(*model, forwards);
     MOAS_REQUIRE(std::isfinite(loss), MOAS_ERR_NON_FINITE,
                  "the loss is not finite (" + std::to_string(loss) + "): the weights hold NaN/Inf or diverged; "
                  "reload a checkpoint or lower the learning rate");
+    require_finite_logits(*model, forwards);
   });
 }
 
@@ -249,8 +269,8 @@ moas_status moas_backward(moas_model *model) {
     require_arg(model, "model");
     moas::Model<float> &m = model->model;
     MOAS_REQUIRE(model->device ? model->on_device()->can_backward() : m.can_backward(), MOAS_ERR_NO_FORWARD,
-                 "moas_backward needs a preceding moas_forward with training = 1 and targets (and no parameter "
-                 "write or load since)");
+                 "moas_backward needs a preceding moas_forward with training = 1 and targets (and no backward, "
+                 "parameter write, load or optimizer step since): one backward per forward");
     moas::ThreadScope threads(m.config().n_threads);
     if (model->device) model->on_device()->backward();
     else m.backward();
@@ -289,7 +309,7 @@ moas_status moas_optimizer_step(moas_model *model, const moas_adamw_config *cfg,
     if (moas::CudaModel *device = model->on_device())
       checked_adamw_step(
           cfg, grad_norm_out, [&] { return device->gradient_norm(); },
-          [&](const moas::AdamWSettings &settings, double norm) { device->adamw_step(settings, norm); });
+          [&](const moas::AdamWSettings &settings, double norm) { return device->adamw_step(settings, norm); });
     else
       checked_adamw_step(m.params, m.optimizer, cfg, grad_norm_out);
     m.invalidate_activations();
@@ -532,11 +552,19 @@ moas_status moas_prefill(moas_model *model, moas_kv_cache *cache, const int32_t 
                    "last_logits_len is " + std::to_string(last_logits_len) + " but batch * vocab_size = " +
                    std::to_string((size_t)batch * V));
     moas::ThreadScope threads(c.n_threads);
+    const uint64_t forwards = m.training_forwards;
+    if (model->device) model->on_device()->forward(tokens, nullptr, batch, seq_len, false, cache->device.get());
+    else m.forward(tokens, nullptr, batch, seq_len, false, &cache->host);
+    try {
+      require_finite_logits(*model, forwards);
+    } catch (const moas::Error &) {
+      // The positions just cached hold NaN/Inf: drop them (those before were kept in place).
+      cache->visit([&](auto &kv) { kv.length = length; });
+      throw;
+    }
     if (model->device) {
-      model->on_device()->forward(tokens, nullptr, batch, seq_len, false, cache->device.get());
       if (last_logits) model->on_device()->last_logits(last_logits);
     } else {
-      m.forward(tokens, nullptr, batch, seq_len, false, &cache->host);
       if (last_logits)
         for (int32_t b = 0; b < batch; b++)
           std::memcpy(last_logits + b * V, m.logits().data() + ((size_t)b * seq_len + seq_len - 1) * V,
@@ -569,7 +597,10 @@ moas_status moas_router_stats_all(const moas_model *model, moas_layer_router_sta
     MOAS_REQUIRE(n_layers == (size_t)n_layer, MOAS_ERR_SIZE_MISMATCH,
                  "n_layers is " + std::to_string(n_layers) + " but the model has " + std::to_string(n_layer) +
                  " layers: pass an array of n_layer structs");
-    for (int64_t l = 0; l < n_layer; l++) fill_router_stats(*model, l, &out[l]);
+    // Filled into a copy first: a layer that fails (no router) leaves the caller's array as it was.
+    std::vector<moas_layer_router_stats> stats(out, out + n_layer);
+    for (int64_t l = 0; l < n_layer; l++) fill_router_stats(*model, l, &stats[(size_t)l]);
+    std::copy(stats.begin(), stats.end(), out);
   });
 }
 

@@ -116,8 +116,11 @@ moas_status moas_layer_forward(moas_layer *layer, const float *x, float *y, size
     require_same_or_disjoint(x, y, len, "x and y");
     require_finite(x, len, "x");
     moas::ThreadScope threads(l.config().n_threads);
-    if (layer->device) layer->on_device()->forward(x, y, batch, seq_len, training == 1);
-    else l.forward(x, y, batch, seq_len, training == 1);
+    const bool finite = layer->device ? layer->on_device()->forward(x, y, batch, seq_len, training == 1)
+                                      : l.forward(x, y, batch, seq_len, training == 1);
+    MOAS_REQUIRE(finite, MOAS_ERR_NON_FINITE,
+                 "the layer's output holds NaN/Inf (y was left as it was): its weights are too large or diverged, or "
+                 "x is too large; reload a checkpoint or lower the learning rate");
     const double aux = layer->device ? layer->on_device()->aux_loss() : l.aux_loss();
     if (aux_out) *aux_out = training == 1 ? (float)aux : 0.0f;
   });
@@ -161,8 +164,9 @@ moas_status moas_layer_optimizer_step(moas_layer *layer, const moas_adamw_config
       checked_adamw_step(
           cfg, grad_norm_out, [&] { return device->parameters().gradient_norm(); },
           [&](const moas::AdamWSettings &settings, double norm) {
-            device->parameters().adamw_step(settings, l.optimizer.step + 1, norm);
+            if (!device->parameters().adamw_step(settings, l.optimizer.step + 1, norm)) return false;
             l.optimizer.step++;
+            return true;
           });
       device->invalidate_activations();
     } else {

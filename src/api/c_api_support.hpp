@@ -135,24 +135,28 @@ inline moas_adamw_config adam_rustgpt() { return {kAdamWSize, 1e-3f, 0.9f, 0.999
 inline moas_adamw_config adamw_default() { return {kAdamWSize, 1e-3f, 0.9f, 0.99f, 1e-8f, 0.1f, 1.0f}; }
 
 inline AdamWSettings check_adamw(const moas_adamw_config &cfg) {
-  MOAS_REQUIRE(std::isfinite(cfg.lr) && cfg.lr >= 0, MOAS_ERR_INVALID_CONFIG,
-               "lr is " + std::to_string(cfg.lr) + ": it must be finite and >= 0");
+  // AdamW moves each weight by about lr a step: past 1 a single step rewrites any trained weight wholesale.
+  MOAS_REQUIRE(cfg.lr >= 0 && cfg.lr <= 1, MOAS_ERR_INVALID_CONFIG,
+               "lr is " + std::to_string(cfg.lr) + ": it must be in [0, 1]");
   MOAS_REQUIRE(cfg.beta1 >= 0 && cfg.beta1 < 1, MOAS_ERR_INVALID_CONFIG,
                "beta1 is " + std::to_string(cfg.beta1) + ": it must be in [0, 1)");
   MOAS_REQUIRE(cfg.beta2 >= 0 && cfg.beta2 < 1, MOAS_ERR_INVALID_CONFIG,
                "beta2 is " + std::to_string(cfg.beta2) + ": it must be in [0, 1)");
   MOAS_REQUIRE(std::isfinite(cfg.eps) && cfg.eps > 0, MOAS_ERR_INVALID_CONFIG,
                "eps is " + std::to_string(cfg.eps) + ": it must be > 0");
-  MOAS_REQUIRE(std::isfinite(cfg.weight_decay) && cfg.weight_decay >= 0, MOAS_ERR_INVALID_CONFIG,
-               "weight_decay is " + std::to_string(cfg.weight_decay) + ": it must be >= 0");
+  // Decay multiplies each weight by 1 - lr * weight_decay: beyond 1 it would flip signs.
+  MOAS_REQUIRE(cfg.weight_decay >= 0 && cfg.lr * cfg.weight_decay <= 1, MOAS_ERR_INVALID_CONFIG,
+               "weight_decay is " + std::to_string(cfg.weight_decay) + " with lr " + std::to_string(cfg.lr) +
+               ": it must be >= 0 with lr * weight_decay <= 1");
   MOAS_REQUIRE(std::isfinite(cfg.grad_clip) && cfg.grad_clip >= 0, MOAS_ERR_INVALID_CONFIG,
                "grad_clip is " + std::to_string(cfg.grad_clip) + ": use 0 (off) or a positive norm");
   return {cfg.lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay, cfg.grad_clip};
 }
 
 // One AdamW step after the checks every optimiser call makes: norm() gives the gradients' L2 norm, step(settings,
-// norm) applies the step. A non-finite norm skips the step and leaves the weights and moments unchanged
-// (MOAS_ERR_NON_FINITE); grad_norm_out (nullable) gets the norm either way.
+// norm) applies the step unless its result would not be finite (it returns false then, having changed nothing). A
+// non-finite norm or result skips the step and leaves the weights and moments unchanged (MOAS_ERR_NON_FINITE);
+// grad_norm_out (nullable) gets the norm either way.
 template <class Norm, class Step>
 void checked_adamw_step(const moas_adamw_config *cfg, float *grad_norm_out, Norm &&norm_of, Step &&step) {
   require_arg(cfg, "cfg");
@@ -163,21 +167,25 @@ void checked_adamw_step(const moas_adamw_config *cfg, float *grad_norm_out, Norm
   MOAS_REQUIRE(std::isfinite(norm), MOAS_ERR_NON_FINITE,
                "the gradient norm is not finite: the step was skipped and the weights are unchanged; "
                "zero the gradients and lower the learning rate or check the inputs");
-  step(settings, norm);
+  MOAS_REQUIRE(step(settings, norm), MOAS_ERR_NON_FINITE,
+               "this step would leave a weight or an AdamW moment non-finite (a gradient holds NaN/Inf or one so "
+               "large that its square overflows, or the moments loaded do not belong together): the step was "
+               "skipped and nothing changed; zero the gradients, clip them (grad_clip) or lower the learning rate");
 }
 
 // The same on the CPU, over a parameter table and its optimiser state. The norm is computed only when clipping or
-// the caller needs it; otherwise the exponent scan alone decides whether the step may run (its "norm" is then 0,
+// the caller needs it: the step's own finiteness check also catches non-finite gradients (its "norm" is then 0,
 // which clipping off never reads).
 inline void checked_adamw_step(ParamTable<float> &params, AdamWState<float> &state, const moas_adamw_config *cfg,
                                float *grad_norm_out) {
   checked_adamw_step(
       cfg, grad_norm_out,
-      [&] {
-        if (cfg->grad_clip > 0 || grad_norm_out) return gradient_norm(params.grads);
-        return all_finite(params.grads.data(), params.grads.size()) ? 0.0 : std::nan("");
-      },
-      [&](const AdamWSettings &settings, double norm) { adamw_step(params, state, settings, norm); });
+      [&] { return cfg->grad_clip > 0 || grad_norm_out ? gradient_norm(params.grads) : 0.0; },
+      [&](const AdamWSettings &settings, double norm) {
+        if (!adamw_step_stays_finite(params, state, settings, norm)) return false;
+        adamw_step(params, state, settings, norm);
+        return true;
+      });
 }
 
 }  // namespace moas::capi

@@ -18,9 +18,19 @@ constexpr const char *kTiedHead = "lm_head.weight";
 constexpr const char *kEmbedding = "transformer.wte.weight";
 
 std::string shape_text(const std::vector<int64_t> &shape) {
+  constexpr size_t kShown = 8;  // a hostile file's shape may list thousands of dimensions
   std::string s = "[";
-  for (size_t i = 0; i < shape.size(); i++) s += (i ? ", " : "") + std::to_string(shape[i]);
+  for (size_t i = 0; i < shape.size() && i < kShown; i++) s += (i ? ", " : "") + std::to_string(shape[i]);
+  if (shape.size() > kShown) s += ", ... (" + std::to_string(shape.size()) + " dimensions)";
   return s + "]";
+}
+
+std::string quoted_name(const std::string &name) { return "\"" + safetensors::printable(name) + "\""; }
+
+size_t index_of(const std::vector<ParamInfo> &infos, const std::string &name) {
+  for (size_t i = 0; i < infos.size(); i++)
+    if (infos[i].name == name) return i;
+  return infos.size();
 }
 
 ModelConfig config_of(const safetensors::File &file, const std::string &path) {
@@ -62,16 +72,47 @@ bool residual_of(const safetensors::File &file, const std::string &path) {
   return layer["residual"].get<bool>();
 }
 
-// Converts a tensor to float after checking its shape and that every value is finite.
-std::vector<float> checked_values(const safetensors::Tensor &t, const std::vector<int64_t> &shape,
-                                  const std::string &path) {
-  MOAS_REQUIRE(t.shape == shape, MOAS_ERR_CHECKPOINT_SHAPE,
-               path + ": tensor \"" + t.name + "\" has shape " + shape_text(t.shape) + " but the model needs " +
-               shape_text(shape));
-  std::vector<float> values = safetensors::to_f32(t);
-  for (size_t i = 0; i < values.size(); i++)
+// The file holds exactly the tensors `infos` names, each in the shape given and a dtype libmoas reads; `tied` (a
+// model's LM head) may stand in for wte and may appear beside it. Checked from the header alone, so a file that
+// promises a huge model without holding it is refused before anything is allocated for that model.
+void check_tensors(const safetensors::File &file, const std::vector<ParamInfo> &infos, bool tied,
+                   const std::string &path) {
+  std::set<std::string> expected;
+  const ParamInfo *embedding = nullptr;
+  for (const ParamInfo &info : infos) {
+    expected.insert(info.name);
+    if (info.name == kEmbedding) embedding = &info;
+    const safetensors::Tensor *t = file.find(info.name);
+    if (!t && tied && info.name == kEmbedding) t = file.find(kTiedHead);
+    MOAS_REQUIRE(t != nullptr, MOAS_ERR_CHECKPOINT_MISSING_TENSOR,
+                 path + ": tensor \"" + info.name + "\" is missing (shape " + shape_text(info.shape) + ")");
+  }
+  for (const safetensors::Tensor &t : file.tensors) {
+    const bool head = tied && embedding && t.name == kTiedHead;
+    MOAS_REQUIRE(head || expected.count(t.name), MOAS_ERR_CHECKPOINT_UNEXPECTED_TENSOR,
+                 path + ": tensor " + quoted_name(t.name) + " does not belong to this model (a checkpoint of "
+                 "another architecture?)");
+    const std::vector<int64_t> &shape = head ? embedding->shape : infos[index_of(infos, t.name)].shape;
+    MOAS_REQUIRE(t.shape == shape, MOAS_ERR_CHECKPOINT_SHAPE,
+                 path + ": tensor " + quoted_name(t.name) + " has shape " + shape_text(t.shape) +
+                 " but the model needs " + shape_text(shape));
+    MOAS_REQUIRE(t.dtype == "F32" || t.dtype == "F16" || t.dtype == "BF16", MOAS_ERR_CHECKPOINT_DTYPE,
+                 path + ": tensor " + quoted_name(t.name) + " has dtype " + quoted_name(t.dtype) +
+                 "; only F32, F16 and BF16 can be loaded");
+  }
+}
+
+// A tensor's values as float, each checked finite (and, for a second moment, non-negative).
+std::vector<float> checked_values(const safetensors::File &file, const safetensors::Tensor &t, const std::string &path,
+                                  bool non_negative = false) {
+  std::vector<float> values = safetensors::to_f32(file, t);
+  for (size_t i = 0; i < values.size(); i++) {
     MOAS_REQUIRE(std::isfinite(values[i]), MOAS_ERR_NON_FINITE,
                  path + ": tensor \"" + t.name + "\" holds a non-finite value at element " + std::to_string(i));
+    MOAS_REQUIRE(!non_negative || values[i] >= 0, MOAS_ERR_CHECKPOINT_VALUE,
+                 path + ": tensor \"" + t.name + "\" holds " + std::to_string(values[i]) + " at element " +
+                 std::to_string(i) + ", but a second moment (a running mean of squares) is never negative");
+  }
   return values;
 }
 
@@ -84,26 +125,15 @@ std::vector<safetensors::TensorToWrite> parameter_tensors(const ParamTable<float
 // Every tensor of `params` from the file, checked before any is copied; `tied` (a model's LM head) may stand in for
 // wte and is checked but not loaded.
 void load_parameters(const safetensors::File &file, ParamTable<float> &params, bool tied, const std::string &path) {
-  std::set<std::string> seen;
+  check_tensors(file, params.infos(), tied, path);
   std::vector<std::pair<const ParamInfo *, std::vector<float>>> staged;
   for (const ParamInfo &info : params.infos()) {
     const safetensors::Tensor *t = file.find(info.name);
-    // The LM head is tied to wte: a state_dict may carry either name (PyTorch writes both).
-    if (!t && tied && info.name == kEmbedding) t = file.find(kTiedHead);
-    MOAS_REQUIRE(t != nullptr, MOAS_ERR_CHECKPOINT_MISSING_TENSOR,
-                 path + ": tensor \"" + info.name + "\" is missing (shape " + shape_text(info.shape) + ")");
-    staged.emplace_back(&info, checked_values(*t, info.shape, path));
-    seen.insert(t->name);
+    if (!t) t = file.find(kTiedHead);  // check_tensors allows this for wte alone
+    staged.emplace_back(&info, checked_values(file, *t, path));
   }
-  for (const safetensors::Tensor &t : file.tensors) {
-    if (seen.count(t.name)) continue;
-    if (tied && t.name == kTiedHead) {
-      (void)checked_values(t, params.find(kEmbedding).shape, path);
-      continue;
-    }
-    fail(MOAS_ERR_CHECKPOINT_UNEXPECTED_TENSOR,
-         path + ": tensor \"" + t.name + "\" does not belong to this model (a checkpoint of another architecture?)");
-  }
+  if (const safetensors::Tensor *head = file.find(kTiedHead); tied && head && file.find(kEmbedding))
+    (void)checked_values(file, *head, path);
   for (auto &[info, values] : staged) std::copy(values.begin(), values.end(), params.value(info->offset));
 }
 
@@ -134,21 +164,19 @@ void load_optimizer_state(const safetensors::File &file, const ParamTable<float>
     return std::stoull(it->second);
   };
   const uint64_t step = counter("step"), forwards = counter("training_forwards");
+  std::vector<ParamInfo> moments;
+  for (const ParamInfo &info : params.infos())
+    for (const char *suffix : {".exp_avg", ".exp_avg_sq"})
+      moments.push_back({info.name + suffix, info.shape, 0, 0, false});
+  check_tensors(file, moments, false, path);
   std::vector<float> exp_avg(params.values.size()), exp_avg_sq(params.values.size());
-  std::set<std::string> expected;
   for (const ParamInfo &info : params.infos()) {
     for (auto [suffix, target] : {std::pair{".exp_avg", &exp_avg}, std::pair{".exp_avg_sq", &exp_avg_sq}}) {
-      const std::string name = info.name + suffix;
-      expected.insert(name);
-      const safetensors::Tensor *t = file.find(name);
-      MOAS_REQUIRE(t != nullptr, MOAS_ERR_CHECKPOINT_MISSING_TENSOR, path + ": tensor \"" + name + "\" is missing");
-      const std::vector<float> values = checked_values(*t, info.shape, path);
+      const std::vector<float> values = checked_values(file, *file.find(info.name + suffix), path,
+                                                       target == &exp_avg_sq);
       std::copy(values.begin(), values.end(), target->begin() + info.offset);
     }
   }
-  for (const safetensors::Tensor &t : file.tensors)
-    MOAS_REQUIRE(expected.count(t.name) != 0, MOAS_ERR_CHECKPOINT_UNEXPECTED_TENSOR,
-                 path + ": tensor \"" + t.name + "\" does not belong to this model's optimizer state");
   optimizer.exp_avg = std::move(exp_avg);
   optimizer.exp_avg_sq = std::move(exp_avg_sq);
   optimizer.step = step;
@@ -187,7 +215,9 @@ void load_model(Model<float> &model, const std::string &path) {
 ModelConfig read_checkpoint_config(const std::string &path) {
   const safetensors::File file = safetensors::read_file(path);
   check_kind(file, false, path);
-  return config_of(file, path);
+  const ModelConfig config = config_of(file, path);
+  check_tensors(file, Model<float>::parameter_infos(config), true, path);
+  return config;
 }
 
 std::string read_user_metadata(const std::string &path) {
@@ -226,7 +256,9 @@ void load_layer(AttentionLayer<float> &layer, const std::string &path) {
 LayerCheckpointConfig read_layer_checkpoint_config(const std::string &path) {
   const safetensors::File file = safetensors::read_file(path);
   check_kind(file, true, path);
-  return {config_of(file, path), residual_of(file, path)};
+  const ModelConfig config = config_of(file, path);
+  check_tensors(file, AttentionLayer<float>::parameter_infos(config), false, path);
+  return {config, residual_of(file, path)};
 }
 
 void save_layer_optimizer(const AttentionLayer<float> &layer, const std::string &path) {

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -12,18 +13,42 @@
 #include <system_error>
 
 #if defined(__unix__) || defined(__APPLE__)
+#include <sys/stat.h>
 #include <unistd.h>
 #endif
 
 #include "base/error.hpp"
 
 namespace moas::safetensors {
+
+// Text from a file as a message may show it: bytes outside printable ASCII as \xNN, at most 120 of them, so a message
+// never carries raw bytes or a megabyte-long name.
+std::string printable(const std::string &text) {
+  constexpr size_t kShown = 120;
+  std::string out;
+  for (size_t i = 0; i < text.size() && i < kShown; ++i) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x20 && c < 0x7f) {
+      out += char(c);
+    } else {
+      static const char kHex[] = "0123456789abcdef";
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  if (text.size() > kShown) out += "... (" + std::to_string(text.size()) + " bytes)";
+  return out;
+}
+
 namespace {
 
 using json = nlohmann::json;
 
 // The reference implementation's limit: larger headers are rejected before any allocation they would need.
 constexpr uint64_t kMaxHeaderBytes = 100000000;
+// serde_json's nesting limit, which the reference parses headers with.
+constexpr int kMaxHeaderDepth = 127;
 constexpr const char *kMetadataKey = "__metadata__";
 
 // Bytes per element, 0 for a dtype safetensors does not define.
@@ -39,7 +64,17 @@ size_t dtype_size(const std::string &dtype) {
 
 std::string errno_text(int err) { return std::error_code(err, std::generic_category()).message(); }
 
-std::string in_quotes(const std::string &name) { return "'" + name + "'"; }
+std::string in_quotes(const std::string &name) { return "'" + printable(name) + "'"; }
+
+// nlohmann's message without its "[json.exception.parse_error.101] " id, with the bytes it quotes made printable.
+std::string json_error_text(const std::exception &e) {
+  std::string text = e.what();
+  if (!text.empty() && text[0] == '[') {
+    const size_t end = text.find("] ");
+    if (end != std::string::npos) text.erase(0, end + 2);
+  }
+  return printable(text);
+}
 
 // Explicit byte assembly keeps the file format little-endian whatever the host is.
 uint64_t load_u64le(const uint8_t *p) {
@@ -84,25 +119,39 @@ struct Entry {
   uint64_t begin = 0, end = 0;
 };
 
-// nlohmann::json silently keeps the last of duplicate keys; the reader must see them to reject the header.
-struct DuplicateKeyFinder {
+// What nlohmann::json lets through but the reference's JSON parser does not: duplicate keys (nlohmann keeps the
+// last silently) and nesting deeper than kMaxHeaderDepth. Throws on the first, which also stops a hostile header's
+// parse early.
+struct HeaderChecker {
+  const std::function<void(const std::string &)> &reject;
   std::vector<std::set<std::string>> open_objects;
-  std::string duplicate;
-  bool at_top_level = false;
-  bool found = false;
+  int depth = 0;
 
-  bool operator()(int depth, json::parse_event_t event, json &parsed) {
-    if (event == json::parse_event_t::object_start) {
-      open_objects.emplace_back();
-    } else if (event == json::parse_event_t::object_end) {
-      if (!open_objects.empty()) open_objects.pop_back();
-    } else if (event == json::parse_event_t::key && !open_objects.empty() && !found) {
-      const std::string &key = parsed.get_ref<const std::string &>();
-      if (!open_objects.back().insert(key).second) {
-        found = true;
-        duplicate = key;
-        at_top_level = depth == 1;
-      }
+  bool operator()(int, json::parse_event_t event, json &parsed) {
+    switch (event) {
+      case json::parse_event_t::object_start:
+        open_objects.emplace_back();
+        [[fallthrough]];
+      case json::parse_event_t::array_start:
+        if (++depth > kMaxHeaderDepth)
+          reject("the header nests deeper than " + std::to_string(kMaxHeaderDepth) + " levels");
+        break;
+      case json::parse_event_t::object_end:
+        if (!open_objects.empty()) open_objects.pop_back();
+        [[fallthrough]];
+      case json::parse_event_t::array_end:
+        --depth;
+        break;
+      case json::parse_event_t::key:
+        if (!open_objects.empty() && !open_objects.back().insert(parsed.get_ref<const std::string &>()).second)
+          reject(open_objects.size() == 1
+                     ? "tensor name " + in_quotes(parsed.get_ref<const std::string &>()) +
+                           " appears more than once in the header"
+                     : "key " + in_quotes(parsed.get_ref<const std::string &>()) +
+                           " appears more than once in a header object");
+        break;
+      case json::parse_event_t::value:
+        break;
     }
     return true;
   }
@@ -121,71 +170,87 @@ class Parser {
            std::to_string(data_start_ + e.end) + "))";
   }
 
-  File run(std::vector<uint8_t> bytes) {
-    if (bytes.size() < 8)
-      fail_at(MOAS_ERR_CHECKPOINT_TRUNCATED, "file is " + std::to_string(bytes.size()) +
-                                                 " bytes, too short for the 8-byte header length");
-    const uint64_t header_len = load_u64le(bytes.data());
+  // The header's length from the file's first 8 bytes, checked against the format's limit and the file's size before
+  // anything is read or allocated for it.
+  uint64_t header_length(const uint8_t *first8, uint64_t file_size) {
+    const uint64_t header_len = load_u64le(first8);
     if (header_len > kMaxHeaderBytes)
-      fail_at(MOAS_ERR_CHECKPOINT_HEADER, "header length " + std::to_string(header_len) + " (file bytes [0, 8)) exceeds " +
+      fail_at(MOAS_ERR_CHECKPOINT_HEADER, "header length " + std::to_string(header_len) +
+                                              " (file bytes [0, 8)) exceeds the format's limit of " +
                                               std::to_string(kMaxHeaderBytes) + " bytes");
-    if (header_len > bytes.size() - 8)
-      fail_at(MOAS_ERR_CHECKPOINT_TRUNCATED, "header length " + std::to_string(header_len) + " runs past the end of the " +
-                                                 std::to_string(bytes.size()) + "-byte file");
+    if (header_len > file_size - 8)
+      fail_at(MOAS_ERR_CHECKPOINT_TRUNCATED, "header length " + std::to_string(header_len) +
+                                                 " runs past the end of the " + std::to_string(file_size) +
+                                                 "-byte file");
     data_start_ = 8 + header_len;
-    const uint64_t data_size = bytes.size() - data_start_;
+    return header_len;
+  }
 
-    const json header = parse_json(reinterpret_cast<const char *>(bytes.data()) + 8, size_t(header_len));
-
-    File file;
+  // The header's tensors and metadata, their layout checked against a file of file_size bytes.
+  void parse_header(const char *text, size_t size, uint64_t file_size, File *file) {
+    const json header = parse_json(text, size);
     std::vector<Entry> entries;
     for (const auto &item : header.items()) {
       if (item.key() == kMetadataKey)
-        read_metadata(item.value(), &file.metadata);
+        read_metadata(item.value(), &file->metadata);
       else
         entries.push_back(read_entry(item.key(), item.value()));
     }
-
     // Order by data position; zero-size spans sort before a span starting at the same offset.
     std::stable_sort(entries.begin(), entries.end(), [](const Entry &a, const Entry &b) {
       return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
     });
-    check_layout(entries, data_size);
-
-    file.bytes = std::move(bytes);
-    const uint8_t *data = file.bytes.data() + data_start_;
+    check_layout(entries, file_size - data_start_);
     for (Entry &e : entries) {
-      e.tensor.data = data + e.begin;
-      file.tensors.push_back(std::move(e.tensor));
+      e.tensor.offset = data_start_ + e.begin;
+      file->tensors.push_back(std::move(e.tensor));
     }
-    return file;
   }
 
  private:
   json parse_json(const char *text, size_t size) const {
-    DuplicateKeyFinder finder;
+    const std::function<void(const std::string &)> reject = [&](const std::string &why) {
+      fail_at(MOAS_ERR_CHECKPOINT_HEADER, why);
+    };
+    // nlohmann::json ends its input at a NUL and skips a byte-order mark; the reference rejects both.
+    if (const void *nul = std::memchr(text, 0, size))
+      reject("the header holds a NUL byte at file offset " +
+             std::to_string(8 + (static_cast<const char *>(nul) - text)));
+    if (size >= 3 && std::memcmp(text, "\xEF\xBB\xBF", 3) == 0)
+      reject("the header starts with a UTF-8 byte-order mark; it must start with the JSON object");
+    HeaderChecker checker{reject, {}, 0};
     json header;
     try {
-      header = json::parse(text, text + size, std::ref(finder));
+      header = json::parse(text, text + size, std::ref(checker));
     } catch (const json::exception &e) {
-      fail_at(MOAS_ERR_CHECKPOINT_HEADER, "header (file bytes [8, " + std::to_string(data_start_) +
-                                              ")) is not valid UTF-8 JSON: " + e.what());
+      reject("the header (file bytes [8, " + std::to_string(data_start_) + ")) is not valid UTF-8 JSON: " +
+             json_error_text(e));
     }
-    if (finder.found)
-      fail_at(MOAS_ERR_CHECKPOINT_HEADER,
-              finder.at_top_level ? "tensor name " + in_quotes(finder.duplicate) + " appears more than once in the header"
-                                  : "key " + in_quotes(finder.duplicate) + " appears more than once in a header object");
-    if (!header.is_object()) fail_at(MOAS_ERR_CHECKPOINT_HEADER, "header is JSON but not an object");
+    if (!header.is_object()) reject("the header is JSON but not an object");
     return header;
   }
 
   void read_metadata(const json &value, std::map<std::string, std::string> *out) const {
+    if (value.is_null()) return;  // the reference reads an absent and a null "__metadata__" alike
     if (!value.is_object()) fail_at(MOAS_ERR_CHECKPOINT_HEADER, "\"__metadata__\" is not an object");
     for (const auto &kv : value.items()) {
       if (!kv.value().is_string())
         fail_at(MOAS_ERR_CHECKPOINT_HEADER, "\"__metadata__\" value " + in_quotes(kv.key()) + " is not a string");
       (*out)[kv.key()] = kv.value().get<std::string>();
     }
+  }
+
+  // A size or offset: a non-negative JSON integer ("-0" included, as the reference reads it).
+  static bool read_size(const json &v, uint64_t *out) {
+    if (v.is_number_unsigned()) {
+      *out = v.get<uint64_t>();
+      return true;
+    }
+    if (v.is_number_integer() && v.get<int64_t>() == 0) {
+      *out = 0;
+      return true;
+    }
+    return false;
   }
 
   Entry read_entry(const std::string &name, const json &value) const {
@@ -206,31 +271,28 @@ class Parser {
       fail_at(MOAS_ERR_CHECKPOINT_HEADER, who + ": \"shape\" is missing or not an array");
     uint64_t numel = 1;
     for (const json &dim : *shape) {
-      if (dim.is_number_integer() && !dim.is_number_unsigned())
-        fail_at(MOAS_ERR_CHECKPOINT_HEADER, who + ": \"shape\" has a negative dimension " + dim.dump());
-      if (!dim.is_number_unsigned())
-        fail_at(MOAS_ERR_CHECKPOINT_HEADER, who + ": \"shape\" entry " + dim.dump() + " is not an integer");
-      const uint64_t d = dim.get<uint64_t>();
+      uint64_t d = 0;
+      if (!read_size(dim, &d))
+        fail_at(MOAS_ERR_CHECKPOINT_HEADER, who + ": \"shape\" entry " + printable(dim.dump()) +
+                                                " is not a non-negative integer");
       if (d > uint64_t(std::numeric_limits<int64_t>::max()) || !checked_mul(numel, d, &numel))
-        fail_at(MOAS_ERR_CHECKPOINT_LAYOUT, who + ": element count of shape " + shape->dump() + " overflows");
+        fail_at(MOAS_ERR_CHECKPOINT_LAYOUT, who + ": element count of shape " + printable(shape->dump()) + " overflows");
       e.tensor.shape.push_back(int64_t(d));
     }
     uint64_t nbytes = 0;
     if (!checked_mul(numel, elem_size, &nbytes) || nbytes > std::numeric_limits<size_t>::max())
-      fail_at(MOAS_ERR_CHECKPOINT_LAYOUT, who + ": byte size of shape " + shape->dump() + " overflows");
+      fail_at(MOAS_ERR_CHECKPOINT_LAYOUT, who + ": byte size of shape " + printable(shape->dump()) + " overflows");
 
     auto offsets = value.find("data_offsets");
     if (offsets == value.end() || !offsets->is_array() || offsets->size() != 2 ||
-        !(*offsets)[0].is_number_unsigned() || !(*offsets)[1].is_number_unsigned())
+        !read_size((*offsets)[0], &e.begin) || !read_size((*offsets)[1], &e.end))
       fail_at(MOAS_ERR_CHECKPOINT_HEADER, who + ": \"data_offsets\" is not a pair of non-negative integers");
-    e.begin = (*offsets)[0].get<uint64_t>();
-    e.end = (*offsets)[1].get<uint64_t>();
     if (e.begin > e.end)
       fail_at(MOAS_ERR_CHECKPOINT_HEADER, who + ": \"data_offsets\" " + offsets->dump() + " ends before it begins");
     if (e.end - e.begin != nbytes)
       fail_at(MOAS_ERR_CHECKPOINT_LAYOUT, describe(e) + " spans " + std::to_string(e.end - e.begin) +
-                                              " bytes, but shape " + shape->dump() + " of " + e.tensor.dtype +
-                                              " needs " + std::to_string(nbytes));
+                                              " bytes, but shape " + printable(shape->dump()) + " of " +
+                                              e.tensor.dtype + " needs " + std::to_string(nbytes));
     e.tensor.nbytes = size_t(nbytes);
     return e;
   }
@@ -290,39 +352,78 @@ const Tensor *File::find(const std::string &name) const {
   return nullptr;
 }
 
-File parse(std::vector<uint8_t> bytes, const std::string &origin) { return Parser(origin).run(std::move(bytes)); }
-
-File read_file(const std::string &path) {
-  std::unique_ptr<std::FILE, int (*)(std::FILE *)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
-  if (!f) fail(MOAS_ERR_IO, "cannot open checkpoint " + path + ": " + errno_text(errno));
-  std::vector<uint8_t> bytes;
-  std::error_code ec;
-  const auto expected_size = std::filesystem::file_size(path, ec);
-  if (!ec) bytes.reserve(size_t(expected_size));
-  // Read until EOF rather than trusting the size, which may change or be unknown (pipes).
-  constexpr size_t kChunk = size_t(1) << 20;
-  for (;;) {
-    const size_t old = bytes.size();
-    bytes.resize(old + kChunk);
-    const size_t got = std::fread(bytes.data() + old, 1, kChunk, f.get());
-    bytes.resize(old + got);
-    if (got < kChunk) break;
+std::vector<uint8_t> File::read(const Tensor &t) const {
+  if (!handle_) {
+    const uint8_t *begin = bytes_.data() + t.offset;
+    return std::vector<uint8_t>(begin, begin + t.nbytes);
   }
-  if (std::ferror(f.get())) fail(MOAS_ERR_IO, "cannot read checkpoint " + path + ": " + errno_text(errno));
-  return parse(std::move(bytes), path);
+  std::vector<uint8_t> data(t.nbytes);
+  if (t.nbytes == 0) return data;
+  if (fseeko(handle_.get(), off_t(t.offset), SEEK_SET) != 0)
+    fail(MOAS_ERR_IO, "cannot read checkpoint " + origin_ + ": " + errno_text(errno));
+  const size_t got = std::fread(data.data(), 1, t.nbytes, handle_.get());
+  if (got != t.nbytes) {
+    if (std::ferror(handle_.get()))
+      fail(MOAS_ERR_IO, "cannot read checkpoint " + origin_ + ": " + errno_text(errno));
+    fail(MOAS_ERR_CHECKPOINT_TRUNCATED, origin_ + ": the file shrank while it was read: tensor " + in_quotes(t.name) +
+                                            " ends at byte " + std::to_string(t.offset + t.nbytes));
+  }
+  return data;
 }
 
-std::vector<float> to_f32(const Tensor &t) {
+File parse(std::vector<uint8_t> bytes, const std::string &origin) {
+  Parser parser(origin);
+  if (bytes.size() < 8)
+    parser.fail_at(MOAS_ERR_CHECKPOINT_TRUNCATED, "file is " + std::to_string(bytes.size()) +
+                                                      " bytes, too short for the 8-byte header length");
+  File file;
+  file.origin_ = origin;
+  const uint64_t header_len = parser.header_length(bytes.data(), bytes.size());
+  parser.parse_header(reinterpret_cast<const char *>(bytes.data()) + 8, size_t(header_len), bytes.size(), &file);
+  file.bytes_ = std::move(bytes);
+  return file;
+}
+
+File read_file(const std::string &path) {
+  std::shared_ptr<std::FILE> handle(std::fopen(path.c_str(), "rb"), [](std::FILE *f) {
+    if (f) std::fclose(f);
+  });
+  if (!handle) fail(MOAS_ERR_IO, "cannot open checkpoint " + path + ": " + errno_text(errno));
+  // Only a regular file has a size to check the header against; a pipe or device (/dev/zero) could stream forever.
+  struct stat info;
+  if (fstat(fileno(handle.get()), &info) != 0)
+    fail(MOAS_ERR_IO, "cannot stat checkpoint " + path + ": " + errno_text(errno));
+  if (!S_ISREG(info.st_mode))
+    fail(MOAS_ERR_IO, "checkpoint " + path + " is not a regular file (a directory, pipe or device): give a file");
+  const uint64_t file_size = uint64_t(info.st_size);
+  Parser parser(path);
+  uint8_t first8[8];
+  if (file_size < 8 || std::fread(first8, 1, 8, handle.get()) != 8)
+    parser.fail_at(MOAS_ERR_CHECKPOINT_TRUNCATED, "file is " + std::to_string(file_size) +
+                                                      " bytes, too short for the 8-byte header length");
+  const uint64_t header_len = parser.header_length(first8, file_size);
+  std::string header(size_t(header_len), '\0');
+  if (std::fread(header.data(), 1, header.size(), handle.get()) != header.size())
+    parser.fail_at(MOAS_ERR_CHECKPOINT_TRUNCATED, "the file shrank while its header was read");
+  File file;
+  file.origin_ = path;
+  parser.parse_header(header.data(), header.size(), file_size, &file);
+  file.handle_ = std::move(handle);
+  return file;
+}
+
+std::vector<float> to_f32(const File &file, const Tensor &t) {
   const size_t elem_size = t.dtype == "F32" ? 4 : (t.dtype == "F16" || t.dtype == "BF16") ? 2 : 0;
   if (elem_size == 0)
     fail(MOAS_ERR_CHECKPOINT_DTYPE,
-         "tensor " + in_quotes(t.name) + " has dtype " + t.dtype + "; only F32, F16 and BF16 can be loaded");
+         "tensor " + in_quotes(t.name) + " has dtype " + printable(t.dtype) + "; only F32, F16 and BF16 can be loaded");
   const uint64_t n = t.numel();
-  if (t.nbytes % elem_size != 0 || t.nbytes / elem_size != n || (n > 0 && !t.data))
+  if (t.nbytes % elem_size != 0 || t.nbytes / elem_size != n)
     fail(MOAS_ERR_CHECKPOINT_LAYOUT, "tensor " + in_quotes(t.name) + " has " + std::to_string(t.nbytes) +
                                          " bytes of data, which does not match its shape");
+  const std::vector<uint8_t> bytes = file.read(t);
   std::vector<float> out(static_cast<size_t>(n));
-  const uint8_t *p = t.data;
+  const uint8_t *p = bytes.data();
   if (t.dtype == "F32") {
     for (size_t i = 0; i < out.size(); ++i) out[i] = bits_to_float(load_u32le(p + 4 * i));
   } else if (t.dtype == "F16") {
@@ -370,7 +471,9 @@ void write_file(const std::string &path, const std::vector<TensorToWrite> &tenso
   try {
     text = header.dump();
   } catch (const nlohmann::ordered_json::exception &e) {
-    fail(MOAS_ERR_INTERNAL, "cannot save " + path + ": a tensor name or metadata string is not UTF-8: " + e.what());
+    // Tensor names are the library's own: only a caller's metadata string can be invalid UTF-8.
+    fail(MOAS_ERR_INVALID_ARGUMENT, "cannot save " + path + ": the user metadata is not valid UTF-8 (" +
+                                        json_error_text(e) + "): pass UTF-8 text, e.g. JSON");
   }
   // Aligns the data section to 8 bytes, as the reference writer does.
   text.append((8 - text.size() % 8) % 8, ' ');

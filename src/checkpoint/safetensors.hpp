@@ -6,38 +6,58 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 namespace moas::safetensors {
 
-// A view into File::bytes: it stays valid as long as the File it came from (and is not moved out of it).
+// Text from a file as a message may show it: bytes outside printable ASCII as \xNN, at most 120 of them, so a message
+// never carries raw bytes or a megabyte-long name.
+std::string printable(const std::string &text);
+
+// One tensor's entry in the header: where its bytes lie, not the bytes (File::read fetches them).
 struct Tensor {
   std::string name;
   std::string dtype;  // "F32", "F16", "BF16", ... as written in the file
   std::vector<int64_t> shape;
-  const uint8_t *data = nullptr;
+  uint64_t offset = 0;  // of its first byte, from the start of the file
   size_t nbytes = 0;
   uint64_t numel() const;
 };
 
-struct File {
-  std::vector<uint8_t> bytes;                   // the whole file
+// A validated header. Tensor data stays where it is (in the file, or in the buffer given to parse) until read, so a
+// file whose header promises gigabytes costs no more than its header until its tensors are wanted.
+class File {
+ public:
   std::map<std::string, std::string> metadata;  // "__metadata__" (string values only)
   std::vector<Tensor> tensors;                  // sorted by data offset
   const Tensor *find(const std::string &name) const;  // nullptr if absent
+
+  // The tensor's bytes. MOAS_ERR_IO if the file cannot be read, _TRUNCATED if it shrank since it was opened.
+  std::vector<uint8_t> read(const Tensor &t) const;
+
+ private:
+  friend File parse(std::vector<uint8_t> bytes, const std::string &origin);
+  friend File read_file(const std::string &path);
+  std::string origin_;
+  std::vector<uint8_t> bytes_;          // parse(): the whole file
+  std::shared_ptr<std::FILE> handle_;   // read_file(): the open file
 };
 
 // Validates `bytes` as a safetensors file. `origin` (a path) is only used in messages.
 // Statuses: MOAS_ERR_CHECKPOINT_TRUNCATED, _HEADER, _DTYPE, _LAYOUT.
 File parse(std::vector<uint8_t> bytes, const std::string &origin);
 
-// Reads and parses a file; MOAS_ERR_IO if it cannot be opened or read.
+// Opens a regular file and validates its header and layout against its size, reading only the 8-byte length and
+// the header (the length is bounded before the header is read). MOAS_ERR_IO if it cannot be opened or read or is not
+// a regular file; otherwise the statuses of parse.
 File read_file(const std::string &path);
 
-// Converts F32, F16 or BF16 data (little-endian) to float. Other dtypes: MOAS_ERR_CHECKPOINT_DTYPE.
-std::vector<float> to_f32(const Tensor &t);
+// Reads a F32, F16 or BF16 tensor (little-endian) as float. Other dtypes: MOAS_ERR_CHECKPOINT_DTYPE.
+std::vector<float> to_f32(const File &file, const Tensor &t);
 
 struct TensorToWrite {
   std::string name;
@@ -47,8 +67,8 @@ struct TensorToWrite {
 
 // Writes F32 tensors in the given order, with metadata, to `path + ".tmp"`, then renames it onto `path`, so a
 // reader never sees a half-written checkpoint. MOAS_ERR_IO on any I/O failure (the temporary is removed);
-// MOAS_ERR_INTERNAL for arguments only a caller bug produces (duplicate or reserved names, negative dims,
-// null data). The JSON header is padded with spaces to a multiple of 8 bytes so the data section is aligned.
+// MOAS_ERR_INVALID_ARGUMENT for metadata that is not UTF-8; MOAS_ERR_INTERNAL for arguments only a bug in libmoas
+// produces (duplicate or reserved names, negative dims, null data). The JSON header is padded with spaces to a multiple of 8 bytes so the data section is aligned.
 void write_file(const std::string &path, const std::vector<TensorToWrite> &tensors,
                 const std::map<std::string, std::string> &metadata);
 

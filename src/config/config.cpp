@@ -2,8 +2,10 @@
 
 #include <cmath>
 #include <cstddef>
+#include <cstdio>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "base/error.hpp"
 #include "config/struct_size.hpp"
@@ -342,20 +344,53 @@ ModelConfig from_json(const std::string &text, const std::string &origin) {
       expected += (index++ ? ", \"" : "\"") + std::string(name) + "\"";
     }
     fail(MOAS_ERR_CHECKPOINT_CONFIG,
-         origin + ": metadata \"config\" \"" + key + "\" is \"" + v + "\", expected one of " + expected);
+         origin + ": metadata \"config\" \"" + key + "\" is \"" + v.substr(0, 80) + "\", expected one of " + expected);
   };
   auto choice = [&](const char *key, std::initializer_list<const char *> names) { return choice_in(j, key, names); };
+  // What the value of `key` is, for messages that say why it was refused.
+  auto kind_of = [](const nlohmann::json &v) -> std::string {
+    if (v.is_string()) return "a string";
+    if (v.is_boolean()) return "a boolean";
+    if (v.is_number_float()) return "the number " + v.dump();
+    if (v.is_number()) return "the integer " + v.dump();
+    if (v.is_null()) return "null";
+    return v.is_array() ? "a list" : "an object";
+  };
+  auto wrong = [&](const nlohmann::json &obj, const char *key, const char *expected) {
+    bad(std::string("\"") + key + "\" is " + (obj.contains(key) ? kind_of(obj[key]) : "missing") + ", expected " +
+        expected);
+  };
   auto number = [&](const nlohmann::json &obj, const char *key) {
-    if (!obj.contains(key) || !obj[key].is_number()) bad(std::string("lacks number \"") + key + "\"");
-    return obj[key].get<double>();
+    if (!obj.contains(key) || !obj[key].is_number()) wrong(obj, key, "a number");
+    const double v = obj[key].get<double>();
+    if (!std::isfinite((float)v)) wrong(obj, key, "a number a float can hold");
+    return (float)v;
+  };
+  auto in_int32 = [&](const nlohmann::json &v, const std::string &what) {
+    // A JSON integer past int64 arrives as unsigned; either way it must fit the C struct's int32_t.
+    const bool fits = v.is_number_unsigned() ? v.get<uint64_t>() <= (uint64_t)INT32_MAX
+                                             : v.get<int64_t>() >= INT32_MIN && v.get<int64_t>() <= INT32_MAX;
+    if (!fits) bad(what + " " + v.dump() + " is out of range (32-bit integers only)");
+    return (int32_t)v.get<int64_t>();
   };
   auto count_in = [&](const nlohmann::json &obj, const char *key) {
-    if (!obj.contains(key) || !obj[key].is_number_integer()) bad(std::string("lacks integer \"") + key + "\"");
-    const int64_t v = obj[key].get<int64_t>();
-    if (v < INT32_MIN || v > INT32_MAX) bad(std::string("\"") + key + "\" is out of range");
-    return (int32_t)v;
+    if (!obj.contains(key) || !obj[key].is_number_integer()) wrong(obj, key, "an integer");
+    return in_int32(obj[key], std::string("\"") + key + "\"");
   };
   auto integer = [&](const char *key, int32_t *field) { *field = count_in(j, key); };
+  auto boolean = [&](const char *key) {
+    if (!j.contains(key) || !j[key].is_boolean()) wrong(j, key, "true or false");
+    return j[key].get<bool>();
+  };
+  // Every key this version writes; any other key describes math this version would not do.
+  static const std::set<std::string> kKnown = {
+      "vocab_size", "block_size", "n_layer",   "n_head",         "n_kv_head",           "n_embd",
+      "mlp_hidden", "norm",       "mlp",       "position",       "cope_max_pos",        "window_size",
+      "attention",  "moas_mode",  "moas_branch_kv_heads",        "moas_aux_weight",     "head_selection",
+      "bias",       "dropout",    "attn_dropout", "rope_base",   "seed"};
+  for (const auto &item : j.items())
+    if (!kKnown.count(item.key()))
+      bad("has the unknown field \"" + item.key().substr(0, 80) + "\" (written by a newer libmoas?)");
   integer("vocab_size", &c.vocab_size);
   integer("block_size", &c.block_size);
   integer("n_layer", &c.n_layer);
@@ -377,28 +412,31 @@ ModelConfig from_json(const std::string &text, const std::string &origin) {
       bad("\"moas_branch_kv_heads\" is not a list of 1 to " + std::to_string(MOAS_MAX_BRANCHES) + " integers");
     c.moas_n_branches = (int32_t)kv.size();
     for (size_t k = 0; k < kv.size(); k++) {
-      if (!kv[k].is_number_integer()) bad("\"moas_branch_kv_heads\" holds a non-integer");
-      c.moas_branch_kv_heads[k] = kv[k].get<int32_t>();
+      if (!kv[k].is_number_integer()) bad("\"moas_branch_kv_heads\" holds " + kind_of(kv[k]) + ", not an integer");
+      c.moas_branch_kv_heads[k] = in_int32(kv[k], "\"moas_branch_kv_heads\" entry");
     }
-    c.moas_aux_weight = (float)number(j, "moas_aux_weight");
+    c.moas_aux_weight = number(j, "moas_aux_weight");
   }
   if (c.attention == MOAS_ATTENTION_MOH) {
-    if (!j.contains("head_selection") || !j["head_selection"].is_object()) bad("lacks object \"head_selection\"");
+    if (!j.contains("head_selection") || !j["head_selection"].is_object()) wrong(j, "head_selection", "an object");
     const nlohmann::json &hs = j["head_selection"];
     c.head_selection.strategy = choice_in(hs, "strategy", {"all", "mixture", "static_pruning"});
     c.head_selection.num_shared_heads = count_in(hs, "num_shared_heads");
     c.head_selection.num_active_routed_heads = count_in(hs, "num_active_routed_heads");
     c.head_selection.num_active_heads = count_in(hs, "num_active_heads");
-    c.head_selection.load_balance_weight = (float)number(hs, "load_balance_weight");
+    c.head_selection.load_balance_weight = number(hs, "load_balance_weight");
     // A checkpoint without the gate variant predates the choice: only the reference gates existed.
     c.head_selection.gate_variant = hs.contains("gates") ? choice_in(hs, "gates", {"reference", "paper"}) : 0;
   }
-  if (!j.contains("bias") || !j["bias"].is_boolean()) bad("lacks boolean \"bias\"");
-  c.bias = j["bias"].get<bool>();
-  if (j.contains("dropout") && j["dropout"].is_number()) c.dropout = j["dropout"].get<float>();
-  if (j.contains("attn_dropout") && j["attn_dropout"].is_boolean()) c.attn_dropout = j["attn_dropout"].get<bool>();
-  if (j.contains("rope_base") && j["rope_base"].is_number()) c.rope_base = j["rope_base"].get<float>();
-  if (j.contains("seed") && j["seed"].is_number_unsigned()) c.seed = j["seed"].get<uint64_t>();
+  c.bias = boolean("bias");
+  // Checkpoints before 0.2.0 lack these: they were written with the defaults.
+  if (j.contains("dropout")) c.dropout = number(j, "dropout");
+  if (j.contains("attn_dropout")) c.attn_dropout = boolean("attn_dropout");
+  if (j.contains("rope_base")) c.rope_base = number(j, "rope_base");
+  if (j.contains("seed")) {
+    if (!j["seed"].is_number_unsigned()) wrong(j, "seed", "a non-negative integer");
+    c.seed = j["seed"].get<uint64_t>();
+  }
   try {
     return validate(c);
   } catch (const Error &e) {
@@ -423,9 +461,19 @@ std::string architecture_difference(const ModelConfig &a, const ModelConfig &b) 
   MOAS_COMPARE(norm, norm_name)
   MOAS_COMPARE(mlp, mlp_name)
   MOAS_COMPARE(position, position_name)
+  auto real = [](double v) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.9g", v);
+    return std::string(text);
+  };
   if (a.position == PositionKind::Cope) {
     MOAS_COMPARE(cope_max_pos, num)
   }
+  if (a.position == PositionKind::Rope) {
+    MOAS_COMPARE(rope_base, real)
+  }
+  MOAS_COMPARE(dropout, real)
+  MOAS_COMPARE(attn_dropout, num)
   MOAS_COMPARE(window, num)
   MOAS_COMPARE(bias, num)
   MOAS_COMPARE(attention, attention_name)
@@ -437,6 +485,7 @@ std::string architecture_difference(const ModelConfig &a, const ModelConfig &b) 
     };
     MOAS_COMPARE(moas.mode, mode_name)
     MOAS_COMPARE(moas.branch_kv_heads, list)
+    MOAS_COMPARE(moas.aux_weight, real)
   }
   if (a.attention == AttentionKind::Moh) {
     MOAS_COMPARE(heads.strategy, strategy_name)
@@ -444,6 +493,7 @@ std::string architecture_difference(const ModelConfig &a, const ModelConfig &b) 
     MOAS_COMPARE(heads.num_active_routed_heads, num)
     MOAS_COMPARE(heads.num_active_heads, num)
     MOAS_COMPARE(heads.reference_gates, gates_name)
+    MOAS_COMPARE(heads.load_balance_weight, real)
   }
 #undef MOAS_COMPARE
   return "";

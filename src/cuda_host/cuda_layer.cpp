@@ -1,5 +1,8 @@
 #include "cuda_host/cuda_layer.hpp"
 
+#include <algorithm>
+#include <cmath>
+
 namespace moas {
 
 CudaLayer::CudaLayer(const moas_cuda_backend &t, int32_t device_index, AttentionLayer<float> &mirror)
@@ -13,7 +16,7 @@ CudaLayer::CudaLayer(const moas_cuda_backend &t, int32_t device_index, Attention
       params_(t, mirror.params, mirror.optimizer),
       positions_(t, config_) {}
 
-void CudaLayer::forward(const float *x, float *y, int64_t B, int64_t Tn, bool training) {
+bool CudaLayer::forward(const float *x, float *y, int64_t B, int64_t Tn, bool training) {
   const int64_t n = B * Tn * config_.n_embd;
   backward_ready_ = false;
   positions_.set(B, Tn, 0);
@@ -23,11 +26,16 @@ void CudaLayer::forward(const float *x, float *y, int64_t B, int64_t Tn, bool tr
   block_->forward(params_.values(), x_.get(), out_.get(),
                   positions_.context(config_, training ? config_.dropout : 0.0f, dropout_step_, 0), training);
   if (mirror_.residual()) device_check(t_, t_.add(out_.get(), x_.get(), out_.get(), n, nullptr), "add");
-  out_.download(y, n);
+  host_out_.resize((size_t)n);
+  out_.download(host_out_.data(), n);
+  for (float v : host_out_)
+    if (!std::isfinite(v)) return false;
+  std::copy(host_out_.begin(), host_out_.end(), y);
   if (training) {
     mirror_.training_forwards++;
     backward_ready_ = true;
   }
+  return true;
 }
 
 void CudaLayer::backward(const float *dy, float *dx) {

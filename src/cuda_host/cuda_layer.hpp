@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "cuda_host/cuda_attention.hpp"
 #include "cuda_host/cuda_positions.hpp"
@@ -21,8 +22,8 @@ class CudaLayer {
   // Makes this layer's device and matmul precision the calling thread's (bind_device).
   void use_device() const { bind_device(t_, device_index_, config_.matmul_precision); }
 
-  // AttentionLayer's forward and backward, on host buffers.
-  void forward(const float *x, float *y, int64_t B, int64_t Tn, bool training);
+  // AttentionLayer's forward and backward, on host buffers (forward: false, y untouched, when y would not be finite).
+  bool forward(const float *x, float *y, int64_t B, int64_t Tn, bool training);
   void backward(const float *dy, float *dx);
   bool can_backward() const { return backward_ready_; }
   void invalidate_activations() { backward_ready_ = false; }
@@ -52,6 +53,7 @@ class CudaLayer {
   DeviceParameters params_;
   DevicePositions positions_;  // of the last forward
   DeviceArray<float> x_, out_, d_out_, dx_;  // the kept input, the block's output, its gradient, dx
+  std::vector<float> host_out_;              // the output, checked finite before it reaches the caller's y
   uint64_t dropout_step_ = 0;
   bool backward_ready_ = false;
 };

@@ -167,6 +167,7 @@ double CudaModel::forward(const int32_t *tokens, const int32_t *targets, int64_t
 
 // Model::backward in exact reverse of the forward, as there.
 void CudaModel::backward() {
+  backward_ready_ = false;  // a second backward of one forward would add its gradients twice
   const ModelConfig &c = config_;
   const int64_t N = positions_.batch() * positions_.seq(), C = c.n_embd, V = c.vocab_size, hidden = c.mlp_hidden;
   const int64_t F = c.mlp == MlpKind::SwiGlu ? 2 * hidden : hidden;
@@ -238,10 +239,15 @@ void CudaModel::backward() {
   device_check(t_, t_.synchronize(nullptr), "backward");
 }
 
-void CudaModel::adamw_step(const AdamWSettings &settings, double grad_norm) {
-  params_.adamw_step(settings, mirror_.optimizer.step + 1, grad_norm);
-  mirror_.optimizer.step++;
+bool CudaModel::adamw_step(const AdamWSettings &settings, double grad_norm) {
   backward_ready_ = false;
+  if (!params_.adamw_step(settings, mirror_.optimizer.step + 1, grad_norm)) return false;
+  mirror_.optimizer.step++;
+  return true;
+}
+
+bool CudaModel::logits_finite() {
+  return std::isfinite(params_.norm_of(logits_.get(), positions_.batch() * positions_.seq() * config_.vocab_size));
 }
 
 void CudaModel::logits(float *out) const {

@@ -53,9 +53,12 @@ class CudaModel {
   void invalidate_activations() { backward_ready_ = false; }
   void zero_grad() { params_.zero_grads(); }
   // The global L2 norm of the gradients (adamw.hpp's gradient_norm), then one AdamW step with it (the caller has
-  // checked it is finite), counted in the mirror's optimiser state.
+  // checked it is finite), counted in the mirror's optimiser state; false (and nothing changed) when the step would
+  // leave a value or moment non-finite.
   double gradient_norm() { return params_.gradient_norm(); }
-  void adamw_step(const AdamWSettings &settings, double grad_norm);
+  bool adamw_step(const AdamWSettings &settings, double grad_norm);
+  // Whether every logit of the last forward is finite.
+  bool logits_finite();
 
   // The last forward's logits [B * Tn, V] into out.
   void logits(float *out) const;

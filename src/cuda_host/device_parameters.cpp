@@ -1,5 +1,6 @@
 #include "cuda_host/device_parameters.hpp"
 
+#include <cmath>
 #include <vector>
 
 namespace moas {
@@ -16,22 +17,32 @@ DeviceParameters::DeviceParameters(const moas_cuda_backend &t, const ParamTable<
   segment_decay_.upload(t, segments.decay.data(), n_segments_);
 }
 
-double DeviceParameters::gradient_norm() {
+double DeviceParameters::norm_of(const float *p, int64_t n) {
   norm_.reserve(*t_, 1);
-  norm_partials_.reserve(*t_, moas_cuda_gradient_norm_scratch(n_));
-  device_check(*t_, t_->gradient_norm(norm_.get(), norm_partials_.get(), grads_.get(), n_, nullptr), "gradient_norm");
+  norm_partials_.reserve(*t_, moas_cuda_gradient_norm_scratch(n));
+  device_check(*t_, t_->gradient_norm(norm_.get(), norm_partials_.get(), p, n, nullptr), "gradient_norm");
   double norm = 0;
   norm_.download(&norm, 1);
   return norm;
 }
 
-void DeviceParameters::adamw_step(const AdamWSettings &s, uint64_t step, double grad_norm) {
+bool DeviceParameters::adamw_step(const AdamWSettings &s, uint64_t step, double grad_norm) {
+  float *state[3] = {values_.get(), exp_avg_.get(), exp_avg_sq_.get()};
+  const size_t bytes = (size_t)n_ * sizeof(float);
+  before_step_.reserve(*t_, 3 * n_);
+  for (int k = 0; k < 3 && n_ > 0; k++)
+    device_check(*t_, t_->copy(before_step_.get() + k * n_, state[k], bytes, nullptr), "copy on the device");
   const moas_cuda_adamw_settings settings{s.lr, s.beta1, s.beta2, s.eps, s.weight_decay, s.grad_clip};
   device_check(*t_,
                t_->adamw_step(&settings, step, grad_norm, values_.get(), grads_.get(), exp_avg_.get(),
                               exp_avg_sq_.get(), n_, segment_begin_.get(), segment_decay_.get(), n_segments_, nullptr),
                "adamw_step");
   device_check(*t_, t_->synchronize(nullptr), "adamw_step");
+  if (std::isfinite(norm_of(values_.get(), n_) + norm_of(exp_avg_.get(), n_) + norm_of(exp_avg_sq_.get(), n_)))
+    return true;
+  for (int k = 0; k < 3 && n_ > 0; k++)
+    device_check(*t_, t_->copy(state[k], before_step_.get() + k * n_, bytes, nullptr), "copy on the device");
+  return false;
 }
 
 void DeviceParameters::download_optimizer(AdamWState<float> &state) const {

@@ -16,6 +16,13 @@ AttentionLayer<T>::AttentionLayer(const ModelConfig &config, bool residual) : co
 }
 
 template <typename T>
+std::vector<ParamInfo> AttentionLayer<T>::parameter_infos(const ModelConfig &config) {
+  ParamTable<T> table;
+  make_attention_block<T>(config, table, "attn.");
+  return table.infos();
+}
+
+template <typename T>
 BlockContext<T> AttentionLayer<T>::context(float dropout) const {
   BlockContext<T> ctx;
   ctx.batch = B_;
@@ -30,7 +37,7 @@ BlockContext<T> AttentionLayer<T>::context(float dropout) const {
 }
 
 template <typename T>
-void AttentionLayer<T>::forward(const T *x, T *y, int64_t B, int64_t Tn, bool training) {
+bool AttentionLayer<T>::forward(const T *x, T *y, int64_t B, int64_t Tn, bool training) {
   const int64_t n = B * Tn * config_.n_embd;
   backward_ready_ = false;
   B_ = B;
@@ -41,19 +48,25 @@ void AttentionLayer<T>::forward(const T *x, T *y, int64_t B, int64_t Tn, bool tr
   x_.assign(x, x + n);
   out_.resize((size_t)n);
   block_->forward(params, x_.data(), out_.data(), context(training ? config_.dropout : 0.0f), training);
+  T *out = out_.data();
   if (residual_) {
-    const T *kept = x_.data(), *out = out_.data();
+    const T *kept = x_.data();
     parallel_for(n, n >= kParallelGrain, [&](int64_t begin, int64_t end) {
 #pragma omp simd
-      for (int64_t i = begin; i < end; i++) y[i] = kept[i] + out[i];
+      for (int64_t i = begin; i < end; i++) out[i] += kept[i];
     });
-  } else {
-    std::copy(out_.begin(), out_.end(), y);
   }
+  // y (possibly x itself) is written only with a finite result: a failed call leaves the caller's buffers alone.
+  T sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < n; i++) sum += out[i] - out[i];
+  if (!(sum == 0)) return false;
+  std::copy(out_.begin(), out_.end(), y);
   if (training) {
     training_forwards++;
     backward_ready_ = true;
   }
+  return true;
 }
 
 template <typename T>

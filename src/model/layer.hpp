@@ -21,12 +21,15 @@ class AttentionLayer {
  public:
   // `config` describes the block as a one-layer model would (block_size = the longest sequence accepted).
   AttentionLayer(const ModelConfig &config, bool residual);
+  // The names and shapes of `config`'s parameters, allocating none (see Model::parameter_infos).
+  static std::vector<ParamInfo> parameter_infos(const ModelConfig &config);
 
   const ModelConfig &config() const { return config_; }
   bool residual() const { return residual_; }
 
-  // x, y [B * Tn, C]; y may be x itself. training keeps a copy of x for backward and draws dropout masks.
-  void forward(const T *x, T *y, int64_t B, int64_t Tn, bool training);
+  // x, y [B * Tn, C]; y may be x itself. training keeps a copy of x for backward and draws dropout masks. False when
+  // the output is not finite: y is then untouched and the forward counts for nothing (no backward, no dropout draw).
+  bool forward(const T *x, T *y, int64_t B, int64_t Tn, bool training);
   // dy [B * Tn, C] of the last training forward -> dx (overwritten); parameter gradients accumulate, the
   // load-balance loss's weighted by its lambda. dx may be dy itself.
   void backward(const T *dy, T *dx);

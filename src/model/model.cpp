@@ -23,6 +23,11 @@ Model<T>::Model(const ModelConfig &config) : config_(config) {
 }
 
 template <typename T>
+std::vector<ParamInfo> Model<T>::parameter_infos(const ModelConfig &config) {
+  return Model<T>(config, ShapesOnly{}).params.infos();
+}
+
+template <typename T>
 int64_t Model<T>::fc_width() const {
   return config_.mlp == MlpKind::SwiGlu ? 2 * config_.mlp_hidden : config_.mlp_hidden;
 }
@@ -197,6 +202,7 @@ double Model<T>::forward(const int32_t *tokens, const int32_t *targets, int64_t 
 // every other gradient buffer is overwritten.
 template <typename T>
 void Model<T>::backward() {
+  backward_ready_ = false;  // a second backward of one forward would add its gradients twice
   const ModelConfig &c = config_;
   const int64_t N = B_ * Tn_, C = c.n_embd, V = c.vocab_size, hidden = c.mlp_hidden, F = fc_width();
   const bool rms = c.norm == NormKind::RMSNorm;

@@ -20,6 +20,9 @@ template <typename T>
 class Model {
  public:
   explicit Model(const ModelConfig &config);
+  // The names and shapes of `config`'s parameters, allocating none: a checkpoint is checked against them before a
+  // model is built for it.
+  static std::vector<ParamInfo> parameter_infos(const ModelConfig &config);
 
   const ModelConfig &config() const { return config_; }
 
@@ -56,6 +59,9 @@ class Model {
   uint64_t training_forwards = 0;  // keys the dropout masks; saved with the optimizer state
 
  private:
+  struct ShapesOnly {};
+  Model(const ModelConfig &config, ShapesOnly) : config_(config) { register_parameters(); }
+
   struct LayerParams {  // offsets into params; -1 where the config has no such tensor (attention: attn_)
     int64_t ln1_w, ln1_b, ln2_w, ln2_b, fc_w, fc_b, mproj_w, mproj_b;
   };

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -81,6 +82,36 @@ void adamw_update_span(T *p, T *m, T *v, const T *g, int64_t begin, int64_t end,
                        bool decays) {
 #pragma omp simd
   for (int64_t i = begin; i < end; i++) adamw_update(p + i, m + i, v + i, g[i], f, decays);
+}
+
+// Whether the next step would leave every parameter and moment finite, computed as adamw_update_span would but
+// writing nothing, so a step that would not (lr too large for the moments a file brought, a gradient whose square
+// overflows, a NaN gradient) is refused whole instead of half applied. x - x is 0 for a finite x and NaN otherwise,
+// so one sum tells.
+template <typename T>
+bool adamw_step_stays_finite(const ParamTable<T> &params, const AdamWState<T> &state, const AdamWSettings &s,
+                             double grad_norm) {
+  const AdamWFactors<T> f = adamw_factors<T>(s, state.step + 1, grad_norm);
+  const int64_t n = (int64_t)params.values.size();
+  const bool fresh = state.exp_avg.size() != params.values.size();  // the first step starts from zero moments
+  const T *p = params.values.data(), *g = params.grads.data();
+  const T *m = fresh ? nullptr : state.exp_avg.data(), *v = fresh ? nullptr : state.exp_avg_sq.data();
+  const std::vector<ParamInfo> &infos = params.infos();
+  std::atomic<bool> finite{true};
+  parallel_for(n, n >= kParallelGrain, [&](int64_t begin, int64_t end) {
+    T sum = 0;
+    for (const ParamInfo &info : infos) {
+      const int64_t lo = std::max(begin, info.offset), hi = std::min(end, info.offset + info.numel);
+#pragma omp simd reduction(+ : sum)
+      for (int64_t i = lo; i < hi; i++) {
+        T pi = p[i], mi = m ? m[i] : T(0), vi = v ? v[i] : T(0);
+        adamw_update(&pi, &mi, &vi, g[i], f, info.decay);
+        sum += (pi - pi) + (mi - mi) + (vi - vi);
+      }
+    }
+    if (!(sum == 0)) finite = false;
+  });
+  return finite;
 }
 
 // Applies one step in one pass over the flat buffers: each thread takes a slice of them, walking the tensors only to

@@ -16,6 +16,11 @@ TEST_CASE("gradients accumulate across backward calls until zero_grad", "[api][t
   REQUIRE(moas_forward(model.get(), tokens.data(), targets.data(), 2, 8, 1, nullptr, nullptr) == MOAS_OK);
   REQUIRE(moas_backward(model.get()) == MOAS_OK);
   REQUIRE(moas_gradient_read(model.get(), name, once.data(), once.size()) == MOAS_OK);
+  // One backward per forward: a second would add the same gradients again.
+  REQUIRE(moas_backward(model.get()) == MOAS_ERR_NO_FORWARD);
+  REQUIRE(moas_gradient_read(model.get(), name, twice.data(), twice.size()) == MOAS_OK);
+  REQUIRE(twice == once);
+  REQUIRE(moas_forward(model.get(), tokens.data(), targets.data(), 2, 8, 1, nullptr, nullptr) == MOAS_OK);
   REQUIRE(moas_backward(model.get()) == MOAS_OK);
   REQUIRE(moas_gradient_read(model.get(), name, twice.data(), twice.size()) == MOAS_OK);
   double norm = 0;

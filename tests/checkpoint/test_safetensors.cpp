@@ -126,7 +126,7 @@ TEST_CASE("safetensors: write then read round-trips bit-exactly", "[safetensors]
     CHECK(t.name == tensors[i].name);
     CHECK(t.dtype == "F32");
     CHECK(t.shape == tensors[i].shape);
-    const std::vector<float> values = st::to_f32(t);
+    const std::vector<float> values = st::to_f32(file, t);
     REQUIRE(values.size() == t.numel());
     for (size_t j = 0; j < values.size(); ++j) CHECK(float_bits(values[j]) == float_bits(tensors[i].data[j]));
   }
@@ -172,7 +172,7 @@ TEST_CASE("safetensors: F16 values convert exactly", "[safetensors]") {
   const std::string header = R"({"h":{"dtype":"F16","shape":[)" + std::to_string(n) + R"(],"data_offsets":[0,)" +
                              std::to_string(2 * n) + "]}}";
   const st::File file = st::parse(make_file(header, data), "f16.safetensors");
-  const std::vector<float> values = st::to_f32(file.tensors.at(0));
+  const std::vector<float> values = st::to_f32(file, file.tensors.at(0));
   REQUIRE(values.size() == n);
   for (size_t i = 0; i < cases.size(); ++i) {
     INFO("half bits 0x" << std::hex << cases[i].first);
@@ -198,7 +198,7 @@ TEST_CASE("safetensors: BF16 values convert exactly", "[safetensors]") {
   const std::string header = R"({"__metadata__":{"format":"pt"},"x":{"dtype":"BF16","shape":[2,3],"data_offsets":[0,12]}})";
   const st::File file = st::parse(make_file(header, data), "bf16.safetensors");
   CHECK(file.metadata.at("format") == "pt");
-  const std::vector<float> values = st::to_f32(file.tensors.at(0));
+  const std::vector<float> values = st::to_f32(file, file.tensors.at(0));
   REQUIRE(values.size() == cases.size());
   for (size_t i = 0; i < cases.size(); ++i) CHECK(float_bits(values[i]) == float_bits(cases[i].second));
 }
@@ -211,7 +211,7 @@ TEST_CASE("safetensors: other dtypes parse but do not convert", "[safetensors]")
   REQUIRE(file.tensors.size() == 3);
   CHECK(file.tensors[0].nbytes == 16);
   try {
-    st::to_f32(file.tensors[0]);
+    st::to_f32(file, file.tensors[0]);
     FAIL("to_f32 accepted I64");
   } catch (const moas::Error &e) {
     CHECK(e.status() == MOAS_ERR_CHECKPOINT_DTYPE);
@@ -274,6 +274,53 @@ TEST_CASE("safetensors: header failures", "[safetensors]") {
   CHECK(message.find("negative") != std::string::npos);
 }
 
+TEST_CASE("safetensors: what nlohmann lets through", "[safetensors]") {
+  const std::string entry = R"("a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]})";
+  std::string message;
+  // A NUL ends nlohmann's input: whatever follows it, valid or not, must still be read (and refused).
+  CHECK(parse_status("{" + entry + std::string("}\0 junk", 7), zeros(8), &message) ==
+        MOAS_ERR_CHECKPOINT_HEADER);
+  CHECK(message.find("NUL") != std::string::npos);
+  CHECK(parse_status("{" + entry + std::string("\0,\"b\":1}", 8), zeros(8)) ==
+        MOAS_ERR_CHECKPOINT_HEADER);
+  CHECK(parse_status("\xEF\xBB\xBF{" + entry + "}", zeros(8), &message) == MOAS_ERR_CHECKPOINT_HEADER);
+  CHECK(message.find("byte-order mark") != std::string::npos);
+  // The reference's JSON parser refuses 128 levels of nesting; an ignored field may not nest deeper either (here the
+  // header object and the entry take two levels).
+  const std::string deep = std::string(127, '[') + std::string(127, ']');
+  CHECK(parse_status("{" + entry.substr(0, entry.size() - 1) + ",\"x\":" + deep.substr(2, 250) + "}}", zeros(8)) ==
+        MOAS_OK);
+  CHECK(parse_status("{" + entry.substr(0, entry.size() - 1) + ",\"x\":" + deep + "}}", zeros(8), &message) ==
+        MOAS_ERR_CHECKPOINT_HEADER);
+  CHECK(message.find("nests deeper") != std::string::npos);
+  CHECK(parse_status(std::string(100000, '['), {}) == MOAS_ERR_CHECKPOINT_HEADER);
+  // Messages show a hostile name shortened and its bytes escaped.
+  const std::string name = "\x01\xff" + std::string(1 << 20, 'n');
+  CHECK(parse_status(R"({")" + name + R"(":{"dtype":"Q7","shape":[],"data_offsets":[0,0]}})", {}, &message) ==
+        MOAS_ERR_CHECKPOINT_HEADER);  // not UTF-8
+  CHECK(parse_status(R"({")" + name.substr(2) + R"(":{"dtype":"Q7","shape":[],"data_offsets":[0,0]}})", {},
+                     &message) == MOAS_ERR_CHECKPOINT_DTYPE);
+  CHECK(message.size() < 400);
+  CHECK(message.find("1048576 bytes") != std::string::npos);
+  CHECK(parse_status("{\"a\":\x01}", {}, &message) == MOAS_ERR_CHECKPOINT_HEADER);
+  CHECK(message.find("[json.exception") == std::string::npos);
+  CHECK(message.find('\x01') == std::string::npos);
+}
+
+TEST_CASE("safetensors: only regular files are read", "[safetensors]") {
+  TempDir dir;
+  for (const std::string &path : {std::string("/dev/zero"), dir.path.string()}) {
+    INFO(path);
+    try {
+      st::read_file(path);
+      FAIL("read_file accepted " << path);
+    } catch (const moas::Error &e) {
+      CHECK(e.status() == MOAS_ERR_IO);
+      CHECK(std::string(e.what()).find("regular file") != std::string::npos);
+    }
+  }
+}
+
 TEST_CASE("safetensors: duplicate names are rejected", "[safetensors]") {
   std::string message;
   const std::string header = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
@@ -333,7 +380,7 @@ TEST_CASE("safetensors: zero-size tensors may share an offset", "[safetensors]")
   REQUIRE(file.tensors.size() == 4);
   CHECK(file.tensors.front().name == "a");
   CHECK(file.tensors.back().name == "b");
-  CHECK(st::to_f32(*file.find("f")).empty());
+  CHECK(st::to_f32(file, *file.find("f")).empty());
 }
 
 TEST_CASE("safetensors: I/O failures", "[safetensors]") {

@@ -24,6 +24,7 @@ from ._lib import ABI_VERSION, LibraryError
 from ._lib import lib as _load
 from .config import AllHeads, Config, HeadSelection, LayerConfig, MixtureOfHeads, StaticPruning
 from .errors import (AbiMismatch, CheckpointConfig, CheckpointDtype, CheckpointError, CheckpointHeader,
+                     CheckpointValue,
                      CheckpointLayout, CheckpointMissingTensor, CheckpointShape, CheckpointTruncated,
                      CheckpointUnexpectedTensor, ContextFull, ContextTooLong, DeviceUnavailable, Error, FileError,
                      IndexOutOfRange, InternalError, InvalidArgument, InvalidConfig, InvalidInput, NoForward,
@@ -71,5 +72,5 @@ __all__ = [
     "CheckpointError", "FileError", "CheckpointTruncated", "CheckpointHeader", "CheckpointLayout",
     "CheckpointMissingTensor", "CheckpointUnexpectedTensor", "CheckpointShape", "CheckpointDtype",
     "CheckpointConfig", "NoRouter", "DeviceUnavailable", "OutOfMemory", "IndexOutOfRange", "InternalError",
-    "InvalidArgument",
+    "InvalidArgument", "CheckpointValue",
 ]

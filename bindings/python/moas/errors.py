@@ -152,6 +152,11 @@ class InvalidArgument(Error, ValueError):
     status = 26
 
 
+class CheckpointValue(CheckpointError):
+    """A checkpoint tensor holds a value its role cannot have (a negative AdamW second moment)."""
+    status = 27
+
+
 def _status_classes():
     found = {}
     stack = [Error]

@@ -46,6 +46,7 @@ pub const MOAS_ERR_INDEX_OUT_OF_RANGE: moas_status = 23;
 pub const MOAS_ERR_INTERNAL: moas_status = 24;
 pub const MOAS_ERR_CONTEXT_FULL: moas_status = 25;
 pub const MOAS_ERR_INVALID_ARGUMENT: moas_status = 26;
+pub const MOAS_ERR_CHECKPOINT_VALUE: moas_status = 27;
 pub type moas_status = ::std::os::raw::c_uint;
 
 extern "C" {

@@ -35,10 +35,12 @@ pub enum Status {
     ContextFull,
     /// Two buffers of one call overlap in a way it does not allow.
     InvalidArgument,
+    /// A checkpoint tensor holds a value its role cannot have (a negative AdamW second moment).
+    CheckpointValue,
     Other(u32),
 }
 
-const STATUS_CODES: [(sys::moas_status, Status); 26] = [
+const STATUS_CODES: [(sys::moas_status, Status); 27] = [
     (sys::MOAS_ERR_NULL_ARGUMENT, Status::NullArgument),
     (sys::MOAS_ERR_INVALID_CONFIG, Status::InvalidConfig),
     (sys::MOAS_ERR_ABI_MISMATCH, Status::AbiMismatch),
@@ -65,6 +67,7 @@ const STATUS_CODES: [(sys::moas_status, Status); 26] = [
     (sys::MOAS_ERR_INTERNAL, Status::Internal),
     (sys::MOAS_ERR_CONTEXT_FULL, Status::ContextFull),
     (sys::MOAS_ERR_INVALID_ARGUMENT, Status::InvalidArgument),
+    (sys::MOAS_ERR_CHECKPOINT_VALUE, Status::CheckpointValue),
 ];
 
 impl Status {

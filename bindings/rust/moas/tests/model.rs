@@ -94,6 +94,7 @@ fn statuses_keep_their_codes_and_names() {
     for (status, code, name) in [
         (Status::ContextFull, 25, "MOAS_ERR_CONTEXT_FULL"),
         (Status::InvalidArgument, 26, "MOAS_ERR_INVALID_ARGUMENT"),
+        (Status::CheckpointValue, 27, "MOAS_ERR_CHECKPOINT_VALUE"),
         (Status::Other(1000), 1000, "MOAS_ERR_UNKNOWN_STATUS"),
     ] {
         assert_eq!(status.code(), code);
