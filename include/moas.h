@@ -9,6 +9,10 @@
  *  - Enumerations travel as `int32_t` fields; their values are only ever appended, never reused.
  *  - Ownership: every `*_create` has a `*_destroy`. Pointers the library returns are borrowed and stay valid as
  *    long as the documented owner lives. Buffers the caller passes are borrowed for the duration of the call only.
+ *    Undefined (as for any C handle): destroying a handle twice, using it after its destroy, passing a handle not
+ *    made by libmoas, and buffers shorter than the lengths passed with them. Everything else is checked.
+ *  - No call returns MOAS_OK with a non-finite result: a forward, prefill or optimiser step whose result would hold
+ *    NaN/Inf fails with MOAS_ERR_NON_FINITE and, like every failed call, changes nothing.
  *  - Thread safety: a model is used by one thread at a time; distinct models may be used concurrently.
  *    Calls marked "thread-safe" may be made from any thread at any time.
  *  - Tensors are row-major float32; linear weights have PyTorch `nn.Linear` layout [out, in].
@@ -264,7 +268,8 @@ typedef struct moas_model moas_model;
  * On success *out owns a model the caller must pass to moas_model_destroy. Thread-safe. */
 MOAS_API moas_status moas_model_create(const moas_model_config *cfg, moas_model **out);
 
-/* Frees the model and everything it owns; NULL is a no-op. */
+/* Frees the model and everything it owns; NULL is a no-op. Using the model afterwards, or destroying it again, is
+ * undefined. */
 MOAS_API void moas_model_destroy(moas_model *model);
 
 /* Copies the model's config into *out (up to out->struct_size, which the caller sets). */
@@ -283,7 +288,10 @@ MOAS_API moas_status moas_model_num_parameters(const moas_model *model, uint64_t
  *           0 keeps nothing and is deterministic.
  * loss_out (nullable): mean cross-entropy over targets != -1 (0 when there are none or targets is NULL).
  * aux_out (nullable): the unweighted auxiliary (load-balance) loss, mean over routed layers; 0 without routers.
- * The logits stay readable through moas_logits until the next forward. */
+ * The logits stay readable through moas_logits until the next forward.
+ * MOAS_ERR_NON_FINITE when the loss or any logit is NaN/Inf (weights that diverged or overflow): the forward then
+ * counts for nothing (no moas_backward, no dropout draw: the next training forward draws the masks this one would
+ * have); loss_out still receives the loss for diagnosis. */
 MOAS_API moas_status moas_forward(moas_model *model, const int32_t *tokens, const int32_t *targets, int32_t batch,
                                   int32_t seq_len, int32_t training, float *loss_out, float *aux_out);
 
@@ -292,7 +300,9 @@ MOAS_API moas_status moas_forward(moas_model *model, const int32_t *tokens, cons
 MOAS_API moas_status moas_logits(const moas_model *model, float *out, size_t out_len);
 
 /* Accumulates into the parameter gradients the gradient of CE + lambda * aux of the last training forward
- * (which must have had targets). Gradients accumulate across calls until moas_zero_grad. */
+ * (which must have had targets). Gradients accumulate across calls until moas_zero_grad. One backward per forward:
+ * a second one (which would add the same gradients again), or one after a parameter write, load or optimiser step,
+ * is MOAS_ERR_NO_FORWARD and changes nothing. */
 MOAS_API moas_status moas_backward(moas_model *model);
 
 /* Sets every parameter gradient to zero. */
@@ -300,7 +310,7 @@ MOAS_API moas_status moas_zero_grad(moas_model *model);
 
 typedef struct moas_adamw_config {
   uint32_t struct_size;
-  float lr;           /* default 1e-3 */
+  float lr;           /* in [0, 1] (default 1e-3); lr * weight_decay <= 1 */
   float beta1;        /* default 0.9 */
   float beta2;        /* default 0.99 */
   float eps;          /* default 1e-8 */
@@ -319,9 +329,11 @@ MOAS_API moas_status moas_adamw_config_rustgpt(moas_adamw_config *cfg);
 
 /* One AdamW step (PyTorch semantics, bias-corrected) on the accumulated gradients, after clipping them to
  * cfg->grad_clip. grad_norm_out (nullable) receives the global gradient L2 norm before clipping; with grad_clip 0
- * and grad_norm_out NULL no norm is computed. If any gradient is not finite the step is skipped, nothing changes,
- * and MOAS_ERR_NON_FINITE is returned. The gradients stay as they are: they keep accumulating over later
- * backward calls until moas_zero_grad. */
+ * and grad_norm_out NULL no norm is computed. If any gradient is not finite, or the step would leave a weight or a
+ * moment non-finite (a gradient whose square overflows, moments loaded from a file that do not belong together),
+ * the step is skipped, nothing changes (weights, moments, step count), and MOAS_ERR_NON_FINITE is returned.
+ * MOAS_ERR_INVALID_CONFIG for settings out of range (see moas_adamw_config). The gradients stay as they are: they
+ * keep accumulating over later backward calls until moas_zero_grad. */
 MOAS_API moas_status moas_optimizer_step(moas_model *model, const moas_adamw_config *cfg, float *grad_norm_out);
 
 /* Number of optimizer steps taken (it keys dropout masks and AdamW bias correction). */
@@ -367,17 +379,25 @@ MOAS_API moas_status moas_gradients_write(moas_model *model, const float *values
  * Checkpoints (safetensors; tensor names load into the reference PyTorch model with load_state_dict)
  * ------------------------------------------------------------------------------------------------------------- */
 
-/* Writes the weights and the config (metadata "config", JSON) to path, through a temporary file and a rename.
- * user_metadata (nullable) is stored verbatim under the metadata key "user" (e.g. the vocabulary as JSON). */
+/* Writes the weights and the config (metadata "config", JSON) to path, through a temporary file (path + ".tmp",
+ * synced) and a rename: a crash leaves the old file or the new one, never half of one. user_metadata (nullable, UTF-8
+ * text, else MOAS_ERR_INVALID_ARGUMENT) is stored verbatim under the metadata key "user" (e.g. the vocabulary as
+ * JSON). Saving a model and its optimiser state is two calls: a caller that must never lose a matching pair writes
+ * both under new names and switches to them afterwards (as moas train does). */
 MOAS_API moas_status moas_model_save(const moas_model *model, const char *path, const char *user_metadata);
 
-/* Replaces the model's weights with those in path. The file's config must describe this model; on any failure
- * the model is unchanged. */
+/* Replaces the model's weights with those in path. The whole file is validated before anything is copied: the
+ * safetensors format as strictly as its reference implementation (MOAS_ERR_CHECKPOINT_TRUNCATED, _HEADER, _LAYOUT,
+ * _DTYPE), the config (every field that changes the math must equal the model's, wrong types and ranges refused:
+ * MOAS_ERR_CHECKPOINT_CONFIG), each tensor's presence and shape (_MISSING_TENSOR, _UNEXPECTED_TENSOR, _SHAPE) and
+ * every value (NaN/Inf: MOAS_ERR_NON_FINITE). Only regular files are read (MOAS_ERR_IO for a directory, pipe or
+ * device). On any failure the model is unchanged. */
 MOAS_API moas_status moas_model_load(moas_model *model, const char *path);
 
 /* Creates a model from the config stored in a checkpoint and loads its weights. device, device_index, n_threads,
  * seed and (when its struct_size reaches it) matmul_precision come from `overrides` when it is non-NULL (its other
- * fields are ignored). */
+ * fields are ignored). The file's tensors are checked against its config before the model is allocated, so a
+ * small file that claims a large model costs no more than reading its header. *out is NULL on failure. */
 MOAS_API moas_status moas_model_create_from_file(const char *path, const moas_model_config *overrides,
                                                  moas_model **out);
 
@@ -388,7 +408,8 @@ MOAS_API moas_status moas_checkpoint_user_metadata(const char *path, char *buf, 
 /* Writes the AdamW state ({param}.exp_avg, {param}.exp_avg_sq, step) to path (temporary file and rename). */
 MOAS_API moas_status moas_optimizer_save(const moas_model *model, const char *path);
 
-/* Restores the AdamW state written by moas_optimizer_save for this model; unchanged on failure. */
+/* Restores the AdamW state written by moas_optimizer_save for this model, validated as moas_model_load validates
+ * weights; a negative second moment is MOAS_ERR_CHECKPOINT_VALUE. Unchanged on failure. */
 MOAS_API moas_status moas_optimizer_load(moas_model *model, const char *path);
 
 /* ---------------------------------------------------------------------------------------------------------------
@@ -408,7 +429,7 @@ typedef struct moas_kv_cache moas_kv_cache;
 MOAS_API moas_status moas_kv_cache_create(const moas_model *model, int32_t batch, int32_t capacity,
                                           moas_kv_cache **out);
 
-/* Frees the cache; NULL is a no-op. */
+/* Frees the cache; NULL is a no-op. Using the cache afterwards, or destroying it again, is undefined. */
 MOAS_API void moas_kv_cache_destroy(moas_kv_cache *cache);
 
 /* Forgets every cached position (the memory stays allocated). */
@@ -426,8 +447,9 @@ MOAS_API moas_status moas_kv_cache_bytes_per_token(const moas_kv_cache *cache, u
  * last new position into last_logits [batch, vocab_size] (last_logits_len floats; NULL to skip). All new logits
  * stay readable through moas_logits. MOAS_ERR_CONTEXT_FULL when the positions would pass the cache's capacity;
  * MOAS_ERR_INVALID_ARGUMENT when the cache was made by a model on another device (a CPU model's cache for a CUDA
- * model, or the reverse: it is the wrong handle, not a wrong size); on any failure the cache and the model are
- * unchanged. The model and the cache are used by one thread at a time. */
+ * model, or the reverse: it is the wrong handle, not a wrong size); MOAS_ERR_NON_FINITE when a new logit is NaN/Inf
+ * (the new positions are dropped again: the cache keeps its length and the positions it held). On any failure the
+ * cache and the model are unchanged and last_logits is untouched. The model and the cache are used by one thread at a time. */
 MOAS_API moas_status moas_prefill(moas_model *model, moas_kv_cache *cache, const int32_t *tokens, int32_t seq_len,
                                   float *last_logits, size_t last_logits_len);
 
@@ -465,7 +487,7 @@ typedef struct moas_layer_router_stats {
 MOAS_API moas_status moas_router_stats(const moas_model *model, int32_t layer, moas_layer_router_stats *out);
 
 /* The statistics of every layer at once: out[l] for l in [0, n_layers), each with its struct_size set by the
- * caller; n_layers must equal the model's n_layer. */
+ * caller; n_layers must equal the model's n_layer. All entries are written, or (on failure) none. */
 MOAS_API moas_status moas_router_stats_all(const moas_model *model, moas_layer_router_stats *out, size_t n_layers);
 
 /* ---------------------------------------------------------------------------------------------------------------
@@ -513,7 +535,7 @@ MOAS_API moas_status moas_layer_config_default(moas_layer_config *cfg);
  * layers may be used from different threads at once; one layer is used by one thread at a time. */
 MOAS_API moas_status moas_layer_create(const moas_layer_config *cfg, moas_layer **out);
 
-/* Frees the layer; NULL is a no-op. */
+/* Frees the layer; NULL is a no-op. Using the layer afterwards, or destroying it again, is undefined. */
 MOAS_API void moas_layer_destroy(moas_layer *layer);
 
 /* The layer's config (up to out->struct_size), e.g. of a layer made by moas_layer_create_from_file; MoAS branch kv
@@ -524,8 +546,9 @@ MOAS_API moas_status moas_layer_get_config(const moas_layer *layer, moas_layer_c
  * x and y each hold len = batch * seq_len * n_embd floats and stay owned by the caller; y may be x itself (in place)
  * but must not otherwise overlap it (MOAS_ERR_INVALID_ARGUMENT). Non-finite x gives MOAS_ERR_NON_FINITE.
  * training: 1 keeps what moas_layer_backward needs and applies dropout; 0 keeps nothing.
- * aux_out (nullable): the unweighted load-balance loss (0 without a router). On failure y is untouched and the
- * layer is as before. */
+ * aux_out (nullable): the unweighted load-balance loss (0 without a router). MOAS_ERR_NON_FINITE when y would hold
+ * NaN/Inf (weights that diverged, or an x so large its projections overflow). On failure y is untouched and the
+ * layer is as before (no backward, no dropout draw). */
 MOAS_API moas_status moas_layer_forward(moas_layer *layer, const float *x, float *y, size_t len, int32_t batch,
                                         int32_t seq_len, int32_t training, float *aux_out);
 

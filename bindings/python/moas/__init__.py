@@ -34,7 +34,7 @@ from .layer import Layer
 from .model import (KVCache, Model, ParameterInfo, RouterStats, adamw_defaults, adamw_rustgpt,
                     checkpoint_user_metadata)
 
-__version__ = "0.6.0"
+__version__ = "0.7.0"
 
 
 def load_library():

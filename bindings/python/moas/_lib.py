@@ -1,4 +1,4 @@
-"""Loading libmoas and the ctypes mirror of include/moas.h (ABI version 1, libmoas 0.6.0).
+"""Loading libmoas and the ctypes mirror of include/moas.h (ABI version 1, libmoas 0.7.0).
 
 Every struct and function of the header is mirrored here, in header order. tests/test_abi.py compiles a small C
 program against the header and checks every size and field offset, and that every ``MOAS_API`` function has a

@@ -1,4 +1,4 @@
-//! Raw declarations of the libmoas C ABI (`include/moas.h`, ABI 1, libmoas 0.6.0).
+//! Raw declarations of the libmoas C ABI (`include/moas.h`, ABI 1, libmoas 0.7.0).
 //!
 //! Written in the shape `bindgen --no-prepend-enum-name --allowlist-item 'moas_.*|MOAS_.*' include/moas.h`
 //! produces, so it can be regenerated and diffed; `tests/layout.rs` compares every struct's size and field offsets
