@@ -174,15 +174,18 @@ void checked_adamw_step(const moas_adamw_config *cfg, float *grad_norm_out, Norm
 }
 
 // The same on the CPU, over a parameter table and its optimiser state. The norm is computed only when clipping or
-// the caller needs it: the step's own finiteness check also catches non-finite gradients (its "norm" is then 0,
-// which clipping off never reads).
+// the caller needs it: the finiteness check before the step also catches non-finite gradients (its "norm" is then 0,
+// which clipping off never reads). That check bounds the result from the buffers' maxima and computes the step
+// without writing it only when the bounds cannot prove it finite.
 inline void checked_adamw_step(ParamTable<float> &params, AdamWState<float> &state, const moas_adamw_config *cfg,
                                float *grad_norm_out) {
   checked_adamw_step(
       cfg, grad_norm_out,
       [&] { return cfg->grad_clip > 0 || grad_norm_out ? gradient_norm(params.grads) : 0.0; },
       [&](const AdamWSettings &settings, double norm) {
-        if (!adamw_step_stays_finite(params, state, settings, norm)) return false;
+        if (!adamw_step_surely_finite<float>(adamw_maxima(params, state), settings, state.step + 1, norm) &&
+            !adamw_step_stays_finite(params, state, settings, norm))
+          return false;
         adamw_step(params, state, settings, norm);
         return true;
       });

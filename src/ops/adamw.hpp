@@ -5,6 +5,8 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <limits>
 #include <vector>
 
 #include "base/hd.hpp"
@@ -82,6 +84,62 @@ void adamw_update_span(T *p, T *m, T *v, const T *g, int64_t begin, int64_t end,
                        bool decays) {
 #pragma omp simd
   for (int64_t i = begin; i < end; i++) adamw_update(p + i, m + i, v + i, g[i], f, decays);
+}
+
+// The largest magnitudes in the buffers a step reads: gradients, parameters, first moments, second moments (Inf
+// when one holds NaN or Inf).
+struct AdamWMaxima {
+  double grad = 0, param = 0, exp_avg = 0, exp_avg_sq = 0;
+};
+
+// max |x[i]| over [begin, end) as the bits of a float: for non-negative floats the bit patterns order as the values
+// do, with Inf and then every NaN above all finite ones, so an integer maximum (which vectorises without fast-math)
+// finds both the largest magnitude and any non-finite value.
+inline uint32_t max_magnitude_bits(const float *x, int64_t begin, int64_t end) {
+  uint32_t top = 0;
+  for (int64_t i = begin; i < end; i++) {
+    uint32_t bits;
+    std::memcpy(&bits, x + i, sizeof bits);
+    top = std::max(top, bits & 0x7fffffffu);
+  }
+  return top;
+}
+
+inline double magnitude_of_bits(uint32_t bits) {
+  if (bits >= 0x7f800000u) return std::numeric_limits<double>::infinity();
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+inline AdamWMaxima adamw_maxima(const ParamTable<float> &params, const AdamWState<float> &state) {
+  const int64_t n = (int64_t)params.values.size();
+  const bool fresh = state.exp_avg.size() != params.values.size();
+  const float *buffers[4] = {params.grads.data(), params.values.data(), fresh ? nullptr : state.exp_avg.data(),
+                             fresh ? nullptr : state.exp_avg_sq.data()};
+  std::atomic<uint32_t> top[4] = {0, 0, 0, 0};
+  parallel_for(n, n >= kParallelGrain, [&](int64_t begin, int64_t end) {
+    for (int k = 0; k < 4; k++) {
+      if (!buffers[k]) continue;
+      const uint32_t mine = max_magnitude_bits(buffers[k], begin, end);
+      uint32_t seen = top[k].load();
+      while (mine > seen && !top[k].compare_exchange_weak(seen, mine)) {
+      }
+    }
+  });
+  return {magnitude_of_bits(top[0]), magnitude_of_bits(top[1]), magnitude_of_bits(top[2]), magnitude_of_bits(top[3])};
+}
+
+// Whether the maxima alone prove the next step finite: each moment stays within the larger of its old bound and the
+// (scaled) gradient's, the update within step_size * |m| / eps. Cheap (no square root or division per element), and
+// true in any sane training; when it is not, adamw_step_stays_finite decides exactly.
+template <typename T>
+bool adamw_step_surely_finite(const AdamWMaxima &x, const AdamWSettings &s, uint64_t step, double grad_norm) {
+  const AdamWFactors<double> f = adamw_factors<double>(s, step, grad_norm);
+  const double limit = 1e-2 * (double)std::numeric_limits<T>::max();  // room for rounding on the way
+  const double g = x.grad * f.grad_scale, m = std::max(x.exp_avg, g);
+  const double update = f.step_size * m / f.eps;
+  return g * g < limit && m < limit && x.exp_avg_sq < limit && x.param + update < limit;  // false for Inf
 }
 
 // Whether the next step would leave every parameter and moment finite, computed as adamw_update_span would but
