@@ -2,6 +2,7 @@
 // optimiser step is refused whole, a forward is forgotten (no backward, no dropout draw), a prefill keeps the cache's
 // length, a layer forward leaves y alone.
 #include <cfloat>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -228,4 +229,20 @@ TEST_CASE("user metadata must be UTF-8", "[api][non_finite]") {
   CHECK(std::string(moas_last_error()).find("UTF-8") != std::string::npos);
   CHECK(!std::filesystem::exists(path));
   CHECK(moas_model_save(model.get(), path.c_str(), "caf\xc3\xa9") == MOAS_OK);
+}
+
+TEST_CASE("a step the cheap bounds cannot vouch for is still taken when finite", "[api][non_finite]") {
+  // Gradients of 1e10 with eps 1e-30: the bound lr * |m| / eps overflows, the real update (about lr) does not.
+  ModelPtr model = make_model(small_config());
+  forward_backward(model.get(), 11);
+  std::vector<float> large(parameter_total(model.get()), 1e10f);
+  REQUIRE(moas_gradients_write(model.get(), large.data(), large.size()) == MOAS_OK);
+  moas_adamw_config c = adamw(1e-3f);
+  c.grad_clip = 0;
+  c.eps = 1e-30f;
+  const auto before = all_params(model.get());
+  REQUIRE(moas_optimizer_step(model.get(), &c, nullptr) == MOAS_OK);
+  CHECK(steps_of(model.get()) == 1);
+  const auto after = all_params(model.get());
+  for (size_t i = 0; i < after.size(); i++) CHECK(std::fabs(after[i] - before[i]) < 2e-3f);
 }
