@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <new>
+#include <stdexcept>
 #include <string>
 
 #include "attention/router_stats.hpp"
@@ -29,6 +30,9 @@ moas_status guarded(F &&body) {
   } catch (const moas::Error &e) {
     last_error = e.what();
     return e.status();
+  } catch (const std::length_error &) {  // a size past what a std::vector can hold: out of memory by another name
+    last_error = "out of memory: reduce the batch, the sequence length or the model size";
+    return MOAS_ERR_OUT_OF_MEMORY;
   } catch (const std::bad_alloc &) {
     last_error = "out of memory: reduce the batch, the sequence length or the model size";
     return MOAS_ERR_OUT_OF_MEMORY;
