@@ -3,13 +3,13 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "checkpoint.hpp"
 #include "dataset.hpp"
+#include "durable_file.hpp"
 #include "errors.hpp"
 #include "handles.hpp"
 #include "options.hpp"
@@ -119,17 +119,6 @@ nlohmann::ordered_json results_json(const TrainOptions &base, const Corpus &corp
   return {{"data", corpus.source}, {"settings", option_values(base)}, {"seconds", seconds}, {"variants", variants}};
 }
 
-// Through a temporary file and a rename, like the checkpoints: a reader never sees half a file.
-void write_file(const std::string &path, const std::string &contents) {
-  const std::string temporary = path + ".tmp";
-  {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    out << contents;
-    if (!out.flush()) throw RuntimeFailure("cannot write " + temporary + ": check the directory and the disk");
-  }
-  std::filesystem::rename(temporary, path);
-}
-
 }  // namespace
 
 int run_compare_command(int argc, char **argv) {
@@ -190,8 +179,8 @@ int run_compare_command(int argc, char **argv) {
   }
   std::filesystem::create_directories(base.out);
   const std::string svg_path = base.out + "/compare.svg", json_path = base.out + "/compare.json";
-  write_file(svg_path, comparison_svg(curves, bars));
-  write_file(json_path, results_json(base, corpus, results, seconds).dump(2) + "\n");
+  replace_file(svg_path, comparison_svg(curves, bars));
+  replace_file(json_path, results_json(base, corpus, results, seconds).dump(2) + "\n");
 
   std::printf("\n%zu variants, %d steps each, in %.0f s; wrote %s and %s\n\n%s", results.size(), base.steps, seconds,
               svg_path.c_str(), json_path.c_str(), markdown_table(results).c_str());

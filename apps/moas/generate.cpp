@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <numeric>
+#include <optional>
 #include <string>
 
 #include "checkpoint.hpp"
@@ -52,10 +53,13 @@ int run_generate_command(int argc, char **argv) {
   }
   std::error_code ec;
   std::string path = o.checkpoint;
-  if (std::filesystem::is_directory(path, ec)) path += "/model.safetensors";
+  if (std::filesystem::is_directory(path, ec)) {
+    // The run's latest pair, not DIR/model.safetensors: a kill can come between the switch and the link.
+    const std::optional<CheckpointPair> latest = latest_checkpoint(RunFiles(path));
+    path = latest ? latest->model : path + "/model.safetensors";
+  }
   if (!std::filesystem::exists(path, ec))
-    throw RuntimeFailure("no checkpoint at " + path +
-                         ": pass --checkpoint DIR/model.safetensors written by moas train");
+    throw RuntimeFailure("no checkpoint at " + path + ": pass --checkpoint DIR, the --out of moas train");
   const nlohmann::json metadata = read_checkpoint_metadata(path);
   const Vocabulary vocabulary = Vocabulary::from_json(metadata["vocabulary"]);
   std::vector<int32_t> sequence = vocabulary.encode(o.prompt);

@@ -1,9 +1,9 @@
 // The flags of `moas generate`: parsed by hand, as they share nothing with training's settings table.
 #include "generate_flags.hpp"
 
-#include <cmath>
-#include <cstdlib>
+#include <optional>
 
+#include "decimal.hpp"
 #include "errors.hpp"
 
 namespace moas_cli {
@@ -11,9 +11,9 @@ namespace moas_cli {
 namespace {
 
 const char kUsage[] =
-    "usage: moas generate --checkpoint DIR/model.safetensors [flags]\n\n"
+    "usage: moas generate --checkpoint DIR [flags]\n\n"
     "Samples text from a checkpoint written by moas train, decoding with a KV cache.\n\n"
-    "  --checkpoint FILE     the checkpoint (or the directory holding model.safetensors)\n"
+    "  --checkpoint PATH     the run directory (its latest weights), or a weights file such as DIR/model.safetensors\n"
     "  --prompt TEXT         text to continue, in the checkpoint's vocabulary [a newline]\n"
     "  --tokens N            tokens to generate [200]\n"
     "  --temperature T       softmax temperature; 0 picks the most likely token [0.8]\n"
@@ -22,21 +22,23 @@ const char kUsage[] =
     "  --threads N           CPU threads (0: all cores) [0]\n"
     "  --device cpu|cuda     where the model decodes (cuda: GPU 0) [cpu]\n";
 
+std::string range_text(long long low, long long high) {
+  return " is out of range: use " + std::to_string(low) + " to " + std::to_string(high);
+}
+
 double parse_number(const std::string &flag, const std::string &value, double low, double high) {
-  char *end = nullptr;
-  const double parsed = std::strtod(value.c_str(), &end);
-  if (value.empty() || *end != '\0' || !std::isfinite(parsed))
-    throw UsageError(flag + ": '" + value + "' is not a number");
-  if (parsed < low || parsed > high)
-    throw UsageError(flag + " " + value + " is out of range: use " + std::to_string((long long)low) + " to " +
-                     std::to_string((long long)high));
-  return parsed;
+  const std::optional<double> parsed = parse_decimal<double>(value);
+  if (!parsed) throw UsageError(flag + ": '" + value + "' is not a number");
+  if (*parsed < low || *parsed > high)
+    throw UsageError(flag + " " + value + range_text((long long)low, (long long)high));
+  return *parsed;
 }
 
 int parse_count(const std::string &flag, const std::string &value, int low, int high) {
-  const double parsed = parse_number(flag, value, low, high);
-  if (parsed != std::floor(parsed)) throw UsageError(flag + ": '" + value + "' is not a whole number");
-  return (int)parsed;
+  const std::optional<long long> parsed = parse_decimal<long long>(value);
+  if (!parsed) throw UsageError(flag + ": '" + value + "' is not a whole number");
+  if (*parsed < low || *parsed > high) throw UsageError(flag + " " + value + range_text(low, high));
+  return (int)*parsed;
 }
 
 }  // namespace
@@ -68,14 +70,13 @@ bool parse_generate_arguments(int argc, char **argv, GenerateOptions *o) {
       o->cuda = value == "cuda";
     }
     else {
-      char *end = nullptr;
-      o->seed = std::strtoull(value.c_str(), &end, 10);
-      if (value.empty() || value[0] == '-' || *end != '\0')
-        throw UsageError("--seed: '" + value + "' is not a whole number from 0 to 2^64-1");
+      const std::optional<uint64_t> seed = parse_decimal<uint64_t>(value);
+      if (!seed) throw UsageError("--seed: '" + value + "' is not a whole number from 0 to 2^64-1");
+      o->seed = *seed;
     }
   }
   if (o->checkpoint.empty())
-    throw UsageError("moas generate needs --checkpoint FILE (e.g. runs/train/model.safetensors)");
+    throw UsageError("moas generate needs --checkpoint DIR (e.g. runs/train, the --out of moas train)");
   return true;
 }
 

@@ -41,7 +41,11 @@ int dispatch(int argc, char **argv) {
   if (command == "train") return moas_cli::run_train_command(argc, argv);
   if (command == "compare") return moas_cli::run_compare_command(argc, argv);
   if (command == "generate") return moas_cli::run_generate_command(argc, argv);
-  if (command == "help" || command == "--help" || command == "-h") {
+  const bool asks_help = command == "help" || command == "--help" || command == "-h";
+  if ((asks_help || command == "--version") && argc > 2)
+    throw moas_cli::UsageError(command + " takes no arguments, not '" + argv[2] +
+                               "' (moas <command> --help lists a command's flags)");
+  if (asks_help) {
     std::fputs(kUsage, stdout);
     return 0;
   }

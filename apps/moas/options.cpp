@@ -2,15 +2,17 @@
 #include "options.hpp"
 
 #include <algorithm>
-#include <cerrno>
-#include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
 #include <sstream>
 #include <variant>
 
+#include "decimal.hpp"
 #include "errors.hpp"
 #include "flag_spec.hpp"
 
@@ -51,16 +53,14 @@ std::string range_text(const OptionSpec &spec) {
 
 long long parse_integer(const OptionSpec &spec, const std::string &value) {
   if (spec.allows_auto && value == "auto") return kAuto;
-  errno = 0;
-  char *end = nullptr;
-  const long long parsed = std::strtoll(value.c_str(), &end, 10);
-  if (value.empty() || *end != '\0' || errno == ERANGE)
+  const std::optional<long long> parsed = parse_decimal<long long>(value);
+  if (!parsed)
     throw UsageError(flag(spec) + ": '" + value + "' is not a whole number" +
                      (spec.allows_auto ? " (or auto)" : ""));
-  if ((double)parsed < spec.low || (double)parsed > spec.high)
+  if ((double)*parsed < spec.low || (double)*parsed > spec.high)
     throw UsageError(flag(spec) + " " + value + " is out of range: use " + range_text(spec) +
                      (spec.allows_auto ? " or auto" : ""));
-  return parsed;
+  return *parsed;
 }
 
 void validate_branches(const std::string &value) {
@@ -68,10 +68,8 @@ void validate_branches(const std::string &value) {
   std::string item;
   int count = 0;
   while (std::getline(list, item, ',')) {
-    char *end = nullptr;
-    errno = 0;
-    const long kv = std::strtol(item.c_str(), &end, 10);
-    if (item.empty() || *end != '\0' || errno == ERANGE || kv < 0 || kv > 4096)
+    const std::optional<int> kv = parse_decimal<int>(item);
+    if (!kv || *kv < 0 || *kv > 4096)
       throw UsageError("--branches '" + value + "': give kv heads per branch as whole numbers, e.g. 6,2,1");
     count++;
   }
@@ -91,22 +89,17 @@ void set_value(TrainOptions &options, const OptionSpec &spec, const std::string 
         options.*field = kAuto;
         return;
       }
-      errno = 0;
-      char *end = nullptr;
-      const double parsed = std::strtod(value.c_str(), &end);
-      if (value.empty() || *end != '\0' || errno == ERANGE || !std::isfinite(parsed))
+      const std::optional<double> parsed = parse_decimal<double>(value);
+      if (!parsed)
         throw UsageError(flag(spec) + ": '" + value + "' is not a number" + (spec.allows_auto ? " (or auto)" : ""));
-      if (parsed < spec.low || parsed > spec.high)
+      if (*parsed < spec.low || *parsed > spec.high)
         throw UsageError(flag(spec) + " " + value + " is out of range: use " + range_text(spec));
-      options.*field = parsed;
+      options.*field = *parsed;
     }
     void operator()(uint64_t TrainOptions::*field) const {
-      errno = 0;
-      char *end = nullptr;
-      const unsigned long long parsed = std::strtoull(value.c_str(), &end, 10);
-      if (value.empty() || value[0] == '-' || *end != '\0' || errno == ERANGE)
-        throw UsageError(flag(spec) + ": '" + value + "' is not a whole number from 0 to 2^64-1");
-      options.*field = parsed;
+      const std::optional<uint64_t> parsed = parse_decimal<uint64_t>(value);
+      if (!parsed) throw UsageError(flag(spec) + ": '" + value + "' is not a whole number from 0 to 2^64-1");
+      options.*field = *parsed;
     }
     void operator()(std::string TrainOptions::*field) const {
       if (!spec.choices.empty()) {
@@ -166,15 +159,38 @@ std::string json_value_text(const std::string &file, const std::string &key, con
   throw UsageError("config " + file + ": \"" + key + "\" must be a number, a string, true/false or a list of numbers");
 }
 
-std::vector<std::pair<std::string, std::string>> read_config_file(const std::string &path, bool for_compare) {
+std::string read_config_text(const std::string &path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw RuntimeFailure("--config " + path + " is a directory: give a JSON file of flag: value");
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw RuntimeFailure("cannot read --config " + path + ": give a readable JSON file");
-  nlohmann::json document;
+  std::ostringstream text;
+  if (!in || !(text << in.rdbuf()) || in.bad())
+    throw RuntimeFailure("cannot read --config " + path + ": give a readable JSON file");
+  return text.str();
+}
+
+// JSON allows a key twice in an object and nlohmann keeps the last silently; in a config file that is a mistake
+// (two values for one flag, one of them ignored), so the parser's callback refuses it.
+nlohmann::json parse_config(const std::string &path, const std::string &text) {
+  std::vector<std::set<std::string>> keys_of_open_objects;
+  auto refuse_duplicates = [&](int, nlohmann::json::parse_event_t event, nlohmann::json &parsed) {
+    using Event = nlohmann::json::parse_event_t;
+    if (event == Event::object_start) keys_of_open_objects.emplace_back();
+    if (event == Event::object_end) keys_of_open_objects.pop_back();
+    if (event == Event::key && !keys_of_open_objects.back().insert(parsed.get<std::string>()).second)
+      throw UsageError("--config " + path + " gives \"" + parsed.get<std::string>() + "\" twice: keep one");
+    return true;
+  };
   try {
-    document = nlohmann::json::parse(in);
+    return nlohmann::json::parse(text, refuse_duplicates);
   } catch (const nlohmann::json::exception &e) {
     throw UsageError("--config " + path + " is not valid JSON (" + e.what() + ")");
   }
+}
+
+std::vector<std::pair<std::string, std::string>> read_config_file(const std::string &path, bool for_compare) {
+  const nlohmann::json document = parse_config(path, read_config_text(path));
   if (!document.is_object()) throw UsageError("--config " + path + " must hold one JSON object of flag: value");
   std::vector<std::pair<std::string, std::string>> assignments;
   for (auto it = document.begin(); it != document.end(); ++it) {

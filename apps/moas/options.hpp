@@ -60,7 +60,7 @@ struct TrainOptions {
   int eval_every = kAuto;  // auto: steps / 10
   int eval_batches = 8;
   int log_every = kAuto;   // auto: steps / 10
-  int save_every = 0;      // 0: only at the end
+  int save_every = kAuto;  // auto: every validation (eval-every); 0: only at the end
   // This invocation only (never stored in a checkpoint).
   int stop_at = 0;         // end this invocation after that step; the schedule still spans --steps
   std::string out;
@@ -102,6 +102,7 @@ TrainOptions resumed_options(const OptionValues &stored, const TrainOptions &def
 // Auto values resolved.
 int resolved_eval_every(const TrainOptions &options);
 int resolved_log_every(const TrainOptions &options);
+int resolved_save_every(const TrainOptions &options);  // 0: only at the end
 double resolved_min_lr(const TrainOptions &options);
 
 // The library's structs for these settings. vocab_size comes from the data.

@@ -35,7 +35,8 @@ void add_train_flags(std::vector<OptionSpec> &t) {
   t.push_back(number("eval-batches", S::Run, &O::eval_batches, 1, 1e6, "validation batches (fixed windows)"));
   t.push_back(number("log-every", S::Run, &O::log_every, 1, kBig,
                      "steps between log lines and metrics.jsonl entries (auto: steps/10)", true));
-  t.push_back(number("save-every", S::Run, &O::save_every, 0, kBig, "steps between checkpoints (0: at the end)"));
+  t.push_back(number("save-every", S::Run, &O::save_every, 0, kBig,
+                     "steps between checkpoints (auto: at every validation; 0: only at the end)", true));
   t.push_back(number("stop-at", S::Invocation, &O::stop_at, 0, kBig,
                      "end this invocation after that step (0: --steps); continue later with --resume"));
   t.push_back(text("out", S::Invocation, &O::out, {}, "output directory"));
@@ -63,8 +64,16 @@ const std::vector<std::pair<std::string, std::string>> &paper_preset() {
 }
 
 const char *train_usage() {
-  return "usage: moas train [flags]\n\nTrains a model and writes DIR/model.safetensors, DIR/model.optim.safetensors "
-         "and DIR/metrics.jsonl.\n\n";
+  return "usage: moas train [flags]\n\n"
+         "Trains a model into its --out directory DIR, which holds:\n"
+         "  DIR/checkpoints/step-N/  the latest checkpoint: model.safetensors and model.optim.safetensors (AdamW)\n"
+         "  DIR/latest               names that pair: moas train --resume --out DIR continues from it\n"
+         "  DIR/model.safetensors    a hard link to its weights: moas generate --checkpoint DIR reads them\n"
+         "  DIR/metrics.jsonl        a JSON line per logged step and validation\n"
+         "A save writes a new pair, switches DIR/latest to it, and only then deletes the old one, so a kill at any\n"
+         "moment leaves a complete pair to resume from. Ctrl-C or SIGTERM saves at the next step boundary, prints\n"
+         "the command that continues the run and exits with 128 + the signal's number (130, 143); a second Ctrl-C\n"
+         "ends it at once.\n\n";
 }
 
 int resolved_eval_every(const TrainOptions &options) {
@@ -73,6 +82,10 @@ int resolved_eval_every(const TrainOptions &options) {
 
 double resolved_min_lr(const TrainOptions &options) {
   return options.min_lr != kAuto ? options.min_lr : options.lr / 10;
+}
+
+int resolved_save_every(const TrainOptions &options) {
+  return options.save_every != kAuto ? options.save_every : resolved_eval_every(options);
 }
 
 int resolved_log_every(const TrainOptions &options) {

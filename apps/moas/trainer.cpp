@@ -4,10 +4,14 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 
 #include "counter_rng.hpp"
 #include "errors.hpp"
 #include "handles.hpp"
+#include "interrupt.hpp"
+#include "metrics_log.hpp"
+#include "run_lock.hpp"
 
 namespace moas_cli {
 
@@ -84,53 +88,78 @@ std::string attention_text(const moas_model_config &c) {
   return "MoH all heads of " + kind;
 }
 
-int run_train(TrainOptions options, const ParsedOptions &parsed, const TrainOptions &defaults) {
+// A word of a shell command, quoted when the shell would otherwise split or expand it.
+std::string shell_word(const std::string &word) {
+  const char *plain = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_./+-=:,@%";
+  if (!word.empty() && word.find_first_not_of(plain) == std::string::npos) return word;
+  std::string quoted = "'";
+  for (char c : word) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return quoted + "'";
+}
+
+// The command that continues this invocation: its settings are in the checkpoint, but --stop-at is not.
+std::string resume_command(const char *program, const TrainOptions &options) {
+  return shell_word(program) + " train --resume --out " + shell_word(options.out) +
+         (options.stop_at > 0 ? " --stop-at " + std::to_string(options.stop_at) : "");
+}
+
+int run_train(TrainOptions options, const ParsedOptions &parsed, const TrainOptions &defaults, const char *program) {
   RunFiles files(options.out);
   int start_step = 0;
   nlohmann::json stored;
-  std::error_code ec;
+  // --overwrite replaces whatever DIR holds, a damaged DIR/latest included.
+  const std::optional<CheckpointPair> latest =
+      options.resume || !options.overwrite ? latest_checkpoint(files) : std::nullopt;
   if (options.resume) {
-    if (!std::filesystem::exists(files.model, ec))
-      throw RuntimeFailure("no checkpoint at " + files.model +
+    if (!latest)
+      throw RuntimeFailure("no checkpoint in " + files.dir +
                            ": point --out at the run to continue, or train without --resume first");
-    stored = read_checkpoint_metadata(files.model);
+    stored = read_checkpoint_metadata(latest->model);
     OptionValues values;
-    for (auto it = stored["options"].begin(); it != stored["options"].end(); ++it) {
-      if (!it->is_string()) throw RuntimeFailure(files.model + " has damaged settings metadata: retrain it");
+    for (auto it = stored["options"].begin(); it != stored["options"].end(); ++it)
       values[it.key()] = it->get<std::string>();
-    }
     options = resumed_options(values, defaults, parsed.assignments);
     start_step = stored["step"].get<int>();
     if (start_step >= options.steps)
-      throw UsageError(files.model + " is already at step " + std::to_string(start_step) + " of --steps " +
+      throw UsageError(latest->model + " is already at step " + std::to_string(start_step) + " of --steps " +
                        std::to_string(options.steps) + ": pass a larger --steps to train on");
     if (options.stop_at > 0 && options.stop_at <= start_step)
       throw UsageError("--stop-at " + std::to_string(options.stop_at) + " is not after the checkpoint's step " +
                        std::to_string(start_step));
-  } else if (std::filesystem::exists(files.model, ec) && !options.overwrite) {
-    throw UsageError(files.model + " already exists: pass --resume to continue it, --overwrite to replace it, or "
-                     "another --out");
+  } else if (latest && !options.overwrite) {
+    throw UsageError(files.dir + " already holds a checkpoint (" + latest->model + "): pass --resume to continue "
+                     "it, --overwrite to replace it, or another --out");
   }
 
   const Corpus corpus = load_corpus(options);
-  if (options.resume && stored["data"].value("fingerprint", "") != corpus.fingerprint)
-    throw RuntimeFailure("the training text differs from the one " + files.model + " was trained on (" +
-                         stored["data"].value("source", "?") + "): resume with the same --data and --bytes");
+  if (options.resume && stored["data"]["fingerprint"] != corpus.fingerprint)
+    throw RuntimeFailure("the training text differs from the one " + latest->model + " was trained on (" +
+                         stored["data"]["source"].get<std::string>() + "): resume with the same --data and --bytes");
+  if (options.resume && stored["vocabulary"] != corpus.vocabulary.to_json())
+    throw RuntimeFailure(latest->model + " records another vocabulary than its training text's: its metadata is "
+                         "damaged; train again with --overwrite");
   const moas_model_config config = make_model_config(options, corpus.vocabulary.size());
   ModelPtr model = create_model(config);
-  if (options.resume) restore_checkpoint(model.get(), files, start_step);
+  if (options.resume) restore_checkpoint(model.get(), *latest, start_step);
 
   std::printf("moas train: %s; training on %s\n", moas_build_info(), describe_device(options).c_str());
   std::printf("%s\n%s\n", describe_model(config, parameter_count(model.get())).c_str(),
               describe_training(options, corpus).c_str());
-  if (options.resume) std::printf("resuming %s at step %d\n", files.model.c_str(), start_step);
+  if (options.resume) std::printf("resuming %s at step %d\n", latest->model.c_str(), start_step);
   std::fflush(stdout);
 
   Progress progress("");
   const TrainingSetup setup{options, corpus, model.get(), config, files, start_step};
   const auto start = std::chrono::steady_clock::now();
+  const InterruptRequests interrupts;
   const TrainOutcome outcome = run_training(setup, progress);
   progress.finish();
+  if (outcome.interrupted_by) {
+    std::fprintf(stderr, "moas: interrupted by %s: saved the checkpoint of step %d in %s; continue with: %s\n",
+                 signal_name(outcome.interrupted_by), outcome.last_step, files.dir.c_str(),
+                 resume_command(program, options).c_str());
+    return 128 + outcome.interrupted_by;
+  }
   std::printf("done: steps %d-%d in %.1f s, %.0f tokens/s; train loss %.4f -> %.4f; val loss %.4f; %s\n",
               outcome.first_step + 1, outcome.last_step, seconds_since(start), outcome.tokens_per_s,
               outcome.first_train_loss, outcome.last_train_loss, outcome.val_loss, files.model.c_str());
@@ -176,7 +205,11 @@ TrainOutcome run_training(const TrainingSetup &s, Progress &progress) {
   const TrainOptions &o = s.options;
   const int end_step = o.stop_at > 0 ? std::min(o.stop_at, o.steps) : o.steps;
   const int eval_every = resolved_eval_every(o), log_every = resolved_log_every(o);
+  const int save_every = resolved_save_every(o);
   std::filesystem::create_directories(s.files.dir);
+  const RunLock lock(s.files.dir);
+  if (s.start_step == 0) discard_checkpoints(s.files);
+  else tidy_checkpoints(s.files);
   MetricsLog metrics(s.files.metrics, s.start_step);
   moas_adamw_config adamw = make_adamw_config(o);
   std::vector<int32_t> tokens((size_t)o.batch * o.block), targets(tokens.size());
@@ -196,8 +229,9 @@ TrainOutcome run_training(const TrainingSetup &s, Progress &progress) {
                   (routing.empty() ? "" : "  " + routing));
   };
   auto save = [&](int step) {
-    save_checkpoint(s.model, s.files, checkpoint_metadata(s.corpus, o, step));
-    progress.line("saved " + s.files.model + " at step " + std::to_string(step));
+    metrics.sync();
+    save_checkpoint(s.model, s.files, step, checkpoint_metadata(s.corpus, o, step));
+    progress.line("saved the checkpoint of step " + std::to_string(step) + " in " + s.files.dir);
   };
 
   if (s.start_step == 0) validate(0);
@@ -251,10 +285,14 @@ TrainOutcome run_training(const TrainingSetup &s, Progress &progress) {
     progress.step(report, logged);
 
     if (done % eval_every == 0 || done == end_step) validate(done);
-    if (o.save_every > 0 && done % o.save_every == 0 && done != end_step) save(done);
+    const int interrupt = done == end_step ? 0 : requested_interrupt();  // a finished run was not interrupted
+    if (done == end_step || (save_every > 0 && done % save_every == 0) || interrupt) save(done);
+    if (interrupt) {
+      outcome.interrupted_by = interrupt;
+      break;
+    }
   }
-  save(end_step);
-  outcome.tokens_per_s = (end_step - s.start_step) * tokens_per_step / std::max(train_seconds, 1e-9);
+  outcome.tokens_per_s = (outcome.last_step - s.start_step) * tokens_per_step / std::max(train_seconds, 1e-9);
   return outcome;
 }
 
@@ -267,7 +305,7 @@ int run_train_command(int argc, char **argv) {
   const TrainOptions defaults = default_train_options("runs/train");
   TrainOptions options = defaults;
   apply_settings(options, parsed.assignments);
-  return run_train(options, parsed, defaults);
+  return run_train(options, parsed, defaults, argv[0]);
 }
 
 }  // namespace moas_cli

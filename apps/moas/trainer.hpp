@@ -32,10 +32,12 @@ struct TrainOutcome {
   std::vector<std::pair<int, double>> val_curve;  // (step, validation loss) of this invocation
   double tokens_per_s = 0;                      // over the training steps (validation and saving excluded)
   RoutingSummary routing;                       // over the last validation's batches
+  int interrupted_by = 0;  // the signal that stopped the run early, after saving the checkpoint of last_step; or 0
 };
 
 // Trains to options.stop_at (or options.steps), validating every eval-every steps, logging every log-every steps
-// into DIR/metrics.jsonl, and writing the checkpoint every save-every steps and at the end.
+// into DIR/metrics.jsonl, and writing the checkpoint every save-every steps, at the end, and at the step boundary
+// after an interrupt request (interrupt.hpp). A fresh run (start_step 0) first discards a checkpoint already in DIR.
 TrainOutcome run_training(const TrainingSetup &setup, Progress &progress);
 
 // The learning rate of step (0-based): linear warm-up over `warmup` steps, then cosine decay to min-lr at the

@@ -7,6 +7,7 @@ case_name=$1
 moas=$2
 work=$3
 shakespeare=$4
+tests=$(cd "$(dirname "$0")" && pwd)
 rm -rf "$work"
 mkdir -p "$work"
 cd "$work"
@@ -28,16 +29,49 @@ train_entry() {
   grep "^{\"step\":$2,\"lr\"" "$1" | sed 's/,"tokens_per_s":[^,}]*//'
 }
 
+# The steps of a metrics.jsonl's training entries, one a line, in file order.
+train_steps() {
+  grep '"lr"' "$1" | sed 's/^{"step":\([0-9]*\),.*/\1/'
+}
+
+# A run directory holds its latest checkpoint pair and nothing else of other saves: DIR/latest names
+# checkpoints/step-N, DIR/checkpoints holds only that pair, and DIR/model.safetensors is its weights.
+only_pair() {
+  local pair
+  pair="checkpoints/$(printf 'step-%06d' "$2")"
+  [ "$(cat "$1/latest")" = "$pair" ] || fail "$1/latest names $(cat "$1/latest"), not $pair"
+  [ "$(ls "$1/checkpoints")" = "${pair#checkpoints/}" ] || fail "$1/checkpoints holds $(ls "$1/checkpoints")"
+  [ "$(ls "$1/$pair")" = "$(printf 'model.optim.safetensors\nmodel.safetensors')" ] || fail "$1/$pair: $(ls "$1/$pair")"
+  [ "$1/model.safetensors" -ef "$1/$pair/model.safetensors" ] || fail "$1/model.safetensors is not $pair's weights"
+  [ -z "$(ls "$1" | grep -v -x -e latest -e checkpoints -e model.safetensors -e metrics.jsonl)" ] ||
+    fail "stray files in $1: $(ls "$1")"
+}
+
 case "$case_name" in
 train)
   "$moas" train "${tiny[@]}" --steps 20 --log-every 1 --out run >out.txt
-  for f in model.safetensors model.optim.safetensors metrics.jsonl; do
+  for f in model.safetensors checkpoints/step-000020/model.optim.safetensors metrics.jsonl; do
     [ -s "run/$f" ] || fail "run/$f was not written"
   done
+  only_pair run 20
   [ "$(grep -c '"train_loss"' run/metrics.jsonl)" -eq 20 ] || fail "metrics.jsonl should hold 20 training entries"
   grep -q '"val_loss"' run/metrics.jsonl || fail "metrics.jsonl has no validation entry"
   grep -q 'threads' out.txt || fail "the thread count was not printed"
   loss_fell out.txt || fail "the training loss did not fall: $(grep '^done:' out.txt)"
+  ;;
+save_every)
+  # Checkpoints at every validation unless --save-every says otherwise (0: only at the end); the last pair is kept.
+  saved_steps() { grep '^saved the checkpoint of step' "$1" | sed 's/^saved the checkpoint of step \([0-9]*\) .*/\1/'; }
+  "$moas" train "${tiny[@]}" --steps 20 --eval-every 4 --out default >default.txt
+  [ "$(saved_steps default.txt)" = "$(seq 4 4 20)" ] || fail "the default saved at $(saved_steps default.txt | xargs)"
+  "$moas" train "${tiny[@]}" --steps 20 --save-every 0 --out end >end.txt
+  [ "$(saved_steps end.txt)" = 20 ] || fail "--save-every 0 saved at $(saved_steps end.txt | xargs)"
+  "$moas" train "${tiny[@]}" --steps 20 --save-every 6 --out six >six.txt
+  [ "$(saved_steps six.txt)" = "$(printf '6\n12\n18\n20')" ] ||
+    fail "--save-every 6 saved at $(saved_steps six.txt | xargs)"
+  for run in default end six; do only_pair "$run" 20; done
+  "$moas" train --help | grep -q -- '--save-every VALUE .*auto: at every validation.*\[auto\]' ||
+    fail "--help does not give --save-every's default: $("$moas" train --help | grep -- --save-every)"
   ;;
 resume)
   # 20 steps straight, and 10 steps then a resumption to 20, with dropout on: the same losses and weights.
@@ -46,12 +80,49 @@ resume)
   "$moas" train "${common[@]}" --stop-at 10 --out split >/dev/null
   grep -q '"step":10,"lr"' split/metrics.jsonl || fail "the first half did not reach step 10"
   "$moas" train --resume --out split >resumed.txt
-  grep -q 'resuming split/model.safetensors at step 10' resumed.txt || fail "the resumption did not start at step 10"
+  grep -q 'resuming split/checkpoints/step-000010/model.safetensors at step 10' resumed.txt ||
+    fail "the resumption did not start at step 10: $(grep resuming resumed.txt)"
   expected=$(train_entry straight/metrics.jsonl 20)
   actual=$(train_entry split/metrics.jsonl 20)
   [ -n "$expected" ] && [ "$expected" = "$actual" ] || fail "step 20 differs: straight $expected, resumed $actual"
-  cmp -s straight/model.safetensors split/model.safetensors || fail "the resumed weights differ from the straight run's"
-  cmp -s straight/model.optim.safetensors split/model.optim.safetensors || fail "the optimizer states differ"
+  [ "$(train_steps split/metrics.jsonl)" = "$(seq 1 20)" ] || fail "split/metrics.jsonl lacks or repeats a step"
+  same_pair() {
+    only_pair "$1" 20
+    for f in model.safetensors model.optim.safetensors; do
+      cmp -s "straight/checkpoints/step-000020/$f" "$1/checkpoints/step-000020/$f" ||
+        fail "$1's $f differs from the straight run's"
+    done
+  }
+  only_pair straight 20
+  same_pair split
+
+  # Killed between the weights and the optimizer state of step 16 (the moment that once left a run that could never
+  # resume), with temporary files left behind, DIR/model.safetensors not the latest weights, and metrics logged past
+  # step 10, the last line cut short: the resumption starts from step 10, logs each step once, and tidies up.
+  "$moas" train "${common[@]}" --stop-at 10 --out killed >/dev/null
+  "$moas" train "${common[@]}" --stop-at 4 --out older >/dev/null
+  mkdir killed/checkpoints/step-000016
+  cp older/model.safetensors killed/checkpoints/step-000016/model.safetensors
+  printf 'half an optimizer' >killed/checkpoints/step-000016/model.optim.safetensors.tmp
+  rm killed/model.safetensors
+  cp older/model.safetensors killed/model.safetensors
+  for f in latest.tmp model.safetensors.tmp metrics.jsonl.tmp; do printf 'cut short' >"killed/$f"; done
+  grep '"step":1[1-6],' straight/metrics.jsonl >>killed/metrics.jsonl
+  printf '{"step":17,"lr":0.00' >>killed/metrics.jsonl
+  "$moas" train --resume --out killed >resumed.txt
+  grep -q 'resuming killed/checkpoints/step-000010/model.safetensors at step 10' resumed.txt ||
+    fail "the resumption after a kill did not start at step 10: $(grep resuming resumed.txt)"
+  [ "$(train_steps killed/metrics.jsonl)" = "$(seq 1 20)" ] || fail "killed/metrics.jsonl lacks or repeats a step"
+  same_pair killed
+
+  # A run that an earlier moas wrote (DIR/model.safetensors beside DIR/model.optim.safetensors) resumes too, and its
+  # next save moves it to the new layout.
+  "$moas" train "${common[@]}" --stop-at 10 --out legacy >/dev/null
+  mv legacy/checkpoints/step-000010/model.optim.safetensors legacy/
+  rm -r legacy/checkpoints legacy/latest
+  "$moas" train --resume --out legacy >resumed.txt
+  grep -q 'resuming legacy/model.safetensors at step 10' resumed.txt || fail "the earlier layout did not resume"
+  same_pair legacy
   ;;
 generate)
   "$moas" train "${tiny[@]}" --steps 10 --out run >/dev/null
@@ -59,9 +130,12 @@ generate)
   [ "$(wc -c <text.txt)" -gt 40 ] || fail "generate printed too little text: $(cat text.txt)"
   grep -q 'bytes per token' err.txt || fail "no bytes-per-token line: $(cat err.txt)"
   grep -q 'tokens/s' err.txt || fail "no tokens/s figure: $(cat err.txt)"
-  # The same seed samples the same text; the cache is refilled (80 tokens > block 32) along the way.
-  "$moas" generate --checkpoint run --tokens 80 --seed 3 >again.txt 2>/dev/null
-  cmp -s text.txt again.txt || fail "the same --seed sampled different text"
+  # The same seed samples the same text, whichever path names the weights; the cache is refilled (80 tokens > block
+  # 32) along the way.
+  for checkpoint in run run/checkpoints/step-000010/model.safetensors; do
+    "$moas" generate --checkpoint "$checkpoint" --tokens 80 --seed 3 >again.txt 2>/dev/null
+    cmp -s text.txt again.txt || fail "the same --seed sampled different text from $checkpoint"
+  done
   grep -q 'refilled [1-9]' err.txt || fail "the cache was never refilled: $(cat err.txt)"
   # CoPE and a sliding window travel through the checkpoint into decoding.
   "$moas" train "${tiny[@]}" --steps 4 --position cope --cope-max-pos 8 --window 6 --out cope >cope.txt
@@ -84,51 +158,122 @@ bad_input)
   printf 'too short for any context' >short.txt
   printf '\xff\xfe not UTF-8' >binary.txt
   printf '{"layers": ' >broken.json
+  printf '{"layers": 1, "steps": 4, "layers": 2}' >twice.json
+  mkdir config_dir
   "$moas" train "${tiny[@]}" --steps 4 --out good >/dev/null
-  # expected exit code | arguments (each case writes into ./bad, which must not appear)
-  cases=(
-    "2|"
-    "2|frobnicate"
-    "1|train --data missing.txt --out bad"
-    "1|train --data empty.txt --out bad"
-    "1|train --data short.txt --out bad"
-    "1|train --data binary.txt --out bad"
-    "2|train --no-such-flag 1 --out bad"
-    "2|train --lr fast --out bad"
-    "2|train --layers 0 --out bad"
-    "2|train --steps --out bad"
-    "2|train --attention sideways --out bad"
-    "2|train --position cope --cope-max-pos 0 --out bad"
-    "2|train --window -1 --out bad"
-    "2|train --device tpu --out bad"
-    "2|train --matmul-precision fp16 --out bad"
-    "2|train --width 30 --heads 4 --out bad"
-    "2|train --config broken.json --out bad"
-    "2|compare --attention moas --out bad"
-    "2|train --resume --out good --layers 2"
-    "2|train --out good"
-    "1|train --resume --out bad"
-    "2|generate --checkpoint good --prompt ABC"
-    "1|generate --checkpoint missing.safetensors"
-    "1|generate --checkpoint empty.txt"
-    "2|generate --checkpoint good --device tpu"
-  )
   before=$(cksum good/model.safetensors)
-  for entry in "${cases[@]}"; do
-    code=${entry%%|*}
-    read -r -a args <<<"${entry#*|}"
+  # expect CODE [MESSAGE] -- ARGS: moas ARGS exits with CODE and says why in one line (containing MESSAGE), and writes
+  # nothing into ./bad.
+  expect() {
+    local code=$1 message=$2 status
+    shift 3
+    set +e
+    "$moas" "$@" >/dev/null 2>err.txt
+    status=$?
+    set -e
+    [ "$status" -eq "$code" ] || fail "moas $*: exit $status, expected $code ($(cat err.txt))"
+    [ "$(wc -l <err.txt)" -eq 1 ] || fail "moas $*: the message is not one line: $(cat err.txt)"
+    grep -q '^moas: ' err.txt || fail "moas $*: unexpected message: $(cat err.txt)"
+    grep -qF -- "$message" err.txt || fail "moas $*: the message does not say '$message': $(cat err.txt)"
+    [ ! -e bad ] || fail "moas $* left ./bad behind"
+  }
+  expect 2 '' --
+  expect 2 '' -- frobnicate
+  expect 2 "takes no arguments, not '--junk'" -- --version --junk
+  expect 2 "takes no arguments, not 'train'" -- --help train
+  expect 1 '' -- train --data missing.txt --out bad
+  expect 1 '' -- train --data empty.txt --out bad
+  expect 1 '' -- train --data short.txt --out bad
+  expect 1 '' -- train --data binary.txt --out bad
+  expect 2 '' -- train --no-such-flag 1 --out bad
+  expect 2 '' -- train --lr fast --out bad
+  expect 2 '' -- train --layers 0 --out bad
+  expect 2 '' -- train --steps --out bad
+  expect 2 '' -- train --attention sideways --out bad
+  expect 2 '' -- train --position cope --cope-max-pos 0 --out bad
+  expect 2 '' -- train --window -1 --out bad
+  expect 2 '' -- train --device tpu --out bad
+  expect 2 '' -- train --matmul-precision fp16 --out bad
+  expect 2 '' -- train --width 30 --heads 4 --out bad
+  # Numbers are plain decimals: no hex float, no space around them, nothing after them.
+  expect 2 "'0x1p-3' is not a number" -- train --lr 0x1p-3 --out bad
+  expect 2 "' 0.001' is not a number" -- train --lr ' 0.001' --out bad
+  expect 2 "'0.001x' is not a number" -- train --lr 0.001x --out bad
+  expect 2 "'5 ' is not a whole number" -- train --steps '5 ' --out bad
+  expect 2 "' 7' is not a whole number" -- train --seed ' 7' --out bad
+  expect 2 "' -1' is not a whole number" -- train --seed ' -1' --out bad
+  expect 2 "'0x10' is not a whole number" -- train --layers 0x10 --out bad
+  expect 2 'e.g. 6,2,1' -- train --branches ' 2,1' --out bad
+  expect 2 "'0x1p-3' is not a number" -- generate --checkpoint good --temperature 0x1p-3
+  expect 2 "' 10' is not a whole number" -- generate --checkpoint good --tokens ' 10'
+  expect 2 "' 3' is not a whole number" -- generate --checkpoint good --seed ' 3'
+  expect 2 'not valid JSON' -- train --config broken.json --out bad
+  expect 2 'gives "layers" twice' -- train --config twice.json --out bad
+  expect 1 'config_dir is a directory' -- train --config config_dir --out bad
+  expect 2 '' -- compare --attention moas --out bad
+  expect 2 '' -- train --resume --out good --layers 2
+  expect 2 'already holds a checkpoint' -- train --out good
+  expect 1 'no checkpoint in bad' -- train --resume --out bad
+  expect 2 '' -- generate --checkpoint good --prompt ABC
+  expect 1 '' -- generate --checkpoint missing.safetensors
+  expect 1 '' -- generate --checkpoint empty.txt
+  expect 2 '' -- generate --checkpoint good --device tpu
+  [ "$before" = "$(cksum good/model.safetensors)" ] || fail "a refused resumption changed the checkpoint"
+  only_pair good 4
+  ;;
+damaged_checkpoint)
+  # Checkpoints whose moas train metadata is damaged: generate and resume say so, naming the file; nothing crashes.
+  command -v python3 >/dev/null || { echo "skipped: no python3 to write damaged checkpoints"; exit 77; }
+  "$moas" train "${tiny[@]}" --steps 4 --out good >/dev/null
+  pair=good/checkpoints/step-000004
+  patches=(
+    '{"vocabulary": 5}'
+    '{"vocabulary": null}'
+    '{"vocabulary": {"kind": "characters"}}'
+    '{"vocabulary": {"kind": "characters", "characters": 7}}'
+    '{"vocabulary": {"kind": "characters", "characters": "aab"}}'
+    '{"vocabulary": {"kind": "characters", "characters": "ab"}}'
+    '{"vocabulary": {"kind": "bytes"}}'
+    '{"moas_train": "1"}'
+    '{"step": -3}'
+    '{"step": 18446744073709551615}'
+    '{"data": {"source": "x", "fingerprint": 5}}'
+    '{"options": {"layers": 1}}'
+  )
+  for patch in "${patches[@]}"; do
+    rm -rf damaged
+    cp -r good damaged
+    rm damaged/model.safetensors
+    python3 "$tests/safetensors_metadata.py" "$pair/model.safetensors" \
+      "damaged/checkpoints/step-000004/model.safetensors" "$patch"
+    ln damaged/checkpoints/step-000004/model.safetensors damaged/model.safetensors
+    for command in "generate --checkpoint damaged --tokens 5" "train --resume --steps 8 --out damaged"; do
+      read -r -a args <<<"$command"
+      set +e
+      "$moas" "${args[@]}" >/dev/null 2>err.txt
+      status=$?
+      set -e
+      [ "$status" -eq 1 ] || fail "moas $command with $patch: exit $status, expected 1: $(cat err.txt)"
+      [ "$(wc -l <err.txt)" -eq 1 ] && grep -q '^moas: damaged/.*metadata' err.txt ||
+        fail "moas $command with $patch: the message does not name the damaged file: $(cat err.txt)"
+    done
+  done
+  # A DIR/latest that names no checkpoint pair (nor anything outside DIR/checkpoints) is refused, not followed;
+  # --overwrite replaces the run.
+  rm -rf damaged
+  cp -r good damaged
+  echo '../../good/checkpoints/step-000004' >damaged/latest
+  for command in "generate --checkpoint damaged" "train --resume --steps 8 --out damaged" "train --out damaged"; do
+    read -r -a args <<<"$command"
     set +e
     "$moas" "${args[@]}" >/dev/null 2>err.txt
     status=$?
     set -e
-    [ "$status" -eq "$code" ] || fail "moas ${args[*]}: exit $status, expected $code ($(cat err.txt))"
-    [ "$(wc -l <err.txt)" -eq 1 ] || fail "moas ${args[*]}: the message is not one line: $(cat err.txt)"
-    grep -q '^moas: ' err.txt || fail "moas ${args[*]}: unexpected message: $(cat err.txt)"
-    [ ! -e bad ] || fail "moas ${args[*]} left ./bad behind"
+    [ "$status" -eq 1 ] && grep -q '^moas: damaged/latest does not name a checkpoint' err.txt ||
+      fail "moas $command with a damaged DIR/latest: exit $status: $(cat err.txt)"
   done
-  [ "$before" = "$(cksum good/model.safetensors)" ] || fail "a refused resumption changed the checkpoint"
-  [ -z "$(ls good | grep -v -x -e model.safetensors -e model.optim.safetensors -e metrics.jsonl)" ] ||
-    fail "stray files in good/: $(ls good)"
+  "$moas" train "${tiny[@]}" --steps 4 --overwrite --out damaged >/dev/null || fail "--overwrite did not replace it"
+  only_pair damaged 4
   ;;
 cuda_table)
   # --device cuda where no GPU exists: MOAS_CUDA_LIBRARY names the test build's table of CPU functions, so the CUDA
