@@ -449,7 +449,8 @@ MOAS_API moas_status moas_kv_cache_bytes_per_token(const moas_kv_cache *cache, u
  * MOAS_ERR_INVALID_ARGUMENT when the cache was made by a model on another device (a CPU model's cache for a CUDA
  * model, or the reverse: it is the wrong handle, not a wrong size); MOAS_ERR_NON_FINITE when a new logit is NaN/Inf
  * (the new positions are dropped again: the cache keeps its length and the positions it held). On any failure the
- * cache and the model are unchanged and last_logits is untouched. The model and the cache are used by one thread at a time. */
+ * cache and the model are unchanged and last_logits is untouched. The model and the cache are used by one thread at a
+ * time. */
 MOAS_API moas_status moas_prefill(moas_model *model, moas_kv_cache *cache, const int32_t *tokens, int32_t seq_len,
                                   float *last_logits, size_t last_logits_len);
 

@@ -18,7 +18,7 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
-"${pip[@]}" install numpy pytest "setuptools>=61" wheel
+"${pip[@]}" install numpy pytest safetensors "setuptools>=61" wheel
 # No build isolation: setuptools is already in the venv, so installing the package needs no download.
 "${pip[@]}" install --no-deps --no-build-isolation --force-reinstall "$here"
 

@@ -276,7 +276,8 @@ class Parser {
         fail_at(MOAS_ERR_CHECKPOINT_HEADER, who + ": \"shape\" entry " + printable(dim.dump()) +
                                                 " is not a non-negative integer");
       if (d > uint64_t(std::numeric_limits<int64_t>::max()) || !checked_mul(numel, d, &numel))
-        fail_at(MOAS_ERR_CHECKPOINT_LAYOUT, who + ": element count of shape " + printable(shape->dump()) + " overflows");
+        fail_at(MOAS_ERR_CHECKPOINT_LAYOUT,
+                who + ": element count of shape " + printable(shape->dump()) + " overflows");
       e.tensor.shape.push_back(int64_t(d));
     }
     uint64_t nbytes = 0;

@@ -448,8 +448,10 @@ std::string architecture_difference(const ModelConfig &a, const ModelConfig &b) 
   auto differ = [](const char *name, const std::string &x, const std::string &y) {
     return std::string(name) + " is " + x + " in the file but " + y + " in the model";
   };
-#define MOAS_COMPARE(field, show) \
-  if (a.field != b.field) return differ(#field, show(a.field), show(b.field));
+// Named as the config JSON names the field, so a message points at what to look for in the file.
+#define MOAS_COMPARE_AS(field, name, show) \
+  if (a.field != b.field) return differ(name, show(a.field), show(b.field));
+#define MOAS_COMPARE(field, show) MOAS_COMPARE_AS(field, #field, show)
   auto num = [](int64_t v) { return std::to_string(v); };
   MOAS_COMPARE(vocab_size, num)
   MOAS_COMPARE(block_size, num)
@@ -474,7 +476,7 @@ std::string architecture_difference(const ModelConfig &a, const ModelConfig &b) 
   }
   MOAS_COMPARE(dropout, real)
   MOAS_COMPARE(attn_dropout, num)
-  MOAS_COMPARE(window, num)
+  MOAS_COMPARE_AS(window, "window_size", num)
   MOAS_COMPARE(bias, num)
   MOAS_COMPARE(attention, attention_name)
   if (a.attention == AttentionKind::Moas) {
@@ -483,19 +485,20 @@ std::string architecture_difference(const ModelConfig &a, const ModelConfig &b) 
       for (size_t i = 0; i < v.size(); i++) s += (i ? ", " : "") + std::to_string(v[i]);
       return s + "]";
     };
-    MOAS_COMPARE(moas.mode, mode_name)
-    MOAS_COMPARE(moas.branch_kv_heads, list)
-    MOAS_COMPARE(moas.aux_weight, real)
+    MOAS_COMPARE_AS(moas.mode, "moas_mode", mode_name)
+    MOAS_COMPARE_AS(moas.branch_kv_heads, "moas_branch_kv_heads", list)
+    MOAS_COMPARE_AS(moas.aux_weight, "moas_aux_weight", real)
   }
   if (a.attention == AttentionKind::Moh) {
-    MOAS_COMPARE(heads.strategy, strategy_name)
-    MOAS_COMPARE(heads.num_shared_heads, num)
-    MOAS_COMPARE(heads.num_active_routed_heads, num)
-    MOAS_COMPARE(heads.num_active_heads, num)
-    MOAS_COMPARE(heads.reference_gates, gates_name)
-    MOAS_COMPARE(heads.load_balance_weight, real)
+    MOAS_COMPARE_AS(heads.strategy, "head_selection.strategy", strategy_name)
+    MOAS_COMPARE_AS(heads.num_shared_heads, "head_selection.num_shared_heads", num)
+    MOAS_COMPARE_AS(heads.num_active_routed_heads, "head_selection.num_active_routed_heads", num)
+    MOAS_COMPARE_AS(heads.num_active_heads, "head_selection.num_active_heads", num)
+    MOAS_COMPARE_AS(heads.reference_gates, "head_selection.gates", gates_name)
+    MOAS_COMPARE_AS(heads.load_balance_weight, "head_selection.load_balance_weight", real)
   }
 #undef MOAS_COMPARE
+#undef MOAS_COMPARE_AS
   return "";
 }
 

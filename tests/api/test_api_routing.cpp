@@ -193,7 +193,7 @@ TEST_CASE("a checkpoint of another routing setup is refused, naming the differen
   REQUIRE(moas_model_save(soft.get(), dir.file("soft.safetensors").c_str(), nullptr) == MOAS_OK);
   ModelPtr top1 = make_model(moas_cfg(MOAS_MODE_TOP1));
   REQUIRE(moas_model_load(top1.get(), dir.file("soft.safetensors").c_str()) == MOAS_ERR_CHECKPOINT_CONFIG);
-  REQUIRE(std::string(moas_last_error()).find("moas.mode") != std::string::npos);
+  REQUIRE(std::string(moas_last_error()).find("moas_mode") != std::string::npos);
 
   moas_model_config paper = moh_cfg(1, 2);
   paper.head_selection.gate_variant = MOAS_MOH_GATES_PAPER;
