@@ -15,20 +15,23 @@ namespace moas {
 
 class DevicePositions {
  public:
-  // RoPE's cos / sin tables (rope.hpp's RopeTable, built the same way) when `config` uses RoPE.
+  // RoPE's cos / sin tables (rope.hpp's RopeTable, grown the same way: to the positions forwards reach) when
+  // `config` uses RoPE.
   DevicePositions(const moas_cuda_backend &t, const ModelConfig &config) : t_(&t) {
-    if (config.position != PositionKind::Rope) return;
-    RopeTable<float> table;
-    table.build(config.block_size, config.head_dim(), config.rope_base);
-    rope_half_ = table.half;
-    rope_cos_.upload(t, table.cos.data(), (int64_t)table.cos.size());
-    rope_sin_.upload(t, table.sin.data(), (int64_t)table.sin.size());
+    if (config.position == PositionKind::Rope) rope_.configure(config.block_size, config.head_dim(), config.rope_base);
   }
 
   // A forward of `batch` sequences of `seq` new tokens after `past` cached ones: pos[b * seq + t] = past + t,
   // begin[b] = b * seq. The row indices n (the same for every forward of at most that many tokens) are uploaded only
   // when a forward has more tokens than any before.
   void set(int64_t batch, int64_t seq, int64_t past) {
+    if (rope_.half > 0 && past + seq > rope_on_device_) {
+      rope_.cover(past + seq);
+      rope_on_device_ = 0;  // until both copies have landed
+      rope_cos_.upload(*t_, rope_.cos.data(), (int64_t)rope_.cos.size());
+      rope_sin_.upload(*t_, rope_.sin.data(), (int64_t)rope_.sin.size());
+      rope_on_device_ = rope_.positions();
+    }
     batch_ = batch;
     seq_ = seq;
     past_ = past;
@@ -62,10 +65,10 @@ class DevicePositions {
     ctx.pos = pos_.get();
     ctx.rows = rows_.get();
     ctx.begin = begin_.get();
-    if (rope_half_ > 0) {
+    if (rope_.half > 0) {
       ctx.rope_cos = rope_cos_.get();
       ctx.rope_sin = rope_sin_.get();
-      ctx.rope_half = rope_half_;
+      ctx.rope_half = rope_.half;
     }
     ctx.dropout = dropout;
     ctx.attn_dropout = config.attn_dropout;
@@ -80,8 +83,9 @@ class DevicePositions {
   DeviceArray<int32_t> pos_;
   DeviceArray<int64_t> begin_, rows_;
   int64_t rows_held_ = 0;
+  RopeTable<float> rope_;  // the host copy, extended as forwards reach further
   DeviceArray<float> rope_cos_, rope_sin_;
-  int64_t rope_half_ = 0;
+  int64_t rope_on_device_ = 0;  // positions the device tables cover
   int64_t batch_ = 0, seq_ = 0, past_ = 0;
 };
 

@@ -12,7 +12,8 @@ AttentionLayer<T>::AttentionLayer(const ModelConfig &config, bool residual) : co
   block_ = make_attention_block<T>(config_, params, "attn.");
   params.allocate();
   initialise_parameters(params, 1, config_.seed);
-  if (config_.position == PositionKind::Rope) rope_.build(config_.block_size, config_.head_dim(), config_.rope_base);
+  if (config_.position == PositionKind::Rope)
+    rope_.configure(config_.block_size, config_.head_dim(), config_.rope_base);
 }
 
 template <typename T>
@@ -43,6 +44,7 @@ bool AttentionLayer<T>::forward(const T *x, T *y, int64_t B, int64_t Tn, bool tr
   B_ = B;
   Tn_ = Tn;
   all_rows_.set_all(B, Tn);
+  rope_.cover(Tn);
   dropout_step_ = training_forwards;
   // The block reads x again in backward, and the caller may reuse its buffer (or pass y == x) meanwhile.
   x_.assign(x, x + n);

@@ -19,7 +19,8 @@ Model<T>::Model(const ModelConfig &config) : config_(config) {
   register_parameters();
   params.allocate();
   initialise_parameters(params, config_.n_layer, config_.seed);
-  if (config_.position == PositionKind::Rope) rope_.build(config_.block_size, config_.head_dim(), config_.rope_base);
+  if (config_.position == PositionKind::Rope)
+    rope_.configure(config_.block_size, config_.head_dim(), config_.rope_base);
 }
 
 template <typename T>
@@ -146,6 +147,7 @@ double Model<T>::forward(const int32_t *tokens, const int32_t *targets, int64_t 
   past_ = cache ? cache->length : 0;
   if (cache) cache->make_room(Tn);
   all_rows_.set_all(B, Tn, past_);
+  rope_.cover(past_ + Tn);
   tokens_.assign(tokens, tokens + N);
   if (targets) targets_.assign(targets, targets + N);
   else targets_.clear();

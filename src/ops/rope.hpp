@@ -2,6 +2,7 @@
 // Applied in place on the fused qkv rows after the projection; backward rotates the gradient back.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -13,20 +14,43 @@ namespace moas {
 
 template <typename T>
 struct RopeTable {
-  int64_t half = 0;  // d / 2
-  std::vector<T> cos, sin;  // [block_size, d/2]
+  int64_t half = 0;         // d / 2
+  std::vector<T> cos, sin;  // [positions(), d/2]
 
-  void build(int64_t block_size, int64_t head_dim, double base) {
+  // The rotation's shape, with no table yet: a model whose config claims a long context costs nothing for it until
+  // its forwards reach those positions.
+  void configure(int64_t block_size, int64_t head_dim, double base) {
+    block_size_ = block_size;
+    head_dim_ = head_dim;
+    base_ = base;
     half = head_dim / 2;
-    cos.resize((size_t)(block_size * half));
-    sin.resize((size_t)(block_size * half));
-    for (int64_t p = 0; p < block_size; p++)
+    cos.clear();
+    sin.clear();
+  }
+  int64_t positions() const { return half > 0 ? (int64_t)cos.size() / half : 0; }
+  // Extends the table to positions [0, n) at least (n <= block_size), doubling so that growth costs O(1) per position.
+  void cover(int64_t n) {
+    const int64_t have = positions();
+    if (n <= have) return;
+    const int64_t want = std::min(block_size_, std::max(n, 2 * have));
+    sin.resize((size_t)(want * half));  // sin first: positions() reads cos, so a failed resize leaves it as it was
+    cos.resize((size_t)(want * half));
+    for (int64_t p = have; p < want; p++)
       for (int64_t i = 0; i < half; i++) {
-        const double angle = (double)p * std::pow(base, -2.0 * (double)i / (double)head_dim);
+        const double angle = (double)p * std::pow(base_, -2.0 * (double)i / (double)head_dim_);
         cos[(size_t)(p * half + i)] = (T)std::cos(angle);
         sin[(size_t)(p * half + i)] = (T)std::sin(angle);
       }
   }
+  // The whole table at once.
+  void build(int64_t block_size, int64_t head_dim, double base) {
+    configure(block_size, head_dim, base);
+    cover(block_size);
+  }
+
+ private:
+  int64_t block_size_ = 0, head_dim_ = 0;
+  double base_ = 0;
 };
 
 // Rotates the pair v[0], v[1] by the angle whose cosine and sine are c and s (shared with cuda/rope.cuh).
