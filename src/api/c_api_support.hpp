@@ -59,7 +59,10 @@ inline void require_struct(uint32_t struct_size, size_t v1_size, const char *typ
 template <typename T>
 const ParamInfo &param_checked(const ParamTable<T> &params, const char *name, size_t len) {
   require_arg(name, "name");
-  const ParamInfo &info = params.find(name);
+  // The LM head is tied to the token embedding, and checkpoints carry it as "lm_head.weight" too (as PyTorch's
+  // state_dict does): that name reads and writes the one tensor both stand for.
+  const bool head = std::strcmp(name, "lm_head.weight") == 0 && params.contains("transformer.wte.weight");
+  const ParamInfo &info = params.find(head ? "transformer.wte.weight" : name);
   MOAS_REQUIRE(len == (size_t)info.numel, MOAS_ERR_SIZE_MISMATCH,
                std::string("parameter \"") + name + "\" has " + std::to_string(info.numel) + " elements but len is " +
                std::to_string(len));

@@ -202,6 +202,18 @@ TEST_CASE("a state_dict carrying only lm_head.weight for the tied embedding load
   REQUIRE(all_params(other.get()) == all_params(model.get()));
 }
 
+TEST_CASE("lm_head.weight names the tied embedding", "[api][checkpoint]") {
+  ModelPtr model = make_model(small_config());
+  const std::vector<float> wte = read_param(model.get(), "transformer.wte.weight");
+  std::vector<float> head(wte.size());
+  REQUIRE(moas_parameter_read(model.get(), "lm_head.weight", head.data(), head.size()) == MOAS_OK);
+  CHECK(head == wte);
+  std::vector<float> written(wte.size(), 0.25f);
+  REQUIRE(moas_parameter_write(model.get(), "lm_head.weight", written.data(), written.size()) == MOAS_OK);
+  CHECK(read_param(model.get(), "transformer.wte.weight") == written);
+  CHECK(moas_parameter_write(model.get(), "lm_head.weight", written.data(), 3) == MOAS_ERR_SIZE_MISMATCH);
+}
+
 TEST_CASE("damaged or foreign checkpoints get their own status and leave the model untouched", "[api][checkpoint]") {
   TempDir dir;
   const std::string good = dir.file("good.safetensors"), bad = dir.file("bad.safetensors");

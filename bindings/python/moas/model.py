@@ -272,8 +272,10 @@ class _Parameters:
         return list(self._infos)
 
     def _info(self, name):
+        # "lm_head.weight" names the tied embedding too, as in the library (and in PyTorch's state_dict).
+        wanted = "transformer.wte.weight" if name == "lm_head.weight" else name
         for info in self.parameter_info():
-            if info.name == name:
+            if info.name == wanted:
                 return info
         return None
 

@@ -396,3 +396,11 @@ def test_cuda_device_through_the_cpu_table_trains_like_the_cpu():
     done = subprocess.run([sys.executable, "-c", CUDA_TABLE_SCRIPT], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "cuda == cpu" in done.stdout and "tf32 close to fp32" in done.stdout
+
+
+def test_lm_head_weight_names_the_tied_embedding():
+    with moas.Model(tiny()) as m:
+        wte = m.parameter("transformer.wte.weight")
+        np.testing.assert_array_equal(m.parameter("lm_head.weight"), wte)
+        m.set_parameter("lm_head.weight", np.full(wte.shape, 0.5, dtype=np.float32))
+        assert (m.parameter("transformer.wte.weight") == 0.5).all()
