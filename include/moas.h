@@ -116,7 +116,7 @@ MOAS_API uint32_t moas_abi_version(void);
 /* The library version, e.g. "0.1.0". Thread-safe; static storage. */
 MOAS_API const char *moas_version_string(void);
 
-/* How this library was built, for reports that must be reproducible (LESSONS.md 10): version, the library serving
+/* How this library was built, for reports that must be reproducible: version, the library serving
  * float matrix products, the instruction set the CPU kernels were compiled for, and the CPU threads available,
  * e.g. "libmoas 0.2.0; float GEMM oneDNN; kernels AVX-512; 2 CPU threads". Thread-safe; static storage. */
 MOAS_API const char *moas_build_info(void);
@@ -141,14 +141,14 @@ enum {
 enum {
   MOAS_POSITION_LEARNED = 0, /* wte + wpe */
   MOAS_POSITION_ROPE = 1,    /* rotary q/k, base rope_base, no wpe */
-  MOAS_POSITION_COPE = 2     /* contextual positions (SPEC §7): per head cope_max_pos learned embeddings, no wpe */
+  MOAS_POSITION_COPE = 2     /* contextual positions (docs/math.md): per head cope_max_pos embeddings, no wpe */
 };
 
 /* moas_model_config.attention */
 enum {
   MOAS_ATTENTION_SCHEME = 0, /* one scheme: MHA (n_kv_head = n_head), GQA, MQA (n_kv_head = 1) */
-  MOAS_ATTENTION_MOAS = 1,   /* Mixture of Attention Schemes (SPEC §3): moas_mode, moas_branch_kv_heads */
-  MOAS_ATTENTION_MOH = 2     /* one scheme with per-token head selection (SPEC §4): head_selection */
+  MOAS_ATTENTION_MOAS = 1,   /* Mixture of Attention Schemes (docs/math.md): moas_mode, moas_branch_kv_heads */
+  MOAS_ATTENTION_MOH = 2     /* one scheme with per-token head selection (docs/math.md): head_selection */
 };
 
 /* moas_model_config.moas_mode */
@@ -205,7 +205,7 @@ enum {
  * products; the weights, gradients and optimiser state stay fp32 and every sum accumulates in fp32. The CPU backend
  * always computes in fp32, so one config serves both devices. */
 enum {
-  MOAS_MATMUL_FP32 = 0, /* full fp32 (default): the CPU backend's results to 1e-4 (SPEC §6.7) */
+  MOAS_MATMUL_FP32 = 0, /* full fp32 (default): the CPU backend's results to 1e-4 (docs/math.md) */
   MOAS_MATMUL_TF32 = 1, /* the projections, MLP, LM head and routers on tensor cores, their inputs rounded to TF32
                            (10-bit mantissas); attention in fp32 */
   MOAS_MATMUL_BF16 = 2  /* those products with inputs rounded to bfloat16 (7-bit mantissas) or TF32, as cuBLAS
@@ -413,7 +413,7 @@ MOAS_API moas_status moas_optimizer_save(const moas_model *model, const char *pa
 MOAS_API moas_status moas_optimizer_load(moas_model *model, const char *path);
 
 /* ---------------------------------------------------------------------------------------------------------------
- * Decoding with a key/value cache (SPEC §5): logits equal those of a full forward over the whole prefix
+ * Decoding with a key/value cache (docs/math.md): logits equal those of a full forward over the whole prefix
  * ------------------------------------------------------------------------------------------------------------- */
 
 typedef struct moas_kv_cache moas_kv_cache;
@@ -482,18 +482,25 @@ typedef struct moas_layer_router_stats {
   int32_t attention;              /* MOAS_ATTENTION_MOAS or MOAS_ATTENTION_MOH: what the routes are */
 } moas_layer_router_stats;
 
-/* Router statistics of `layer` from the last forward (training or eval). share is f-hat of SPEC §8: MoAS top-1 the
- * argmax shares, soft and static the mean gates; MoH f_i / K over the routed heads. MOAS_ERR_NO_ROUTER when that
- * layer routes nothing (one scheme, MoH AllHeads or StaticPruning); MOAS_ERR_NO_FORWARD before the first forward. */
+/* Router statistics of `layer` from the last forward (training or eval). share is f-hat (docs/math.md): MoAS
+ * top-1 the argmax shares, soft and static the mean gates; MoH f_i / K over the routed heads. MOAS_ERR_NO_ROUTER
+ * when that layer routes nothing (one scheme, MoH AllHeads or StaticPruning); MOAS_ERR_NO_FORWARD before the first
+ * forward. */
 MOAS_API moas_status moas_router_stats(const moas_model *model, int32_t layer, moas_layer_router_stats *out);
 
 /* The statistics of every layer at once: out[l] for l in [0, n_layers), each with its struct_size set by the
  * caller; n_layers must equal the model's n_layer. All entries are written, or (on failure) none. */
 MOAS_API moas_status moas_router_stats_all(const moas_model *model, moas_layer_router_stats *out, size_t n_layers);
 
+/* Layer `layer`'s per-token gates of the last forward [batch * seq_len, *width], as moas_layer_gates: MoAS the
+ * router's softmax over its branches, MoH every head's gate (0 where inactive). *width is always written (0 without
+ * routing); out may be NULL to ask for it, else out_len must be batch * seq_len * *width. MOAS_ERR_NO_FORWARD before
+ * the first forward. (Appended in libmoas 0.7.0.) */
+MOAS_API moas_status moas_gates(const moas_model *model, int32_t layer, float *out, size_t out_len, int32_t *width);
+
 /* ---------------------------------------------------------------------------------------------------------------
  * The attention layer alone, on caller-owned buffers (for programs that compose their own network, e.g. RustGPT).
- * It is the same attention block a model's layers run (SPEC §2-4 and §7); the caller owns embeddings and norms.
+ * It is the same attention block a model's layers run (docs/math.md); the caller owns embeddings and norms.
  * ------------------------------------------------------------------------------------------------------------- */
 
 typedef struct moas_layer moas_layer;

@@ -604,4 +604,25 @@ moas_status moas_router_stats_all(const moas_model *model, moas_layer_router_sta
   });
 }
 
+moas_status moas_gates(const moas_model *model, int32_t layer, float *out, size_t out_len, int32_t *width) {
+  return guarded([&] {
+    require_arg(model, "model");
+    require_arg(width, "width");
+    const int64_t n_layer = model->model.config().n_layer;
+    MOAS_REQUIRE(layer >= 0 && layer < n_layer, MOAS_ERR_INDEX_OUT_OF_RANGE,
+                 "layer " + std::to_string(layer) + " is outside [0, " + std::to_string(n_layer) + ")");
+    MOAS_REQUIRE(model->last_batch() > 0, MOAS_ERR_NO_FORWARD,
+                 "no forward has run yet: gates come from the last moas_forward");
+    int64_t w = 0;
+    const std::vector<float> gates =
+        model->device ? model->on_device()->gates(layer, &w) : model->model.gates(layer, &w);
+    *width = (int32_t)w;
+    if (!out) return;
+    MOAS_REQUIRE(out_len == gates.size(), MOAS_ERR_SIZE_MISMATCH,
+                 "out_len is " + std::to_string(out_len) + " but the last forward's gates are batch * seq_len * "
+                 "width = " + std::to_string(gates.size()) + " floats");
+    std::memcpy(out, gates.data(), gates.size() * sizeof(float));
+  });
+}
+
 }  // extern "C"

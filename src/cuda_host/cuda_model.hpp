@@ -69,6 +69,8 @@ class CudaModel {
   double aux_loss() const { return aux_; }
   // Layer `layer`'s router statistics of the last forward (Model::router_stats); false without a router.
   bool router_stats(int64_t layer, RouterStats *out) const { return attn_[(size_t)layer]->router_stats(out); }
+  // Layer `layer`'s per-token gates of the last forward (Model::gates).
+  std::vector<float> gates(int64_t layer, int64_t *width) const { return attn_[(size_t)layer]->gates(width); }
   int64_t last_batch() const { return positions_.batch(); }
   int64_t last_seq() const { return positions_.seq(); }
 

@@ -431,3 +431,26 @@ TEST_CASE("routers driven to overflow give MOAS_ERR_NON_FINITE and the model rec
     }
   }
 }
+
+TEST_CASE("a model's per-token gates, layer by layer", "[api][routing]") {
+  moas_model_config cfg = small_config();
+  cfg.attention = MOAS_ATTENTION_MOAS;
+  cfg.n_kv_head = cfg.n_head;
+  ModelPtr model = make_model(cfg);
+  int32_t width = -1;
+  CHECK(moas_gates(model.get(), 0, nullptr, 0, &width) == MOAS_ERR_NO_FORWARD);
+  const auto tokens = sequence(2 * 8, 13, 21);
+  REQUIRE(moas_forward(model.get(), tokens.data(), nullptr, 2, 8, 0, nullptr, nullptr) == MOAS_OK);
+  CHECK(moas_gates(model.get(), 2, nullptr, 0, &width) == MOAS_ERR_INDEX_OUT_OF_RANGE);
+  REQUIRE(moas_gates(model.get(), 1, nullptr, 0, &width) == MOAS_OK);
+  REQUIRE(width == 3);  // the default MHA, GQA and MQA branches
+  std::vector<float> gates(2 * 8 * 3);
+  CHECK(moas_gates(model.get(), 1, gates.data(), gates.size() - 1, &width) == MOAS_ERR_SIZE_MISMATCH);
+  REQUIRE(moas_gates(model.get(), 1, gates.data(), gates.size(), &width) == MOAS_OK);
+  for (size_t row = 0; row < 16; row++)  // soft routing: a softmax over the branches per token
+    CHECK(gates[3 * row] + gates[3 * row + 1] + gates[3 * row + 2] == Approx(1.0f).margin(1e-5));
+  ModelPtr scheme = make_model(small_config());
+  REQUIRE(moas_forward(scheme.get(), tokens.data(), nullptr, 2, 8, 0, nullptr, nullptr) == MOAS_OK);
+  REQUIRE(moas_gates(scheme.get(), 0, nullptr, 0, &width) == MOAS_OK);
+  CHECK(width == 0);
+}

@@ -208,6 +208,7 @@ PROTOTYPES = {
     "moas_decode_step": (c_status, [c_model_p, c_cache_p, _c_int32_p, _c_float_p, ctypes.c_size_t]),
     "moas_router_stats": (c_status, [c_model_p, ctypes.c_int32, _P(moas_layer_router_stats)]),
     "moas_router_stats_all": (c_status, [c_model_p, _P(moas_layer_router_stats), ctypes.c_size_t]),
+    "moas_gates": (c_status, [c_model_p, ctypes.c_int32, _c_float_p, ctypes.c_size_t, _c_int32_p]),
     "moas_layer_config_default": (c_status, [_P(moas_layer_config)]),
     "moas_layer_create": (c_status, [_P(moas_layer_config), _P(c_layer_p)]),
     "moas_layer_destroy": (None, [c_layer_p]),

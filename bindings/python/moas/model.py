@@ -609,6 +609,18 @@ class Model(_Owned, _Parameters):
         check(self._lib.moas_optimizer_load(self._h, _path(path)), "moas_optimizer_load")
 
     # -- routing ----------------------------------------------------------------------------------------------
+    def gates(self, layer):
+        """Layer `layer`'s per-token gates of the last forward, (batch, seq_len, width): MoAS the router's softmax over
+        its branches, MoH every head's gate (0 where inactive); width 0 without routing. Raises NoForward before the
+        first forward."""
+        width = ctypes.c_int32()
+        check(self._lib.moas_gates(self._h, layer, None, 0, ctypes.byref(width)), "moas_gates")
+        shape = (*(self._last_shape or (0, 0)), width.value)
+        n = math.prod(shape)
+        owner, ptr = _float_buffer(n)
+        check(self._lib.moas_gates(self._h, layer, ptr, n, ctypes.byref(width)), "moas_gates")
+        return _shaped(owner, shape)
+
     def router_stats(self, layer=None):
         """RouterStats of `layer` from the last forward, or a list for every layer when layer is None.
 

@@ -404,3 +404,11 @@ def test_lm_head_weight_names_the_tied_embedding():
         np.testing.assert_array_equal(m.parameter("lm_head.weight"), wte)
         m.set_parameter("lm_head.weight", np.full(wte.shape, 0.5, dtype=np.float32))
         assert (m.parameter("transformer.wte.weight") == 0.5).all()
+
+
+def test_model_gates_per_layer():
+    with moas.Model(tiny(attention="moas")) as m:
+        m.forward(np.arange(2 * 8, dtype=np.int32).reshape(2, 8) % 13)
+        gates = m.gates(0)
+        assert gates.shape[:2] == (2, 8) and gates.shape[2] >= 1
+        np.testing.assert_allclose(gates.sum(axis=-1), 1.0, atol=1e-5)

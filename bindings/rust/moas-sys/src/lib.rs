@@ -372,6 +372,10 @@ extern "C" {
         n_layers: usize,
     ) -> moas_status;
 }
+extern "C" {
+    pub fn moas_gates(model: *const moas_model, layer: i32, out: *mut f32, out_len: usize, width: *mut i32)
+        -> moas_status;
+}
 
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]

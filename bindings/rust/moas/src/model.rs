@@ -1,6 +1,7 @@
 use crate::config::{attention_from_raw, AdamW, Attention, Config};
 use crate::error::{check, Error, Result, Status};
 use crate::kv_cache::KvCache;
+use crate::layer::Gates;
 use crate::parameters::{self, ParameterInfo};
 use moas_sys as sys;
 use std::ffi::{CStr, CString};
@@ -433,6 +434,16 @@ impl Model {
         let layer = i32::try_from(layer).unwrap_or(i32::MAX); // out of range either way: the library says so
         check(unsafe { sys::moas_router_stats(self.handle.as_ptr(), layer, &mut raw) })?;
         Ok(RouterStats::from_raw(&raw, self.model_attention()))
+    }
+
+    /// Layer `layer`'s per-token gates of the last forward (as [`crate::Layer::gates`]).
+    pub fn gates(&self, layer: i32) -> Result<Gates> {
+        let mut width = 0i32;
+        check(unsafe { sys::moas_gates(self.handle.as_ptr(), layer, ptr::null_mut(), 0, &mut width) })?;
+        let width = usize::try_from(width).unwrap_or(0);
+        let mut values = vec![0f32; self.last_forward_rows.unwrap_or(0) * width];
+        check(unsafe { sys::moas_gates(self.handle.as_ptr(), layer, values.as_mut_ptr(), values.len(), &mut 0) })?;
+        Ok(Gates { width, values })
     }
 
     /// Routing statistics of every layer.

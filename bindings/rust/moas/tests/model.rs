@@ -238,6 +238,13 @@ fn router_stats_for_moas() {
         assert!((stats.share.iter().sum::<f32>() - 1.0).abs() < 1e-4);
         assert_eq!((stats.mean_shared_weight, stats.mean_routed_weight), (0.0, 0.0));
     }
+    let gates = model.gates(1).unwrap();
+    assert_eq!(gates.width, 3);
+    assert_eq!(gates.values.len(), 2 * SEQ as usize * 3);
+    for row in gates.values.chunks(3) {
+        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    }
+    assert_eq!(model.gates(2).unwrap_err().status(), Status::IndexOutOfRange);
 }
 
 #[test]
