@@ -75,7 +75,7 @@ def _default_struct(c_struct=_lib.moas_model_config, default_fn="moas_model_conf
 
 
 class HeadSelection:
-    """Base of the head-selection strategies of MoH attention (SPEC §4)."""
+    """Base of the head-selection strategies of MoH attention (docs/math.md)."""
 
     def _to_c(self, hs):
         raise NotImplementedError
@@ -263,7 +263,7 @@ class Config(_StructConfig):
     """A model configuration (moas_model_config). Fields keep the C names; enumerations are strings:
 
     norm "layernorm" | "rmsnorm"; mlp "gelu" | "swiglu"; position "learned" | "rope" | "cope" (contextual
-    positions, SPEC §7, cope_max_pos per head); window_size: query i attends to keys i - w .. i (0 = full causal);
+    positions, docs/math.md, cope_max_pos per head); window_size: query i attends to keys i - w .. i (0 = full causal);
     attention "scheme" (one scheme: MHA, GQA, MQA by n_kv_head) | "moas" | "moh"; device "cpu" | "cuda";
     matmul_precision "fp32" | "tf32" | "bf16" (how a CUDA device runs the matrix products; the CPU is always fp32);
     moas_mode "static" | "soft" | "top1"; moas_branch_kv_heads: one kv-head count per MoAS branch (0 = n_head);

@@ -14,7 +14,7 @@ from .model import (RouterStats, _adamw_config, _adamw_from, _c_float_p, _float_
 
 
 class Layer(_Owned, _Parameters):
-    """One attention block (SPEC §2-4 and §7) on activations x [batch, seq_len, n_embd] or [seq_len, n_embd], for
+    """One attention block (docs/math.md) on activations x [batch, seq_len, n_embd] or [seq_len, n_embd], for
     programs that compose their own network (embeddings and norms are the caller's). With residual=True (the
     default) forward returns x + Attn(x).
 

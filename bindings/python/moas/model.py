@@ -143,7 +143,7 @@ class ParameterInfo:
 
 @dataclass(frozen=True)
 class RouterStats:
-    """Router statistics of one layer from the last forward (SPEC §8). Per-route tuples have n_routes entries."""
+    """Router statistics of one layer from the last forward (docs/math.md). Per-route tuples have n_routes entries."""
 
     layer: int  # the model's layer index; None for a standalone Layer
     attention: str  # "moas": routes are branches; "moh": routes are the routed heads
@@ -365,7 +365,7 @@ class _Parameters:
 
 
 class KVCache(_Owned):
-    """A key/value cache for decoding (SPEC §5): `batch` sequences of up to `capacity` positions.
+    """A key/value cache for decoding (docs/math.md): `batch` sequences of up to `capacity` positions.
 
     Create it with Model.kv_cache(). It may serve any model of the same architecture and does not keep the model
     alive. Free it with close() or a `with` block (or leave it to the garbage collector). A cache and the model it

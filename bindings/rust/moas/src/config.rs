@@ -49,7 +49,7 @@ pub enum Position {
     Learned,
     /// Rotary q/k, no position embeddings.
     Rope,
-    /// Contextual positions (SPEC §7): each head learns `max_pos` position embeddings indexed by a gated count of
+    /// Contextual positions (docs/math.md): each head learns `max_pos` position embeddings indexed by a gated count of
     /// the keys between query and key; no position embeddings. Parameter `attn.cope.weight` [heads, max_pos,
     /// head_dim], initialised to zero.
     Cope { max_pos: usize },
@@ -60,9 +60,9 @@ pub enum Position {
 pub enum Attention {
     /// One scheme: MHA (kv heads = heads), GQA, or MQA (one kv head).
     Scheme,
-    /// Mixture of Attention Schemes (SPEC §3): [`MoasMode`], branch kv heads, aux weight.
+    /// Mixture of Attention Schemes (docs/math.md): [`MoasMode`], branch kv heads, aux weight.
     Moas,
-    /// One scheme with per-token head selection (SPEC §4): [`HeadSelectionStrategy`].
+    /// One scheme with per-token head selection (docs/math.md): [`HeadSelectionStrategy`].
     Moh,
 }
 

@@ -17,7 +17,7 @@ pub struct Gates {
     pub values: Vec<f32>,
 }
 
-/// One attention block on caller-owned activations (`moas_layer_*`; SPEC §2-4 and §7), for programs that compose
+/// One attention block on caller-owned activations (`moas_layer_*`; docs/math.md), for programs that compose
 /// their own network around it, as RustGPT does; dropped with `moas_layer_destroy`.
 ///
 /// Activations are row-major `[batch, seq_len, width]` slices of f32. With the default `residual`, `forward`

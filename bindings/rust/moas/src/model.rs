@@ -10,7 +10,7 @@ use std::path::Path;
 use std::ptr;
 
 /// Routing statistics of one layer (of a [`Model`], or a standalone [`Layer`](crate::Layer)) from the last forward
-/// (SPEC §8).
+/// (docs/math.md).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouterStats {
     /// What the routes are: MoAS branches or MoH routed heads.
