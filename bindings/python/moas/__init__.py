@@ -31,6 +31,7 @@ from .errors import (AbiMismatch, CheckpointConfig, CheckpointDtype, CheckpointE
                      NonFinite, NoRouter, NullArgument, OutOfMemory, SizeMismatch, TargetOutOfRange, TokenOutOfRange,
                      UnknownParameter)
 from .layer import Layer
+from .sampling import Vocabulary, sample_next
 from .model import (KVCache, Model, ParameterInfo, RouterStats, adamw_defaults, adamw_rustgpt,
                     checkpoint_user_metadata)
 
@@ -66,7 +67,7 @@ __all__ = [
     "ABI_VERSION", "LibraryError", "load_library", "library_version", "build_info", "abi_version", "library_path",
     "Config", "LayerConfig", "HeadSelection", "AllHeads", "MixtureOfHeads", "StaticPruning",
     "Model", "KVCache", "Layer", "ParameterInfo", "RouterStats", "adamw_defaults", "adamw_rustgpt",
-    "checkpoint_user_metadata",
+    "checkpoint_user_metadata", "Vocabulary", "sample_next",
     "Error", "NullArgument", "InvalidConfig", "AbiMismatch", "SizeMismatch", "InvalidInput", "TokenOutOfRange",
     "TargetOutOfRange", "ContextTooLong", "ContextFull", "NoForward", "NonFinite", "UnknownParameter",
     "CheckpointError", "FileError", "CheckpointTruncated", "CheckpointHeader", "CheckpointLayout",

@@ -528,6 +528,13 @@ class Model(_Owned, _Parameters):
         return self._vocab
 
     # -- decoding with a KV cache ---------------------------------------------------------------------------------
+    def generate(self, prompt_ids, max_new_tokens, temperature=1.0, top_k=None, top_p=None, seed=None):
+        """prompt_ids plus max_new_tokens sampled token ids, as a list: greedy at temperature 0, else from
+        softmax(logits / temperature) cut to top_k tokens and then to top_p probability mass; seed makes it
+        repeatable. Past block_size tokens the context slides (the model sees the last block_size)."""
+        from .sampling import generate  # sampling builds on this module
+        return generate(self, prompt_ids, max_new_tokens, temperature, top_k, top_p, seed)
+
     def kv_cache(self, batch=1, capacity=None):
         """A new KVCache for `batch` sequences of up to `capacity` positions (default block_size)."""
         return KVCache(self, batch, capacity)
