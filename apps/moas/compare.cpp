@@ -145,6 +145,8 @@ int run_compare_command(int argc, char **argv) {
               describe_device(base).c_str());
   std::printf("%s\n", describe_training(base, corpus).c_str());
   std::fflush(stdout);
+  const std::string warning = schedule_warning(base);
+  if (!warning.empty()) std::fprintf(stderr, "moas: warning: %s\n", warning.c_str());
 
   const auto start = std::chrono::steady_clock::now();
   std::vector<VariantResult> results;

@@ -55,6 +55,14 @@ inline OptionSpec toggle(const char *name, OptionScope scope, bool TrainOptions:
 
 constexpr double kBig = 1e9;
 
+// The words of the choice flags that become library enums, in the enums' order: make_model_config turns a word into
+// its index. The flag table takes its choices from these same lists, so the parser, --help and the library agree.
+extern const std::vector<std::string> kMoasModeNames, kNormNames, kMlpNames, kPositionNames, kDeviceNames,
+    kPrecisionNames;
+
+// "a|b|c": how --help and the parser's messages spell a flag's choices.
+std::string choice_list(const std::vector<std::string> &choices);
+
 // The double a person would write for a library float default: 0.01, not 0.009999999776482582.
 double decimal_of(float value);
 
@@ -68,6 +76,8 @@ void add_train_flags(std::vector<OptionSpec> &table);
 void set_optimizer_defaults(TrainOptions &options);
 const std::vector<std::pair<std::string, std::string>> &paper_preset();
 const char *train_usage();
+// What the numbers of the progress and validation lines are, for train's and compare's --help.
+const char *progress_legend();
 
 // `moas compare` trains every attention variant itself: the flags that choose one are not its to take
 // (compare_flags.cpp).

@@ -48,7 +48,7 @@ int32_t sample_token(const std::vector<float> &logits, double temperature, int t
 int run_generate_command(int argc, char **argv) {
   GenerateOptions o;
   if (!parse_generate_arguments(argc, argv, &o)) {
-    std::fputs(generate_usage(), stdout);
+    std::fputs(generate_usage().c_str(), stdout);
     return 0;
   }
   std::error_code ec;

@@ -1,16 +1,18 @@
-// The flags of `moas generate`: parsed by hand, as they share nothing with training's settings table.
+// The flags of `moas generate`: parsed by hand, as they share only --device's words with training's settings table.
 #include "generate_flags.hpp"
 
+#include <algorithm>
 #include <optional>
 
 #include "decimal.hpp"
 #include "errors.hpp"
+#include "flag_spec.hpp"
 
 namespace moas_cli {
 
 namespace {
 
-const char kUsage[] =
+const char kUsageHead[] =
     "usage: moas generate --checkpoint DIR [flags]\n\n"
     "Samples text from a checkpoint written by moas train, decoding with a KV cache.\n\n"
     "  --checkpoint PATH     the run directory (its latest weights), or a weights file such as DIR/model.safetensors\n"
@@ -19,8 +21,7 @@ const char kUsage[] =
     "  --temperature T       softmax temperature; 0 picks the most likely token [0.8]\n"
     "  --top-k K             sample among the K most likely tokens; 0 for all [0]\n"
     "  --seed S              sampling seed [1337]\n"
-    "  --threads N           CPU threads (0: all cores) [0]\n"
-    "  --device cpu|cuda     where the model decodes (cuda: GPU 0) [cpu]\n";
+    "  --threads N           CPU threads (0: all cores) [0]\n";
 
 std::string range_text(long long low, long long high) {
   return " is out of range: use " + std::to_string(low) + " to " + std::to_string(high);
@@ -43,7 +44,11 @@ int parse_count(const std::string &flag, const std::string &value, int low, int 
 
 }  // namespace
 
-const char *generate_usage() { return kUsage; }
+std::string generate_usage() {
+  std::string device = "--device " + choice_list(kDeviceNames);
+  device.resize(std::max<size_t>(22, device.size() + 1), ' ');
+  return kUsageHead + ("  " + device + "where the model decodes (cuda: GPU 0) [cpu]\n");
+}
 
 bool parse_generate_arguments(int argc, char **argv, GenerateOptions *o) {
   for (int i = 2; i < argc; i++) {
@@ -66,7 +71,8 @@ bool parse_generate_arguments(int argc, char **argv, GenerateOptions *o) {
     else if (flag == "--top-k") o->top_k = parse_count(flag, value, 0, 1 << 30);
     else if (flag == "--threads") o->threads = parse_count(flag, value, 0, 4096);
     else if (flag == "--device") {
-      if (value != "cpu" && value != "cuda") throw UsageError("--device: '" + value + "' is not cpu or cuda");
+      if (std::find(kDeviceNames.begin(), kDeviceNames.end(), value) == kDeviceNames.end())
+        throw UsageError("--device: '" + value + "' is not one of " + choice_list(kDeviceNames));
       o->cuda = value == "cuda";
     }
     else {

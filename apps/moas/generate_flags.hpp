@@ -17,7 +17,8 @@ struct GenerateOptions {
   bool cuda = false;
 };
 
-const char *generate_usage();
+// The --help text, its --device words taken from the list the parser checks.
+std::string generate_usage();
 
 // Reads argv[2..argc); throws UsageError. Returns false when --help was asked for.
 bool parse_generate_arguments(int argc, char **argv, GenerateOptions *o);

@@ -8,19 +8,19 @@
 
 namespace moas_cli {
 
+const std::vector<std::string> kMoasModeNames = {"static", "soft", "top1"};
+const std::vector<std::string> kNormNames = {"layernorm", "rmsnorm"};
+const std::vector<std::string> kMlpNames = {"gelu", "swiglu"};
+const std::vector<std::string> kPositionNames = {"learned", "rope", "cope"};
+const std::vector<std::string> kDeviceNames = {"cpu", "cuda"};
+const std::vector<std::string> kPrecisionNames = {"fp32", "tf32", "bf16"};
+
 namespace {
 
-const char *const kModeNames[] = {"static", "soft", "top1"};
-const char *const kNormNames[] = {"layernorm", "rmsnorm"};
-const char *const kMlpNames[] = {"gelu", "swiglu"};
-const char *const kPositionNames[] = {"learned", "rope", "cope"};
-const char *const kDeviceNames[] = {"cpu", "cuda"};
-const char *const kPrecisionNames[] = {"fp32", "tf32", "bf16"};
-
-int index_of(const char *const *names, int count, const std::string &name) {
-  for (int i = 0; i < count; i++)
-    if (name == names[i]) return i;
-  throw UsageError("unknown setting '" + name + "'");
+int index_of(const std::vector<std::string> &names, const std::string &name) {
+  const auto found = std::find(names.begin(), names.end(), name);
+  if (found == names.end()) throw UsageError("unknown setting '" + name + "'");
+  return (int)(found - names.begin());
 }
 
 }  // namespace
@@ -37,7 +37,7 @@ void add_model_flags(std::vector<OptionSpec> &t) {
   t.push_back(number("dropout", S::Model, &O::dropout, 0, 0.99, "dropout probability at every site"));
   t.push_back(text("attention", S::Model, &O::attention, {"scheme", "moas", "moh"},
                    "one scheme (MHA/GQA/MQA by --kv-heads), MoAS or MoH"));
-  t.push_back(text("moas-mode", S::Model, &O::moas_mode, {"static", "soft", "top1"}, "how MoAS mixes its branches"));
+  t.push_back(text("moas-mode", S::Model, &O::moas_mode, kMoasModeNames, "how MoAS mixes its branches"));
   t.push_back(text("branches", S::Model, &O::branches, {}, "kv heads per MoAS branch, e.g. 6,2,1 (0 = heads)"));
   t.push_back(number("aux-weight", S::Model, &O::aux_weight, 0, 1e6, "weight of the MoAS load-balance loss"));
   t.push_back(text("heads-strategy", S::Model, &O::heads_strategy, {"all", "mixture", "static-pruning"},
@@ -49,9 +49,9 @@ void add_model_flags(std::vector<OptionSpec> &t) {
                      "auto heads/2)",
                      true));
   t.push_back(number("lb-weight", S::Model, &O::lb_weight, 0, 1e6, "weight of the MoH load-balance loss"));
-  t.push_back(text("norm", S::Model, &O::norm, {"layernorm", "rmsnorm"}, "normalisation"));
-  t.push_back(text("mlp", S::Model, &O::mlp, {"gelu", "swiglu"}, "MLP kind"));
-  t.push_back(text("position", S::Model, &O::position, {"learned", "rope", "cope"}, "position encoding"));
+  t.push_back(text("norm", S::Model, &O::norm, kNormNames, "normalisation"));
+  t.push_back(text("mlp", S::Model, &O::mlp, kMlpNames, "MLP kind"));
+  t.push_back(text("position", S::Model, &O::position, kPositionNames, "position encoding"));
   t.push_back(number("cope-max-pos", S::Model, &O::cope_max_pos, 1, 1 << 20,
                      "positions per head CoPE tells apart (with --position cope)"));
   t.push_back(number("window", S::Model, &O::window, 0, 1 << 20,
@@ -62,14 +62,14 @@ void set_model_defaults(TrainOptions &o) {
   moas_model_config model;
   model.struct_size = sizeof model;
   check_status(moas_model_config_default(&model), "moas_model_config_default");
-  o.moas_mode = kModeNames[model.moas_mode];
+  o.moas_mode = kMoasModeNames[(size_t)model.moas_mode];
   o.branches.clear();
   for (int k = 0; k < model.moas_n_branches; k++)
     o.branches += (k ? "," : "") + std::to_string(model.moas_branch_kv_heads[k]);
   o.aux_weight = decimal_of(model.moas_aux_weight);
   o.lb_weight = decimal_of(model.head_selection.load_balance_weight);
-  o.norm = kNormNames[model.norm];
-  o.mlp = kMlpNames[model.mlp];
+  o.norm = kNormNames[(size_t)model.norm];
+  o.mlp = kMlpNames[(size_t)model.mlp];
   // Rotary positions: the small default model learns the generated task's lookups within its budget with them,
   // and hardly at all with learned positions (--paper keeps the reference's learned positions).
   o.position = "rope";
@@ -91,17 +91,17 @@ moas_model_config make_model_config(const TrainOptions &o, int vocab_size) {
   c.dropout = (float)o.dropout;
   c.seed = o.seed;
   c.n_threads = o.threads;
-  c.device = index_of(kDeviceNames, 2, o.device);
-  c.matmul_precision = index_of(kPrecisionNames, 3, o.matmul_precision);
-  c.norm = index_of(kNormNames, 2, o.norm);
-  c.mlp = index_of(kMlpNames, 2, o.mlp);
-  c.position = index_of(kPositionNames, 3, o.position);
+  c.device = index_of(kDeviceNames, o.device);
+  c.matmul_precision = index_of(kPrecisionNames, o.matmul_precision);
+  c.norm = index_of(kNormNames, o.norm);
+  c.mlp = index_of(kMlpNames, o.mlp);
+  c.position = index_of(kPositionNames, o.position);
   c.cope_max_pos = o.cope_max_pos;
   c.window_size = o.window;
   if (o.attention == "moas") {
     c.attention = MOAS_ATTENTION_MOAS;
     c.n_kv_head = o.heads;  // branches carry their own kv heads
-    c.moas_mode = index_of(kModeNames, 3, o.moas_mode);
+    c.moas_mode = index_of(kMoasModeNames, o.moas_mode);
     std::stringstream list(o.branches);
     std::string item;
     c.moas_n_branches = 0;

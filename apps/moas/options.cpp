@@ -102,15 +102,8 @@ void set_value(TrainOptions &options, const OptionSpec &spec, const std::string 
       options.*field = *parsed;
     }
     void operator()(std::string TrainOptions::*field) const {
-      if (!spec.choices.empty()) {
-        bool known = false;
-        std::string list;
-        for (const std::string &c : spec.choices) {
-          known = known || c == value;
-          list += (list.empty() ? "" : "|") + c;
-        }
-        if (!known) throw UsageError(flag(spec) + ": '" + value + "' is not one of " + list);
-      }
+      if (!spec.choices.empty() && std::find(spec.choices.begin(), spec.choices.end(), value) == spec.choices.end())
+        throw UsageError(flag(spec) + ": '" + value + "' is not one of " + choice_list(spec.choices));
       if (value.empty() && !spec.allows_empty) throw UsageError(flag(spec) + " needs a non-empty value");
       if (std::string(spec.name) == "branches") validate_branches(value);
       options.*field = value;
@@ -209,6 +202,12 @@ std::vector<std::pair<std::string, std::string>> read_config_file(const std::str
 }
 
 }  // namespace
+
+std::string choice_list(const std::vector<std::string> &choices) {
+  std::string list;
+  for (const std::string &choice : choices) list += (list.empty() ? "" : "|") + choice;
+  return list;
+}
 
 // The double a person would write for a library float default: 0.01, not 0.009999999776482582.
 double decimal_of(float value) {
@@ -326,15 +325,17 @@ TrainOptions resumed_options(const OptionValues &stored, const TrainOptions &def
 std::string train_help(bool for_compare) {
   const TrainOptions defaults = default_train_options(for_compare ? "runs/compare" : "runs/train");
   std::ostringstream help;
-  help << (for_compare ? compare_usage() : train_usage());
+  help << (for_compare ? compare_usage() : train_usage()) << progress_legend();
   help << "  --config FILE           JSON object of flag: value (flags given here win)\n"
           "  --paper                 the paper's run: 6 layers, 6 heads, 384 wide, T=256, B=12, dropout 0.2, lr 1e-3\n"
           "                          (betas 0.9/0.99, wd 0.1, clip 1), warm-up 100, cosine to 1e-4 over 2000 steps\n";
   for (const OptionSpec &spec : option_table()) {
     if (for_compare && !compare_takes(spec)) continue;
     const bool is_switch = std::holds_alternative<bool TrainOptions::*>(spec.field);
-    std::string left = flag(spec) + (is_switch ? "" : " VALUE");
-    left.resize(std::max<size_t>(24, left.size() + 1), ' ');
+    const std::string value_name = spec.choices.empty() ? "VALUE" : choice_list(spec.choices);
+    std::string left = flag(spec) + (is_switch ? "" : " " + value_name);
+    // A flag too long for the column puts its help on the next line, where the others' help starts.
+    left = left.size() < 24 ? left + std::string(24 - left.size(), ' ') : left + "\n" + std::string(26, ' ');
     help << "  " << left << spec.help;
     const std::string value = get_value(defaults, spec);
     if (!is_switch && !value.empty()) help << " [" << value << "]";

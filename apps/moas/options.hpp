@@ -105,6 +105,10 @@ int resolved_log_every(const TrainOptions &options);
 int resolved_save_every(const TrainOptions &options);  // 0: only at the end
 double resolved_min_lr(const TrainOptions &options);
 
+// What is wrong with the learning-rate schedule and how to fix it, or "" when nothing is: a --warmup that reaches
+// --steps keeps the whole run in the linear warm-up. moas train and compare print it on stderr and train anyway.
+std::string schedule_warning(const TrainOptions &options);
+
 // The library's structs for these settings. vocab_size comes from the data.
 moas_model_config make_model_config(const TrainOptions &options, int vocab_size);
 moas_adamw_config make_adamw_config(const TrainOptions &options);

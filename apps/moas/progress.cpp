@@ -30,8 +30,8 @@ Progress::Progress(std::string label) : label_(std::move(label)), terminal_(isat
 
 std::string Progress::format(const StepReport &r) const {
   char head[256];
-  char val[32] = "";
-  if (r.val_loss >= 0) std::snprintf(val, sizeof val, "  val %.4f", r.val_loss);
+  char val[64] = "";
+  if (r.val_loss >= 0) std::snprintf(val, sizeof val, "  val %.4f @ step %d", r.val_loss, r.val_step);
   std::snprintf(head, sizeof head, "step %*d/%d  loss %.4f%s  lr %.2e  %.0f tok/s  ETA %s",
                 (int)std::to_string(r.steps).size(), r.step, r.steps, r.train_loss, val, r.lr, r.tokens_per_s,
                 duration_text(r.eta_s).c_str());

@@ -11,6 +11,7 @@ struct StepReport {
   int steps = 0;            // the schedule's length
   double train_loss = 0;
   double val_loss = -1;     // the last validation, or < 0 before the first
+  int val_step = 0;         // the step that validation measured: shown, as it is usually not this step
   double lr = 0;
   double tokens_per_s = 0;
   double eta_s = 0;

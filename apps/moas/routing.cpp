@@ -37,6 +37,14 @@ std::string fixed(double value, const char *format) {
   return text;
 }
 
+// MoH gates are weights that scale a head's output, not shares that sum to 1: as percentages they read as 120-176%,
+// so they are printed as plain numbers.
+std::string weights(const std::vector<double> &values) {
+  std::string text;
+  for (size_t i = 0; i < values.size(); i++) text += (i ? "/" : "") + fixed(values[i], "%.2f");
+  return text;
+}
+
 std::string joined_names(const RoutingSummary &routing) {
   std::string text;
   for (size_t i = 0; i < routing.route_names.size(); i++) text += (i ? "/" : "") + routing.route_names[i];
@@ -105,11 +113,13 @@ std::string compact_routing(const RoutingSummary &routing) {
 std::string detailed_routing(const RoutingSummary &routing) {
   if (!routing.routed()) return "";
   const bool moas = routing.attention == MOAS_ATTENTION_MOAS;
-  std::string text = "routing " + joined_names(routing) + (moas ? " (argmax% | gate%)" : " (share% | gate%)") + ":";
+  std::string text =
+      "routing " + joined_names(routing) + (moas ? " (argmax% | gate%)" : " (share% | mean gate weight)") + ":";
   for (size_t l = 0; l < routing.layers.size(); l++) {
     const LayerRouting &layer = routing.layers[l];
     text += " L" + std::to_string(l) + " " + percentages(moas ? layer.top_share : layer.share, "/") + " | " +
-            percentages(layer.mean_gate, "/") + " balance " + fixed(layer.balance, "%.2f") +
+            (moas ? percentages(layer.mean_gate, "/") : weights(layer.mean_gate)) + " balance " +
+            fixed(layer.balance, "%.2f") +
             (layer.collapsed ? " COLLAPSED" : "") + (l + 1 < routing.layers.size() ? ";" : "");
   }
   return text;

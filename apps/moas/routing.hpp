@@ -11,7 +11,7 @@ namespace moas_cli {
 struct LayerRouting {
   std::vector<double> share;      // f-hat: top-1 argmax shares, soft/static mean gates, MoH f_i / K
   std::vector<double> top_share;  // MoAS: argmax shares; MoH: f_i (sums to K)
-  std::vector<double> mean_gate;
+  std::vector<double> mean_gate;  // MoAS: mean softmax gate (sums to 1); MoH: mean gate weight, 0 where inactive
   double balance = 0;             // 1 / (N sum f-hat^2): 1 uniform, 1/N collapsed
   bool collapsed = false;         // some forward had max f-hat > 0.9
 };
@@ -44,7 +44,8 @@ class RoutingAccumulator {
 // "mha/gqa2/mqa L0 40/31/29 b0.95 L1 ...": f-hat in percent and the balance of each layer, for a progress line.
 std::string compact_routing(const RoutingSummary &routing);
 
-// Every layer with argmax and mean-gate shares, for the validation lines.
+// Every layer's routing, for the validation lines: MoAS argmax and mean-gate shares in percent; MoH shares of the
+// active routed slots in percent and mean gate weights as plain numbers (a weight, not a share, may exceed 1).
 std::string detailed_routing(const RoutingSummary &routing);
 
 // The last layer's shares and balance, for the comparison table ("-" when nothing is routed).

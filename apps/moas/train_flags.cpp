@@ -27,9 +27,9 @@ void add_train_flags(std::vector<OptionSpec> &t) {
   t.back().allows_empty = true;
   t.push_back(toggle("bytes", S::Data, &O::bytes, "byte vocabulary (256) instead of the text's characters"));
   t.push_back(number("threads", S::Run, &O::threads, 0, 4096, "CPU threads (0: all cores)"));
-  t.push_back(text("device", S::Run, &O::device, {"cpu", "cuda"}, "where training runs: cpu or cuda (GPU 0)"));
-  t.push_back(text("matmul-precision", S::Run, &O::matmul_precision, {"fp32", "tf32", "bf16"},
-                   "fp32, or tf32 / bf16 tensor cores for a CUDA device's matrix products"));
+  t.push_back(text("device", S::Run, &O::device, kDeviceNames, "where training runs (cuda: GPU 0)"));
+  t.push_back(text("matmul-precision", S::Run, &O::matmul_precision, kPrecisionNames,
+                   "tf32 and bf16: tensor cores for a CUDA device's matrix products"));
   t.push_back(number("eval-every", S::Run, &O::eval_every, 1, kBig, "steps between validations (auto: steps/10)",
                      true));
   t.push_back(number("eval-batches", S::Run, &O::eval_batches, 1, 1e6, "validation batches (fixed windows)"));
@@ -76,12 +76,28 @@ const char *train_usage() {
          "ends it at once.\n\n";
 }
 
+const char *progress_legend() {
+  return "Progress lines show the last validation loss with the step it measured (val 1.2345 @ step 500) and, for\n"
+         "a routed model, each layer's route shares in percent and its balance b (1: even, 1/routes: collapsed).\n"
+         "Validation lines show each layer's routing route by route: for MoAS the share of tokens whose top\n"
+         "branch it is and its mean gate (argmax% | gate%, each summing to 100); for MoH each routed head's share\n"
+         "of the active routed slots (share%, summing to 100) and its mean gate weight, the factor its output is\n"
+         "scaled by averaged over all tokens (0 where inactive): a plain number, which may exceed 1.\n\n";
+}
+
 int resolved_eval_every(const TrainOptions &options) {
   return options.eval_every != kAuto ? options.eval_every : std::max(1, options.steps / 10);
 }
 
 double resolved_min_lr(const TrainOptions &options) {
   return options.min_lr != kAuto ? options.min_lr : options.lr / 10;
+}
+
+std::string schedule_warning(const TrainOptions &o) {
+  if (o.warmup < o.steps) return "";
+  return "--warmup " + std::to_string(o.warmup) + " is not below --steps " + std::to_string(o.steps) +
+         ": the whole run stays in the linear warm-up (the learning rate climbs toward --lr and never decays); "
+         "lower --warmup (e.g. --warmup " + std::to_string(o.steps / 10) + ") or raise --steps";
 }
 
 int resolved_save_every(const TrainOptions &options) {

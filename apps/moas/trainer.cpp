@@ -147,6 +147,8 @@ int run_train(TrainOptions options, const ParsedOptions &parsed, const TrainOpti
               describe_training(options, corpus).c_str());
   if (options.resume) std::printf("resuming %s at step %d\n", latest->model.c_str(), start_step);
   std::fflush(stdout);
+  const std::string warning = schedule_warning(options);
+  if (!warning.empty()) std::fprintf(stderr, "moas: warning: %s\n", warning.c_str());
 
   Progress progress("");
   const TrainingSetup setup{options, corpus, model.get(), config, files, start_step};
@@ -277,7 +279,10 @@ TrainOutcome run_training(const TrainingSetup &s, Progress &progress) {
     report.step = done;
     report.steps = o.steps;
     report.train_loss = loss;
-    report.val_loss = outcome.val_curve.empty() ? -1 : outcome.val_loss;
+    if (!outcome.val_curve.empty()) {
+      report.val_loss = outcome.val_loss;
+      report.val_step = outcome.val_curve.back().first;
+    }
     report.lr = adamw.lr;
     report.tokens_per_s = interval_rate;
     report.eta_s = seconds_since(start) / (done - s.start_step) * (end_step - done);

@@ -49,7 +49,7 @@ only_pair() {
 
 case "$case_name" in
 train)
-  "$moas" train "${tiny[@]}" --steps 20 --log-every 1 --out run >out.txt
+  "$moas" train "${tiny[@]}" --steps 20 --log-every 1 --out run >out.txt 2>err.txt
   for f in model.safetensors checkpoints/step-000020/model.optim.safetensors metrics.jsonl; do
     [ -s "run/$f" ] || fail "run/$f was not written"
   done
@@ -58,6 +58,26 @@ train)
   grep -q '"val_loss"' run/metrics.jsonl || fail "metrics.jsonl has no validation entry"
   grep -q 'threads' out.txt || fail "the thread count was not printed"
   loss_fell out.txt || fail "the training loss did not fall: $(grep '^done:' out.txt)"
+  # The progress line's validation loss is an earlier step's (validations every 2 steps here), and says which.
+  grep -q '^step  2/20  loss [0-9.]*  val [0-9.]* @ step 0  lr' out.txt ||
+    fail "step 2 does not show step 0's validation: $(grep '^step  2/20' out.txt)"
+  measured=$(sed -n 's/^step 2  val loss \([0-9.]*\).*/\1/p' out.txt)
+  grep -q "^step  3/20  loss [0-9.]*  val $measured @ step 2  lr" out.txt ||
+    fail "step 3 does not show step 2's validation ($measured): $(grep '^step  3/20' out.txt)"
+  # 20 steps inside the default 50-step warm-up: a warning that says what to change. A warm-up shorter than the
+  # run draws none.
+  grep -q '^moas: warning: --warmup 50 is not below --steps 20: .*lower --warmup (e.g. --warmup 2) or raise --steps' \
+    err.txt || fail "no warm-up warning: $(cat err.txt)"
+  "$moas" train "${tiny[@]}" --steps 4 --warmup 2 --out short >/dev/null 2>err.txt
+  [ ! -s err.txt ] || fail "a 2-step warm-up of 4 steps drew a message: $(cat err.txt)"
+  # Routing lines: MoAS gates are shares, in percent; MoH gates are weights (they may exceed 1), plain numbers.
+  "$moas" train "${tiny[@]}" --steps 2 --attention moas --moas-mode soft --branches 4,1 --out moas >moas.txt 2>&1
+  grep -q '^step 2  val loss [0-9.]*  routing mha/mqa (argmax% | gate%): L0 [0-9]*/[0-9]* | [0-9]*/[0-9]* ' \
+    moas.txt || fail "no MoAS routing line in percent: $(grep 'val loss' moas.txt)"
+  "$moas" train "${tiny[@]}" --steps 2 --attention moh --heads-strategy mixture --out moh >moh.txt 2>&1
+  moh_line='^step 2  val loss [0-9.]*  routing h1/h2/h3 (share% | mean gate weight): L0 [0-9/]* | [0-9]\.[0-9][0-9]/'
+  grep -q "$moh_line" moh.txt || fail "no MoH routing line with gate weights: $(grep 'val loss' moh.txt)"
+  "$moas" train --help | grep -q 'mean gate weight, the factor its output is' || fail "--help does not explain gates"
   ;;
 save_every)
   # Checkpoints at every validation unless --save-every says otherwise (0: only at the end); the last pair is kept.
@@ -144,7 +164,11 @@ generate)
   [ "$(wc -c <cope_text.txt)" -gt 20 ] || fail "generate with CoPE printed too little text"
   ;;
 compare)
-  "$moas" compare "${tiny[@]}" --steps 10 --eval-batches 2 --out cmp >out.txt
+  "$moas" compare "${tiny[@]}" --steps 10 --eval-batches 2 --out cmp >out.txt 2>err.txt
+  # Once for all variants: they share the schedule.
+  [ "$(wc -l <err.txt)" -eq 1 ] && grep -q '^moas: warning: --warmup 50 is not below --steps 10: .*--warmup 1)' \
+    err.txt ||
+    fail "compare did not warn once about the warm-up: $(cat err.txt)"
   grep -q '^| variant | val loss | parameters | tokens/s | KV bytes/token |' out.txt || fail "no table header"
   for v in mha gqa mqa moas-static moas-soft moas-top1 moh; do
     grep -q "^| $v | [0-9]" out.txt || fail "the table has no row for $v"
@@ -217,7 +241,26 @@ bad_input)
   expect 2 '' -- generate --checkpoint good --prompt ABC
   expect 1 '' -- generate --checkpoint missing.safetensors
   expect 1 '' -- generate --checkpoint empty.txt
-  expect 2 '' -- generate --checkpoint good --device tpu
+  expect 2 "'tpu' is not one of cpu|cuda" -- generate --checkpoint good --device tpu
+  # --help names every choice flag's words, from the list the parser checks: each one's refusal names the same.
+  "$moas" train --help >help.txt
+  for listed in 'attention scheme|moas|moh' 'moas-mode static|soft|top1' 'heads-strategy all|mixture|static-pruning' \
+    'norm layernorm|rmsnorm' 'mlp gelu|swiglu' 'position learned|rope|cope' 'device cpu|cuda' \
+    'matmul-precision fp32|tf32|bf16'; do
+    grep -qF -- "  --$listed " help.txt || grep -qxF -- "  --$listed" help.txt ||
+      fail "train --help does not list --$listed: $(grep -F -- "--${listed%% *} " help.txt)"
+  done
+  for command in train compare; do
+    mapfile -t choice_flags < <("$moas" $command --help | grep -o -- '^  --[a-z-]* [a-z0-9-]*|[a-z0-9|-]*')
+    [ "${#choice_flags[@]}" -eq "$([ $command = train ] && echo 8 || echo 5)" ] ||
+      fail "$command --help lists choices for ${#choice_flags[@]} flags: ${choice_flags[*]}"
+    for listed in "${choice_flags[@]}"; do
+      read -r name words <<<"$listed"
+      expect 2 "$name: 'nothing' is not one of $words" -- $command "$name" nothing --out bad
+    done
+  done
+  "$moas" generate --help | grep -qF -- '  --device cpu|cuda     where the model decodes' ||
+    fail "generate --help does not list --device's words"
   [ "$before" = "$(cksum good/model.safetensors)" ] || fail "a refused resumption changed the checkpoint"
   only_pair good 4
   ;;
