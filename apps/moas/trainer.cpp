@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <optional>
 
@@ -203,6 +204,16 @@ std::string describe_training(const TrainOptions &o, const Corpus &corpus) {
          std::to_string(o.eval_batches) + " batches";
 }
 
+// The current time as ISO 8601 UTC, e.g. 2026-12-07T18:30:02Z.
+std::string utc_now() {
+  const std::time_t now = std::time(nullptr);
+  std::tm parts{};
+  gmtime_r(&now, &parts);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &parts);
+  return text;
+}
+
 TrainOutcome run_training(const TrainingSetup &s, Progress &progress) {
   const TrainOptions &o = s.options;
   const int end_step = o.stop_at > 0 ? std::min(o.stop_at, o.steps) : o.steps;
@@ -268,8 +279,9 @@ TrainOutcome run_training(const TrainingSetup &s, Progress &progress) {
     const bool logged = done % log_every == 0 || done == end_step;
     const double interval_rate = interval_steps * tokens_per_step / std::max(interval_seconds, 1e-9);
     if (logged) {
-      metrics.write({{"step", done}, {"lr", adamw.lr}, {"train_loss", loss}, {"aux", aux},
-                     {"tokens_per_s", interval_rate}});
+      // Timing last: everything before tokens_per_s is the same bits in a resumed run as in a straight one.
+      metrics.write({{"step", done}, {"lr", adamw.lr}, {"train_loss", loss}, {"aux", aux}, {"grad_norm", grad_norm},
+                     {"tokens_per_s", interval_rate}, {"elapsed_s", seconds_since(start)}, {"time", utc_now()}});
       interval_seconds = 0;
       interval_steps = 0;
     }

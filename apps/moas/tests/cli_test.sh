@@ -26,7 +26,7 @@ loss_fell() {
 
 # The training entry of one step in a metrics.jsonl, without its timing.
 train_entry() {
-  grep "^{\"step\":$2,\"lr\"" "$1" | sed 's/,"tokens_per_s":[^,}]*//'
+  grep "^{\"step\":$2,\"lr\"" "$1" | sed 's/,"tokens_per_s":.*}$/}/'
 }
 
 # The steps of a metrics.jsonl's training entries, one a line, in file order.
@@ -56,6 +56,9 @@ train)
   only_pair run 20
   [ "$(grep -c '"train_loss"' run/metrics.jsonl)" -eq 20 ] || fail "metrics.jsonl should hold 20 training entries"
   grep -q '"val_loss"' run/metrics.jsonl || fail "metrics.jsonl has no validation entry"
+  grep '"step":20,"lr"' run/metrics.jsonl |
+    grep -Eq '"grad_norm":[0-9.e+-]+,"tokens_per_s":[0-9.e+-]+,"elapsed_s":[0-9.e+-]+,"time":"20[0-9-]{8}T[0-9:]{8}Z"' ||
+    fail "a training entry lacks grad_norm, elapsed_s or time: $(grep '"step":20,"lr"' run/metrics.jsonl)"
   grep -q 'threads' out.txt || fail "the thread count was not printed"
   loss_fell out.txt || fail "the training loss did not fall: $(grep '^done:' out.txt)"
   # The progress line's validation loss is an earlier step's (validations every 2 steps here), and says which.
@@ -329,7 +332,7 @@ cuda_table)
   "$moas" train "${common[@]}" --out cpu >/dev/null
   "$moas" train "${common[@]}" --device cuda --out gpu >gpu.txt
   grep -q 'training on CUDA device 0, fp32 products' gpu.txt || fail "no device line: $(head -1 gpu.txt)"
-  losses() { sed 's/,"tokens_per_s":[^,}]*//' "$1/metrics.jsonl"; }
+  losses() { sed 's/,"tokens_per_s":.*}$/}/' "$1/metrics.jsonl"; }
   [ "$(losses cpu)" = "$(losses gpu)" ] || fail "the CUDA run's losses differ from the CPU run's"
   "$moas" generate --checkpoint cpu --tokens 40 --seed 3 >cpu_text.txt 2>/dev/null
   "$moas" generate --checkpoint gpu --device cuda --tokens 40 --seed 3 >gpu_text.txt 2>/dev/null
