@@ -199,8 +199,9 @@ def _adamw_from(adam, lr):
     return _adamw_config(**{**adam, "lr": lr})
 
 
-def checkpoint_user_metadata(path):
-    """The "user" metadata string stored in a checkpoint by Model.save(..., user_metadata=...)."""
+def checkpoint_user_metadata(path, as_json=False):
+    """The "user" metadata string stored in a checkpoint by Model.save(..., user_metadata=...); with as_json, parsed
+    back into what Model.save was given as a dict or list (None when the checkpoint has none)."""
     lib = _lib.lib()
     needed = ctypes.c_size_t(0)
     check(lib.moas_checkpoint_user_metadata(_path(path), None, 0, ctypes.byref(needed)),
@@ -208,7 +209,10 @@ def checkpoint_user_metadata(path):
     buf = ctypes.create_string_buffer(max(needed.value, 1))
     check(lib.moas_checkpoint_user_metadata(_path(path), buf, len(buf), ctypes.byref(needed)),
           "moas_checkpoint_user_metadata")
-    return buf.value.decode("utf-8")
+    text = buf.value.decode("utf-8")
+    if not as_json:
+        return text
+    return json.loads(text) if text else None
 
 
 class _Owned:
@@ -443,12 +447,27 @@ class Model(_Owned, _Parameters):
         self._vocab = None
 
     @classmethod
-    def from_file(cls, path, *, device=None, device_index=None, n_threads=None, seed=None):
+    def from_file(cls, path, *, config=None, device=None, device_index=None, n_threads=None, seed=None):
         """Creates a model from a checkpoint's stored config and weights.
 
         When any of device, device_index, n_threads or seed is given, those four come from the arguments (the
         ones not given from the library defaults); otherwise all come from the checkpoint.
+
+        With config (a Config), the file may be a plain safetensors state_dict with nanoGPT's names and no libmoas
+        metadata (e.g. saved from PyTorch with safetensors.torch.save_file): the model is built from config and takes
+        every weight by name (lm_head.weight standing for the tied embedding; nanoGPT's attn.bias masks skipped).
         """
+        if config is not None:
+            from .state_dict import load_state_dict  # numpy reading of plain files
+            changes = {k: v for k, v in (("device", device), ("device_index", device_index),
+                                         ("n_threads", n_threads), ("seed", seed)) if v is not None}
+            model = cls(config.replace(**changes) if changes else config)
+            try:
+                load_state_dict(model, path)
+            except BaseException:
+                model.close()
+                raise
+            return model
         lib = _lib.lib()
         overrides = None
         if any(v is not None for v in (device, device_index, n_threads, seed)):
