@@ -1,4 +1,5 @@
-// Training text: the generated recall/copy task or a file, its vocabulary, the 90/10 split and the batches.
+// Training text: the generated recall/copy task, a file or a directory of token files; its vocabulary, the 90/10
+// split (or the separate validation data) and the batches.
 #pragma once
 
 #include <cstdint>
@@ -10,26 +11,37 @@
 
 namespace moas_cli {
 
-// Character-level (the sorted unique code points of the text, as the reference does) or the 256 byte values.
+// Character-level (the sorted unique code points of the text, as the reference does), the 256 byte values, or the
+// ids of an outside tokenizer (token files): prompts are then whitespace-separated ids, and generated ids print as
+// " ID" unless the vocabulary knows each id's text.
 class Vocabulary {
  public:
   static Vocabulary bytes();
   static Vocabulary characters_of(const std::u32string &text);
+  // Ids 0 to count - 1; tokenizer names them (may be empty); texts is empty or what each id decodes to.
+  static Vocabulary tokens(int count, std::string tokenizer, std::vector<std::string> texts);
   // Reads what to_json wrote; throws RuntimeFailure on anything else.
   static Vocabulary from_json(const nlohmann::json &json);
   nlohmann::json to_json() const;
 
-  bool is_bytes() const { return is_bytes_; }
-  int size() const { return is_bytes_ ? 256 : (int)characters_.size(); }
-  // Token ids of a UTF-8 string; throws UsageError naming the first character outside the vocabulary.
+  bool is_bytes() const { return kind_ == Kind::Bytes; }
+  bool is_tokens() const { return kind_ == Kind::Tokens; }
+  const std::string &tokenizer() const { return tokenizer_; }
+  int size() const;
+  // Token ids of a UTF-8 string (of whitespace-separated ids for token vocabularies); throws UsageError naming the
+  // first character or word outside the vocabulary.
   std::vector<int32_t> encode(const std::string &utf8) const;
   std::string decode(int32_t token) const;
   // The id of a character of a character vocabulary, or -1.
   int32_t id_of(char32_t c) const;
 
  private:
-  bool is_bytes_ = false;
+  enum class Kind { Characters, Bytes, Tokens };
+  Kind kind_ = Kind::Characters;
   std::u32string characters_;  // sorted
+  int token_count_ = 0;
+  std::string tokenizer_;
+  std::vector<std::string> token_texts_;  // empty, or one per id
 };
 
 // A run of tokens and which of them a prediction is scored on: the generated task scores only the answers a
@@ -43,14 +55,15 @@ struct Split {
 
 struct Corpus {
   Vocabulary vocabulary;
-  Split train;  // the first 90% of the tokens
-  Split val;    // the last 10%
+  Split train;  // the first 90% of the tokens, or all of --data when validation data comes separately
+  Split val;    // the last 10%, --val-data, or a token directory's val.bin
   std::string source;          // what the text is, for people
-  std::string fingerprint;     // hash of the tokens and the vocabulary: a resumed run must see the same
+  std::string fingerprint;     // hash of all the tokens and the vocabulary: a resumed run must see the same
 };
 
-// The generated task or --data, tokenised and split; throws UsageError/RuntimeFailure when the text cannot hold
-// a window of block + 1 tokens in its validation tenth.
+// The generated task or --data (a text file, split 90/10 unless --val-data, or a token directory), tokenised;
+// throws UsageError/RuntimeFailure when a split cannot hold a window of block + 1 tokens, or when --val-data has a
+// character its training text lacks (naming it and its position).
 Corpus load_corpus(const TrainOptions &options);
 
 // Multi-query associative recall mixed with copying, one episode a line, e.g. "c4 x1 q7 m2 ? q7 c4 x1 | hpzw=hpzw":

@@ -12,6 +12,7 @@
 
 #include "compare.hpp"
 #include "errors.hpp"
+#include "eval.hpp"
 #include "generate.hpp"
 #include "trainer.hpp"
 
@@ -21,7 +22,8 @@ const char kUsage[] =
     "usage: moas <command> [flags]\n\n"
     "  train      train a model (the generated recall/copy task, or --data FILE)\n"
     "  compare    train MHA, GQA, MQA, static/soft/top-1 MoAS and MoH on the same budget and compare them\n"
-    "  generate   sample text from a checkpoint with a KV cache\n\n"
+    "  generate   sample text from a checkpoint with a KV cache\n"
+    "  eval       a checkpoint's loss, perplexity and bits per token on a text file\n\n"
     "moas <command> --help lists the command's flags.\n";
 
 // Messages are one line, whatever the library or the standard library put in them.
@@ -41,6 +43,7 @@ int dispatch(int argc, char **argv) {
   if (command == "train") return moas_cli::run_train_command(argc, argv);
   if (command == "compare") return moas_cli::run_compare_command(argc, argv);
   if (command == "generate") return moas_cli::run_generate_command(argc, argv);
+  if (command == "eval") return moas_cli::run_eval_command(argc, argv);
   const bool asks_help = command == "help" || command == "--help" || command == "-h";
   if ((asks_help || command == "--version") && argc > 2)
     throw moas_cli::UsageError(command + " takes no arguments, not '" + argv[2] +
@@ -53,8 +56,8 @@ int dispatch(int argc, char **argv) {
     std::printf("moas (libmoas %s)\n", moas_version_string());
     return 0;
   }
-  if (command.empty()) throw moas_cli::UsageError("give a command: moas train, moas compare or moas generate");
-  throw moas_cli::UsageError("unknown command '" + command + "': use train, compare or generate (moas --help)");
+  if (command.empty()) throw moas_cli::UsageError("give a command: moas train, compare, generate or eval");
+  throw moas_cli::UsageError("unknown command '" + command + "': use train, compare, generate or eval (moas --help)");
 }
 
 // Processes other than this one that are running right now (/proc/loadavg's fourth field counts the runnable

@@ -51,7 +51,9 @@ struct TrainOptions {
   double clip = 0.0;
   uint64_t seed = 0;
   // Data.
-  std::string data;  // empty: the generated recall/copy task
+  std::string data;      // empty: the generated recall/copy task; a directory: token files (dataset.hpp)
+  std::string val_data;  // empty: the last tenth of --data validates
+  int vocab_size = kAuto;  // of a token directory; auto: its meta.json
   bool bytes = false;
   // The run itself: these may change when a run is resumed.
   int threads = 0;
@@ -61,6 +63,7 @@ struct TrainOptions {
   int eval_batches = 8;
   int log_every = kAuto;   // auto: steps / 10
   int save_every = kAuto;  // auto: every validation (eval-every); 0: only at the end
+  int sample_every = 0;    // steps between printed samples; 0: none
   // This invocation only (never stored in a checkpoint).
   int stop_at = 0;         // end this invocation after that step; the schedule still spans --steps
   std::string out;

@@ -23,8 +23,18 @@ void add_train_flags(std::vector<OptionSpec> &t) {
   t.push_back(number("clip", S::Optimizer, &O::clip, 0, 1e9, "global gradient-norm bound (0: none)"));
   t.push_back(OptionSpec{"seed", S::Optimizer, &O::seed});  // any uint64_t
   t.back().help = "seed of the weights, dropout, batches and the generated task";
-  t.push_back(text("data", S::Data, &O::data, {}, "UTF-8 text file (default: the generated recall/copy task)"));
+  t.push_back(text("data", S::Data, &O::data, {},
+                   "UTF-8 text file, or a directory of token files (default: the generated recall/copy task):\n"
+                   "                          DIR/train.bin and DIR/val.bin hold little-endian uint16 token ids\n"
+                   "                          (nanoGPT's prepare.py; llm.c's 1024-byte header is skipped), and\n"
+                   "                          DIR/meta.json (or --vocab-size) gives {\"vocab_size\": N, optional\n"
+                   "                          \"tokenizer\": NAME, optional \"decode\": [the text of each id]}"));
   t.back().allows_empty = true;
+  t.push_back(text("val-data", S::Data, &O::val_data, {},
+                   "UTF-8 text file that validates, in --data's vocabulary (default: --data's last tenth)"));
+  t.back().allows_empty = true;
+  t.push_back(number("vocab-size", S::Data, &O::vocab_size, 1, 65536,
+                     "token ids of a --data directory (auto: its meta.json's vocab_size)", true));
   t.push_back(toggle("bytes", S::Data, &O::bytes, "byte vocabulary (256) instead of the text's characters"));
   t.push_back(number("threads", S::Run, &O::threads, 0, 4096, "CPU threads (0: all cores)"));
   t.push_back(text("device", S::Run, &O::device, kDeviceNames, "where training runs (cuda: GPU 0)"));
@@ -37,6 +47,8 @@ void add_train_flags(std::vector<OptionSpec> &t) {
                      "steps between log lines and metrics.jsonl entries (auto: steps/10)", true));
   t.push_back(number("save-every", S::Run, &O::save_every, 0, kBig,
                      "steps between checkpoints (auto: at every validation; 0: only at the end)", true));
+  t.push_back(number("sample-every", S::Run, &O::sample_every, 0, kBig,
+                     "steps between 100-token samples printed from the model (0: none)"));
   t.push_back(number("stop-at", S::Invocation, &O::stop_at, 0, kBig,
                      "end this invocation after that step (0: --steps); continue later with --resume"));
   t.push_back(text("out", S::Invocation, &O::out, {}, "output directory"));

@@ -9,6 +9,7 @@
 
 #include "counter_rng.hpp"
 #include "errors.hpp"
+#include "generate.hpp"
 #include "handles.hpp"
 #include "interrupt.hpp"
 #include "metrics_log.hpp"
@@ -135,7 +136,8 @@ int run_train(TrainOptions options, const ParsedOptions &parsed, const TrainOpti
   const Corpus corpus = load_corpus(options);
   if (options.resume && stored["data"]["fingerprint"] != corpus.fingerprint)
     throw RuntimeFailure("the training text differs from the one " + latest->model + " was trained on (" +
-                         stored["data"]["source"].get<std::string>() + "): resume with the same --data and --bytes");
+                         stored["data"]["source"].get<std::string>() +
+                         "): resume with the same --data, --val-data and --bytes");
   if (options.resume && stored["vocabulary"] != corpus.vocabulary.to_json())
     throw RuntimeFailure(latest->model + " records another vocabulary than its training text's: its metadata is "
                          "damaged; train again with --overwrite");
@@ -241,6 +243,20 @@ TrainOutcome run_training(const TrainingSetup &s, Progress &progress) {
     progress.line("step " + std::to_string(step) + "  val loss " + format("%.4f", e.loss) +
                   (routing.empty() ? "" : "  " + routing));
   };
+  // A glimpse of what the model has learnt: the same seed every time, so the samples change only as the model does.
+  // Sampling runs in evaluation mode between steps and draws nothing from the training's random streams.
+  auto show_sample = [&](int step) {
+    constexpr int kSampleTokens = 100;
+    SamplingSettings sampling;
+    sampling.temperature = 0.8;
+    sampling.seed = o.seed;
+    std::vector<int32_t> sequence = {start_token(s.corpus.vocabulary)};
+    std::string text;
+    sample_continuation(s.model, sequence, kSampleTokens, sampling,
+                        [&](int32_t token) { text += s.corpus.vocabulary.decode(token); });
+    progress.line("sample at step " + std::to_string(step) + " (" + std::to_string(kSampleTokens) +
+                  " tokens, temperature 0.8, seed " + std::to_string(o.seed) + "):\n" + text);
+  };
   auto save = [&](int step) {
     metrics.sync();
     save_checkpoint(s.model, s.files, step, checkpoint_metadata(s.corpus, o, step));
@@ -302,6 +318,7 @@ TrainOutcome run_training(const TrainingSetup &s, Progress &progress) {
     progress.step(report, logged);
 
     if (done % eval_every == 0 || done == end_step) validate(done);
+    if (o.sample_every > 0 && done % o.sample_every == 0) show_sample(done);
     const int interrupt = done == end_step ? 0 : requested_interrupt();  // a finished run was not interrupted
     if (done == end_step || (save_every > 0 && done % save_every == 0) || interrupt) save(done);
     if (interrupt) {

@@ -29,6 +29,19 @@ train_entry() {
   grep "^{\"step\":$2,\"lr\"" "$1" | sed 's/,"tokens_per_s":.*}$/}/'
 }
 
+# refused CODE MESSAGE -- ARGS: moas ARGS exits with CODE and a one-line message containing MESSAGE.
+refused() {
+  local code=$1 message=$2 status
+  shift 3
+  set +e
+  "$moas" "$@" >/dev/null 2>refused.txt
+  status=$?
+  set -e
+  [ "$status" -eq "$code" ] || fail "moas $*: exit $status, expected $code ($(cat refused.txt))"
+  [ "$(wc -l <refused.txt)" -eq 1 ] && grep -qF -- "$message" refused.txt ||
+    fail "moas $*: the message does not say '$message' in one line: $(cat refused.txt)"
+}
+
 # The steps of a metrics.jsonl's training entries, one a line, in file order.
 train_steps() {
   grep '"lr"' "$1" | sed 's/^{"step":\([0-9]*\),.*/\1/'
@@ -57,7 +70,8 @@ train)
   [ "$(grep -c '"train_loss"' run/metrics.jsonl)" -eq 20 ] || fail "metrics.jsonl should hold 20 training entries"
   grep -q '"val_loss"' run/metrics.jsonl || fail "metrics.jsonl has no validation entry"
   grep '"step":20,"lr"' run/metrics.jsonl |
-    grep -Eq '"grad_norm":[0-9.e+-]+,"tokens_per_s":[0-9.e+-]+,"elapsed_s":[0-9.e+-]+,"time":"20[0-9-]{8}T[0-9:]{8}Z"' ||
+    grep -Eq '"grad_norm":[0-9.e+-]+,"tokens_per_s":[0-9.e+-]+,"elapsed_s":[0-9.e+-]+,'\
+'"time":"20[0-9-]{8}T[0-9:]{8}Z"' ||
     fail "a training entry lacks grad_norm, elapsed_s or time: $(grep '"step":20,"lr"' run/metrics.jsonl)"
   grep -q 'threads' out.txt || fail "the thread count was not printed"
   loss_fell out.txt || fail "the training loss did not fall: $(grep '^done:' out.txt)"
@@ -80,7 +94,8 @@ train)
   "$moas" train "${tiny[@]}" --steps 2 --attention moh --heads-strategy mixture --out moh >moh.txt 2>&1
   moh_line='^step 2  val loss [0-9.]*  routing h1/h2/h3 (share% | mean gate weight): L0 [0-9/]* | [0-9]\.[0-9][0-9]/'
   grep -q "$moh_line" moh.txt || fail "no MoH routing line with gate weights: $(grep 'val loss' moh.txt)"
-  "$moas" train --help | grep -q 'mean gate weight, the factor its output is' || fail "--help does not explain gates"
+  grep -q 'mean gate weight, the factor its output is' <<<"$("$moas" train --help)" ||
+    fail "--help does not explain gates"
   ;;
 save_every)
   # Checkpoints at every validation unless --save-every says otherwise (0: only at the end); the last pair is kept.
@@ -93,7 +108,7 @@ save_every)
   [ "$(saved_steps six.txt)" = "$(printf '6\n12\n18\n20')" ] ||
     fail "--save-every 6 saved at $(saved_steps six.txt | xargs)"
   for run in default end six; do only_pair "$run" 20; done
-  "$moas" train --help | grep -q -- '--save-every VALUE .*auto: at every validation.*\[auto\]' ||
+  grep -q -- '--save-every VALUE .*auto: at every validation.*\[auto\]' <<<"$("$moas" train --help)" ||
     fail "--help does not give --save-every's default: $("$moas" train --help | grep -- --save-every)"
   ;;
 resume)
@@ -165,6 +180,80 @@ generate)
   grep -q 'CoPE (8 positions), window 6' cope.txt || fail "the CoPE model was not described: $(grep '^model' cope.txt)"
   "$moas" generate --checkpoint cope --tokens 40 --seed 3 >cope_text.txt 2>/dev/null || fail "generate with CoPE"
   [ "$(wc -c <cope_text.txt)" -gt 20 ] || fail "generate with CoPE printed too little text"
+  # Short flags are the long ones; --top-p 1 keeps every token, so it samples what the default does.
+  "$moas" generate -m run -n 80 --seed 3 --top-p 1 >short.txt 2>/dev/null
+  cmp -s text.txt short.txt || fail "-m/-n/--top-p 1 sampled other text than --checkpoint/--tokens"
+  # A nucleus too small for a second token is the argmax: the text of temperature 0.
+  "$moas" generate -m run -n 40 --temperature 0 >greedy.txt 2>/dev/null
+  "$moas" generate -m run -n 40 --top-p 0.000001 --seed 9 >nucleus.txt 2>/dev/null
+  cmp -s greedy.txt nucleus.txt || fail "--top-p 0.000001 did not pick the most likely tokens"
+  "$moas" generate -m run -n 80 --seed 3 --top-p 0.9 >p09.txt 2>/dev/null
+  "$moas" generate -m run -n 80 --seed 3 --top-p 0.9 >p09_again.txt 2>/dev/null
+  cmp -s p09.txt p09_again.txt || fail "--top-p 0.9 is not reproducible"
+  # --prompt-file gives what -p gives (the file's text exactly, its final newline included).
+  printf 'c4 x1 q7\n' >prompt.txt
+  "$moas" generate -m run -p $'c4 x1 q7\n' -n 20 --seed 3 >prompted.txt 2>/dev/null
+  "$moas" generate -m run --prompt-file prompt.txt -n 20 --seed 3 >from_file.txt 2>/dev/null
+  cmp -s prompted.txt from_file.txt || fail "--prompt-file sampled other text than -p with the same text"
+  head -1 from_file.txt | grep -qx 'c4 x1 q7' || fail "the prompt was not printed: $(head -1 from_file.txt)"
+  # --num-samples K: the samples of seeds S, S+1, ..., each after its own line.
+  "$moas" generate -m run -n 30 --seed 3 --num-samples 3 >three.txt 2>err.txt
+  grep -q '^generated 90 tokens' err.txt || fail "the summary does not count every sample: $(cat err.txt)"
+  for seed in 3 4 5; do
+    [ "$seed" = 3 ] || echo
+    echo "=== sample $((seed - 2)) of 3 (seed $seed) ==="
+    "$moas" generate -m run -n 30 --seed "$seed" 2>/dev/null
+  done >expected.txt
+  cmp -s expected.txt three.txt || fail "--num-samples 3 is not the samples of seeds 3, 4, 5: $(cat three.txt)"
+  ;;
+eval)
+  # A text the model can learn: eval scores the later checkpoint lower, the same every time, and its perplexity and
+  # bits per token are the loss's.
+  for i in $(seq 1 40); do echo "the quick brown fox jumps over the lazy dog $((i % 7))"; done >text.txt
+  "$moas" train "${tiny[@]}" --steps 2 --data text.txt --out early >/dev/null 2>&1
+  "$moas" train "${tiny[@]}" --steps 60 --warmup 5 --lr 1e-2 --data text.txt --out late >/dev/null
+  "$moas" eval --checkpoint early --data text.txt >early.txt
+  "$moas" eval -m late --data text.txt >late.txt
+  "$moas" eval -m late/model.safetensors --data text.txt >again.txt
+  cmp -s late.txt <(sed 's|late/model.safetensors$|late/checkpoints/step-000060/model.safetensors|' again.txt) ||
+    fail "eval is not reproducible: $(cat late.txt again.txt)"
+  grep -q '^eval: text.txt, 1[0-9]* tokens; 64 windows of 32 tokens; late/checkpoints/step-000060/model.safetensors$' \
+    late.txt || fail "no eval line: $(cat late.txt)"
+  loss() { sed -n 's/^loss \([0-9.]*\)  .*/\1/p' "$1"; }
+  awk -v early="$(loss early.txt)" -v late="$(loss late.txt)" 'BEGIN { exit !(late > 0 && late < early - 0.5) }' ||
+    fail "the trained checkpoint does not score lower: early $(loss early.txt), late $(loss late.txt)"
+  read -r _ l _ ppl _ _ _ bits < <(grep '^loss' late.txt)
+  awk -v l="$l" -v p="$ppl" -v b="$bits" 'BEGIN { exit !(p - exp(l) < 1e-3 * p && exp(l) - p < 1e-3 * p &&
+    b - l / log(2) < 1e-3 && l / log(2) - b < 1e-3) }' ||
+    fail "perplexity or bits disagree with the loss: $(cat late.txt)"
+  grep -q '; 16 windows of 16 tokens;' <<<"$("$moas" eval -m late --data text.txt --batches 2 --block 16)" ||
+    fail "--batches 2 --block 16 did not score 16 windows of 16 tokens"
+  printf 'the quick brown fox!' >foreign.txt
+  set +e
+  "$moas" eval -m late --data foreign.txt >/dev/null 2>err.txt
+  status=$?
+  set -e
+  [ "$status" = 1 ] &&
+    grep -q "^moas: --data foreign.txt: the character '!' (U+0021) is not in the model's vocabulary" err.txt ||
+    fail "a character outside the vocabulary: exit $status, $(cat err.txt)"
+  ;;
+sample_every)
+  # Samples every N steps, labelled with the step, without changing what is trained.
+  common=("${tiny[@]}" --steps 10 --log-every 1)
+  "$moas" train "${common[@]}" --out plain >/dev/null
+  "$moas" train "${common[@]}" --sample-every 5 --out sampled >out.txt
+  [ "$(grep -c '^sample at step' out.txt)" = 2 ] || fail "not two samples: $(grep '^sample' out.txt)"
+  for step in 5 10; do
+    grep -A1 "^sample at step $step (100 tokens, temperature 0.8, seed 1337):\$" out.txt | tail -1 | grep -q . ||
+      fail "no sample text at step $step: $(cat out.txt)"
+  done
+  for step in 1 5 6 10; do
+    [ "$(train_entry plain/metrics.jsonl $step)" = "$(train_entry sampled/metrics.jsonl $step)" ] ||
+      fail "sampling changed the training at step $step"
+  done
+  grep -aq 'sample-every\\":\\"5\\"' sampled/model.safetensors || fail "the checkpoint does not record --sample-every"
+  grep -q -- '--sample-every VALUE .*samples printed' <<<"$("$moas" train --help)" ||
+    fail "train --help lacks --sample-every"
   ;;
 compare)
   "$moas" compare "${tiny[@]}" --steps 10 --eval-batches 2 --out cmp >out.txt 2>err.txt
@@ -245,6 +334,20 @@ bad_input)
   expect 1 '' -- generate --checkpoint missing.safetensors
   expect 1 '' -- generate --checkpoint empty.txt
   expect 2 "'tpu' is not one of cpu|cuda" -- generate --checkpoint good --device tpu
+  printf 'q' >prompt.txt
+  expect 2 'give either --prompt or --prompt-file, not both' -- generate -m good -p q --prompt-file prompt.txt
+  expect 1 'cannot read --prompt-file missing.txt' -- generate -m good --prompt-file missing.txt
+  expect 2 '--top-p 0 keeps no token' -- generate -m good --top-p 0
+  expect 2 '--top-p 1.5 is out of range' -- generate -m good --top-p 1.5
+  expect 2 '--num-samples 0 is out of range' -- generate -m good --num-samples 0
+  expect 2 '-n needs a value' -- generate -m good -n
+  expect 2 'unknown flag -x for moas generate' -- generate -m good -x 3
+  expect 2 'moas eval needs --data FILE' -- eval -m good
+  expect 2 'moas eval needs --checkpoint DIR' -- eval --data short.txt
+  expect 2 'longer than the model' -- eval -m good --data short.txt --block 33
+  expect 1 'has 25 tokens: a window needs 33' -- eval -m good --data short.txt
+  expect 1 "--data binary.txt: the text is not valid UTF-8" -- eval -m good --data binary.txt
+  expect 1 'cannot read --data missing.txt' -- eval -m good --data missing.txt
   # --help names every choice flag's words, from the list the parser checks: each one's refusal names the same.
   "$moas" train --help >help.txt
   for listed in 'attention scheme|moas|moh' 'moas-mode static|soft|top1' 'heads-strategy all|mixture|static-pruning' \
@@ -262,7 +365,7 @@ bad_input)
       expect 2 "$name: 'nothing' is not one of $words" -- $command "$name" nothing --out bad
     done
   done
-  "$moas" generate --help | grep -qF -- '  --device cpu|cuda     where the model decodes' ||
+  grep -qF -- '  --device cpu|cuda     where the model decodes' <<<"$("$moas" generate --help)" ||
     fail "generate --help does not list --device's words"
   [ "$before" = "$(cksum good/model.safetensors)" ] || fail "a refused resumption changed the checkpoint"
   only_pair good 4
@@ -352,6 +455,91 @@ shakespeare)
   grep -q "data: $shakespeare" out.txt || fail "the data source was not reported"
   grep -q '^done:' out.txt && [ -s run/model.safetensors ] || fail "training on $shakespeare did not finish"
   "$moas" generate --checkpoint run --prompt 'ROMEO:' --tokens 20 >/dev/null 2>&1 || fail "generate after Shakespeare"
+  ;;
+val_data)
+  # --val-data: a separate validation text in --data's characters, part of what a resumed run must see again.
+  python3 -c 'import random; r = random.Random(1); print("".join(r.choices("abcdefgh \n", k=3000)))' >train.txt
+  python3 -c 'import random; r = random.Random(2); print("".join(r.choices("abcdefgh \n", k=400)))' >val.txt
+  "$moas" train "${tiny[@]}" --steps 4 --data train.txt --val-data val.txt --out run >out.txt
+  grep -q 'data: train.txt (validation: val.txt), 3,001 train / 401 val tokens' out.txt ||
+    fail "the validation text was not used: $(grep '^data:' out.txt)"
+  grep -q '"val_loss"' run/metrics.jsonl || fail "no validation entry"
+  printf 'abc\nabZd' >foreign.txt
+  refused 1 "'Z' (U+005A) at character 6 (line 2, column 3)" -- train "${tiny[@]}" --data train.txt \
+    --val-data foreign.txt --out bad
+  printf 'abc' >short_val.txt
+  refused 1 'needs at least 33' -- train "${tiny[@]}" --data train.txt --val-data short_val.txt --out bad
+  refused 2 '--val-data needs --data' -- train "${tiny[@]}" --val-data val.txt --out bad
+  # Resuming needs the same validation file, with the same text.
+  "$moas" train "${tiny[@]}" --steps 8 --stop-at 4 --data train.txt --val-data val.txt --out part >/dev/null
+  cp val.txt other.txt
+  refused 2 '--val-data other.txt differs' -- train --resume --out part --val-data other.txt
+  cp val.txt saved.txt
+  printf 'abc abc abc abc abc abc abc abc abc abc abc\n' >val.txt
+  refused 1 'differs from the one' -- train --resume --out part
+  cp saved.txt val.txt
+  "$moas" train --resume --out part >/dev/null || fail "resuming with the same validation text"
+  [ ! -e bad ] || fail "a refused run left ./bad behind"
+  ;;
+token_files)
+  # --data DIR of nanoGPT token files: train.bin and val.bin (uint16 ids), meta.json or --vocab-size.
+  cat >make_tokens.py <<'PY'
+import json, os, random, struct, sys
+# make_tokens.py DIR TRAIN VAL [META_JSON [LLMC]]: a cycle of ids 0..19 with noise, raw or under llm.c's header.
+directory, n_train, n_val = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+os.makedirs(directory, exist_ok=True)
+r = random.Random(0)
+for name, n in (("train.bin", n_train), ("val.bin", n_val)):
+    ids = [i % 20 if r.random() < 0.9 else r.randrange(50) for i in range(n)]
+    header = struct.pack("<256i", *([20240520, 1, n] + [0] * 253)) if len(sys.argv) > 5 else b""
+    with open(os.path.join(directory, name), "wb") as f:
+        f.write(header + struct.pack("<%dH" % n, *ids))
+if len(sys.argv) > 4 and sys.argv[4]:
+    with open(os.path.join(directory, "meta.json"), "w") as f:
+        f.write(sys.argv[4])
+PY
+  python3 make_tokens.py tok 3000 500 '{"vocab_size": 50, "tokenizer": "test"}'
+  "$moas" train "${tiny[@]}" --steps 6 --data tok --out run >out.txt
+  grep -q '^data: tok (test tokens, vocabulary 50), 3,000 train / 500 val tokens' out.txt ||
+    fail "the token directory was not read: $(grep '^data:' out.txt)"
+  python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); import safetensors_metadata as m
+v = m.user_metadata("run/model.safetensors")["vocabulary"]
+assert v == {"kind": "tokens", "vocab_size": 50, "tokenizer": "test"}, v' "$tests" ||
+    fail "the checkpoint does not record the token vocabulary"
+  "$moas" generate --checkpoint run --prompt '1 2 3' --tokens 5 >gen.txt 2>/dev/null
+  grep -Eqx '1 2 3( [0-9]+){5}' gen.txt || fail "generate did not print token ids: $(cat gen.txt)"
+  refused 2 "'abc' (byte 2) is not a token id" -- generate --checkpoint run --prompt '1 abc'
+  refused 2 "'50' (byte 0) is not a token id" -- generate --checkpoint run --prompt '50'
+  # Without meta.json the size comes from --vocab-size; an id at or above it is refused with its offset.
+  python3 make_tokens.py bare 3000 500
+  refused 1 'pass --vocab-size N' -- train "${tiny[@]}" --data bare --out bad
+  "$moas" train "${tiny[@]}" --steps 4 --data bare --vocab-size 64 --out bare_run >/dev/null
+  "$moas" generate --checkpoint bare_run --prompt '7' --tokens 3 >gen.txt 2>/dev/null
+  grep -Eqx '7( [0-9]+){3}' gen.txt || fail "generate without meta.json: $(cat gen.txt)"
+  python3 -c 'import struct; open("bare/val.bin", "wb").write(struct.pack("<40H", *([1, 2, 3, 60] + [0] * 36)))'
+  refused 1 'bare/val.bin has token id 60 at byte offset 6' -- train "${tiny[@]}" --data bare --vocab-size 50 \
+    --out bad
+  printf 'x' >>bare/train.bin
+  refused 1 'odd number of bytes' -- train "${tiny[@]}" --data bare --vocab-size 64 --out bad
+  refused 2 '--vocab-size 40 differs from tok/meta.json' -- train "${tiny[@]}" --data tok --vocab-size 40 --out bad
+  refused 2 '--vocab-size applies only' -- train "${tiny[@]}" --vocab-size 40 --out bad
+  refused 2 '--bytes does not apply' -- train "${tiny[@]}" --data tok --bytes --out bad
+  refused 2 '--val-data does not apply' -- train "${tiny[@]}" --data tok --val-data make_tokens.py --out bad
+  # llm.c's files: the 1024-byte header is skipped; meta.json's decode list turns ids into text.
+  decode=$(python3 -c 'import json; print(json.dumps({"vocab_size": 50, "decode": ["<%d>" % i for i in range(50)]}))')
+  python3 make_tokens.py llmc 3000 500 "$decode" llmc
+  "$moas" train "${tiny[@]}" --steps 4 --data llmc --out llmc_run >out.txt
+  grep -q '^data: llmc (tokens, vocabulary 50), 3,000 train / 500 val tokens' out.txt ||
+    fail "the llm.c header was not skipped: $(grep '^data:' out.txt)"
+  "$moas" generate --checkpoint llmc_run --prompt '1 2' --tokens 4 >gen.txt 2>/dev/null
+  grep -Eqx '1 2(<[0-9]+>){4}' gen.txt || fail "generate did not decode with meta.json's list: $(cat gen.txt)"
+  python3 -c 'import struct; open("llmc/val.bin", "wb").write(struct.pack("<256i", 20240520, 2, 10, *[0] * 253))'
+  refused 1 'version 1' -- train "${tiny[@]}" --data llmc --out bad
+  # A resumed run must see the same token files.
+  "$moas" train "${tiny[@]}" --steps 8 --stop-at 4 --data tok --out part >/dev/null
+  python3 make_tokens.py tok 3000 400
+  refused 1 'differs from the one' -- train --resume --out part
+  [ ! -e bad ] || fail "a refused run left ./bad behind"
   ;;
 *)
   fail "unknown case $case_name"
