@@ -14,10 +14,7 @@
 
 namespace moas_cli {
 
-namespace {
-
-// flag: the flag that named path, for messages.
-std::string read_text_file(const std::string &flag, const std::string &path) {
+std::string read_text_file(const std::string &flag, const std::string &path, bool allow_empty) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec))
     throw RuntimeFailure(flag + " " + path + " is a directory: pass a text file");
@@ -30,9 +27,11 @@ std::string read_text_file(const std::string &flag, const std::string &path) {
   const bool failed = std::ferror(file);
   std::fclose(file);
   if (failed) throw RuntimeFailure("cannot read " + flag + " " + path + ": " + std::strerror(errno));
-  if (text.empty()) throw RuntimeFailure(flag + " " + path + " is empty: pass a file with some text");
+  if (text.empty() && !allow_empty) throw RuntimeFailure(flag + " " + path + " is empty: pass a file with some text");
   return text;
 }
+
+namespace {
 
 // 'a' (U+0061), or only the code for a control character.
 std::string describe_character(char32_t c) {

@@ -66,6 +66,10 @@ struct Corpus {
 // character its training text lacks (naming it and its position).
 Corpus load_corpus(const TrainOptions &options);
 
+// The bytes of a file named by a flag (`flag` only words the messages); RuntimeFailure for a directory, an unreadable
+// file and, unless allow_empty, an empty one.
+std::string read_text_file(const std::string &flag, const std::string &path, bool allow_empty = false);
+
 // Multi-query associative recall mixed with copying, one episode a line, e.g. "c4 x1 q7 m2 ? q7 c4 x1 | hpzw=hpzw":
 // key/value bindings, then queries whose digit is the value bound to the key earlier in the line, then a word and
 // its copy. Recall needs attention to look up one earlier position by content, for several queries at once: the

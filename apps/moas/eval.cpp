@@ -3,12 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <string>
 #include <vector>
 
+#include "dataset.hpp"
 #include "errors.hpp"
 #include "flag_spec.hpp"
 #include "generate.hpp"
@@ -79,14 +77,6 @@ bool parse_eval_arguments(int argc, char **argv, EvalOptions *o) {
   return true;
 }
 
-std::string read_text_file(const std::string &path) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) throw RuntimeFailure("--data " + path + " is a directory");
-  std::ifstream file(path, std::ios::binary);
-  if (!file) throw RuntimeFailure("cannot read --data " + path);
-  return std::string(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
-}
-
 }  // namespace
 
 int run_eval_command(int argc, char **argv) {
@@ -95,7 +85,7 @@ int run_eval_command(int argc, char **argv) {
     std::fputs(usage().c_str(), stdout);
     return 0;
   }
-  const std::string text = read_text_file(o.data);
+  const std::string text = read_text_file("--data", o.data);
   const OpenedCheckpoint checkpoint = open_checkpoint(o.checkpoint, o.threads, o.cuda);
   const int block = o.block > 0 ? o.block : checkpoint.config.block_size;
   if (block > checkpoint.config.block_size)

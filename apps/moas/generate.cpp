@@ -6,8 +6,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <numeric>
 #include <optional>
 #include <string>
@@ -123,17 +121,6 @@ OpenedCheckpoint open_checkpoint(const std::string &run_or_file, int threads, bo
   return {path, std::move(vocabulary), std::move(model), config};
 }
 
-namespace {
-
-std::string read_prompt_file(const std::string &path) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) throw RuntimeFailure("--prompt-file " + path + " is a directory");
-  std::ifstream file(path, std::ios::binary);
-  if (!file) throw RuntimeFailure("cannot read --prompt-file " + path);
-  return std::string(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
-}
-
-}  // namespace
 
 int run_generate_command(int argc, char **argv) {
   GenerateOptions o;
@@ -141,7 +128,8 @@ int run_generate_command(int argc, char **argv) {
     std::fputs(generate_usage().c_str(), stdout);
     return 0;
   }
-  const std::string prompt = o.prompt_file.empty() ? o.prompt : read_prompt_file(o.prompt_file);
+  const std::string prompt =
+      o.prompt_file.empty() ? o.prompt : read_text_file("--prompt-file", o.prompt_file, /*allow_empty=*/true);
   const OpenedCheckpoint checkpoint = open_checkpoint(o.checkpoint, o.threads, o.cuda);
   std::vector<int32_t> prompt_tokens = checkpoint.vocabulary.encode(prompt);
   std::string shown_prompt = prompt;
