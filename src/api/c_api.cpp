@@ -103,9 +103,8 @@ void forget_forward(moas_model &model, uint64_t training_forwards) {
 // A finite loss can hide non-finite logits (positions without a target), and a forward without targets has no loss.
 void require_finite_logits(moas_model &model, uint64_t training_forwards) {
   const moas::Model<float> &m = model.model;
-  const bool finite = model.device ? model.on_device()->logits_finite()
-                                   : all_finite(m.logits().data(), (size_t)(m.last_batch() * m.last_seq() *
-                                                                            m.config().vocab_size));
+  const size_t n = (size_t)(m.last_batch() * m.last_seq() * m.config().vocab_size);
+  const bool finite = model.device ? model.on_device()->logits_finite() : moas::all_finite(m.logits().data(), n);
   if (finite) return;
   forget_forward(model, training_forwards);
   moas::fail(MOAS_ERR_NON_FINITE, "the logits hold NaN/Inf: the weights are too large or diverged (e.g. values written "
@@ -616,12 +615,7 @@ moas_status moas_gates(const moas_model *model, int32_t layer, float *out, size_
     int64_t w = 0;
     const std::vector<float> gates =
         model->device ? model->on_device()->gates(layer, &w) : model->model.gates(layer, &w);
-    *width = (int32_t)w;
-    if (!out) return;
-    MOAS_REQUIRE(out_len == gates.size(), MOAS_ERR_SIZE_MISMATCH,
-                 "out_len is " + std::to_string(out_len) + " but the last forward's gates are batch * seq_len * "
-                 "width = " + std::to_string(gates.size()) + " floats");
-    std::memcpy(out, gates.data(), gates.size() * sizeof(float));
+    copy_gates(gates, w, out, out_len, width);
   });
 }
 

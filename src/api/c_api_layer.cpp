@@ -365,12 +365,7 @@ moas_status moas_layer_gates(const moas_layer *layer, float *out, size_t out_len
                  "no forward has run yet: gates come from the last moas_layer_forward");
     int64_t w = 0;
     const std::vector<float> gates = layer->device ? layer->on_device()->gates(&w) : l.gates(&w);
-    *width = (int32_t)w;
-    if (!out) return;
-    MOAS_REQUIRE(out_len == gates.size(), MOAS_ERR_SIZE_MISMATCH,
-                 "out_len is " + std::to_string(out_len) + " but the last forward's gates are batch * seq_len * "
-                 "width = " + std::to_string(gates.size()) + " floats");
-    std::memcpy(out, gates.data(), gates.size() * sizeof(float));
+    copy_gates(gates, w, out, out_len, width);
   });
 }
 

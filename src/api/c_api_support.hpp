@@ -10,9 +10,11 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "attention/router_stats.hpp"
 #include "base/error.hpp"
+#include "base/finite.hpp"
 #include "config/struct_size.hpp"
 #include "moas.h"
 #include "ops/adamw.hpp"
@@ -78,19 +80,6 @@ void require_whole_buffer(const ParamTable<T> &params, size_t len, const char *w
                std::to_string(params.total()) + " (moas_model_num_parameters / moas_layer_num_parameters)");
 }
 
-// Every activation of a layer call, and the gradients of a step that needs no norm, pass through here, so the scan
-// is a vectorised test of the exponent bits (all ones: Inf or NaN).
-inline bool all_finite(const float *values, size_t len) {
-  uint32_t bad = 0;
-#pragma omp simd reduction(| : bad)
-  for (size_t i = 0; i < len; i++) {
-    uint32_t bits;
-    std::memcpy(&bits, values + i, sizeof bits);
-    bad |= (uint32_t)((bits & 0x7f800000u) == 0x7f800000u);
-  }
-  return !bad;
-}
-
 // Only a failure looks for the first bad index and builds the message.
 inline void require_finite(const float *values, size_t len, const std::string &what) {
   if (all_finite(values, len)) return;
@@ -98,6 +87,16 @@ inline void require_finite(const float *values, size_t len, const std::string &w
   while (std::isfinite(values[i])) i++;
   fail(MOAS_ERR_NON_FINITE,
        what + "[" + std::to_string(i) + "] is not finite (" + std::to_string(values[i]) + "); nothing was changed");
+}
+
+// The gates of a last forward into the caller's out (NULL: only *width), as moas_gates and moas_layer_gates promise.
+inline void copy_gates(const std::vector<float> &gates, int64_t w, float *out, size_t out_len, int32_t *width) {
+  *width = (int32_t)w;
+  if (!out) return;
+  MOAS_REQUIRE(out_len == gates.size(), MOAS_ERR_SIZE_MISMATCH,
+               "out_len is " + std::to_string(out_len) + " but the last forward's gates are batch * seq_len * "
+               "width = " + std::to_string(gates.size()) + " floats");
+  std::memcpy(out, gates.data(), gates.size() * sizeof(float));
 }
 
 inline void describe_parameter(const std::vector<ParamInfo> &infos, size_t index, moas_parameter_info *out) {

@@ -1,7 +1,8 @@
 #include "cuda_host/cuda_layer.hpp"
 
 #include <algorithm>
-#include <cmath>
+
+#include "base/finite.hpp"
 
 namespace moas {
 
@@ -28,8 +29,7 @@ bool CudaLayer::forward(const float *x, float *y, int64_t B, int64_t Tn, bool tr
   if (mirror_.residual()) device_check(t_, t_.add(out_.get(), x_.get(), out_.get(), n, nullptr), "add");
   host_out_.resize((size_t)n);
   out_.download(host_out_.data(), n);
-  for (float v : host_out_)
-    if (!std::isfinite(v)) return false;
+  if (!all_finite(host_out_.data(), host_out_.size())) return false;
   std::copy(host_out_.begin(), host_out_.end(), y);
   if (training) {
     mirror_.training_forwards++;

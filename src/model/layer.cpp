@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "base/finite.hpp"
 #include "base/parallel.hpp"
 #include "ops/init.hpp"
 
@@ -59,10 +60,7 @@ bool AttentionLayer<T>::forward(const T *x, T *y, int64_t B, int64_t Tn, bool tr
     });
   }
   // y (possibly x itself) is written only with a finite result: a failed call leaves the caller's buffers alone.
-  T sum = 0;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t i = 0; i < n; i++) sum += out[i] - out[i];
-  if (!(sum == 0)) return false;
+  if (!all_finite(out, (size_t)n)) return false;
   std::copy(out_.begin(), out_.end(), y);
   if (training) {
     training_forwards++;
