@@ -27,18 +27,26 @@ double DeviceParameters::norm_of(const float *p, int64_t n) {
 }
 
 bool DeviceParameters::adamw_step(const AdamWSettings &s, uint64_t step, double grad_norm) {
+  // An L2 norm bounds a buffer's largest magnitude, so the CPU's cheap proof (adamw_step_surely_finite) holds with
+  // norms in place of maxima; only a step it cannot vouch for runs on a copy kept to undo it.
+  const AdamWMaxima bounds{grad_norm, norm_of(values_.get(), n_), norm_of(exp_avg_.get(), n_),
+                           norm_of(exp_avg_sq_.get(), n_)};
+  const bool sure = adamw_step_surely_finite<float>(bounds, s, step, grad_norm);
   float *state[3] = {values_.get(), exp_avg_.get(), exp_avg_sq_.get()};
   const size_t bytes = (size_t)n_ * sizeof(float);
-  before_step_.reserve(*t_, 3 * n_);
-  for (int k = 0; k < 3 && n_ > 0; k++)
-    device_check(*t_, t_->copy(before_step_.get() + k * n_, state[k], bytes, nullptr), "copy on the device");
+  if (!sure) {
+    before_step_.reserve(*t_, 3 * n_);
+    for (int k = 0; k < 3 && n_ > 0; k++)
+      device_check(*t_, t_->copy(before_step_.get() + k * n_, state[k], bytes, nullptr), "copy on the device");
+  }
   const moas_cuda_adamw_settings settings{s.lr, s.beta1, s.beta2, s.eps, s.weight_decay, s.grad_clip};
   device_check(*t_,
                t_->adamw_step(&settings, step, grad_norm, values_.get(), grads_.get(), exp_avg_.get(),
                               exp_avg_sq_.get(), n_, segment_begin_.get(), segment_decay_.get(), n_segments_, nullptr),
                "adamw_step");
   device_check(*t_, t_->synchronize(nullptr), "adamw_step");
-  if (std::isfinite(norm_of(values_.get(), n_) + norm_of(exp_avg_.get(), n_) + norm_of(exp_avg_sq_.get(), n_)))
+  if (sure ||
+      std::isfinite(norm_of(values_.get(), n_) + norm_of(exp_avg_.get(), n_) + norm_of(exp_avg_sq_.get(), n_)))
     return true;
   for (int k = 0; k < 3 && n_ > 0; k++)
     device_check(*t_, t_->copy(state[k], before_step_.get() + k * n_, bytes, nullptr), "copy on the device");

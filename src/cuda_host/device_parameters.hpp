@@ -26,7 +26,8 @@ class DeviceParameters {
   // The L2 norm of n device floats, summed in double: non-finite exactly when one of them is.
   double norm_of(const float *p, int64_t n);
   // One AdamW step numbered `step` (1 for the first) with the pre-clip norm the caller checked is finite. A step that
-  // leaves a value or a moment non-finite is undone from a device copy taken before it, and false is returned.
+  // leaves a value or a moment non-finite is undone from a device copy taken before it (taken only when the norms
+  // cannot prove the step finite), and false is returned.
   bool adamw_step(const AdamWSettings &settings, uint64_t step, double grad_norm);
 
   void download_values(ParamTable<float> &params) const { values_.download(params.values.data(), n_); }

@@ -339,3 +339,24 @@ TEST_CASE("CUDA device (CPU table): matmul_precision reaches the device's produc
   REQUIRE(l_as_fp32 == l_fp32);
   REQUIRE(l_as_tf32 == l_tf32);
 }
+
+TEST_CASE("CUDA device (CPU table): a step whose result overflows is undone", "[api][cuda]") {
+  const moas_model_config c = cuda_config();
+  api_test::ModelPtr device = api_test::make_model(c);
+  const auto tokens = api_test::sequence(2 * 8, c.vocab_size, 7);
+  REQUIRE(moas_forward(device.get(), tokens.data(), tokens.data(), 2, 8, 1, nullptr, nullptr) == MOAS_OK);
+  REQUIRE(moas_backward(device.get()) == MOAS_OK);
+  moas_adamw_config adamw = adamw_config();
+  adamw.grad_clip = 0;
+  REQUIRE(moas_optimizer_step(device.get(), &adamw, nullptr) == MOAS_OK);
+  const std::vector<float> before = api_test::all_params(device.get());
+  uint64_t n = 0;
+  REQUIRE(moas_model_num_parameters(device.get(), &n) == MOAS_OK);
+  const std::vector<float> huge((size_t)n, 1e30f);  // finite, but their squares overflow the second moment
+  REQUIRE(moas_gradients_write(device.get(), huge.data(), huge.size()) == MOAS_OK);
+  REQUIRE(moas_optimizer_step(device.get(), &adamw, nullptr) == MOAS_ERR_NON_FINITE);
+  REQUIRE(api_test::all_params(device.get()) == before);
+  uint64_t steps = 0;
+  REQUIRE(moas_optimizer_steps(device.get(), &steps) == MOAS_OK);
+  REQUIRE(steps == 1);
+}
