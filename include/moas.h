@@ -442,6 +442,15 @@ MOAS_API moas_status moas_kv_cache_length(const moas_kv_cache *cache, int32_t *o
  * compare attention schemes by (MQA < GQA < MHA). */
 MOAS_API moas_status moas_kv_cache_bytes_per_token(const moas_kv_cache *cache, uint64_t *out);
 
+/* What the next decode step of one sequence must read from memory, for a float32 model of the cache's architecture
+ * at the cache's current length (docs/decoding.md): *weight_bytes, every weight its token uses, once (MoH's inactive
+ * heads' and top-1 MoAS's unchosen branches' query and output projections left out, top-1 taken as routing
+ * uniformly), and *cache_bytes, the cached keys and values its attention reads (the positions its window sees). A
+ * step of B sequences reads the weights once and the cache B times, so B / (weights + B * cache) times the memory
+ * bandwidth bounds its tokens/s. (Appended in libmoas 0.8.0.) */
+MOAS_API moas_status moas_decode_read_bytes(const moas_kv_cache *cache, uint64_t *weight_bytes,
+                                            uint64_t *cache_bytes);
+
 /* Runs the model in eval mode on tokens [batch, seq_len] that continue the cached sequences (at position
  * moas_kv_cache_length), appends their keys and values to the cache, and copies the logits of each sequence's
  * last new position into last_logits [batch, vocab_size] (last_logits_len floats; NULL to skip). All new logits

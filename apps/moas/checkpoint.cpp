@@ -87,7 +87,8 @@ RunFiles::RunFiles(const std::string &directory)
       latest(directory + "/latest"),
       checkpoints(directory + "/checkpoints"),
       model(directory + "/model.safetensors"),
-      metrics(directory + "/metrics.jsonl") {}
+      metrics(directory + "/metrics.jsonl"),
+      plot(directory + "/train.svg") {}
 
 nlohmann::json checkpoint_metadata(const Corpus &corpus, const TrainOptions &options, int step) {
   return {{"moas_train", kMetadataFormat},

@@ -19,6 +19,7 @@ namespace moas_cli {
 //   DIR/latest             one line naming the pair to resume from: checkpoints/step-000120
 //   DIR/model.safetensors  a hard link to that pair's weights, for people and `moas generate`
 //   DIR/metrics.jsonl      see metrics_log.hpp
+//   DIR/train.svg          its loss and routing, redrawn at every validation (training_plot.hpp)
 // A save writes a whole new pair beside the last one and syncs it; only then does a rename switch DIR/latest to it,
 // and only then is the older pair deleted. --resume follows DIR/latest, so it always finds a complete pair.
 struct RunFiles {
@@ -28,6 +29,7 @@ struct RunFiles {
   std::string checkpoints;  // DIR/checkpoints
   std::string model;        // DIR/model.safetensors
   std::string metrics;      // DIR/metrics.jsonl
+  std::string plot;         // DIR/train.svg
 };
 
 struct CheckpointPair {

@@ -79,9 +79,13 @@ const char *train_usage();
 // What the numbers of the progress and validation lines are, for train's and compare's --help.
 const char *progress_legend();
 
-// `moas compare` trains every attention variant itself: the flags that choose one are not its to take
-// (compare_flags.cpp).
+// `moas compare` trains every attention variant itself: the flags that choose one are not its to take, and it has
+// flags of its own that train does not take (compare_flags.cpp).
+void add_compare_flags(std::vector<OptionSpec> &table);
 bool compare_takes(const OptionSpec &spec);
+bool compare_only(const OptionSpec &spec);
 const char *compare_usage();
+// The variants compare trains when --variants is not given, in its table's order.
+const std::vector<std::string> &compare_variant_names();
 
 }  // namespace moas_cli

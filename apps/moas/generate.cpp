@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 
+#include "bandwidth.hpp"
 #include "checkpoint.hpp"
 #include "counter_rng.hpp"
 #include "errors.hpp"
@@ -85,7 +86,13 @@ ContinuationStats sample_continuation(moas_model *model, std::vector<int32_t> &s
       prefill_tail(half_block);
       stats.refills++;
     } else {
+      uint64_t weight_bytes = 0, cache_bytes = 0;
+      check_status(moas_decode_read_bytes(cache.get(), &weight_bytes, &cache_bytes), "moas_decode_read_bytes");
+      const auto start = std::chrono::steady_clock::now();
       check_status(moas_decode_step(model, cache.get(), &next, logits.data(), logits.size()), "moas_decode_step");
+      stats.decode_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      stats.decode_bytes += (double)(weight_bytes + cache_bytes);
+      stats.decode_steps++;
     }
   }
   return stats;
@@ -155,6 +162,9 @@ int run_generate_command(int argc, char **argv) {
     stats.kv_bytes_per_token = one.kv_bytes_per_token;
     stats.capacity = one.capacity;
     stats.refills += one.refills;
+    stats.decode_steps += one.decode_steps;
+    stats.decode_seconds += one.decode_seconds;
+    stats.decode_bytes += one.decode_bytes;
     std::fputs("\n", stdout);
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -165,6 +175,18 @@ int run_generate_command(int argc, char **argv) {
                "refilled %d times\n",
                generated, seconds, generated / std::max(seconds, 1e-9), (unsigned long long)stats.kv_bytes_per_token,
                stats.capacity, stats.refills);
+  if (stats.decode_steps > 0 && !o.cuda) {
+    // A decode step of one sequence is bound by the bytes it must read: the fraction of the machine's read bandwidth
+    // it reached says how close to that bound it ran.
+    const double rate = stats.decode_bytes / std::max(stats.decode_seconds, 1e-9);
+    const double bandwidth = read_bandwidth(effective_threads(checkpoint.config.n_threads));
+    std::fprintf(stderr,
+                 "decode steps: %.0f tokens/s, each reading %.1f MB (weights and KV cache) at %.1f GB/s: %.0f%% of "
+                 "this machine's read bandwidth (%.1f GB/s, measured now)\n",
+                 (double)stats.decode_steps / std::max(stats.decode_seconds, 1e-9),
+                 stats.decode_bytes / (double)stats.decode_steps / 1e6, rate / 1e9, 100 * rate / bandwidth,
+                 bandwidth / 1e9);
+  }
   return 0;
 }
 

@@ -34,6 +34,9 @@ struct ContinuationStats {
   uint64_t kv_bytes_per_token = 0;
   int capacity = 0;  // the cache's positions: the model's block
   int refills = 0;   // times the full cache restarted from the last half block
+  // The decode steps (not the prefills): their count, time, and the bytes they had to read (moas_decode_read_bytes).
+  long decode_steps = 0;
+  double decode_seconds = 0, decode_bytes = 0;
 };
 
 // Appends `count` tokens sampled from `model` to sequence (which must not be empty), calling on_token with each as

@@ -25,6 +25,7 @@ const std::vector<OptionSpec> &option_table() {
     std::vector<OptionSpec> t;
     add_model_flags(t);
     add_train_flags(t);
+    add_compare_flags(t);
     return t;
   }();
   return table;
@@ -196,6 +197,8 @@ std::vector<std::pair<std::string, std::string>> read_config_file(const std::str
     if (!spec) throw UsageError("config " + path + ": unknown key \"" + it.key() + "\" (keys are the flag names)");
     if (for_compare && !compare_takes(*spec))
       throw UsageError("config " + path + ": \"" + it.key() + "\" does not apply to moas compare");
+    if (!for_compare && compare_only(*spec))
+      throw UsageError("config " + path + ": \"" + it.key() + "\" applies to moas compare only");
     assignments.emplace_back(it.key(), json_value_text(path, it.key(), *it));
   }
   return assignments;
@@ -254,6 +257,8 @@ ParsedOptions parse_train_arguments(int argc, char **argv, int first, bool for_c
       throw UsageError("unknown flag --" + name + " for " + command + " (see " + command + " --help)");
     if (spec && for_compare && !compare_takes(*spec))
       throw UsageError("--" + name + " does not apply to moas compare: it trains every attention variant itself");
+    if (spec && !for_compare && compare_only(*spec))
+      throw UsageError("--" + name + " applies to moas compare only (moas train trains one model with one seed)");
     std::string value;
     if (spec && std::holds_alternative<bool TrainOptions::*>(spec->field) && !inline_value) {
       value = "true";
@@ -330,7 +335,7 @@ std::string train_help(bool for_compare) {
           "  --paper                 the paper's run: 6 layers, 6 heads, 384 wide, T=256, B=12, dropout 0.2, lr 1e-3\n"
           "                          (betas 0.9/0.99, wd 0.1, clip 1), warm-up 100, cosine to 1e-4 over 2000 steps\n";
   for (const OptionSpec &spec : option_table()) {
-    if (for_compare && !compare_takes(spec)) continue;
+    if (for_compare ? !compare_takes(spec) : compare_only(spec)) continue;
     const bool is_switch = std::holds_alternative<bool TrainOptions::*>(spec.field);
     const std::string value_name = spec.choices.empty() ? "VALUE" : choice_list(spec.choices);
     std::string left = flag(spec) + (is_switch ? "" : " " + value_name);

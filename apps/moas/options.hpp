@@ -69,6 +69,9 @@ struct TrainOptions {
   std::string out;
   bool resume = false;
   bool overwrite = false;
+  // moas compare only (also never stored).
+  int seeds = 1;         // each variant trains with --seed, --seed + 1, ...
+  std::string variants;  // comma-separated; empty: all
 };
 
 // What may differ between a checkpoint's run and its resumption: Model, Optimizer (but --steps) and Data settings

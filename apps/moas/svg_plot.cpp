@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <sstream>
 
 namespace moas_cli {
@@ -77,32 +78,52 @@ void axes(std::ostringstream &svg, const Panel &p, double x_step, double y_step,
   text_at(svg, (p.left + p.right) / 2, p.top - 14, title, "middle", 14, "#111");
 }
 
-void loss_panel(std::ostringstream &svg, const std::vector<LossCurve> &curves) {
-  // The y range leaves out the first point of each curve (the untrained model, far above the rest) when there are
-  // later ones: the differences between variants are in the tail. Lines are clipped to the frame.
+// Where a curve panel sits and what it shows. A fixed y range (y_low < y_high) suits shares; otherwise the range
+// fits the curves.
+struct CurveFrame {
+  double left, right;
+  std::string id, title, y_label;
+  double y_low = 0, y_high = 0;
+};
+
+void curve_panel(std::ostringstream &svg, const CurveFrame &f, const std::vector<LossCurve> &curves) {
+  // A fitted range leaves out the first point of each curve (the untrained model, far above the rest) when there
+  // are later ones: the differences between variants are in the tail. Lines and bands are clipped to the frame.
   double x_max = 1, y_low = 1e30, y_high = -1e30;
   for (const LossCurve &c : curves)
     for (size_t i = 0; i < c.points.size(); i++) {
       x_max = std::max(x_max, c.points[i].first);
       if (i == 0 && c.points.size() > 2) continue;
-      y_low = std::min(y_low, c.points[i].second);
-      y_high = std::max(y_high, c.points[i].second);
+      const double spread = i < c.spread.size() ? c.spread[i] : 0;
+      y_low = std::min(y_low, c.points[i].second - spread);
+      y_high = std::max(y_high, c.points[i].second + spread);
     }
+  if (f.y_low < f.y_high) y_low = f.y_low, y_high = f.y_high;
   if (y_low > y_high) y_low = 0, y_high = 1;
   const double y_step = tick_step(y_low, y_high, 6), x_step = tick_step(0, x_max, 6);
-  Panel p{75, 575, 50, 380, 0, std::ceil(x_max / x_step) * x_step, std::floor(y_low / y_step) * y_step,
+  Panel p{f.left, f.right, 50, 380, 0, std::ceil(x_max / x_step) * x_step, std::floor(y_low / y_step) * y_step,
           std::ceil(y_high / y_step) * y_step};
   if (p.y_max <= p.y_min) p.y_max = p.y_min + y_step;
-  svg << "<clipPath id=\"loss-frame\"><rect x=\"" << p.left << "\" y=\"" << p.top << "\" width=\"" << p.right - p.left
-      << "\" height=\"" << p.bottom - p.top << "\"/></clipPath>\n";
-  axes(svg, p, x_step, y_step, "step", "validation loss", "Validation loss");
+  svg << "<clipPath id=\"" << f.id << "\"><rect x=\"" << p.left << "\" y=\"" << p.top << "\" width=\""
+      << p.right - p.left << "\" height=\"" << p.bottom - p.top << "\"/></clipPath>\n";
+  axes(svg, p, x_step, y_step, "step", f.y_label, f.title);
   for (size_t i = 0; i < curves.size(); i++) {
-    svg << "<polyline clip-path=\"url(#loss-frame)\" fill=\"none\" stroke=\"" << kCurveColors[i % 10]
-        << "\" stroke-width=\"1.8\" points=\"";
-    for (const auto &[step, loss] : curves[i].points) svg << p.x(step) << "," << p.y(loss) << " ";
+    const LossCurve &c = curves[i];
+    const char *color = kCurveColors[i % 10];
+    if (c.spread.size() == c.points.size() && !c.points.empty()) {
+      svg << "<polygon clip-path=\"url(#" << f.id << ")\" fill=\"" << color << "\" fill-opacity=\"0.18\" points=\"";
+      for (size_t j = 0; j < c.points.size(); j++)
+        svg << p.x(c.points[j].first) << "," << p.y(c.points[j].second + c.spread[j]) << " ";
+      for (size_t j = c.points.size(); j-- > 0;)
+        svg << p.x(c.points[j].first) << "," << p.y(c.points[j].second - c.spread[j]) << " ";
+      svg << "\"/>\n";
+    }
+    svg << "<polyline clip-path=\"url(#" << f.id << ")\" fill=\"none\" stroke=\"" << color << "\" stroke-width=\""
+        << (c.thin ? "1\" stroke-opacity=\"0.45" : "1.8") << "\" points=\"";
+    for (const auto &[step, value] : c.points) svg << p.x(step) << "," << p.y(value) << " ";
     svg << "\"/>\n";
   }
-  // Legend, top right over a light box, one row per variant.
+  // Legend, top right over a light box, one row per curve.
   svg << "<rect x=\"" << p.right - 128 << "\" y=\"" << p.top + 4 << "\" width=\"122\" height=\""
       << 16 * (double)curves.size() + 6 << "\" fill=\"white\" fill-opacity=\"0.85\" stroke=\"#ccc\"/>\n";
   for (size_t i = 0; i < curves.size(); i++) {
@@ -132,6 +153,12 @@ void share_panel(std::ostringstream &svg, const std::vector<ShareBars> &groups) 
       svg << "<rect x=\"" << x + 1 << "\" y=\"" << p.y(share) << "\" width=\"" << bar_width - 2 << "\" height=\""
           << p.bottom - p.y(share) << "\" fill=\"" << kBarColors[r % 8] << "\"><title>" << escaped(g.variant) << " "
           << escaped(g.routes[r]) << ": " << number(std::round(share * 1000) / 10) << "%</title></rect>\n";
+      if (r < g.spread.size()) {
+        const double mid = x + bar_width / 2, high = p.y(std::min(1.0, share + g.spread[r]));
+        const double low = p.y(std::max(0.0, share - g.spread[r]));
+        svg << "<line x1=\"" << mid << "\" x2=\"" << mid << "\" y1=\"" << high << "\" y2=\"" << low
+            << "\" stroke=\"#222\"/>\n";
+      }
       text_at(svg, x + bar_width / 2, p.bottom + 14, g.routes[r], "middle", 9);
       x += bar_width;
     }
@@ -144,20 +171,43 @@ void share_panel(std::ostringstream &svg, const std::vector<ShareBars> &groups) 
     text_at(svg, (group_left + x) / 2, p.bottom + 30, g.variant, "middle", 11, kCurveColors[g.color % 10]);
     x += gap;
   }
-  text_at(svg, (p.left + p.right) / 2, p.bottom + 48, "dashed: uniform share", "middle", 10, "#666");
+  const bool whiskers = std::any_of(groups.begin(), groups.end(), [](const ShareBars &g) { return !g.spread.empty(); });
+  text_at(svg, (p.left + p.right) / 2, p.bottom + 48,
+          whiskers ? "dashed: uniform share; whiskers: +-1 std over seeds" : "dashed: uniform share", "middle", 10,
+          "#666");
+}
+
+std::string figure(const std::vector<LossCurve> &left, const CurveFrame &left_frame,
+                   const std::function<void(std::ostringstream &)> &right) {
+  std::ostringstream svg;
+  svg << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << kWidth << "\" height=\"" << kHeight
+      << "\" viewBox=\"0 0 " << kWidth << " " << kHeight << "\" font-family=\"sans-serif\">\n"
+      << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+  curve_panel(svg, left_frame, left);
+  right(svg);
+  svg << "</svg>\n";
+  return svg.str();
 }
 
 }  // namespace
 
 std::string comparison_svg(const std::vector<LossCurve> &curves, const std::vector<ShareBars> &bars) {
-  std::ostringstream svg;
-  svg << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << kWidth << "\" height=\"" << kHeight
-      << "\" viewBox=\"0 0 " << kWidth << " " << kHeight << "\" font-family=\"sans-serif\">\n"
-      << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-  loss_panel(svg, curves);
-  share_panel(svg, bars);
-  svg << "</svg>\n";
-  return svg.str();
+  const bool bands = std::any_of(curves.begin(), curves.end(), [](const LossCurve &c) { return !c.spread.empty(); });
+  const std::string title = bands ? "Validation loss (band: +-1 std over seeds)" : "Validation loss";
+  return figure(curves, {75, 575, "loss-frame", title, "validation loss"},
+                [&](std::ostringstream &svg) { share_panel(svg, bars); });
+}
+
+std::string training_svg(const std::vector<LossCurve> &losses, const std::vector<LossCurve> &routes) {
+  return figure(losses, {75, 575, "loss-frame", "Loss", "loss"}, [&](std::ostringstream &svg) {
+    if (!routes.empty()) {
+      curve_panel(svg, {610, 1040, "route-frame", "Routing shares, last layer", "share of tokens", 0, 1}, routes);
+      return;
+    }
+    const Panel p{610, 1040, 50, 380, 0, 1, 0, 1};
+    axes(svg, p, 0, 0.25, "", "share of tokens", "Routing shares, last layer");
+    text_at(svg, (p.left + p.right) / 2, (p.top + p.bottom) / 2, "no routed attention", "middle", 12);
+  });
 }
 
 }  // namespace moas_cli

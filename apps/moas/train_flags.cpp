@@ -82,6 +82,7 @@ const char *train_usage() {
          "  DIR/latest               names that pair: moas train --resume --out DIR continues from it\n"
          "  DIR/model.safetensors    a hard link to its weights: moas generate --checkpoint DIR reads them\n"
          "  DIR/metrics.jsonl        a JSON line per logged step and validation\n"
+         "  DIR/train.svg            loss and routing against step, redrawn at every validation\n"
          "A save writes a new pair, switches DIR/latest to it, and only then deletes the old one, so a kill at any\n"
          "moment leaves a complete pair to resume from. Ctrl-C or SIGTERM saves at the next step boundary, prints\n"
          "the command that continues the run and exits with 128 + the signal's number (130, 143); a second Ctrl-C\n"

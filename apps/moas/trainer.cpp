@@ -14,6 +14,7 @@
 #include "interrupt.hpp"
 #include "metrics_log.hpp"
 #include "run_lock.hpp"
+#include "training_plot.hpp"
 
 namespace moas_cli {
 
@@ -239,6 +240,7 @@ TrainOutcome run_training(const TrainingSetup &s, Progress &progress) {
     nlohmann::ordered_json entry = {{"step", step}, {"val_loss", e.loss}};
     if (e.routing.routed()) entry["routing"] = routing_json(e.routing);
     metrics.write(entry);
+    write_training_plot(s.files.metrics, s.files.plot);
     const std::string routing = detailed_routing(e.routing);
     progress.line("step " + std::to_string(step) + "  val loss " + format("%.4f", e.loss) +
                   (routing.empty() ? "" : "  " + routing));

@@ -20,6 +20,7 @@
 #include "cuda_host/cuda_loader.hpp"
 #include "cuda_host/cuda_model.hpp"
 #include "moas.h"
+#include "model/decode_reads.hpp"
 #include "model/model.hpp"
 #include "ops/adamw.hpp"
 
@@ -46,6 +47,7 @@ struct moas_model {
 // device_index say which, so that a cache meets only models of its kind.
 struct moas_kv_cache {
   moas::ModelConfig config;  // the architecture (and device) it is laid out for
+  moas::DecodeReads reads;   // of config, for moas_decode_read_bytes: a generator may ask before every step
   moas::KvCache<float> host;
   std::unique_ptr<moas::CudaKvCache> device;
 
@@ -487,6 +489,7 @@ moas_status moas_kv_cache_create(const moas_model *model, int32_t batch, int32_t
                  std::to_string(c.block_size) + "]");
     auto created = std::make_unique<moas_kv_cache>();
     created->config = c;
+    created->reads = moas::decode_reads(c);
     if (model->device) {
       created->device = std::make_unique<moas::CudaKvCache>();
       model->on_device()->allocate_cache(created->device.get(), batch, capacity);
@@ -519,6 +522,20 @@ moas_status moas_kv_cache_bytes_per_token(const moas_kv_cache *cache, uint64_t *
     require_arg(cache, "cache");
     require_arg(out, "out");
     *out = cache->visit([](const auto &kv) { return kv.bytes_per_token(); });
+  });
+}
+
+moas_status moas_decode_read_bytes(const moas_kv_cache *cache, uint64_t *weight_bytes, uint64_t *cache_bytes) {
+  return guarded([&] {
+    require_arg(cache, "cache");
+    require_arg(weight_bytes, "weight_bytes");
+    require_arg(cache_bytes, "cache_bytes");
+    const moas::DecodeReads &reads = cache->reads;
+    const int64_t length = cache->visit([](const auto &kv) { return kv.length; });
+    // The next position p sees the cached keys max(0, p - w) .. p - 1 (and its own, which it has just written).
+    const int64_t seen = cache->config.window > 0 ? std::min(length, cache->config.window) : length;
+    *weight_bytes = (uint64_t)(reads.weight_bytes + 0.5);
+    *cache_bytes = (uint64_t)(reads.cache_bytes_per_position * (double)seen + 0.5);
   });
 }
 

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "attention/attention_decode.hpp"
 #include "attention/attention_math.hpp"
 #include "attention/query_chunks.hpp"
 #include "base/error.hpp"
@@ -62,6 +63,10 @@ template <typename T>
 void attention_forward(const AttentionDims &s, const KeyValues<T> &kv, const std::vector<QueryHead<T>> &heads,
                        const Dropout &dropout) {
   check_attention_dims(s, kv, heads);
+  if (!dropout.active() && one_row_per_sequence(s, heads)) {
+    attention_decode(s, kv, heads);
+    return;
+  }
   const int64_t H = s.heads, d = s.head_dim, group = s.heads / s.kv_heads;
   const T scale = T(1) / std::sqrt(T(d));
   const bool drop = dropout.active();

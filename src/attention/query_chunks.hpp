@@ -61,7 +61,7 @@ inline std::vector<QueryChunk> &kept_query_chunks() {
 // The backward's tasks: b * Hkv + g for every sequence b and kv head g some listed head reads, with the listed heads
 // of each kv head (in list order, so every sum over them has one order) and the rows listed in all.
 struct KvGroupTasks {
-  std::vector<std::vector<int64_t>> entries_of;  // [Hkv]: indices into the listed heads
+  std::vector<std::vector<int64_t>> entries_of;  // [g] for g < Hkv (more may follow, empty): listed heads of g
   std::vector<int64_t> tasks;
   int64_t total_rows = 0;
 };
@@ -70,7 +70,9 @@ struct KvGroupTasks {
 template <typename T>
 const KvGroupTasks &kv_group_tasks(const AttentionDims &s, const std::vector<QueryHead<T>> &heads) {
   thread_local KvGroupTasks t;
-  t.entries_of.resize((size_t)s.kv_heads);
+  // Never shrunk: schemes of different kv-head counts (MoAS branches) alternate, and a shrink would free the lists'
+  // storage for the next call to allocate again. Lists past kv_heads stay empty.
+  if (t.entries_of.size() < (size_t)s.kv_heads) t.entries_of.resize((size_t)s.kv_heads);
   for (std::vector<int64_t> &entries : t.entries_of) entries.clear();
   t.tasks.clear();
   t.total_rows = 0;

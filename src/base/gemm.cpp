@@ -6,6 +6,7 @@
 
 #include "base/error.hpp"
 #include "base/parallel.hpp"
+#include "base/skinny_product.hpp"
 
 #ifdef MOAS_HAVE_DNNL
 #include <oneapi/dnnl/dnnl.h>
@@ -38,6 +39,10 @@ constexpr int64_t kSerialProductMacs = int64_t(1) << 22;
 void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
           const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
   if (handled_empty(M, N, K, beta, C, ldc)) return;
+  if (ta == Trans::No && tb == Trans::Yes && M <= kSkinnyRows) {
+    skinny_product_nt(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
   const bool small = M * N * K < kSerialProductMacs;
   SerialScope serial(small);
 #ifdef MOAS_HAVE_DNNL
@@ -56,6 +61,10 @@ void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, cons
 void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, double alpha, const double *A, int64_t lda,
           const double *B, int64_t ldb, double beta, double *C, int64_t ldc) {
   if (handled_empty(M, N, K, beta, C, ldc)) return;
+  if (ta == Trans::No && tb == Trans::Yes && M <= kSkinnyRows) {
+    skinny_product_nt(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
   SerialScope serial(M * N * K < kSerialProductMacs);
   cblas_dgemm(CblasRowMajor, cblas_trans(ta), cblas_trans(tb), (blasint)M, (blasint)N, (blasint)K, alpha, A,
               (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);

@@ -1,7 +1,8 @@
 // Row-major GEMM: C[M,N] = alpha * op(A) op(B) + beta * C, with op(X) = X or X^T.
-// float goes to oneDNN's sgemm where the build found it (AVX-512 JIT kernels: about twice Debian OpenBLAS's
-// Haswell-kernel rate on these machines), else to CBLAS; products under 4M multiply-adds run on the calling thread
-// through CBLAS (gemm.cpp says why); double (the finite-difference build) always to CBLAS.
+// A B^T with at most kSkinnyRows rows of A (decoding, small routed groups) runs skinny_product.hpp's kernel, which
+// reads B once. Otherwise float goes to oneDNN's sgemm where the build found it (AVX-512 JIT kernels: about twice
+// Debian OpenBLAS's Haswell-kernel rate on these machines), else to CBLAS; products under 4M multiply-adds run on the
+// calling thread through CBLAS (gemm.cpp says why); double (the finite-difference build) always to CBLAS.
 #pragma once
 
 #include <cstdint>

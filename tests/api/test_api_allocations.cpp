@@ -133,3 +133,54 @@ TEST_CASE("a RustGPT layer call allocates nothing once a call of its shape has r
     }
   }
 }
+
+namespace {
+
+// Heap allocations of `steps` decode steps after a first one, with the cache prefilled to `prompt` positions.
+long decode_allocations(const moas_model_config &c, int32_t batch, int32_t prompt, int32_t steps) {
+  ModelPtr model = make_model(c);
+  moas_kv_cache *cache = nullptr;
+  REQUIRE(moas_kv_cache_create(model.get(), batch, c.block_size, &cache) == MOAS_OK);
+  std::vector<int32_t> tokens((size_t)(batch * prompt)), next((size_t)batch);
+  for (size_t i = 0; i < tokens.size(); i++) tokens[i] = (int32_t)((i * 7) % (size_t)c.vocab_size);
+  std::vector<float> logits((size_t)(batch * c.vocab_size));
+  bool ok = moas_prefill(model.get(), cache, tokens.data(), prompt, logits.data(), logits.size()) == MOAS_OK;
+  auto step = [&](int32_t s) {
+    for (int32_t b = 0; b < batch; b++) next[(size_t)b] = (s * 5 + b * 3) % c.vocab_size;
+    return moas_decode_step(model.get(), cache, next.data(), logits.data(), logits.size()) == MOAS_OK;
+  };
+  ok = ok && step(0);
+  const long before = allocations.load();
+  for (int32_t s = 1; s <= steps; s++) ok = ok && step(s);
+  const long made = allocations.load() - before;
+  moas_kv_cache_destroy(cache);
+  REQUIRE(ok);
+  return made;
+}
+
+}  // namespace
+
+TEST_CASE("decode steps allocate nothing once the first has run", "[api][decode][allocations]") {
+  moas_model_config c = small_config();
+  c.block_size = 1100;  // past two 512-key parts of the decode attention, so the context crosses a part boundary
+  c.n_embd = 64;
+  c.n_threads = 0;
+  auto check = [&](const char *kind) {
+    for (int32_t batch : {1, 3}) {
+      INFO(kind << ", batch " << batch);
+      REQUIRE(decode_allocations(c, batch, 500, 40) == 0);
+    }
+  };
+  check("GQA 4/2");
+  c.attention = MOAS_ATTENTION_MOAS;
+  c.n_kv_head = c.n_head;
+  c.moas_mode = MOAS_MODE_SOFT;
+  check("MoAS soft");
+  c.moas_mode = MOAS_MODE_TOP1;
+  check("MoAS top-1");
+  c.attention = MOAS_ATTENTION_MOH;
+  c.head_selection.strategy = MOAS_HEADS_MIXTURE;
+  c.head_selection.num_shared_heads = 1;
+  c.head_selection.num_active_routed_heads = 2;
+  check("MoH 1 + 2 of 3");
+}

@@ -56,7 +56,7 @@ only_pair() {
   [ "$(ls "$1/checkpoints")" = "${pair#checkpoints/}" ] || fail "$1/checkpoints holds $(ls "$1/checkpoints")"
   [ "$(ls "$1/$pair")" = "$(printf 'model.optim.safetensors\nmodel.safetensors')" ] || fail "$1/$pair: $(ls "$1/$pair")"
   [ "$1/model.safetensors" -ef "$1/$pair/model.safetensors" ] || fail "$1/model.safetensors is not $pair's weights"
-  [ -z "$(ls "$1" | grep -v -x -e latest -e checkpoints -e model.safetensors -e metrics.jsonl)" ] ||
+  [ -z "$(ls "$1" | grep -v -x -e latest -e checkpoints -e model.safetensors -e metrics.jsonl -e train.svg)" ] ||
     fail "stray files in $1: $(ls "$1")"
 }
 
@@ -74,6 +74,8 @@ train)
 '"time":"20[0-9-]{8}T[0-9:]{8}Z"' ||
     fail "a training entry lacks grad_norm, elapsed_s or time: $(grep '"step":20,"lr"' run/metrics.jsonl)"
   grep -q 'threads' out.txt || fail "the thread count was not printed"
+  grep -q '</svg>' run/train.svg && [ "$(grep -c '<polyline' run/train.svg)" -eq 2 ] &&
+    grep -q 'no routed attention' run/train.svg || fail "run/train.svg lacks the loss curves of an unrouted model"
   loss_fell out.txt || fail "the training loss did not fall: $(grep '^done:' out.txt)"
   # The progress line's validation loss is an earlier step's (validations every 2 steps here), and says which.
   grep -q '^step  2/20  loss [0-9.]*  val [0-9.]* @ step 0  lr' out.txt ||
@@ -168,6 +170,8 @@ generate)
   [ "$(wc -c <text.txt)" -gt 40 ] || fail "generate printed too little text: $(cat text.txt)"
   grep -q 'bytes per token' err.txt || fail "no bytes-per-token line: $(cat err.txt)"
   grep -q 'tokens/s' err.txt || fail "no tokens/s figure: $(cat err.txt)"
+  grep -Eq "^decode steps: [0-9]+ tokens/s, each reading [0-9.]+ MB \(weights and KV cache\) at [0-9.]+ GB/s: [0-9]+% of \
+this machine's read bandwidth" err.txt || fail "no fraction of the decode bound: $(cat err.txt)"
   # The same seed samples the same text, whichever path names the weights; the cache is refilled (80 tokens > block
   # 32) along the way.
   for checkpoint in run run/checkpoints/step-000010/model.safetensors; do
@@ -268,6 +272,45 @@ compare)
   [ -s cmp/compare.svg ] && grep -q '</svg>' cmp/compare.svg || fail "cmp/compare.svg is missing or incomplete"
   grep -q '<polyline' cmp/compare.svg || fail "compare.svg has no loss curves"
   [ -s cmp/compare.json ] || fail "cmp/compare.json was not written"
+  # A routed variant's own figure draws its routes' shares beside its losses.
+  [ "$(grep -c '<polyline' cmp/moas-top1/train.svg)" -eq 5 ] && grep -q '>gqa2</text>' cmp/moas-top1/train.svg ||
+    fail "cmp/moas-top1/train.svg lacks the three routes' share curves"
+  ;;
+compare_seeds)
+  "$moas" compare "${tiny[@]}" --steps 12 --warmup 2 --eval-batches 2 --seeds 2 --seed 7 \
+    --variants moas-top1,mha,moh-all --out cmp >out.txt
+  grep -q '^| variant | val loss (mean ± std, 2 seeds) |' out.txt || fail "no mean ± std header: $(cat out.txt)"
+  # Rows in --variants' order.
+  [ "$(grep -o '^| [a-z0-9-]* | [0-9]' out.txt | cut -d' ' -f2 | tr '\n' ' ')" = "moas-top1 mha moh-all " ] ||
+    fail "the rows are not moas-top1, mha, moh-all: $(cat out.txt)"
+  for v in moas-top1 mha moh-all; do
+    for s in 7 8; do
+      [ -s "cmp/$v/seed-$s/model.safetensors" ] || fail "cmp/$v/seed-$s was not trained"
+    done
+  done
+  python3 - cmp/compare.json <<'PY' || fail "compare.json does not hold the seeds' runs and their statistics"
+import json, statistics, sys
+doc = json.load(open(sys.argv[1]))
+assert doc["seeds"] == 2
+rows = {v["variant"]: v for v in doc["variants"]}
+for name, v in rows.items():
+    losses = [r["val_loss"] for r in v["runs"]]
+    assert [r["seed"] for r in v["runs"]] == [7, 8], name
+    assert losses[0] != losses[1], f"{name}: both seeds gave the same loss"
+    assert abs(v["val_loss"] - statistics.mean(losses)) < 1e-12, name
+    assert abs(v["val_loss_std"] - statistics.stdev(losses)) < 1e-12, name
+    assert len(v["val_curve_std"]) == len(v["val_curve"]) > 1, name
+# MoH AllHeads is MHA: the same weights, batches and arithmetic give the same bits.
+assert rows["mha"]["runs"] == [{**r, "tokens_per_s": m["tokens_per_s"]} for r, m in
+                               zip(rows["moh-all"]["runs"], rows["mha"]["runs"])]
+assert len(rows["moas-top1"]["routing_last_layer"]["share"]) == 3
+PY
+  grep -q '<polygon' cmp/compare.svg && grep -q 'whiskers: +-1 std over seeds' cmp/compare.svg ||
+    fail "compare.svg draws no bands or whiskers for 2 seeds"
+  refused 2 "unknown variant 'gpt'" -- compare --variants mha,gpt --out bad
+  refused 2 '--variants names mha twice' -- compare --variants mha,mha --out bad
+  refused 2 '--seeds applies to moas compare only' -- train --seeds 2 --out bad
+  refused 2 '--seeds 0 is out of range' -- compare --seeds 0 --out bad
   ;;
 bad_input)
   : >empty.txt

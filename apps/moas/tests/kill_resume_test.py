@@ -31,8 +31,8 @@ FLAGS = ["--layers", "1", "--heads", "4", "--width", "32", "--block", "32", "--b
          "--dropout", "0.1", "--log-every", "1", "--eval-every", "7", "--eval-batches", "2", "--save-every", "1",
          "--threads", "1"]
 # What a run directory may hold: a killed save or resumption leaves at most these temporary files besides them.
-EXPECTED = {"latest", "checkpoints", "model.safetensors", "metrics.jsonl"}
-TEMPORARY = {"latest.tmp", "model.safetensors.tmp", "metrics.jsonl.tmp"}
+EXPECTED = {"latest", "checkpoints", "model.safetensors", "metrics.jsonl", "train.svg"}
+TEMPORARY = {"latest.tmp", "model.safetensors.tmp", "metrics.jsonl.tmp", "train.svg.tmp"}
 
 
 def fail(message):

@@ -35,7 +35,7 @@ from .sampling import Vocabulary, sample_next
 from .model import (KVCache, Model, ParameterInfo, RouterStats, adamw_defaults, adamw_rustgpt,
                     checkpoint_user_metadata)
 
-__version__ = "0.7.0"
+__version__ = "0.8.0"
 
 
 def load_library():

@@ -1,4 +1,4 @@
-"""Loading libmoas and the ctypes mirror of include/moas.h (ABI version 1, libmoas 0.7.0).
+"""Loading libmoas and the ctypes mirror of include/moas.h (ABI version 1, libmoas 0.8.0).
 
 Every struct and function of the header is mirrored here, in header order. tests/test_abi.py compiles a small C
 program against the header and checks every size and field offset, and that every ``MOAS_API`` function has a
@@ -204,6 +204,7 @@ PROTOTYPES = {
     "moas_kv_cache_reset": (c_status, [c_cache_p]),
     "moas_kv_cache_length": (c_status, [c_cache_p, _c_int32_p]),
     "moas_kv_cache_bytes_per_token": (c_status, [c_cache_p, _P(ctypes.c_uint64)]),
+    "moas_decode_read_bytes": (c_status, [c_cache_p, _P(ctypes.c_uint64), _P(ctypes.c_uint64)]),
     "moas_prefill": (c_status, [c_model_p, c_cache_p, _c_int32_p, ctypes.c_int32, _c_float_p, ctypes.c_size_t]),
     "moas_decode_step": (c_status, [c_model_p, c_cache_p, _c_int32_p, _c_float_p, ctypes.c_size_t]),
     "moas_router_stats": (c_status, [c_model_p, ctypes.c_int32, _P(moas_layer_router_stats)]),

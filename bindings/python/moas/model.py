@@ -411,6 +411,15 @@ class KVCache(_Owned):
         check(self._lib.moas_kv_cache_bytes_per_token(self._h, ctypes.byref(n)), "moas_kv_cache_bytes_per_token")
         return n.value
 
+    def decode_read_bytes(self):
+        """(weight_bytes, cache_bytes): what the next decode step of one sequence reads from memory at this length
+        (moas_decode_read_bytes; docs/decoding.md). A step of B sequences reads the weights once and the cache B
+        times, so B / (weights + B * cache) times the memory bandwidth bounds its tokens/s."""
+        weights, cache = ctypes.c_uint64(), ctypes.c_uint64()
+        check(self._lib.moas_decode_read_bytes(self._h, ctypes.byref(weights), ctypes.byref(cache)),
+              "moas_decode_read_bytes")
+        return weights.value, cache.value
+
     def __repr__(self):
         if self._handle is None:
             return "<moas.KVCache (closed)>"

@@ -356,6 +356,14 @@ def test_cache_bytes_per_token_orders_the_schemes():
     assert sizes["mqa"] < sizes["gqa"] < sizes["mha"]
 
 
+def test_decode_read_bytes_grow_with_the_cache():
+    with moas.Model(tiny(n_kv_head=2)) as m, m.kv_cache(batch=1, capacity=8) as cache:
+        weights, cached = cache.decode_read_bytes()
+        assert cached == 0 and weights > 0
+        m.prefill(cache, [[1, 2, 3]])
+        assert cache.decode_read_bytes() == (weights, 3 * cache.bytes_per_token)
+
+
 # -- device = "cuda" without a GPU -----------------------------------------------------------------------------------
 CUDA_TABLE_SCRIPT = """
 import numpy as np, moas

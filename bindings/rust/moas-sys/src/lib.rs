@@ -1,4 +1,4 @@
-//! Raw declarations of the libmoas C ABI (`include/moas.h`, ABI 1, libmoas 0.7.0).
+//! Raw declarations of the libmoas C ABI (`include/moas.h`, ABI 1, libmoas 0.8.0).
 //!
 //! Written in the shape `bindgen --no-prepend-enum-name --allowlist-item 'moas_.*|MOAS_.*' include/moas.h`
 //! produces, so it can be regenerated and diffed; `tests/layout.rs` compares every struct's size and field offsets
@@ -323,6 +323,13 @@ extern "C" {
 }
 extern "C" {
     pub fn moas_kv_cache_bytes_per_token(cache: *const moas_kv_cache, out: *mut u64) -> moas_status;
+}
+extern "C" {
+    pub fn moas_decode_read_bytes(
+        cache: *const moas_kv_cache,
+        weight_bytes: *mut u64,
+        cache_bytes: *mut u64,
+    ) -> moas_status;
 }
 extern "C" {
     pub fn moas_prefill(

@@ -101,6 +101,17 @@ impl KvCache {
         debug_assert_eq!(status, sys::MOAS_OK);
         bytes
     }
+
+    /// What the next decode step of one sequence reads from memory at this length, as (weight bytes, cache bytes)
+    /// (`moas_decode_read_bytes`): a step of B sequences reads the weights once and the cache B times, so
+    /// B / (weights + B * cache) times the memory bandwidth bounds its tokens/s.
+    pub fn decode_read_bytes(&self) -> (u64, u64) {
+        let (mut weights, mut cache) = (0u64, 0u64);
+        // Fails only for NULL arguments, which are never passed here.
+        let status = unsafe { sys::moas_decode_read_bytes(self.handle.as_ptr(), &mut weights, &mut cache) };
+        debug_assert_eq!(status, sys::MOAS_OK);
+        (weights, cache)
+    }
 }
 
 impl Drop for KvCache {

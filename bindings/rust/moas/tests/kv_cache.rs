@@ -133,6 +133,17 @@ fn bytes_per_token_follows_the_kv_heads() {
 }
 
 #[test]
+fn decode_read_bytes_grow_with_the_cache() {
+    let mut model = Model::new(&mha()).unwrap();
+    let mut cache = KvCache::new(&model, 1, 8).unwrap();
+    let (weights, empty) = cache.decode_read_bytes();
+    assert!(weights > 0);
+    assert_eq!(empty, 0);
+    model.prefill(&mut cache, &[1, 2, 3], 3).unwrap();
+    assert_eq!(cache.decode_read_bytes(), (weights, 3 * cache.bytes_per_token()));
+}
+
+#[test]
 fn bad_arguments_are_errors_not_panics() {
     let mut model = Model::new(&mha()).unwrap();
     // Sizes checked by the library.
