@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Decoding against the memory bound: runs bench/bench_decode (one run: bandwidth, decode, prefill, cache attention)
-and prints every figure beside its bound, then PyTorch eager's KV-cache decode of the same models (tools/torch_decode.py,
-left out without torch).
+and prints every figure beside its bound, then PyTorch eager's KV-cache decode of the same models
+(tools/torch_decode.py, left out without torch).
 
     tools/bench_decode.py [--bench build/bench/bench_decode] [--filter REGEX] [--min-time 0.5] [--repetitions 1]
                           [--no-torch] [--json FILE]

@@ -12,6 +12,7 @@
 #include "base/error.hpp"
 #include "base/gemm.hpp"
 #include "base/parallel.hpp"
+#include "base/thread_scratch.hpp"
 
 namespace moas {
 namespace {
@@ -21,15 +22,6 @@ namespace {
 // make one product per head and pass instead of three, whose fixed costs dominated; longer ones use 64, which keeps
 // the causal waste of diagonal tiles small.
 int64_t tile_for(int64_t seq) { return seq <= 128 ? 128 : 64; }
-
-// A thread's scratch of at least n elements, kept across calls: a call of a shape seen before allocates nothing, and
-// small calls no longer map and zero tile-sized buffers they do not use. Every element is written before it is read.
-template <typename T, int kSlot>
-T *thread_scratch(size_t n) {
-  thread_local std::vector<T> buffer;
-  if (buffer.size() < n) buffer.resize(n);
-  return buffer.data();
-}
 
 }  // namespace
 

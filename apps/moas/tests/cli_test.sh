@@ -170,8 +170,8 @@ generate)
   [ "$(wc -c <text.txt)" -gt 40 ] || fail "generate printed too little text: $(cat text.txt)"
   grep -q 'bytes per token' err.txt || fail "no bytes-per-token line: $(cat err.txt)"
   grep -q 'tokens/s' err.txt || fail "no tokens/s figure: $(cat err.txt)"
-  grep -Eq "^decode steps: [0-9]+ tokens/s, each reading [0-9.]+ MB \(weights and KV cache\) at [0-9.]+ GB/s: [0-9]+% of \
-this machine's read bandwidth" err.txt || fail "no fraction of the decode bound: $(cat err.txt)"
+  grep -Eq "^decode steps: [0-9]+ tokens/s, each reading [0-9.]+ MB \(weights and KV cache\) at [0-9.]+ GB/s: \
+[0-9]+% of this machine's read bandwidth" err.txt || fail "no fraction of the decode bound: $(cat err.txt)"
   # The same seed samples the same text, whichever path names the weights; the cache is refilled (80 tokens > block
   # 32) along the way.
   for checkpoint in run run/checkpoints/step-000010/model.safetensors; do
