@@ -16,6 +16,7 @@
 #include "errors.hpp"
 #include "flag_spec.hpp"
 #include "handles.hpp"
+#include "number_text.hpp"
 #include "options.hpp"
 #include "svg_plot.hpp"
 #include "trainer.hpp"
@@ -157,21 +158,6 @@ std::vector<Variant> chosen_variants(const TrainOptions &base, bool branches_giv
   return chosen;
 }
 
-std::string thousands(double value) {
-  std::string digits = std::to_string((unsigned long long)(value + 0.5)), out;
-  for (size_t i = 0; i < digits.size(); i++) {
-    if (i && (digits.size() - i) % 3 == 0) out += ',';
-    out += digits[i];
-  }
-  return out;
-}
-
-std::string fixed(double value, const char *format) {
-  char text[32];
-  std::snprintf(text, sizeof text, format, value);
-  return text;
-}
-
 std::string markdown_table(const std::vector<VariantResult> &results, int seeds) {
   std::string table = std::string("| variant | ") +
                       (seeds > 1 ? "val loss (mean ± std, " + std::to_string(seeds) + " seeds)" : "val loss") +
@@ -180,9 +166,9 @@ std::string markdown_table(const std::vector<VariantResult> &results, int seeds)
   for (const VariantResult &r : results) {
     const MeanStd loss = over_runs(r, [](const SeedRun &s) { return s.val_loss; });
     table += "| " + r.name + " | " + fixed(loss.mean, "%.4f") + (seeds > 1 ? " ± " + fixed(loss.std, "%.4f") : "") +
-             " | " + thousands((double)r.parameters) + " | " +
-             thousands(over_runs(r, [](const SeedRun &s) { return s.tokens_per_s; }).mean) + " | " +
-             thousands((double)r.kv_bytes_per_token) + " | " + last_layer_routing(mean_routing(r)) + " |\n";
+             " | " + thousands(r.parameters) + " | " +
+             thousands((uint64_t)(over_runs(r, [](const SeedRun &s) { return s.tokens_per_s; }).mean + 0.5)) + " | " +
+             thousands(r.kv_bytes_per_token) + " | " + last_layer_routing(mean_routing(r)) + " |\n";
   }
   return table;
 }

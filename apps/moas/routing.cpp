@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "errors.hpp"
+#include "number_text.hpp"
 
 namespace moas_cli {
 
@@ -28,12 +29,6 @@ std::string percentages(const std::vector<double> &values, const char *separator
     std::snprintf(number, sizeof number, "%.0f", 100.0 * values[i]);
     text += (i ? separator : "") + std::string(number);
   }
-  return text;
-}
-
-std::string fixed(double value, const char *format) {
-  char text[32];
-  std::snprintf(text, sizeof text, format, value);
   return text;
 }
 

@@ -13,6 +13,7 @@
 #include "handles.hpp"
 #include "interrupt.hpp"
 #include "metrics_log.hpp"
+#include "number_text.hpp"
 #include "run_lock.hpp"
 #include "training_plot.hpp"
 
@@ -22,21 +23,6 @@ namespace {
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-std::string format(const char *pattern, double value) {
-  char text[64];
-  std::snprintf(text, sizeof text, pattern, value);
-  return text;
-}
-
-std::string thousands(uint64_t n) {
-  std::string digits = std::to_string(n), out;
-  for (size_t i = 0; i < digits.size(); i++) {
-    if (i && (digits.size() - i) % 3 == 0) out += ',';
-    out += digits[i];
-  }
-  return out;
 }
 
 struct Evaluation {
@@ -75,7 +61,7 @@ std::string attention_text(const moas_model_config &c) {
     std::string branches;
     for (const std::string &name : route_names(c)) branches += (branches.empty() ? "" : "/") + name;
     return std::string("MoAS ") + kModes[c.moas_mode] + " over " + branches + " (aux weight " +
-           format("%g", c.moas_aux_weight) + ")";
+           fixed(c.moas_aux_weight, "%g") + ")";
   }
   const std::string kind = c.n_kv_head == c.n_head ? "MHA"
                            : c.n_kv_head == 1      ? "MQA"
@@ -85,7 +71,7 @@ std::string attention_text(const moas_model_config &c) {
   if (hs.strategy == MOAS_HEADS_MIXTURE)
     return "MoH over " + kind + ": " + std::to_string(hs.num_shared_heads) + " shared + " +
            std::to_string(hs.num_active_routed_heads) + " of " + std::to_string(c.n_head - hs.num_shared_heads) +
-           " routed heads (lb weight " + format("%g", hs.load_balance_weight) + ")";
+           " routed heads (lb weight " + fixed(hs.load_balance_weight, "%g") + ")";
   if (hs.strategy == MOAS_HEADS_STATIC_PRUNING)
     return "MoH static pruning of " + kind + ": heads 0.." + std::to_string(hs.num_active_heads - 1);
   return "MoH all heads of " + kind;
@@ -192,16 +178,16 @@ std::string describe_model(const moas_model_config &c, uint64_t parameters) {
          ", " + kPositions[c.position] +
          (c.position == MOAS_POSITION_COPE ? " (" + std::to_string(c.cope_max_pos) + " positions)" : "") +
          (c.window_size > 0 ? ", window " + std::to_string(c.window_size) : "") + ", dropout " +
-         format("%g", c.dropout) + "; " + thousands(parameters) + " parameters";
+         fixed(c.dropout, "%g") + "; " + thousands(parameters) + " parameters";
 }
 
 std::string describe_training(const TrainOptions &o, const Corpus &corpus) {
   const moas_adamw_config adamw = make_adamw_config(o);
   return "data: " + corpus.source + ", " + thousands(corpus.train.size()) + " train / " +
-         thousands(corpus.val.size()) + " val tokens\n" + "optimizer: AdamW lr " + format("%g", o.lr) + " (warm-up " +
-         std::to_string(o.warmup) + ", cosine to " + format("%g", resolved_min_lr(o)) + "), betas " +
-         format("%g", adamw.beta1) + "/" + format("%g", adamw.beta2) + ", weight decay " +
-         format("%g", o.weight_decay) + ", clip " + format("%g", o.clip) + "; batch " + std::to_string(o.batch) +
+         thousands(corpus.val.size()) + " val tokens\n" + "optimizer: AdamW lr " + fixed(o.lr, "%g") + " (warm-up " +
+         std::to_string(o.warmup) + ", cosine to " + fixed(resolved_min_lr(o), "%g") + "), betas " +
+         fixed(adamw.beta1, "%g") + "/" + fixed(adamw.beta2, "%g") + ", weight decay " +
+         fixed(o.weight_decay, "%g") + ", clip " + fixed(o.clip, "%g") + "; batch " + std::to_string(o.batch) +
          " x " + std::to_string(o.block) + ", " + std::to_string(o.steps) + " steps, seed " + std::to_string(o.seed) +
          "; validation every " + std::to_string(resolved_eval_every(o)) + " steps on " +
          std::to_string(o.eval_batches) + " batches";
@@ -242,7 +228,7 @@ TrainOutcome run_training(const TrainingSetup &s, Progress &progress) {
     metrics.write(entry);
     write_training_plot(s.files.metrics, s.files.plot);
     const std::string routing = detailed_routing(e.routing);
-    progress.line("step " + std::to_string(step) + "  val loss " + format("%.4f", e.loss) +
+    progress.line("step " + std::to_string(step) + "  val loss " + fixed(e.loss, "%.4f") +
                   (routing.empty() ? "" : "  " + routing));
   };
   // A glimpse of what the model has learnt: the same seed every time, so the samples change only as the model does.

@@ -72,6 +72,13 @@ std::string device_name(const moas::ModelConfig &c) {
                                       : std::string("MOAS_DEVICE_CPU");
 }
 
+// A layer index of the model's: MOAS_ERR_INDEX_OUT_OF_RANGE naming the range otherwise.
+void require_layer(const moas_model &model, int32_t layer) {
+  const int64_t n_layer = model.model.config().n_layer;
+  MOAS_REQUIRE(layer >= 0 && layer < n_layer, MOAS_ERR_INDEX_OUT_OF_RANGE,
+               "layer " + std::to_string(layer) + " is outside [0, " + std::to_string(n_layer) + ")");
+}
+
 void check_tokens(const moas::ModelConfig &c, const int32_t *tokens, const int32_t *targets, int32_t batch,
                   int32_t seq_len) {
   require_arg(tokens, "tokens");
@@ -598,9 +605,7 @@ moas_status moas_router_stats(const moas_model *model, int32_t layer, moas_layer
   return guarded([&] {
     require_arg(model, "model");
     require_arg(out, "out");
-    const int64_t n_layer = model->model.config().n_layer;
-    MOAS_REQUIRE(layer >= 0 && layer < n_layer, MOAS_ERR_INDEX_OUT_OF_RANGE,
-                 "layer " + std::to_string(layer) + " is outside [0, " + std::to_string(n_layer) + ")");
+    require_layer(*model, layer);
     fill_router_stats(*model, layer, out);
   });
 }
@@ -624,9 +629,7 @@ moas_status moas_gates(const moas_model *model, int32_t layer, float *out, size_
   return guarded([&] {
     require_arg(model, "model");
     require_arg(width, "width");
-    const int64_t n_layer = model->model.config().n_layer;
-    MOAS_REQUIRE(layer >= 0 && layer < n_layer, MOAS_ERR_INDEX_OUT_OF_RANGE,
-                 "layer " + std::to_string(layer) + " is outside [0, " + std::to_string(n_layer) + ")");
+    require_layer(*model, layer);
     MOAS_REQUIRE(model->last_batch() > 0, MOAS_ERR_NO_FORWARD,
                  "no forward has run yet: gates come from the last moas_forward");
     int64_t w = 0;
