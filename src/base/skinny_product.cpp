@@ -38,7 +38,9 @@ inline Vec<T> load(const T *p) {
 // are independent of each other, and each B row is loaded once per step for all R rows.
 // Each B row is short (1.5 KB at C = 384) and a few are read side by side, too little for the hardware prefetcher
 // to run ahead of: the rows this many below are requested while these are summed (decode steps 10-30% faster on
-// these machines, in alternating runs with and without).
+// these machines, in alternating runs with and without). A single row of A reads one row of B at a time instead:
+// one sequential stream, which the hardware prefetcher does follow (a batch-1 decode step 1.2-1.5x faster on one
+// thread than with four rows side by side and these prefetches; tools/bench_decode.py, alternating runs).
 constexpr int64_t kPrefetchRows = 8;
 
 template <typename T, int R, int NB>
@@ -56,7 +58,7 @@ inline void dot_block(const T *A, int64_t lda, const T *B, int64_t ldb, int64_t 
 #pragma GCC unroll 4
     for (int n = 0; n < NB; n++) {
       const Vec<T> b = load(B + n * ldb + k);
-      __builtin_prefetch(B + (n + kPrefetchRows) * ldb + k);
+      if constexpr (NB > 1) __builtin_prefetch(B + (n + kPrefetchRows) * ldb + k);
 #pragma GCC unroll 8
       for (int r = 0; r < R; r++) acc[n][r] += a[r] * b;
     }
@@ -78,7 +80,7 @@ void rows_against(int64_t n0, int64_t n1, int64_t K, T alpha, const T *A, int64_
     T &c = C[r * ldc + n];
     c = beta == T(0) ? alpha * value : alpha * value + beta * c;
   };
-  constexpr int NB = R <= 2 ? 4 : 2;
+  constexpr int NB = R == 1 ? 1 : R == 2 ? 4 : 2;
   int64_t n = n0;
   for (; n + NB <= n1; n += NB) {
     T out[NB][R];
