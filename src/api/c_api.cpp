@@ -320,7 +320,7 @@ moas_status moas_optimizer_step(moas_model *model, const moas_adamw_config *cfg,
           [&](const moas::AdamWSettings &settings, double norm) { return device->adamw_step(settings, norm); });
     else
       checked_adamw_step(m.params, m.optimizer, cfg, grad_norm_out);
-    m.invalidate_activations();
+    m.parameters_changed();
   });
 }
 
@@ -366,7 +366,7 @@ moas_status moas_parameter_write(moas_model *model, const char *name, const floa
     require_finite(values, len, std::string("values for \"") + name + "\": values");
     if (model->device) model->on_device()->download_values();  // the mirror is uploaded whole
     std::memcpy(model->model.params.value(info.offset), values, len * sizeof(float));
-    model->model.invalidate_activations();
+    model->model.parameters_changed();
     if (model->device) model->on_device()->upload_values();
   });
 }
@@ -417,7 +417,7 @@ moas_status moas_model_load(moas_model *model, const char *path) {
     require_arg(path, "path");
     if (model->device) model->on_device()->download_values();  // a failed load leaves the mirror as the device has it
     moas::load_model(model->model, path);
-    model->model.invalidate_activations();
+    model->model.parameters_changed();
     if (model->device) model->on_device()->upload_values();
   });
 }

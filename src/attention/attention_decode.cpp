@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "attention/attention_math.hpp"
+#include "attention/decode_tile.hpp"
 #include "attention/query_chunks.hpp"
 #include "base/gemm.hpp"
 #include "base/parallel.hpp"
@@ -61,6 +62,7 @@ void attention_decode(const AttentionDims &s, const KeyValues<T> &kv, const std:
   const int64_t d = s.head_dim, group = s.heads / s.kv_heads, n_heads = (int64_t)heads.size();
   const T scale = T(1) / std::sqrt(T(d));
   const int64_t slot = 2 + d;  // m, l, acc
+  const bool tiled = tile_kernels_fit(d);
 
   // Rows and tasks. Storage for every head's row of every sequence and the most parts the held keys allow, so that
   // the steps of a decode allocate nothing as the context grows.
@@ -123,8 +125,12 @@ void attention_decode(const AttentionDims &s, const KeyValues<T> &kv, const std:
         // heads together read the tile's cache rows whole.
         for (int64_t i0 = 0, i1; i0 < n; i0 = i1) {
           for (i1 = i0 + 1; i1 < n && rows[i1].g == rows[i0].g;) ++i1;
-          gemm(Trans::No, Trans::Yes, i1 - i0, nk, d, scale, Q + i0 * d, d, K + rows[i0].g * d, kv.k_stride, T(0),
-               S + i0 * kTileKeys, kTileKeys);
+          if (tiled)
+            tile_scores(Q + i0 * d, i1 - i0, K + rows[i0].g * d, kv.k_stride, nk, d, scale, S + i0 * kTileKeys,
+                        kTileKeys);
+          else
+            gemm(Trans::No, Trans::Yes, i1 - i0, nk, d, scale, Q + i0 * d, d, K + rows[i0].g * d, kv.k_stride, T(0),
+                 S + i0 * kTileKeys, kTileKeys);
         }
         for (int64_t i = 0; i < n; ++i) {
           T *o = out + i * slot;
@@ -136,14 +142,22 @@ void attention_decode(const AttentionDims &s, const KeyValues<T> &kv, const std:
             for (int64_t c = 0; c < d; ++c) o[2 + c] *= alpha;
           }
         }
-        // acc_i += P_i V over the tile, each cache row's values read once for every row.
-        for (int64_t c = 0; c < nk; ++c) {
-          const T *v_row = V + c * kv.v_stride;
-          for (int64_t i = 0; i < n; ++i) {
-            const T p = S[i * kTileKeys + c], *v = v_row + rows[i].g * d;
-            T *acc = out + i * slot + 2;
+        // acc_i += P_i V over the tile, each kv head's values read once for all its rows.
+        if (tiled) {
+          for (int64_t i0 = 0, i1; i0 < n; i0 = i1) {
+            for (i1 = i0 + 1; i1 < n && rows[i1].g == rows[i0].g;) ++i1;
+            tile_values(S + i0 * kTileKeys, kTileKeys, i1 - i0, V + rows[i0].g * d, kv.v_stride, nk, d,
+                        out + i0 * slot + 2, slot);
+          }
+        } else {
+          for (int64_t c = 0; c < nk; ++c) {
+            const T *v_row = V + c * kv.v_stride;
+            for (int64_t i = 0; i < n; ++i) {
+              const T p = S[i * kTileKeys + c], *v = v_row + rows[i].g * d;
+              T *acc = out + i * slot + 2;
 #pragma omp simd
-            for (int64_t x = 0; x < d; ++x) acc[x] += p * v[x];
+              for (int64_t x = 0; x < d; ++x) acc[x] += p * v[x];
+            }
           }
         }
       }

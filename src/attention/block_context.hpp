@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "attention/kv_cache.hpp"
+#include "ops/decode_weights.hpp"
 #include "ops/dropout.hpp"
 #include "ops/rope.hpp"
 #include "ops/rows.hpp"
@@ -16,6 +17,7 @@ struct BlockContext {
   const RowSet *all_rows = nullptr;  // every new token, with its absolute position
   LayerCache<T> *cache = nullptr;    // decoding: keys and values of earlier positions, extended by this forward
   int64_t past = 0;                  // positions already in the cache (the first new token's position)
+  DecodeWeights<T> *decode = nullptr;  // decoding: the model's weights packed for few-row products
   const RopeTable<T> *rope = nullptr;  // null without RoPE
   float dropout = 0.0f;              // p of this forward (0 in eval)
   bool attn_dropout = false;         // also drop attention probabilities

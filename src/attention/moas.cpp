@@ -80,7 +80,7 @@ void MoasAttention<T>::forward(const ParamTable<T> &params, const T *x, T *y, co
     hidden_pre_.resize((size_t)(N * F));
     hidden_.resize((size_t)(N * F));
     gates_.resize((size_t)(N * S));
-    linear_forward(hidden_pre_.data(), F, x, params.value(w1_), params.value_or_null(b1_), N, C, F);
+    linear_forward(hidden_pre_.data(), F, x, params.value(w1_), params.value_or_null(b1_), N, C, F, ctx.decode);
     gelu_forward(hidden_.data(), hidden_pre_.data(), N * F);
     linear_forward(gates_.data(), S, hidden_.data(), params.value(w2_), params.value_or_null(b2_), N, F, S);
     softmax_rows(gates_.data(), S, gates_.data(), S, N, S);

@@ -64,7 +64,7 @@ void MohAttention<T>::route(const ParamTable<T> &params, const T *x, const Block
   }
   const int64_t R = router_rows_;
   logits_.resize((size_t)(N * R));
-  if (R > 0) linear_forward(logits_.data(), R, x, params.value(w_routers_), (const T *)nullptr, N, C, R);
+  if (R > 0) linear_forward(logits_.data(), R, x, params.value(w_routers_), (const T *)nullptr, N, C, R, ctx.decode);
   auto router_softmax = [&](std::vector<T> &out, int64_t column, int64_t width) {
     out.resize((size_t)(N * width));
     softmax_rows(out.data(), width, logits_.data() + column, R, N, width);
@@ -231,7 +231,10 @@ void MohAttention<T>::forward(const ParamTable<T> &params, const T *x, T *y, con
   const int64_t F = dense_width(), QW = query_columns();
   dense_.resize((size_t)(N * F));
   if (whole_projections_) {
-    linear_forward(dense_.data(), F, x, w, bias, N, C, F);
+    linear_forward(dense_.data(), F, x, w, bias, N, C, F, ctx.decode);
+  } else if (ctx.decode && N <= kSkinnyRows) {  // a decode step: each row block re-laid in place, none gathered
+    for (const auto &[from, to, rows] : dense_row_blocks())
+      linear_forward(dense_.data() + to, F, x, w + from * C, bias ? bias + from : nullptr, N, C, rows, ctx.decode);
   } else {
     gather_dense_weights(w, bias);
     linear_forward(dense_.data(), F, x, w_dense_.data(), bias ? b_dense_.data() : nullptr, N, C, F);
@@ -299,7 +302,10 @@ void MohAttention<T>::forward(const ParamTable<T> &params, const T *x, T *y, con
   if (proj_bias || QW == 0)
     for (int64_t n = 0; n < N; n++)
       for (int64_t c = 0; c < C; c++) y[n * C + c] = proj_bias ? proj_bias[c] : T(0);
-  if (QW > 0) gemm(Trans::No, Trans::Yes, N, C, QW, T(1), gated_dense, QW, w_proj, C, proj_bias ? T(1) : T(0), y, C);
+  if (QW > 0 && ctx.decode && N <= kSkinnyRows)  // a decode step: c_proj's dense columns re-laid (decode_weights.hpp)
+    packed_product(N, gated_dense, QW, ctx.decode->of(w_proj, C, QW, C), proj_bias ? T(1) : T(0), y, C);
+  else if (QW > 0)
+    gemm(Trans::No, Trans::Yes, N, C, QW, T(1), gated_dense, QW, w_proj, C, proj_bias ? T(1) : T(0), y, C);
   for_each_group([&](size_t, const Group &g, GroupScratch &sc) {  // adds into its tokens' rows of y
     const int64_t m = (int64_t)g.tokens.size();
     sc.h.resize((size_t)(m * (int64_t)g.heads.size() * d));

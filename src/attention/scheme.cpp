@@ -58,15 +58,20 @@ void Scheme<T>::forward(const ParamTable<T> &params, const T *x, const RowSet &r
   rows_ = &rows;
   if (rows.all) {
     q_.resize((size_t)(N * W));
-    linear_forward(q_.data(), W, x, w, bias, N, C, W);
+    if (ctx.decode) {  // the query and key/value blocks apart, as below: a routed branch packs the same two blocks
+      linear_forward(q_.data(), W, x, w, bias, N, C, Q, ctx.decode);  // whichever of its paths a token takes
+      linear_forward(q_.data() + Q, W, x, w + Q * C, bias ? bias + Q : nullptr, N, C, KV, ctx.decode);
+    } else {
+      linear_forward(q_.data(), W, x, w, bias, N, C, W);
+    }
     if (ctx.rope) rope_rotate(q_.data(), W, 0, H + Hkv, N, rows.pos.data(), *ctx.rope, +1);
   } else {
     q_.resize((size_t)(m * Q));
     kv_.resize((size_t)(N * KV));
     x_rows_.resize((size_t)(m * C));
     gather_rows(x_rows_.data(), C, x, C, rows.row, C);
-    linear_forward(q_.data(), Q, x_rows_.data(), w, bias, m, C, Q);
-    linear_forward(kv_.data(), KV, x, w + Q * C, bias ? bias + Q : nullptr, N, C, KV);
+    linear_forward(q_.data(), Q, x_rows_.data(), w, bias, m, C, Q, ctx.decode);
+    linear_forward(kv_.data(), KV, x, w + Q * C, bias ? bias + Q : nullptr, N, C, KV, ctx.decode);
     if (ctx.rope) {
       rope_rotate(q_.data(), Q, 0, H, m, rows.pos.data(), *ctx.rope, +1);
       rope_rotate(kv_.data(), KV, 0, Hkv, N, ctx.all_rows->pos.data(), *ctx.rope, +1);
@@ -83,7 +88,7 @@ void Scheme<T>::forward(const ParamTable<T> &params, const T *x, const RowSet &r
   const AttentionDims dims{ctx.batch, ctx.key_length(), H, Hkv, shape_.head_dim()};
   attend_forward(params, options, dims, kv, query_heads(),
                  ctx.attn_dropout ? ctx.site(branch_site(DropoutSiteId::AttentionProbs, branch_)) : Dropout{});
-  linear_forward(z, C, att_.data(), params.value(w_.proj), params.value_or_null(w_.proj_bias), m, C, C);
+  linear_forward(z, C, att_.data(), params.value(w_.proj), params.value_or_null(w_.proj_bias), m, C, C, ctx.decode);
   dropout_apply_rows(z, m, C, rows.row.data(), ctx.site(branch_site(DropoutSiteId::AttentionOut, branch_)));
 }
 

@@ -1,38 +1,17 @@
 #include "base/skinny_product.hpp"
 
 #include <algorithm>
-#include <cstring>
 
+#include "base/lanes.hpp"
 #include "base/parallel.hpp"
 
 namespace moas {
 
 namespace {
 
-// 16 lanes: 64 bytes of floats, one AVX-512 register (two AVX2 ones, four SSE ones), through GCC's and Clang's vector
-// extensions; doubles (the finite-difference build) take two of each.
-constexpr int kLanes = 16;
-typedef float FloatLanes __attribute__((vector_size(kLanes * sizeof(float))));
-typedef double DoubleLanes __attribute__((vector_size(kLanes * sizeof(double))));
-template <typename T>
-struct LanesOf;
-template <>
-struct LanesOf<float> {
-  using type = FloatLanes;
-};
-template <>
-struct LanesOf<double> {
-  using type = DoubleLanes;
-};
-template <typename T>
-using Vec = typename LanesOf<T>::type;
-
-template <typename T>
-inline Vec<T> load(const T *p) {
-  Vec<T> v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
+using lanes::kLanes;
+using lanes::load;
+using lanes::Vec;
 
 // out[n][r] = A_r . B_n for R rows of A and NB rows of B: R * NB vector accumulators, so that the FMAs of one step
 // are independent of each other, and each B row is loaded once per step for all R rows.

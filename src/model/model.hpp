@@ -10,6 +10,7 @@
 #include "attention/kv_cache.hpp"
 #include "config/config.hpp"
 #include "ops/adamw.hpp"
+#include "ops/decode_weights.hpp"
 #include "ops/params.hpp"
 #include "ops/rope.hpp"
 #include "ops/rows.hpp"
@@ -42,6 +43,11 @@ class Model {
   bool can_backward() const { return backward_ready_; }
   // After weights change under them, the kept activations no longer belong to the parameters.
   void invalidate_activations() { backward_ready_ = false; }
+  // Every change of params.values must be followed by this: it also drops the weights packed for decoding.
+  void parameters_changed() {
+    invalidate_activations();
+    decode_weights_.clear();
+  }
 
   // The unweighted load-balance loss of the last training forward, mean over the routed layers (0 after an eval
   // forward or without routing).
@@ -96,6 +102,8 @@ class Model {
   int64_t B_ = 0, Tn_ = 0, past_ = 0, n_counted_ = 0;
   uint64_t dropout_step_ = 0;
   bool backward_ready_ = false;
+  // Filled by decoding forwards (block_context hands it to the blocks, hence mutable); emptied by parameters_changed.
+  mutable DecodeWeights<T> decode_weights_;
 
   // Gradient scratch, allocated on first backward.
   std::vector<T> d_res_, d_c_, d_ln_, d_hidden_, d_pre_, d_logits_, norm_scratch_;

@@ -1,10 +1,14 @@
 // y = x W^T + b with W in nn.Linear layout [out, in]; every product through BLAS.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "base/gemm.hpp"
+#include "base/packed_product.hpp"
 #include "base/parallel.hpp"
+#include "base/skinny_product.hpp"
+#include "ops/decode_weights.hpp"
 
 namespace moas {
 
@@ -19,6 +23,23 @@ void linear_forward(T *out, int64_t out_stride, const T *inp, const T *weight, c
     });
   }
   gemm(Trans::No, Trans::Yes, N, n_out, n_in, (T)1, inp, n_in, weight, n_in, bias ? (T)1 : (T)0, out, out_stride);
+}
+
+// The same in a decode step: with `decode` given and few rows, W is read from its packed copy (decode_weights.hpp).
+template <typename T>
+void linear_forward(T *out, int64_t out_stride, const T *inp, const T *weight, const T *bias, int64_t N, int64_t n_in,
+                    int64_t n_out, DecodeWeights<T> *decode) {
+  if (!decode || N > kSkinnyRows) {
+    linear_forward(out, out_stride, inp, weight, bias, N, n_in, n_out);
+    return;
+  }
+  // Packed on the first step even when no row uses it (a routed branch no token chose): the step where one first
+  // does must not allocate.
+  const PackedMatrix<T> &packed = decode->of(weight, n_out, n_in);
+  if (N == 0) return;
+  if (bias)
+    for (int64_t n = 0; n < N; n++) std::copy(bias, bias + n_out, out + n * out_stride);
+  packed_product(N, inp, n_in, packed, bias ? T(1) : T(0), out, out_stride);
 }
 
 // dinp (overwritten, or accumulated when accumulate_dinp) = dout W; dweight += dout^T inp; dbias += colsum(dout).

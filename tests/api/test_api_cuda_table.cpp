@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -195,7 +196,22 @@ TEST_CASE("CUDA device (CPU table): written weights, checkpoints and optimiser s
   REQUIRE(l_created == l_cpu);
 }
 
-TEST_CASE("CUDA device (CPU table): decoding through the ABI equals the CPU model's exactly", "[api][cuda][decode]") {
+namespace {
+
+// The CPU model reads a decode step's weights (up to 8 tokens) from a packed copy whose dot products sum in another
+// order than the table's gemm: its logits and the device's agree to float rounding, not bit for bit.
+bool same_to_rounding(const std::vector<float> &got, const std::vector<float> &want) {
+  float scale = 0, diff = 0;
+  for (size_t i = 0; i < want.size(); i++) {
+    scale = std::max(scale, std::fabs(want[i]));
+    diff = std::max(diff, std::fabs(got[i] - want[i]));
+  }
+  return got.size() == want.size() && diff <= 1e-6f * scale;
+}
+
+}  // namespace
+
+TEST_CASE("CUDA device (CPU table): decoding through the ABI equals the CPU model's", "[api][cuda][decode]") {
   moas_model_config scheme = cuda_config();  // RoPE, window 5: the ring buffer wraps within block_size 16
   scheme.dropout = 0.0f;
   moas_model_config moas_top1 = scheme;
@@ -228,15 +244,15 @@ TEST_CASE("CUDA device (CPU table): decoding through the ABI equals the CPU mode
         std::vector<float> got((size_t)(B * V)), want((size_t)(B * V));
         REQUIRE(moas_prefill(device.get(), on_device, tokens.data(), prompt, got.data(), got.size()) == MOAS_OK);
         REQUIRE(moas_prefill(cpu.get(), on_host, tokens.data(), prompt, want.data(), want.size()) == MOAS_OK);
-        REQUIRE(got == want);
+        REQUIRE(same_to_rounding(got, want));
         const size_t all = (size_t)(B * prompt * V);
-        REQUIRE(api_test::logits_of(device.get(), all) == api_test::logits_of(cpu.get(), all));
+        REQUIRE(same_to_rounding(api_test::logits_of(device.get(), all), api_test::logits_of(cpu.get(), all)));
         for (int t = prompt; t < c.block_size; t++) {
           INFO("position " << t);
           const std::vector<int32_t> step = {tokens[(size_t)t], tokens[(size_t)(c.block_size + t)]};
           REQUIRE(moas_decode_step(device.get(), on_device, step.data(), got.data(), got.size()) == MOAS_OK);
           REQUIRE(moas_decode_step(cpu.get(), on_host, step.data(), want.data(), want.size()) == MOAS_OK);
-          REQUIRE(got == want);
+          REQUIRE(same_to_rounding(got, want));
         }
         int32_t length = 0;
         REQUIRE(moas_kv_cache_length(on_device, &length) == MOAS_OK);

@@ -37,6 +37,11 @@ std::vector<DecodeCase> decode_cases() {
       {"MHA, window 100, cache from key 700", 2, 1300, 4, 4, 8, 100, 700, 100, true},
       {"MQA, window 600, routed, cache from key 200", 2, 1300, 6, 1, 8, 600, 200, 50, false},
       {"head_dim 64, keys not a multiple of the tile", 1, 517, 2, 1, 64, 0, 0, 100, true},
+      // decode_tile.hpp's kernels: 6 and 8 rows per kv head (value rows in fours and ones, in twos at 8 vectors),
+      // key blocks cut short, head_dim 8 taking the general products instead.
+      {"MQA 6 heads, head_dim 32, window 50", 2, 300, 6, 1, 32, 50, 0, 100, true},
+      {"GQA 8/2, head_dim 128, 77 keys", 2, 77, 8, 2, 128, 0, 0, 100, true},
+      {"GQA 8/1, head_dim 48, 1100 keys, routed", 2, 1100, 8, 1, 48, 0, 0, 70, false},
   };
 }
 
@@ -174,7 +179,7 @@ TEST_CASE("decode attention matches the naive reference in double and float", "[
 
 TEST_CASE("decode attention gives the same bits with 1 and 2 threads and for a sequence alone",
           "[attention][decode][determinism]") {
-  const DecodeCase c = {"GQA 6/2, 4096 keys", 3, 4096, 6, 2, 16, 0, 0, 70, false};
+  const DecodeCase c = {"GQA 12/2, 4096 keys", 3, 4096, 12, 2, 64, 0, 0, 70, false};  // up to 6 rows a kv head
   const DecodeData<double> d = make_case<double>(c, 5);
   DecodeData<float> one = cast_case<float>(d), two = cast_case<float>(d);
   const int saved = omp_get_max_threads();

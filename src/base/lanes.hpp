@@ -1,0 +1,40 @@
+// 16 lanes: 64 bytes of floats, one AVX-512 register (two AVX2 ones, four SSE ones), through GCC's and Clang's vector
+// extensions, for the CPU kernels that decoding leans on (skinny_product, packed_product, attention_decode's tiles);
+// doubles (the finite-difference build) take two registers of each.
+#pragma once
+
+#include <cstring>
+
+namespace moas {
+namespace lanes {
+
+constexpr int kLanes = 16;
+typedef float FloatLanes __attribute__((vector_size(kLanes * sizeof(float))));
+typedef double DoubleLanes __attribute__((vector_size(kLanes * sizeof(double))));
+template <typename T>
+struct LanesOf;
+template <>
+struct LanesOf<float> {
+  using type = FloatLanes;
+};
+template <>
+struct LanesOf<double> {
+  using type = DoubleLanes;
+};
+template <typename T>
+using Vec = typename LanesOf<T>::type;
+
+// Unaligned: rows of caches and weights start wherever their strides put them.
+template <typename T>
+inline Vec<T> load(const T *p) {
+  Vec<T> v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <typename T>
+inline void store(T *p, const Vec<T> &v) {
+  std::memcpy(p, &v, sizeof v);
+}
+
+}  // namespace lanes
+}  // namespace moas
