@@ -15,7 +15,7 @@
 
 namespace moas {
 
-constexpr int64_t kTileMostVectors = 8;
+constexpr int kTileMostVectors = 8;
 
 inline bool tile_kernels_fit(int64_t d) {
   return d % lanes::kLanes == 0 && d / lanes::kLanes <= kTileMostVectors;
@@ -109,32 +109,18 @@ void scores(const T *Q, int64_t n, const T *K, int64_t k_stride, int64_t nk, T s
 template <typename T>
 void tile_scores(const T *Q, int64_t n, const T *K, int64_t k_stride, int64_t nk, int64_t d, T scale, T *S,
                  int64_t s_stride) {
-  switch (d / lanes::kLanes) {
-    case 1: decode_tile::scores<T, 1>(Q, n, K, k_stride, nk, scale, S, s_stride); break;
-    case 2: decode_tile::scores<T, 2>(Q, n, K, k_stride, nk, scale, S, s_stride); break;
-    case 3: decode_tile::scores<T, 3>(Q, n, K, k_stride, nk, scale, S, s_stride); break;
-    case 4: decode_tile::scores<T, 4>(Q, n, K, k_stride, nk, scale, S, s_stride); break;
-    case 5: decode_tile::scores<T, 5>(Q, n, K, k_stride, nk, scale, S, s_stride); break;
-    case 6: decode_tile::scores<T, 6>(Q, n, K, k_stride, nk, scale, S, s_stride); break;
-    case 7: decode_tile::scores<T, 7>(Q, n, K, k_stride, nk, scale, S, s_stride); break;
-    default: decode_tile::scores<T, 8>(Q, n, K, k_stride, nk, scale, S, s_stride); break;
-  }
+  lanes::with_count<kTileMostVectors>(d / lanes::kLanes, [&](auto NV) {
+    decode_tile::scores<T, decltype(NV)::value>(Q, n, K, k_stride, nk, scale, S, s_stride);
+  });
 }
 
 // acc_i[0 .. d) += sum_j P_i[j] V_j for i < n rows (P's s_stride apart, acc's acc_stride apart), j < nk.
 template <typename T>
 void tile_values(const T *P, int64_t s_stride, int64_t n, const T *V, int64_t v_stride, int64_t nk, int64_t d, T *acc,
                  int64_t acc_stride) {
-  switch (d / lanes::kLanes) {
-    case 1: decode_tile::values<T, 1>(P, s_stride, n, V, v_stride, nk, acc, acc_stride); break;
-    case 2: decode_tile::values<T, 2>(P, s_stride, n, V, v_stride, nk, acc, acc_stride); break;
-    case 3: decode_tile::values<T, 3>(P, s_stride, n, V, v_stride, nk, acc, acc_stride); break;
-    case 4: decode_tile::values<T, 4>(P, s_stride, n, V, v_stride, nk, acc, acc_stride); break;
-    case 5: decode_tile::values<T, 5>(P, s_stride, n, V, v_stride, nk, acc, acc_stride); break;
-    case 6: decode_tile::values<T, 6>(P, s_stride, n, V, v_stride, nk, acc, acc_stride); break;
-    case 7: decode_tile::values<T, 7>(P, s_stride, n, V, v_stride, nk, acc, acc_stride); break;
-    default: decode_tile::values<T, 8>(P, s_stride, n, V, v_stride, nk, acc, acc_stride); break;
-  }
+  lanes::with_count<kTileMostVectors>(d / lanes::kLanes, [&](auto NV) {
+    decode_tile::values<T, decltype(NV)::value>(P, s_stride, n, V, v_stride, nk, acc, acc_stride);
+  });
 }
 
 }  // namespace moas

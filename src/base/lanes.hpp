@@ -3,7 +3,9 @@
 // doubles (the finite-difference build) take two registers of each.
 #pragma once
 
+#include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 namespace moas {
 namespace lanes {
@@ -34,6 +36,16 @@ inline Vec<T> load(const T *p) {
 template <typename T>
 inline void store(T *p, const Vec<T> &v) {
   std::memcpy(p, &v, sizeof v);
+}
+
+// f(std::integral_constant<int, n>{}) for n in 1 .. Most (Most for anything larger): a kernel unrolled for each row
+// or vector count it may meet, chosen at run time.
+template <int Most, typename F>
+inline void with_count(int64_t n, F &&f) {
+  if constexpr (Most > 1) {
+    if (n < Most) return with_count<Most - 1>(n, f);
+  }
+  f(std::integral_constant<int, Most>{});
 }
 
 }  // namespace lanes

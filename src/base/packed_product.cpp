@@ -69,23 +69,15 @@ PackedMatrix<T> pack_matrix(const T *W, int64_t N, int64_t K, int64_t ldw) {
 
 template <typename T>
 void packed_product(int64_t M, const T *A, int64_t lda, const PackedMatrix<T> &W, T beta, T *C, int64_t ldc) {
-  static_assert(kSkinnyRows == 8, "one case below per row count");
   constexpr int64_t P = PackedMatrix<T>::kPanelRows;
   const int64_t K = W.cols, panels = W.panel_count();
   parallel_for(panels, W.rows * K * (int64_t)sizeof(T) >= kThreadedBytes, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; p++) {
       const T *panel = W.panels.data() + p * P * K;
       const int64_t n0 = p * P, valid = std::min(P, W.rows - n0);
-      switch (M) {
-        case 1: panel_against<T, 1>(A, lda, panel, K, n0, valid, beta, C, ldc); break;
-        case 2: panel_against<T, 2>(A, lda, panel, K, n0, valid, beta, C, ldc); break;
-        case 3: panel_against<T, 3>(A, lda, panel, K, n0, valid, beta, C, ldc); break;
-        case 4: panel_against<T, 4>(A, lda, panel, K, n0, valid, beta, C, ldc); break;
-        case 5: panel_against<T, 5>(A, lda, panel, K, n0, valid, beta, C, ldc); break;
-        case 6: panel_against<T, 6>(A, lda, panel, K, n0, valid, beta, C, ldc); break;
-        case 7: panel_against<T, 7>(A, lda, panel, K, n0, valid, beta, C, ldc); break;
-        default: panel_against<T, 8>(A, lda, panel, K, n0, valid, beta, C, ldc); break;
-      }
+      lanes::with_count<kSkinnyRows>(M, [&](auto R) {
+        panel_against<T, decltype(R)::value>(A, lda, panel, K, n0, valid, beta, C, ldc);
+      });
     }
   });
 }

@@ -92,12 +92,9 @@ void skinny_product_nt(int64_t M, int64_t N, int64_t K, T alpha, const T *A, int
       for (int64_t m = 0; m < M; m += 4) {
         const T *a = A + m * lda;
         T *c = C + m * ldc;
-        switch (std::min<int64_t>(4, M - m)) {
-          case 1: rows_against<T, 1>(n0, n1, K, alpha, a, lda, B, ldb, beta, c, ldc); break;
-          case 2: rows_against<T, 2>(n0, n1, K, alpha, a, lda, B, ldb, beta, c, ldc); break;
-          case 3: rows_against<T, 3>(n0, n1, K, alpha, a, lda, B, ldb, beta, c, ldc); break;
-          default: rows_against<T, 4>(n0, n1, K, alpha, a, lda, B, ldb, beta, c, ldc); break;
-        }
+        lanes::with_count<4>(M - m, [&](auto R) {
+          rows_against<T, decltype(R)::value>(n0, n1, K, alpha, a, lda, B, ldb, beta, c, ldc);
+        });
       }
     }
   });

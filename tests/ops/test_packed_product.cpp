@@ -7,23 +7,13 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <limits>
-#include <random>
 #include <vector>
 
 #include "base/packed_product.hpp"
 #include "base/skinny_product.hpp"
+#include "random_floats.hpp"
 
-namespace {
-
-std::vector<float> random_floats(size_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  std::vector<float> v(n);
-  for (float &x : v) x = u(rng);
-  return v;
-}
-
-}  // namespace
+using ops_test::random_floats;
 
 TEST_CASE("the packed product matches a float64 loop", "[ops][gemm]") {
   for (int64_t M = 1; M <= moas::kSkinnyRows; ++M)
