@@ -463,7 +463,10 @@ MOAS_API moas_status moas_decode_read_bytes(const moas_kv_cache *cache, uint64_t
 MOAS_API moas_status moas_prefill(moas_model *model, moas_kv_cache *cache, const int32_t *tokens, int32_t seq_len,
                                   float *last_logits, size_t last_logits_len);
 
-/* moas_prefill of one token per sequence: tokens [batch] -> logits [batch, vocab_size]. */
+/* moas_prefill of one token per sequence: tokens [batch] -> logits [batch, vocab_size].
+ * On the CPU, a call with at most 8 tokens in all reads the weight matrices from a copy re-laid for products with
+ * few rows (docs/decoding.md), made on first use: as much memory again as the matrices it uses, kept until the
+ * weights change (moas_parameter_write, moas_optimizer_step, moas_model_load) or the model is destroyed. */
 MOAS_API moas_status moas_decode_step(moas_model *model, moas_kv_cache *cache, const int32_t *tokens, float *logits,
                                       size_t logits_len);
 
