@@ -17,7 +17,7 @@ struct BlockContext {
   const RowSet *all_rows = nullptr;  // every new token, with its absolute position
   LayerCache<T> *cache = nullptr;    // decoding: keys and values of earlier positions, extended by this forward
   int64_t past = 0;                  // positions already in the cache (the first new token's position)
-  DecodeWeights<T> *decode = nullptr;  // decoding: the model's weights packed for few-row products
+  DecodeWeights<T> *decode = nullptr;  // a decode step (cache, <= kSkinnyRows tokens): the weights re-laid for it
   const RopeTable<T> *rope = nullptr;  // null without RoPE
   float dropout = 0.0f;              // p of this forward (0 in eval)
   bool attn_dropout = false;         // also drop attention probabilities

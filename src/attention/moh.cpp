@@ -232,7 +232,7 @@ void MohAttention<T>::forward(const ParamTable<T> &params, const T *x, T *y, con
   dense_.resize((size_t)(N * F));
   if (whole_projections_) {
     linear_forward(dense_.data(), F, x, w, bias, N, C, F, ctx.decode);
-  } else if (ctx.decode && N <= kSkinnyRows) {  // a decode step: each row block re-laid in place, none gathered
+  } else if (ctx.decode) {  // a decode step: each row block re-laid in place, none gathered
     for (const auto &[from, to, rows] : dense_row_blocks())
       linear_forward(dense_.data() + to, F, x, w + from * C, bias ? bias + from : nullptr, N, C, rows, ctx.decode);
   } else {
@@ -302,7 +302,7 @@ void MohAttention<T>::forward(const ParamTable<T> &params, const T *x, T *y, con
   if (proj_bias || QW == 0)
     for (int64_t n = 0; n < N; n++)
       for (int64_t c = 0; c < C; c++) y[n * C + c] = proj_bias ? proj_bias[c] : T(0);
-  if (QW > 0 && ctx.decode && N <= kSkinnyRows)  // a decode step: c_proj's dense columns re-laid (decode_weights.hpp)
+  if (QW > 0 && ctx.decode)  // a decode step: c_proj's dense columns re-laid (decode_weights.hpp)
     packed_product(N, gated_dense, QW, ctx.decode->of(w_proj, C, QW, C), proj_bias ? T(1) : T(0), y, C);
   else if (QW > 0)
     gemm(Trans::No, Trans::Yes, N, C, QW, T(1), gated_dense, QW, w_proj, C, proj_bias ? T(1) : T(0), y, C);

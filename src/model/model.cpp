@@ -110,10 +110,8 @@ void Model<T>::allocate_cache(KvCache<T> *cache, int64_t batch, int64_t capacity
 template <typename T>
 BlockContext<T> Model<T>::block_context(uint32_t layer, float dropout, KvCache<T> *cache) const {
   BlockContext<T> ctx;
-  if (cache) {
-    ctx.cache = &cache->layers[layer];
-    ctx.decode = &decode_weights_;
-  }
+  if (cache) ctx.cache = &cache->layers[layer];
+  ctx.decode = decode_;
   ctx.past = past_;
   ctx.batch = B_;
   ctx.seq = Tn_;
@@ -148,7 +146,7 @@ double Model<T>::forward(const int32_t *tokens, const int32_t *targets, int64_t 
   B_ = B;
   Tn_ = Tn;
   past_ = cache ? cache->length : 0;
-  DecodeWeights<T> *decode = cache ? &decode_weights_ : nullptr;
+  decode_ = cache && N <= kSkinnyRows ? &decode_weights_ : nullptr;
   if (cache) cache->make_room(Tn);
   all_rows_.set_all(B, Tn, past_);
   rope_.cover(past_ + Tn);
@@ -181,10 +179,10 @@ double Model<T>::forward(const int32_t *tokens, const int32_t *targets, int64_t 
 
     // MLP sub-block: x_next = mid + dropout(c_proj(act(c_fc(norm2(mid)))))
     norm_forward(rms, a.ln2.data(), a.ln2_mean.data(), a.ln2_rstd.data(), mid, w(lp.ln2_w), w(lp.ln2_b), N, C);
-    linear_forward(a.fc_pre.data(), fc_width(), a.ln2.data(), w(lp.fc_w), w(lp.fc_b), N, C, fc_width(), decode);
+    linear_forward(a.fc_pre.data(), fc_width(), a.ln2.data(), w(lp.fc_w), w(lp.fc_b), N, C, fc_width(), decode_);
     if (c.mlp == MlpKind::SwiGlu) swiglu_forward(a.fc_act.data(), a.fc_pre.data(), N, c.mlp_hidden);
     else gelu_forward(a.fc_act.data(), a.fc_pre.data(), N * c.mlp_hidden);
-    linear_forward(scratch_c_.data(), C, a.fc_act.data(), w(lp.mproj_w), w(lp.mproj_b), N, c.mlp_hidden, C, decode);
+    linear_forward(scratch_c_.data(), C, a.fc_act.data(), w(lp.mproj_w), w(lp.mproj_b), N, c.mlp_hidden, C, decode_);
     dropout_apply(scratch_c_.data(), N * C, site(l, DropoutSiteId::MlpOut));
     parallel_for(N * C, N * C >= kParallelGrain, [&](int64_t begin, int64_t end) {
 #pragma omp simd
@@ -195,7 +193,7 @@ double Model<T>::forward(const int32_t *tokens, const int32_t *targets, int64_t 
 
   norm_forward(rms, lnf_.data(), lnf_mean_.data(), lnf_rstd_.data(), residual_[L].data(), w(lnf_w_), w(lnf_b_), N, C);
   linear_forward(logits_.data(), c.vocab_size, lnf_.data(), w(wte_), (const T *)nullptr, N, C, c.vocab_size,
-                 decode);
+                 decode_);
   const double loss = cross_entropy_forward(ce_lse_.data(), logits_.data(), targets, N, c.vocab_size, &n_counted_);
   if (training) {
     training_forwards++;

@@ -102,8 +102,10 @@ class Model {
   int64_t B_ = 0, Tn_ = 0, past_ = 0, n_counted_ = 0;
   uint64_t dropout_step_ = 0;
   bool backward_ready_ = false;
-  // Filled by decoding forwards (block_context hands it to the blocks, hence mutable); emptied by parameters_changed.
+  // Filled by decode steps (block_context hands it to the blocks, hence mutable); emptied by parameters_changed.
   mutable DecodeWeights<T> decode_weights_;
+  // The last forward's: decode_weights_ when it was a decode step (a cache, at most kSkinnyRows tokens), else null.
+  DecodeWeights<T> *decode_ = nullptr;
 
   // Gradient scratch, allocated on first backward.
   std::vector<T> d_res_, d_c_, d_ln_, d_hidden_, d_pre_, d_logits_, norm_scratch_;
