@@ -109,6 +109,13 @@ void attention_decode(const AttentionDims &s, const KeyValues<T> &kv, const std:
       const DecodeRow *rows = all_rows + task.begin;
       const int64_t n = task.end - task.begin;
       T *out = partial + t * n_heads * slot;
+      // f(i0, i1, g) for each run of rows [i0, i1) that reads kv head g.
+      auto for_each_kv_head = [&](auto &&f) {
+        for (int64_t i0 = 0, i1; i0 < n; i0 = i1) {
+          for (i1 = i0 + 1; i1 < n && rows[i1].g == rows[i0].g;) ++i1;
+          f(i0, i1, rows[i0].g);
+        }
+      };
       for (int64_t i = 0; i < n; ++i) {
         const QueryHead<T> &qh = heads[(size_t)rows[i].entry];
         std::copy_n(qh.q + qh.rows->begin[(size_t)task.b] * qh.q_stride, d, Q + i * d);
@@ -123,15 +130,13 @@ void attention_decode(const AttentionDims &s, const KeyValues<T> &kv, const std:
         const T *K = kv.k + key * kv.k_stride, *V = kv.v + key * kv.v_stride;
         // Scores kv head by kv head: one product per group reads that head's keys once for all its rows, and the
         // heads together read the tile's cache rows whole.
-        for (int64_t i0 = 0, i1; i0 < n; i0 = i1) {
-          for (i1 = i0 + 1; i1 < n && rows[i1].g == rows[i0].g;) ++i1;
+        for_each_kv_head([&](int64_t i0, int64_t i1, int64_t g) {
           if (tiled)
-            tile_scores(Q + i0 * d, i1 - i0, K + rows[i0].g * d, kv.k_stride, nk, d, scale, S + i0 * kTileKeys,
-                        kTileKeys);
+            tile_scores(Q + i0 * d, i1 - i0, K + g * d, kv.k_stride, nk, d, scale, S + i0 * kTileKeys, kTileKeys);
           else
-            gemm(Trans::No, Trans::Yes, i1 - i0, nk, d, scale, Q + i0 * d, d, K + rows[i0].g * d, kv.k_stride, T(0),
+            gemm(Trans::No, Trans::Yes, i1 - i0, nk, d, scale, Q + i0 * d, d, K + g * d, kv.k_stride, T(0),
                  S + i0 * kTileKeys, kTileKeys);
-        }
+        });
         for (int64_t i = 0; i < n; ++i) {
           T *o = out + i * slot;
           int64_t lo, hi;
@@ -144,11 +149,10 @@ void attention_decode(const AttentionDims &s, const KeyValues<T> &kv, const std:
         }
         // acc_i += P_i V over the tile, each kv head's values read once for all its rows.
         if (tiled) {
-          for (int64_t i0 = 0, i1; i0 < n; i0 = i1) {
-            for (i1 = i0 + 1; i1 < n && rows[i1].g == rows[i0].g;) ++i1;
-            tile_values(S + i0 * kTileKeys, kTileKeys, i1 - i0, V + rows[i0].g * d, kv.v_stride, nk, d,
-                        out + i0 * slot + 2, slot);
-          }
+          for_each_kv_head([&](int64_t i0, int64_t i1, int64_t g) {
+            tile_values(S + i0 * kTileKeys, kTileKeys, i1 - i0, V + g * d, kv.v_stride, nk, d, out + i0 * slot + 2,
+                        slot);
+          });
         } else {
           for (int64_t c = 0; c < nk; ++c) {
             const T *v_row = V + c * kv.v_stride;

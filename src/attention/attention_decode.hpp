@@ -1,8 +1,9 @@
 // Attention of a token over a long cache (decoding): the cache is streamed in tiles of whole rows (every kv head's
 // keys, then values), each kv head's part read once for all the query heads of its group, with a sequence's key range
 // split into fixed parts that threads share (split-K, merged in order), so a batch of one sequence still uses every
-// core and the result depends on neither the thread count nor the batch. attention_forward takes this path whenever every listed head has at most one row per sequence and
-// no dropout applies; it computes what the tiled kernel does (attention.hpp), summed in another order.
+// core and the result depends on neither the thread count nor the batch. attention_forward takes this path whenever
+// every listed head has at most one row per sequence and no dropout applies; it computes what the tiled kernel does
+// (attention.hpp), summed in another order.
 #pragma once
 
 #include <vector>

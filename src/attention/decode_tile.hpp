@@ -53,17 +53,7 @@ void values_rows(const T *P, int64_t s_stride, const T *V, int64_t v_stride, int
   for (int r = 0; r < R; r++)
 #pragma GCC unroll 8
     for (int v = 0; v < NV; v++) a[r][v] = load(acc + r * acc_stride + v * kLanes);
-  for (int64_t j = 0; j < nk; j++) {
-    Vec<T> x[NV];
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; v++) x[v] = load(V + j * v_stride + v * kLanes);
-#pragma GCC unroll 4
-    for (int r = 0; r < R; r++) {
-      const T p = P[r * s_stride + j];
-#pragma GCC unroll 8
-      for (int v = 0; v < NV; v++) a[r][v] += p * x[v];
-    }
-  }
+  lanes::accumulate_broadcast<T, R, NV>(a, P, s_stride, V, v_stride, nk);
 #pragma GCC unroll 4
   for (int r = 0; r < R; r++)
 #pragma GCC unroll 8

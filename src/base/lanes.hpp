@@ -38,6 +38,23 @@ inline void store(T *p, const Vec<T> &v) {
   std::memcpy(p, &v, sizeof v);
 }
 
+// acc[r][v] += sum_k A[r][k] B[k][v kLanes ..] over k = 0 .. K-1 in order: each row of A broadcast a number at a time
+// against NV vectors of each row of B (rows lda and ldb apart), every load of B serving all R rows.
+template <typename T, int R, int NV>
+inline void accumulate_broadcast(Vec<T> (&acc)[R][NV], const T *A, int64_t lda, const T *B, int64_t ldb, int64_t K) {
+  for (int64_t k = 0; k < K; k++) {
+    Vec<T> b[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; v++) b[v] = load(B + k * ldb + v * kLanes);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+      const T a = A[r * lda + k];
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; v++) acc[r][v] += a * b[v];
+    }
+  }
+}
+
 // f(std::integral_constant<int, n>{}) for n in 1 .. Most (Most for anything larger): a kernel unrolled for each row
 // or vector count it may meet, chosen at run time.
 template <int Most, typename F>

@@ -12,7 +12,6 @@ namespace moas {
 namespace {
 
 using lanes::kLanes;
-using lanes::load;
 using lanes::Vec;
 
 // A panel row is 32 floats: two vectors. Eight rows of A keep 16 accumulators and two panel vectors live: no spills,
@@ -29,17 +28,7 @@ void panel_against(const T *A, int64_t lda, const T *panel, int64_t K, int64_t n
   for (int r = 0; r < R; r++)
 #pragma GCC unroll 2
     for (int v = 0; v < kVectors; v++) acc[r][v] = Vec<T>{};
-  for (int64_t k = 0; k < K; k++) {
-    Vec<T> w[kVectors];
-#pragma GCC unroll 2
-    for (int v = 0; v < kVectors; v++) w[v] = load(panel + k * P + v * kLanes);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; r++) {
-      const T a = A[r * lda + k];
-#pragma GCC unroll 2
-      for (int v = 0; v < kVectors; v++) acc[r][v] += a * w[v];
-    }
-  }
+  lanes::accumulate_broadcast<T, R, kVectors>(acc, A, lda, panel, P, K);
   for (int r = 0; r < R; r++) {
     T out[P];
     std::memcpy(out, acc[r], sizeof out);
@@ -47,9 +36,6 @@ void panel_against(const T *A, int64_t lda, const T *panel, int64_t K, int64_t n
     for (int64_t j = 0; j < valid; j++) c[j] = beta == T(0) ? out[j] : out[j] + beta * c[j];
   }
 }
-
-// Bytes of W from which a second thread pays for waking (as in skinny_product.cpp).
-constexpr int64_t kThreadedBytes = int64_t(256) << 10;
 
 }  // namespace
 
@@ -71,7 +57,7 @@ template <typename T>
 void packed_product(int64_t M, const T *A, int64_t lda, const PackedMatrix<T> &W, T beta, T *C, int64_t ldc) {
   constexpr int64_t P = PackedMatrix<T>::kPanelRows;
   const int64_t K = W.cols, panels = W.panel_count();
-  parallel_for(panels, W.rows * K * (int64_t)sizeof(T) >= kThreadedBytes, [&](int64_t begin, int64_t end) {
+  parallel_for(panels, W.rows * K * (int64_t)sizeof(T) >= kFewRowThreadedBytes, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; p++) {
       const T *panel = W.panels.data() + p * P * K;
       const int64_t n0 = p * P, valid = std::min(P, W.rows - n0);

@@ -74,8 +74,6 @@ void rows_against(int64_t n0, int64_t n1, int64_t K, T alpha, const T *A, int64_
   }
 }
 
-// Bytes of B from which a second thread pays for waking: about 20 us of one core's reads.
-constexpr int64_t kThreadedBytes = int64_t(256) << 10;
 // Rows of B per block: 8 rows of 384 floats are 12 KB, well inside L1 beside A's rows.
 constexpr int64_t kBlockRows = 8;
 
@@ -84,7 +82,7 @@ constexpr int64_t kBlockRows = 8;
 template <typename T>
 void skinny_product_nt(int64_t M, int64_t N, int64_t K, T alpha, const T *A, int64_t lda, const T *B, int64_t ldb,
                        T beta, T *C, int64_t ldc) {
-  parallel_for(N, N * K * (int64_t)sizeof(T) >= kThreadedBytes, [&](int64_t begin, int64_t end) {
+  parallel_for(N, N * K * (int64_t)sizeof(T) >= kFewRowThreadedBytes, [&](int64_t begin, int64_t end) {
     // A few rows of B at a time (they stay in L1) against the rows of A in groups of up to 4 (a group's
     // accumulators fill the vector registers): memory sees each row of B once.
     for (int64_t n0 = begin; n0 < end; n0 += kBlockRows) {

@@ -12,6 +12,9 @@ namespace moas {
 
 // The largest M the kernel serves; gemm() sends larger products to the GEMM library.
 constexpr int64_t kSkinnyRows = 8;
+// Bytes of the right-hand matrix from which a few-row product (this one, packed_product.hpp's) splits it between
+// threads: about 20 us of one core's reads, what waking a second thread costs.
+constexpr int64_t kFewRowThreadedBytes = int64_t(256) << 10;
 
 template <typename T>
 void skinny_product_nt(int64_t M, int64_t N, int64_t K, T alpha, const T *A, int64_t lda, const T *B, int64_t ldb,
